@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Demo token service and echo API for the filter (used by scripts/run.sh and the e2e tests).
+
+Token service: answers introspection the Curity way (RFC 7662, `Accept: application/jwt`).
+What it answers depends on how the opaque token starts, so tests need no set-up calls:
+
+  inactive...   204                    inactjson... 200 {"active":false}
+  e<NNN>...     status NNN             slow...      sleeps 3 s, then active
+  reset...      closes the connection  big...       an ~8 KB JWT
+  exp2...       JWT with exp = now+2   expired...   JWT with exp in the past
+  maxage1...    Cache-Control max-age=1             nostore...   Cache-Control no-store
+  noscope...    JWT with scope "profile"            garbage...   200 application/jwt "not-a-jwt"
+  anything else an active token: JWT with scope "read write", exp = now+300
+
+JWTs are signed with HS256 and a TEST-ONLY key (DEMO_KEY below): never use it for anything real.
+Echo API: answers every request with JSON describing what it received.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEMO_KEY = b"test-only-demo-key-not-a-secret"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint_jwt(claims: dict) -> str:
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "demo"}).encode())
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{header}.{payload}".encode()
+    sig = hmac.new(DEMO_KEY, signing_input, hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(sig)}"
+
+
+def decode_jwt_payload(jwt: str) -> dict:
+    payload = jwt.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        # Deliberate resets and clients that hang up are part of the tests: stay quiet.
+        pass
+
+
+class TokenService:
+    """Introspection endpoint stub. Records every call it receives."""
+
+    def __init__(self, host="127.0.0.1", port=0, verbose=False):
+        self.calls = []
+        self.lock = threading.Lock()
+        self.verbose = verbose
+        self.issued = 0
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length).decode("latin-1")
+                form = urllib.parse.parse_qs(body, keep_blank_values=True)
+                token = form.get("token", [""])[0]
+                call = {
+                    "method": "POST",
+                    "path": self.path,
+                    "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                    "body": body,
+                    "token": token,
+                    "time": time.time(),
+                }
+                with service.lock:
+                    service.calls.append(call)
+                service.answer(self, token)
+
+            def do_GET(self):
+                self.send_response(405)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = _Server((host, port), Handler)
+        self.port = self.server.server_address[1]
+
+    def answer(self, h, token):
+        now = int(time.time())
+        claims = {
+            "iss": "https://login.example.com",
+            "sub": "user-" + hashlib.sha256(token.encode()).hexdigest()[:8],
+            "aud": "api.example.com",
+            "scope": "read write",
+            "iat": now,
+            "exp": now + 300,
+        }
+        with self.lock:
+            self.issued += 1
+            claims["jti"] = f"jwt-{self.issued}"
+        extra_headers = {}
+
+        def send(status, body=b"", ctype=None):
+            h.send_response(status)
+            if ctype:
+                h.send_header("content-type", ctype)
+            for k, v in extra_headers.items():
+                h.send_header(k, v)
+            h.send_header("content-length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+
+        if token.startswith("inactjson"):
+            return send(200, b'{"active":false}', "application/json")
+        if token.startswith("inactive"):
+            return send(204)
+        if len(token) >= 4 and token[0] == "e" and token[1:4].isdigit():
+            status = int(token[1:4])
+            if 300 <= status < 400:
+                extra_headers["location"] = "http://127.0.0.1:1/elsewhere"
+            return send(status, b"error", "text/plain")
+        if token.startswith("reset"):
+            h.close_connection = True
+            try:
+                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return None
+        if token.startswith("garbage"):
+            return send(200, b"not-a-jwt", "application/jwt")
+        if token.startswith("slow"):
+            time.sleep(3)
+        if token.startswith("big"):
+            claims["pad"] = "x" * 6000
+        if token.startswith("exp2"):
+            claims["exp"] = now + 2
+        if token.startswith("expired"):
+            claims["exp"] = now - 10
+        if token.startswith("noscope"):
+            claims["scope"] = "profile"
+        if token.startswith("maxage1"):
+            extra_headers["cache-control"] = "max-age=1"
+        if token.startswith("nostore"):
+            extra_headers["cache-control"] = "no-store"
+        jwt = mint_jwt(claims)
+        if self.verbose:
+            print(f"[token service] introspection: token active, issued {claims['jti']} for {claims['sub']}", flush=True)
+        return send(200, jwt.encode(), "application/jwt")
+
+    def calls_for(self, token):
+        with self.lock:
+            return [c for c in self.calls if c["token"] == token]
+
+    def start(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class EchoApi:
+    """Upstream API stub: answers with JSON describing the request it received."""
+
+    def __init__(self, host="127.0.0.1", port=0, verbose=False):
+        self.requests = []
+        self.lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_any(self):
+                length = int(self.headers.get("content-length", "0") or 0)
+                body = self.rfile.read(length).decode("latin-1") if length else ""
+                seen = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                    "body": body,
+                }
+                with api.lock:
+                    api.requests.append(seen)
+                if verbose:
+                    auth = self.headers.get("authorization", "(none)")
+                    print(f"[echo api] {self.command} {self.path} Authorization: {auth}", flush=True)
+                    if auth.startswith("Bearer ") and auth.count(".") == 2:
+                        print(f"[echo api]   JWT claims: {json.dumps(decode_jwt_payload(auth[7:]))}", flush=True)
+                out = json.dumps(seen, indent=2).encode() + b"\n"
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = handle_any
+
+        self.server = _Server((host, port), Handler)
+        self.port = self.server.server_address[1]
+
+    def start(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--token-port", type=int, default=18081)
+    ap.add_argument("--echo-port", type=int, default=18080)
+    args = ap.parse_args()
+    TokenService(port=args.token_port, verbose=True).start()
+    EchoApi(port=args.echo_port, verbose=True).start()
+    print(f"[demo services] token service on 127.0.0.1:{args.token_port}, echo API on 127.0.0.1:{args.echo_port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

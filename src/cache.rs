@@ -1,0 +1,243 @@
+//! The token cache: entries in Envoy's shared data, so every worker benefits from one
+//! introspection.
+//!
+//! Shared data cannot delete a key and has no TTL: a key written once lives as long as the VM.
+//! The key space is therefore fixed: a token's SHA-256 picks one of `cache.max_entries` slots
+//! (`<namespace>:<slot>`), and a new token landing on a taken slot replaces the old entry (a
+//! direct-mapped cache). The entry carries the full token hash, compared in constant time, so a
+//! slot collision is a miss, never another token's JWT. The opaque token itself is never stored.
+//!
+//! Entry layout (big-endian): `magic "pt1" | kind u8 | expires_at_ms u64 | sha256 [32] |
+//! scope_len u16 | scope | jwt`.
+
+use sha2::{Digest, Sha256};
+
+use crate::jwt::Claims;
+
+/// Served JWTs stop `EXP_SKEW_MS` before their `exp`, so the API never receives one that
+/// expires in flight.
+pub const EXP_SKEW_MS: u64 = 1_000;
+
+const MAGIC: &[u8; 3] = b"pt1";
+const KIND_ACTIVE: u8 = 1;
+const KIND_INACTIVE: u8 = 2;
+const HEADER_LEN: usize = 3 + 1 + 8 + 32 + 2;
+
+pub type TokenHash = [u8; 32];
+
+pub fn token_hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// First bytes of the hash in hex: enough to correlate log lines, useless to an attacker.
+pub fn hash_prefix(hash: &TokenHash) -> String {
+    hash.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shared-data key of the slot a token hash maps to.
+pub fn slot_key(namespace: &str, hash: &TokenHash, max_entries: u32) -> String {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(hash.get(..8).unwrap_or(&[0; 8]));
+    let slot = u64::from_be_bytes(first) % u64::from(max_entries.max(1));
+    format!("pt:{namespace}:{slot}")
+}
+
+/// When a JWT obtained now may no longer be served from the cache, or `None` when it must not
+/// be cached at all: the earliest of `exp - EXP_SKEW_MS`, `max-age` and `max_ttl_s`.
+pub fn active_expiry(
+    now_ms: u64,
+    claims: &Claims,
+    max_age_s: Option<u64>,
+    max_ttl_s: u64,
+) -> Option<u64> {
+    let mut until = now_ms.saturating_add(max_ttl_s.saturating_mul(1_000));
+    if let Some(exp) = claims.exp {
+        until = until.min(exp.saturating_mul(1_000).saturating_sub(EXP_SKEW_MS));
+    }
+    if let Some(age) = max_age_s {
+        until = until.min(now_ms.saturating_add(age.saturating_mul(1_000)));
+    }
+    (until > now_ms).then_some(until)
+}
+
+/// A cached answer for one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached<'a> {
+    Active { jwt: &'a str, scope: &'a str },
+    Inactive,
+}
+
+pub fn encode_active(hash: &TokenHash, expires_at_ms: u64, scope: &str, jwt: &str) -> Vec<u8> {
+    let scope = scope
+        .get(..scope.len().min(usize::from(u16::MAX)))
+        .unwrap_or("");
+    let mut out = Vec::with_capacity(HEADER_LEN + scope.len() + jwt.len());
+    push_header(&mut out, KIND_ACTIVE, expires_at_ms, hash);
+    out.extend_from_slice(&u16::try_from(scope.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(scope.as_bytes());
+    out.extend_from_slice(jwt.as_bytes());
+    out
+}
+
+pub fn encode_inactive(hash: &TokenHash, expires_at_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    push_header(&mut out, KIND_INACTIVE, expires_at_ms, hash);
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out
+}
+
+fn push_header(out: &mut Vec<u8>, kind: u8, expires_at_ms: u64, hash: &TokenHash) {
+    out.extend_from_slice(MAGIC);
+    out.push(kind);
+    out.extend_from_slice(&expires_at_ms.to_be_bytes());
+    out.extend_from_slice(hash);
+}
+
+/// Reads a slot. Anything but a well-formed, unexpired entry for exactly this token is a miss
+/// (an empty or foreign value, a slot collision, an expired entry).
+pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cached<'a>> {
+    let (header, rest) = value.split_at_checked(HEADER_LEN)?;
+    let (magic, header) = header.split_at_checked(3)?;
+    if magic != MAGIC {
+        return None;
+    }
+    let (&kind, header) = header.split_first()?;
+    let (expires, header) = header.split_at_checked(8)?;
+    let (stored_hash, scope_len) = header.split_at_checked(32)?;
+    if !constant_time_eq(stored_hash, hash) {
+        return None;
+    }
+    let expires_at_ms = u64::from_be_bytes(expires.try_into().ok()?);
+    if now_ms >= expires_at_ms {
+        return None;
+    }
+    match kind {
+        KIND_INACTIVE => Some(Cached::Inactive),
+        KIND_ACTIVE => {
+            let scope_len = usize::from(u16::from_be_bytes(scope_len.try_into().ok()?));
+            let (scope, jwt) = rest.split_at_checked(scope_len)?;
+            let scope = std::str::from_utf8(scope).ok()?;
+            let jwt = std::str::from_utf8(jwt).ok()?;
+            (!jwt.is_empty()).then_some(Cached::Active { jwt, scope })
+        }
+        _ => None,
+    }
+}
+
+/// Compares two byte strings in time that depends only on their length.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box keeps the optimiser from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn claims(exp: Option<u64>) -> Claims {
+        Claims {
+            exp,
+            scope: String::new(),
+        }
+    }
+
+    #[test]
+    fn token_hash_is_sha256() {
+        // sha256("abc")
+        assert_eq!(hash_prefix(&token_hash("abc")), "ba7816bf",);
+    }
+
+    #[test]
+    fn slot_key_is_bounded_and_stable() {
+        let h = token_hash("t");
+        assert_eq!(slot_key("ns", &h, 10), slot_key("ns", &h, 10));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            seen.insert(slot_key("ns", &token_hash(&i.to_string()), 100));
+        }
+        assert_eq!(seen.len(), 100, "10000 tokens use exactly the 100 slots");
+        assert!(seen.iter().all(|k| k.starts_with("pt:ns:")));
+    }
+
+    #[test]
+    fn ttl_rule_takes_the_earliest_bound() {
+        // max_ttl only
+        assert_eq!(
+            active_expiry(NOW, &claims(None), None, 300),
+            Some(NOW + 300_000)
+        );
+        // exp earlier than max_ttl: exp minus skew
+        let exp = NOW / 1000 + 10;
+        assert_eq!(
+            active_expiry(NOW, &claims(Some(exp)), None, 300),
+            Some(exp * 1000 - EXP_SKEW_MS)
+        );
+        // max-age earliest
+        assert_eq!(
+            active_expiry(NOW, &claims(Some(exp)), Some(2), 300),
+            Some(NOW + 2_000)
+        );
+        // max_ttl earliest
+        assert_eq!(
+            active_expiry(NOW, &claims(Some(exp)), Some(20), 5),
+            Some(NOW + 5_000)
+        );
+        // nothing left: do not cache
+        assert_eq!(
+            active_expiry(NOW, &claims(Some(NOW / 1000)), None, 300),
+            None
+        );
+        assert_eq!(active_expiry(NOW, &claims(None), Some(0), 300), None);
+        assert_eq!(active_expiry(NOW, &claims(None), None, 0), None);
+    }
+
+    #[test]
+    fn round_trips_entries() {
+        let h = token_hash("tok");
+        let v = encode_active(&h, NOW + 5, "read write", "a.b.c");
+        assert_eq!(
+            lookup(&v, &h, NOW),
+            Some(Cached::Active {
+                jwt: "a.b.c",
+                scope: "read write"
+            })
+        );
+        let v = encode_inactive(&h, NOW + 5);
+        assert_eq!(lookup(&v, &h, NOW), Some(Cached::Inactive));
+    }
+
+    #[test]
+    fn expired_foreign_and_corrupt_entries_are_misses() {
+        let h = token_hash("tok");
+        let other = token_hash("other");
+        let v = encode_active(&h, NOW + 5, "", "a.b.c");
+        assert_eq!(lookup(&v, &h, NOW + 5), None, "expiry is exclusive");
+        assert_eq!(lookup(&v, &other, NOW), None, "slot collision");
+        assert_eq!(lookup(b"", &h, NOW), None, "shared data 'removed' value");
+        assert_eq!(lookup(&v[..HEADER_LEN - 1], &h, NOW), None);
+        let mut bad = v.clone();
+        bad[0] = b'x';
+        assert_eq!(lookup(&bad, &h, NOW), None);
+        let mut bad = v.clone();
+        bad[3] = 9;
+        assert_eq!(lookup(&bad, &h, NOW), None);
+        let empty_jwt = encode_active(&h, NOW + 5, "", "");
+        assert_eq!(lookup(&empty_jwt, &h, NOW), None);
+        let mut long_scope = encode_active(&h, NOW + 5, "", "a.b.c");
+        long_scope[HEADER_LEN - 2] = 0xff;
+        assert_eq!(lookup(&long_scope, &h, NOW), None);
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

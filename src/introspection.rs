@@ -1,0 +1,383 @@
+//! The introspection call to the token service (RFC 7662, with Curity's `application/jwt`
+//! response), and the classification of its answer.
+//!
+//! Request: `POST phantom.path`, `Content-Type: application/x-www-form-urlencoded`,
+//! `Accept: application/jwt`, HTTP Basic client authentication (RFC 6749 §2.3.1), body
+//! `token=<token>`. Nothing from the client's request is sent.
+//!
+//! Answers: `200 application/jwt` with a JWT is an active token; `204`, or
+//! `200 application/json` `{"active":false}`, an inactive one; anything else is a failure of the
+//! token service, never a reason to forward the request. Envoy reports failed calls in three
+//! shapes, all handled here: a synthesized `503` (connect failure), a synthesized `504`
+//! (timeout), and a response without any header (reset).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::config::PhantomConfig;
+use crate::jwt::{self, Claims, MAX_JWT_LEN};
+
+/// Largest response body read from the token service.
+pub const MAX_RESPONSE_BYTES: usize = MAX_JWT_LEN;
+
+/// `Authorization: Basic base64(urlenc(id) ":" urlenc(secret))` (RFC 6749 §2.3.1).
+pub fn basic_authorization(client_id: &str, client_secret: &str) -> String {
+    let pair = format!(
+        "{}:{}",
+        form_urlencode(client_id),
+        form_urlencode(client_secret)
+    );
+    format!("Basic {}", STANDARD.encode(pair))
+}
+
+/// `application/x-www-form-urlencoded` serialisation of one value (WHATWG URL §5.2).
+pub fn form_urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Headers of the introspection request.
+pub fn request_headers(cfg: &PhantomConfig) -> [(&str, &str); 6] {
+    [
+        (":method", "POST"),
+        (":path", cfg.path.as_str()),
+        (":authority", cfg.authority.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("accept", "application/jwt"),
+        ("authorization", cfg.basic_authorization.as_str()),
+    ]
+}
+
+/// Body of the introspection request.
+pub fn request_body(token: &str) -> Vec<u8> {
+    format!("token={}", form_urlencode(token)).into_bytes()
+}
+
+/// The parts of the token service's answer that matter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Response<'a> {
+    /// `:status`, or `None` when the response has no headers at all (a reset).
+    pub status: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub cache_control: Option<&'a str>,
+    /// The body; `None` when it was larger than [`MAX_RESPONSE_BYTES`] and not read.
+    pub body: Option<&'a [u8]>,
+    /// True when Envoy made the response up (no upstream answered), see [`is_synthesized`].
+    pub synthesized: bool,
+}
+
+/// Why the token service could not tell whether the token is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The call was reset: a response without headers.
+    Reset,
+    /// Envoy could not connect (synthesized 503).
+    Unreachable,
+    /// The call exceeded `timeout_ms` (504).
+    Timeout,
+    /// The token service itself answered 503.
+    Unavailable,
+    /// Any other status: 3xx, 401, 403, 404, 5xx ...
+    Status(u16),
+    /// A 200 whose body is not what the contract says.
+    Malformed,
+}
+
+/// What an introspection answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Active {
+        jwt: String,
+        claims: Claims,
+        /// `Cache-Control: max-age`, if the response carried one.
+        max_age_s: Option<u64>,
+        /// `Cache-Control: no-store` or `no-cache`: forward, but do not cache.
+        no_store: bool,
+    },
+    Inactive,
+    Failed(Failure),
+}
+
+/// Whether a response was synthesized by Envoy rather than sent by the token service. Envoy's
+/// router adds `x-envoy-upstream-service-time` to every response that came from an upstream;
+/// its own local replies (connect failure, timeout) do not carry it.
+pub fn is_synthesized(upstream_service_time: Option<&str>) -> bool {
+    upstream_service_time.is_none()
+}
+
+/// Classifies the token service's answer.
+pub fn classify(resp: &Response<'_>) -> Outcome {
+    let Some(status) = resp.status else {
+        return Outcome::Failed(Failure::Reset);
+    };
+    let Ok(status) = status.parse::<u16>() else {
+        return Outcome::Failed(Failure::Malformed);
+    };
+    match status {
+        200 => classify_ok(resp),
+        204 => Outcome::Inactive,
+        503 if resp.synthesized => Outcome::Failed(Failure::Unreachable),
+        503 => Outcome::Failed(Failure::Unavailable),
+        504 => Outcome::Failed(Failure::Timeout),
+        other => Outcome::Failed(Failure::Status(other)),
+    }
+}
+
+fn classify_ok(resp: &Response<'_>) -> Outcome {
+    let malformed = Outcome::Failed(Failure::Malformed);
+    let Some(body) = resp.body else {
+        return malformed;
+    };
+    match media_type(resp.content_type).as_deref() {
+        Some("application/jwt") => {
+            let Ok(text) = std::str::from_utf8(body) else {
+                return malformed;
+            };
+            match jwt::parse(text) {
+                Ok(claims) => {
+                    let (max_age_s, no_store) = cache_control(resp.cache_control);
+                    Outcome::Active {
+                        jwt: text.to_owned(),
+                        claims,
+                        max_age_s,
+                        no_store,
+                    }
+                }
+                Err(_) => malformed,
+            }
+        }
+        Some("application/json") => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) if map.get("active") == Some(&Value::Bool(false)) => {
+                Outcome::Inactive
+            }
+            // `active: true` without a JWT: this contract has nothing to forward.
+            _ => malformed,
+        },
+        _ => malformed,
+    }
+}
+
+/// `type/subtype` of a `Content-Type`, lower-cased, parameters dropped.
+fn media_type(content_type: Option<&str>) -> Option<String> {
+    let ct = content_type?;
+    let main = ct.split(';').next().unwrap_or("").trim();
+    Some(main.to_ascii_lowercase())
+}
+
+/// `(max-age, no-store)` from a `Cache-Control` header (RFC 9111 §5.2).
+fn cache_control(value: Option<&str>) -> (Option<u64>, bool) {
+    let Some(value) = value else {
+        return (None, false);
+    };
+    let mut max_age = None;
+    let mut no_store = false;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        let (name, arg) = match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive, None),
+        };
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+            no_store = true;
+        } else if name.eq_ignore_ascii_case("max-age") {
+            // An unparseable max-age is treated as 0 (RFC 9111 §4.2.1: invalid means stale).
+            let secs = arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+            max_age = Some(max_age.map_or(secs, |m: u64| m.min(secs)));
+        }
+    }
+    (max_age, no_store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::jwt::tests::make;
+
+    fn ok(content_type: &str, body: &[u8]) -> Outcome {
+        classify(&Response {
+            status: Some("200"),
+            content_type: Some(content_type),
+            body: Some(body),
+            ..Response::default()
+        })
+    }
+
+    #[test]
+    fn form_urlencodes_token_characters() {
+        assert_eq!(form_urlencode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+        assert_eq!(form_urlencode("A-z_0.9*~ é"), "A-z_0.9*%7E+%C3%A9");
+        assert_eq!(request_body("x+/="), b"token=x%2B%2F%3D");
+    }
+
+    #[test]
+    fn basic_auth_follows_rfc6749() {
+        // base64("gateway:secret")
+        assert_eq!(
+            basic_authorization("gateway", "secret"),
+            "Basic Z2F0ZXdheTpzZWNyZXQ="
+        );
+        // base64("my+id:p%40ss%3Aword") : the parts are form-urlencoded first.
+        assert_eq!(
+            basic_authorization("my id", "p@ss:word"),
+            format!("Basic {}", STANDARD.encode("my+id:p%40ss%3Aword"))
+        );
+    }
+
+    #[test]
+    fn request_is_curitys_contract() {
+        let c = Config::from_slice(br#"{"phantom": {"cluster": "ts", "authority": "login.example.com", "path": "/introspect", "client_id": "gateway", "client_secret": "secret"}}"#).unwrap();
+        let h = request_headers(&c.phantom);
+        assert_eq!(
+            h,
+            [
+                (":method", "POST"),
+                (":path", "/introspect"),
+                (":authority", "login.example.com"),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("accept", "application/jwt"),
+                ("authorization", "Basic Z2F0ZXdheTpzZWNyZXQ="),
+            ]
+        );
+    }
+
+    #[test]
+    fn active_jwt_with_cache_control() {
+        let jwt = make(r#"{"exp":2000000000,"scope":"read"}"#);
+        let out = classify(&Response {
+            status: Some("200"),
+            content_type: Some("Application/JWT; charset=utf-8"),
+            cache_control: Some("private, max-age=60"),
+            body: Some(jwt.as_bytes()),
+            synthesized: false,
+        });
+        assert_eq!(
+            out,
+            Outcome::Active {
+                jwt,
+                claims: Claims {
+                    exp: Some(2_000_000_000),
+                    scope: "read".into()
+                },
+                max_age_s: Some(60),
+                no_store: false
+            }
+        );
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        assert_eq!(cache_control(None), (None, false));
+        assert_eq!(cache_control(Some("max-age=10")), (Some(10), false));
+        assert_eq!(cache_control(Some("MAX-AGE = \"7\"")), (Some(7), false));
+        assert_eq!(cache_control(Some("max-age=abc")), (Some(0), false));
+        assert_eq!(
+            cache_control(Some("max-age=9, max-age=3")),
+            (Some(3), false)
+        );
+        assert_eq!(cache_control(Some("no-store")), (None, true));
+        assert_eq!(cache_control(Some("public, no-cache")), (None, true));
+    }
+
+    #[test]
+    fn inactive_answers() {
+        let r204 = classify(&Response {
+            status: Some("204"),
+            ..Response::default()
+        });
+        assert_eq!(r204, Outcome::Inactive);
+        assert_eq!(
+            ok("application/json", br#"{"active":false}"#),
+            Outcome::Inactive
+        );
+        assert_eq!(
+            ok(
+                "application/json; charset=UTF-8",
+                br#"{"active": false, "x": 1}"#
+            ),
+            Outcome::Inactive
+        );
+    }
+
+    #[test]
+    fn malformed_200_answers_are_failures() {
+        let jwt = make("{}");
+        let m = Outcome::Failed(Failure::Malformed);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("application/jwt", vec![]),
+            (
+                "application/jwt",
+                format!("{jwt} trailing garbage").into_bytes(),
+            ),
+            ("application/jwt", format!("{jwt}\r\n").into_bytes()),
+            ("application/jwt", format!("{jwt}.x").into_bytes()),
+            ("application/jwt", vec![0xff, 0xfe, b'.', b'a', b'.', b'b']),
+            ("application/jwt", br#"{"active":true}"#.to_vec()),
+            ("text/plain", jwt.clone().into_bytes()),
+            ("application/json", jwt.clone().into_bytes()),
+            ("application/json", br#"{"active":true,"sub":"x"}"#.to_vec()),
+            ("application/json", br#"{"active":"false"}"#.to_vec()),
+            ("application/json", b"[]".to_vec()),
+        ];
+        for (ct, body) in cases {
+            assert_eq!(
+                ok(ct, &body),
+                m,
+                "{ct} {:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let no_ct = classify(&Response {
+            status: Some("200"),
+            body: Some(jwt.as_bytes()),
+            ..Response::default()
+        });
+        assert_eq!(no_ct, m);
+        let too_big = classify(&Response {
+            status: Some("200"),
+            content_type: Some("application/jwt"),
+            body: None,
+            ..Response::default()
+        });
+        assert_eq!(too_big, m);
+    }
+
+    #[test]
+    fn failures_by_status_and_shape() {
+        let f = |status: Option<&str>, synthesized: bool| {
+            classify(&Response {
+                status,
+                synthesized,
+                ..Response::default()
+            })
+        };
+        assert_eq!(f(None, true), Outcome::Failed(Failure::Reset));
+        assert_eq!(f(Some("503"), true), Outcome::Failed(Failure::Unreachable));
+        assert_eq!(f(Some("503"), false), Outcome::Failed(Failure::Unavailable));
+        assert_eq!(f(Some("504"), true), Outcome::Failed(Failure::Timeout));
+        assert_eq!(f(Some("abc"), false), Outcome::Failed(Failure::Malformed));
+        for s in [301u16, 302, 400, 401, 403, 404, 500, 502] {
+            assert_eq!(
+                f(Some(&s.to_string()), false),
+                Outcome::Failed(Failure::Status(s)),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn synthesized_means_no_upstream_service_time() {
+        assert!(is_synthesized(None));
+        assert!(!is_synthesized(Some("3")));
+    }
+}

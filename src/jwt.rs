@@ -1,0 +1,235 @@
+//! The JWT received from the token service (RFC 7519 compact JWS serialisation, RFC 7515 §7.1).
+//!
+//! The filter does not verify the signature here (the token service is trusted to have signed
+//! it; the APIs verify it). It checks the shape strictly before decoding anything (three
+//! non-empty base64url segments, no padding, bounded size; RFC 8725 §3.11: reject what is not
+//! exactly a JWS), and reads only what the gateway needs: `exp`, to bound caching, and `scope`,
+//! for `required_scopes`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Longest JWT accepted from the token service.
+pub const MAX_JWT_LEN: usize = 16 * 1024;
+/// Longest normalised `scope` kept for a token.
+pub const MAX_SCOPE_LEN: usize = 4 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("longer than {MAX_JWT_LEN} bytes")]
+    TooLong,
+    #[error("not three non-empty base64url segments")]
+    Shape,
+    #[error("a segment is not valid base64url")]
+    Encoding,
+    #[error("header or payload is not a JSON object")]
+    NotJson,
+    #[error("header has no string `alg`, or `alg` is none")]
+    Alg,
+    #[error("`exp` is not a NumericDate")]
+    Exp,
+    #[error("`scope` is not a string or an array of scope tokens")]
+    Scope,
+}
+
+/// What the gateway reads from a JWT's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Claims {
+    /// `exp` in whole seconds since the epoch, if present.
+    pub exp: Option<u64>,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+}
+
+/// The three segments of a compact JWS, after the shape check.
+pub fn segments(jwt: &str) -> Result<[&str; 3], JwtError> {
+    if jwt.len() > MAX_JWT_LEN {
+        return Err(JwtError::TooLong);
+    }
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Shape);
+    };
+    for seg in [h, p, s] {
+        if seg.is_empty() || !seg.bytes().all(is_base64url_byte) {
+            return Err(JwtError::Shape);
+        }
+    }
+    Ok([h, p, s])
+}
+
+fn is_base64url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn decode_object(segment: &str) -> Result<serde_json::Map<String, Value>, JwtError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| JwtError::Encoding)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(JwtError::NotJson),
+    }
+}
+
+/// Checks the shape of `jwt` and returns the claims the gateway uses.
+pub fn parse(jwt: &str) -> Result<Claims, JwtError> {
+    let [header, payload, _signature] = segments(jwt)?;
+    let header = decode_object(header)?;
+    match header.get("alg") {
+        Some(Value::String(alg)) if !alg.eq_ignore_ascii_case("none") => {}
+        _ => return Err(JwtError::Alg),
+    }
+    let payload = decode_object(payload)?;
+    let exp = match payload.get("exp") {
+        None => None,
+        Some(v) => Some(numeric_date(v).ok_or(JwtError::Exp)?),
+    };
+    let scope = match payload.get("scope") {
+        None => String::new(),
+        Some(Value::String(s)) => normalise_scope(s.split(' ').filter(|s| !s.is_empty()))?,
+        Some(Value::Array(items)) => {
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                names.push(item.as_str().ok_or(JwtError::Scope)?);
+            }
+            normalise_scope(names.into_iter())?
+        }
+        Some(_) => return Err(JwtError::Scope),
+    };
+    Ok(Claims { exp, scope })
+}
+
+/// RFC 7519 §2 NumericDate: seconds, possibly fractional; truncated to whole seconds.
+fn numeric_date(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    // `as` saturates; the range check keeps nonsense (negative, NaN) out.
+    (0.0..1.0e15).contains(&f).then_some(f as u64)
+}
+
+fn normalise_scope<'a>(names: impl Iterator<Item = &'a str>) -> Result<String, JwtError> {
+    let mut out = String::new();
+    for name in names {
+        if !crate::scope::is_scope_token(name) {
+            return Err(JwtError::Scope);
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(name);
+        if out.len() > MAX_SCOPE_LEN {
+            return Err(JwtError::Scope);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds an unsigned-looking test JWT: `{"alg":"HS256"}` + the given payload + a dummy
+    /// signature. Test fixture only; never verified.
+    pub(crate) fn make(payload: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let p = URL_SAFE_NO_PAD.encode(payload.as_bytes());
+        format!("{h}.{p}.c2lnbmF0dXJl")
+    }
+
+    #[test]
+    fn reads_exp_and_string_scope() {
+        // payload: {"sub":"alice","exp":1700000000,"scope":"read  write"}
+        let c = parse(&make(
+            r#"{"sub":"alice","exp":1700000000,"scope":"read  write"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            c,
+            Claims {
+                exp: Some(1_700_000_000),
+                scope: "read write".into()
+            }
+        );
+    }
+
+    #[test]
+    fn reads_array_scope_and_fractional_exp() {
+        let c = parse(&make(r#"{"exp":1700000000.75,"scope":["read","write"]}"#)).unwrap();
+        assert_eq!(
+            c,
+            Claims {
+                exp: Some(1_700_000_000),
+                scope: "read write".into()
+            }
+        );
+    }
+
+    #[test]
+    fn exp_and_scope_are_optional() {
+        assert_eq!(parse(&make(r#"{"sub":"x"}"#)).unwrap(), Claims::default());
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let good = make("{}");
+        let cases: Vec<(String, JwtError)> = vec![
+            (String::new(), JwtError::Shape),
+            ("abc".into(), JwtError::Shape),
+            ("a.b".into(), JwtError::Shape),
+            ("a.b.c.d".into(), JwtError::Shape),
+            ("a..c".into(), JwtError::Shape),
+            (format!("{good}."), JwtError::Shape),
+            (format!("{good}\r\n"), JwtError::Shape),
+            (format!("{good} "), JwtError::Shape),
+            (format!("{good}garbage!"), JwtError::Shape),
+            (good.replacen('.', "=.", 1), JwtError::Shape),
+            (good.replacen('e', "+", 1), JwtError::Shape),
+            ("a".repeat(MAX_JWT_LEN + 1), JwtError::TooLong),
+            ("YQ.YQ.YQ".into(), JwtError::NotJson),
+            ("A.e30.c2ln".into(), JwtError::Encoding),
+        ];
+        for (jwt, want) in cases {
+            assert_eq!(parse(&jwt), Err(want), "{jwt:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_alg_none_and_bad_claims() {
+        let none = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(b"{}")
+        );
+        assert_eq!(parse(&none), Err(JwtError::Alg));
+        let no_alg = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(b"{}"),
+            URL_SAFE_NO_PAD.encode(b"{}")
+        );
+        assert_eq!(parse(&no_alg), Err(JwtError::Alg));
+        for (payload, want) in [
+            (r#"{"exp":"soon"}"#, JwtError::Exp),
+            (r#"{"exp":-1}"#, JwtError::Exp),
+            (r#"{"scope":5}"#, JwtError::Scope),
+            (r#"{"scope":["read",5]}"#, JwtError::Scope),
+            (r#"{"scope":"a\"b"}"#, JwtError::Scope),
+            ("[1,2]", JwtError::NotJson),
+        ] {
+            assert_eq!(parse(&make(payload)), Err(want), "{payload}");
+        }
+    }
+
+    #[test]
+    fn accepts_an_8kb_jwt() {
+        let payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(6000));
+        let jwt = make(&payload);
+        assert!(jwt.len() > 8_000);
+        assert!(parse(&jwt).is_ok());
+    }
+}

@@ -1,0 +1,73 @@
+//! The filter's counters. Envoy shows them on the admin `/stats` and `/stats/prometheus`
+//! endpoints, prefixed by Envoy with `wasmcustom.`.
+
+/// One counter per outcome the operator needs to tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Allowed,
+    DeniedNoCredentials,
+    DeniedMalformed,
+    DeniedInvalidToken,
+    DeniedInsufficientScope,
+    TokenServiceError,
+    TokenServiceUnavailable,
+    CacheHit,
+    CacheMiss,
+    IntrospectionCalls,
+    Coalesced,
+    CorsPreflight,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 12] = [
+        Counter::Allowed,
+        Counter::DeniedNoCredentials,
+        Counter::DeniedMalformed,
+        Counter::DeniedInvalidToken,
+        Counter::DeniedInsufficientScope,
+        Counter::TokenServiceError,
+        Counter::TokenServiceUnavailable,
+        Counter::CacheHit,
+        Counter::CacheMiss,
+        Counter::IntrospectionCalls,
+        Counter::Coalesced,
+        Counter::CorsPreflight,
+    ];
+
+    /// The stat name (Envoy adds the `wasmcustom.` prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Allowed => "token_filter.allowed",
+            Counter::DeniedNoCredentials => "token_filter.denied_no_credentials",
+            Counter::DeniedMalformed => "token_filter.denied_malformed",
+            Counter::DeniedInvalidToken => "token_filter.denied_invalid_token",
+            Counter::DeniedInsufficientScope => "token_filter.denied_insufficient_scope",
+            Counter::TokenServiceError => "token_filter.token_service_error",
+            Counter::TokenServiceUnavailable => "token_filter.token_service_unavailable",
+            Counter::CacheHit => "token_filter.cache_hit",
+            Counter::CacheMiss => "token_filter.cache_miss",
+            Counter::IntrospectionCalls => "token_filter.introspection_calls",
+            Counter::Coalesced => "token_filter.coalesced",
+            Counter::CorsPreflight => "token_filter.cors_preflight",
+        }
+    }
+
+    /// Index into a dense table of metric ids.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indexes_dense() {
+        let names: std::collections::HashSet<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Counter::ALL.len());
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+    }
+}

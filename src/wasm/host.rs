@@ -1,0 +1,238 @@
+//! Host adapter: the core's [`Host`] trait over proxy-wasm host calls, the counters, and the
+//! application of verdicts to requests. Host calls that can fail return `Result` and failures
+//! are handled: a panic would trap the VM and take the worker's filter down.
+
+use std::cell::RefCell;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+
+use crate::cache::{self, TokenHash};
+use crate::config::Config;
+use crate::flow::{self, Host, Verdict};
+use crate::inflight::{InFlight, Waiter};
+use crate::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
+use crate::metrics::Counter;
+use crate::reply::{self, Denial};
+
+pub fn log(level: LogLevel, message: &str) {
+    // Nothing sensible to do if logging itself fails.
+    let _ = hostcalls::log(level, message);
+}
+
+/// Metric ids, defined once per VM and plugin.
+pub struct Metrics {
+    ids: [u32; Counter::ALL.len()],
+}
+
+impl Metrics {
+    pub fn define() -> Result<Self, String> {
+        let mut ids = [0u32; Counter::ALL.len()];
+        for (slot, counter) in ids.iter_mut().zip(Counter::ALL) {
+            *slot = hostcalls::define_metric(MetricType::Counter, counter.name())
+                .map_err(|s| format!("cannot define metric {}: {s:?}", counter.name()))?;
+        }
+        Ok(Self { ids })
+    }
+
+    pub fn count(&self, counter: Counter) {
+        if let Some(id) = self.ids.get(counter.index()) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}
+
+/// Per plugin configuration, shared by the root context and its HTTP contexts (one worker).
+pub struct Shared {
+    pub root_id: u32,
+    pub cfg: Config,
+    pub metrics: Metrics,
+    pub inflight: RefCell<InFlight>,
+}
+
+impl Host for Shared {
+    fn now_ms(&self) -> u64 {
+        // A clock failure makes every entry look expired and nothing cacheable: fail closed.
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_millis()).ok())
+            .unwrap_or(u64::MAX)
+    }
+
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, _cas)) => value,
+            Err(_) => None,
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8]) {
+        if let Err(s) = hostcalls::set_shared_data(key, Some(value), None) {
+            log(LogLevel::Warn, &format!("cache write failed: {s:?}"));
+        }
+    }
+
+    fn count(&self, counter: Counter) {
+        self.metrics.count(counter);
+    }
+}
+
+impl Shared {
+    /// Starts the introspection call for `token` from the current context. The call belongs
+    /// to that context in Envoy (cancelled if it goes away) and its answer is routed to it.
+    pub fn dispatch(&self, token: &str) -> Result<u32, String> {
+        let p = &self.cfg.phantom;
+        let body = introspection::request_body(token);
+        let call = hostcalls::dispatch_http_call(
+            &p.cluster,
+            introspection::request_headers(p).to_vec(),
+            Some(&body),
+            vec![],
+            Duration::from_millis(p.timeout_ms),
+        )
+        .map_err(|s| format!("dispatch to cluster {} failed: {s:?}", p.cluster))?;
+        self.count(Counter::IntrospectionCalls);
+        Ok(call)
+    }
+
+    /// Handles the answer to introspection call `call`, in whichever context received it.
+    pub fn on_call_response(
+        &self,
+        context_id: u32,
+        call: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let Some((hash, waiters)) = self.inflight.borrow_mut().complete(call) else {
+            log(
+                LogLevel::Debug,
+                &format!("#{context_id} ignoring late introspection answer {call}"),
+            );
+            return;
+        };
+        let header = |name: &str| -> Option<String> {
+            if num_headers == 0 {
+                return None;
+            }
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let status = header(":status");
+        let content_type = header("content-type");
+        let cache_control = header("cache-control");
+        let synthesized =
+            introspection::is_synthesized(header("x-envoy-upstream-service-time").as_deref());
+        let body = if body_size > MAX_RESPONSE_BYTES {
+            None
+        } else if body_size == 0 {
+            Some(Vec::new())
+        } else {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .map(Option::unwrap_or_default)
+        };
+        let outcome = introspection::classify(&Response {
+            status: status.as_deref(),
+            content_type: content_type.as_deref(),
+            cache_control: cache_control.as_deref(),
+            body: body.as_deref(),
+            synthesized,
+        });
+        let verdict = flow::on_introspection(&self.cfg, self, &hash, outcome);
+        let level = match verdict {
+            Verdict::Reject(Denial::TokenService(_)) => LogLevel::Warn,
+            _ => LogLevel::Debug,
+        };
+        log(
+            level,
+            &format!(
+                "#{context_id} introspection of token {} answered {} ({} bytes): {}, {} waiting",
+                cache::hash_prefix(&hash),
+                status.as_deref().unwrap_or("no headers"),
+                body_size,
+                describe(&verdict),
+                waiters.len(),
+            ),
+        );
+        self.apply_all(&waiters, &verdict);
+    }
+
+    /// The call could not be started: everyone waiting on it gets a 502.
+    pub fn abandon(&self, hash: &TokenHash) {
+        let waiters = self.inflight.borrow_mut().abandon(hash);
+        self.apply_all(
+            &waiters,
+            &Verdict::Reject(Denial::TokenService(Failure::Unreachable)),
+        );
+    }
+
+    fn apply_all(&self, waiters: &[Waiter], verdict: &Verdict) {
+        for w in waiters {
+            // Acting on another request: make it the effective context first. A context that
+            // is gone (client reset) is skipped.
+            if hostcalls::set_effective_context(w.context_id).is_ok() {
+                self.apply(w.context_id, w.head, verdict, true);
+            }
+        }
+    }
+
+    /// Applies a verdict to the current (effective) request. Every path ends in a resume (or
+    /// `true`, for the caller to continue) or a local reply, so no request is left hanging.
+    pub fn apply(&self, context_id: u32, head: bool, verdict: &Verdict, resume: bool) -> bool {
+        match verdict {
+            Verdict::Forward { authorization } => {
+                // Overwrite, never append: any client-sent Authorization is replaced.
+                let set = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "authorization",
+                    Some(authorization),
+                );
+                if set.is_err() {
+                    log(
+                        LogLevel::Error,
+                        &format!("#{context_id} cannot set authorization header"),
+                    );
+                    self.reject(context_id, head, Denial::TokenService(Failure::Malformed));
+                    return false;
+                }
+                self.count(Counter::Allowed);
+                if resume {
+                    if let Err(s) = hostcalls::resume_http_request() {
+                        log(
+                            LogLevel::Debug,
+                            &format!("#{context_id} resume failed: {s:?}"),
+                        );
+                    }
+                }
+                true
+            }
+            Verdict::Reject(denial) => {
+                self.reject(context_id, head, *denial);
+                false
+            }
+        }
+    }
+
+    fn reject(&self, context_id: u32, head: bool, denial: Denial) {
+        self.count(denial.counter());
+        let r = reply::local_reply(denial, &self.cfg.realm, &self.cfg.required_scopes, head);
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = (!r.body.is_empty()).then_some(r.body.as_slice());
+        if let Err(s) = hostcalls::send_http_response(r.status, headers, body) {
+            log(
+                LogLevel::Debug,
+                &format!("#{context_id} local reply failed: {s:?}"),
+            );
+        }
+    }
+}
+
+fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::Forward { .. } => "forward".to_owned(),
+        Verdict::Reject(d) => format!("reject {d:?}"),
+    }
+}

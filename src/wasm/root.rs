@@ -1,0 +1,109 @@
+//! Root context: parses and validates the configuration (fail closed), defines the counters,
+//! and re-dispatches orphaned introspections on its tick.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+
+use crate::config::Config;
+use crate::inflight::InFlight;
+
+use super::host::{log, Metrics, Shared};
+use super::http::Http;
+
+/// How often the root looks for introspections orphaned by a client reset.
+const TICK: Duration = Duration::from_millis(200);
+
+pub struct Root {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            shared: None,
+        }
+    }
+
+    fn configure(&self) -> Result<Rc<Shared>, String> {
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .map_err(|s| format!("cannot read configuration: {s:?}"))?
+            .unwrap_or_default();
+        let cfg = Config::from_slice(&bytes).map_err(|e| format!("invalid configuration: {e}"))?;
+        let metrics = Metrics::define()?;
+        log(
+            LogLevel::Info,
+            &format!("#{} configured: {}", self.context_id, cfg.summary()),
+        );
+        Ok(Rc::new(Shared {
+            root_id: self.context_id,
+            cfg,
+            metrics,
+            inflight: RefCell::new(InFlight::default()),
+        }))
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        call: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(shared) = &self.shared {
+            shared.on_call_response(self.context_id, call, num_headers, body_size);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        match self.configure() {
+            Ok(shared) => {
+                self.shared = Some(shared);
+                if let Err(s) = hostcalls::set_tick_period(TICK) {
+                    log(LogLevel::Warn, &format!("cannot set tick period: {s:?}"));
+                }
+                true
+            }
+            Err(e) => {
+                // Envoy refuses the filter: no request passes unauthenticated.
+                log(LogLevel::Critical, &format!("#{} {e}", self.context_id));
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = &self.shared else { return };
+        let orphans = shared.inflight.borrow().orphans();
+        for (hash, token) in orphans {
+            match shared.dispatch(&token) {
+                Ok(call) => shared
+                    .inflight
+                    .borrow_mut()
+                    .started(&hash, shared.root_id, call),
+                Err(e) => {
+                    log(LogLevel::Warn, &format!("#{} {e}", self.context_id));
+                    shared.abandon(&hash);
+                }
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(context_id, self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
