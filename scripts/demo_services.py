@@ -70,6 +70,7 @@ class TokenService:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes
 
             def log_message(self, *args):
                 pass
@@ -89,7 +90,7 @@ class TokenService:
                 }
                 with service.lock:
                     service.calls.append(call)
-                service.answer(self, token)
+                service.answer(self, token, call)
 
             def do_GET(self):
                 self.send_response(405)
@@ -99,7 +100,7 @@ class TokenService:
         self.server = _Server((host, port), Handler)
         self.port = self.server.server_address[1]
 
-    def answer(self, h, token):
+    def answer(self, h, token, call):
         now = int(time.time())
         claims = {
             "iss": "https://login.example.com",
@@ -158,6 +159,7 @@ class TokenService:
         if token.startswith("nostore"):
             extra_headers["cache-control"] = "no-store"
         jwt = mint_jwt(claims)
+        call["jwt"] = jwt
         if self.verbose:
             print(f"[token service] introspection: token active, issued {claims['jti']} for {claims['sub']}", flush=True)
         return send(200, jwt.encode(), "application/jwt")
@@ -185,6 +187,7 @@ class EchoApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes
 
             def log_message(self, *args):
                 pass

