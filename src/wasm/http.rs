@@ -103,10 +103,6 @@ impl HttpContext for Http {
         let authorization = Self::header("authorization");
         let step = flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref());
         match step {
-            Step::Passthrough => {
-                self.state = State::Done;
-                Action::Continue
-            }
             Step::Done(verdict) => {
                 self.state = State::Done;
                 // Decided synchronously: returning Continue is the resume.
