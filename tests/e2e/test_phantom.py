@@ -301,6 +301,19 @@ def test_concurrent_requests_with_one_token_make_one_call(envoy, token_service):
     assert envoy.counters()["coalesced"] - before == 9
 
 
+def test_coalesced_requests_with_bodies_all_reach_the_api(envoy, echo, token_service):
+    """Waiters are resumed by the request that made the call; their bodies must follow."""
+    token = fresh("slow")
+    tag = uuid.uuid4().hex
+    bodies = [f"{i}:".encode() + b"z" * 30_000 for i in range(6)]
+    results = parallel(6, lambda i: request(envoy.ports["slow_ok"], f"/{tag}/{i}", bearer(token),
+                                            method="POST", body=bodies[i]).status)
+    assert results == [200] * 6
+    assert len(token_service.calls_for(token)) == 1
+    seen = sorted(upstream_saw(echo, tag), key=lambda r: r["path"])
+    assert [r["body"].encode() for r in seen] == bodies
+
+
 def raw_send(port, path, token):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
