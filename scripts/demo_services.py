@@ -58,7 +58,31 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
-class TokenService:
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+
+    def log_message(self, *args):
+        pass
+
+
+class _Service:
+    """A stub HTTP server on loopback, served from a daemon thread."""
+
+    def _serve(self, host, port, handler):
+        self.server = _Server((host, port), handler)
+        self.port = self.server.server_address[1]
+
+    def start(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TokenService(_Service):
     """Introspection endpoint stub. Records every call it receives."""
 
     def __init__(self, host="127.0.0.1", port=0, verbose=False):
@@ -68,13 +92,7 @@ class TokenService:
         self.issued = 0
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are separate writes
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(_Handler):
             def do_POST(self):
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length).decode("latin-1")
@@ -97,8 +115,7 @@ class TokenService:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-        self.server = _Server((host, port), Handler)
-        self.port = self.server.server_address[1]
+        self._serve(host, port, Handler)
 
     def answer(self, h, token, call):
         now = int(time.time())
@@ -168,16 +185,8 @@ class TokenService:
         with self.lock:
             return [c for c in self.calls if c["token"] == token]
 
-    def start(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
 
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class EchoApi:
+class EchoApi(_Service):
     """Upstream API stub: answers with JSON describing the request it received."""
 
     def __init__(self, host="127.0.0.1", port=0, verbose=False):
@@ -185,13 +194,7 @@ class EchoApi:
         self.lock = threading.Lock()
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are separate writes
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(_Handler):
             def handle_any(self):
                 length = int(self.headers.get("content-length", "0") or 0)
                 body = self.rfile.read(length).decode("latin-1") if length else ""
@@ -218,16 +221,7 @@ class EchoApi:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = handle_any
 
-        self.server = _Server((host, port), Handler)
-        self.port = self.server.server_address[1]
-
-    def start(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(host, port, Handler)
 
 
 def main():
