@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Demo token service and echo API for the filter (used by scripts/run.sh and the e2e tests).
 
-Token service: answers introspection the Curity way (RFC 7662, `Accept: application/jwt`).
-What it answers depends on how the opaque token starts, so tests need no set-up calls:
+Token service, introspection (any POST except to /oauth/token): answers the Curity way
+(RFC 7662, `Accept: application/jwt`). What it answers depends on how the opaque token starts,
+so tests need no set-up calls:
 
   inactive...   204                    inactjson... 200 {"active":false}
   e<NNN>...     status NNN             slow...      sleeps 3 s, then active
@@ -11,6 +12,11 @@ What it answers depends on how the opaque token starts, so tests need no set-up 
   maxage1...    Cache-Control max-age=1             nostore...   Cache-Control no-store
   noscope...    JWT with scope "profile"            garbage...   200 application/jwt "not-a-jwt"
   anything else an active token: JWT with scope "read write", exp = now+300
+
+Token service, token endpoint (POST /oauth/token, RFC 6749 §5.1): issues a JWT access token
+in a JSON response. The form field `scenario` picks another answer: `opaque` (an opaque
+access token), `error` (400 invalid_client), `text` (the JWT as text/plain), `chunked` (the
+JSON response without Content-Length), `noexp` (a JWT without exp, expires_in 120).
 
 JWTs are signed with HS256 and a TEST-ONLY key (DEMO_KEY below): never use it for anything real.
 Echo API: answers every request with JSON describing what it received.
@@ -90,6 +96,7 @@ class TokenService(_Service):
         self.lock = threading.Lock()
         self.verbose = verbose
         self.issued = 0
+        self.issued_tokens = []
         service = self
 
         class Handler(_Handler):
@@ -97,6 +104,8 @@ class TokenService(_Service):
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length).decode("latin-1")
                 form = urllib.parse.parse_qs(body, keep_blank_values=True)
+                if self.path.split("?")[0] == "/oauth/token":
+                    return service.token_endpoint(self, form.get("scenario", [""])[0])
                 token = form.get("token", [""])[0]
                 call = {
                     "method": "POST",
@@ -180,6 +189,45 @@ class TokenService(_Service):
         if self.verbose:
             print(f"[token service] introspection: token active, issued {claims['jti']} for {claims['sub']}", flush=True)
         return send(200, jwt.encode(), "application/jwt")
+
+    def token_endpoint(self, h, scenario):
+        now = int(time.time())
+        with self.lock:
+            self.issued += 1
+            n = self.issued
+        claims = {"iss": "https://login.example.com", "sub": f"client-{n}", "aud": "api.example.com",
+                  "scope": "read write", "iat": now, "exp": now + 300, "jti": f"jwt-{n}"}
+        if scenario == "noexp":
+            del claims["exp"]
+        access_token = f"opaque-{n}-2YotnFZFEjr1zCsicMWpAA" if scenario == "opaque" else mint_jwt(claims)
+        with self.lock:
+            self.issued_tokens.append(access_token)
+        if self.verbose:
+            print(f"[token service] token endpoint: issued {claims['jti']} ({scenario or 'jwt'})", flush=True)
+        status, ctype = 200, "application/json;charset=UTF-8"
+        body = json.dumps({"access_token": access_token, "token_type": "Bearer",
+                           "expires_in": 120 if scenario == "noexp" else 300,
+                           "scope": "read write", "refresh_token": f"refresh-{n}"}).encode()
+        if scenario == "error":
+            status, body = 400, b'{"error":"invalid_client"}'
+        if scenario == "text":
+            ctype, body = "text/plain", access_token.encode()
+        h.send_response(status)
+        h.send_header("content-type", ctype)
+        h.send_header("cache-control", "no-store")
+        if scenario == "chunked":
+            h.send_header("transfer-encoding", "chunked")
+            h.end_headers()
+            half = len(body) // 2
+            for part in (body[:half], body[half:]):
+                h.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                h.wfile.flush()
+            h.wfile.write(b"0\r\n\r\n")
+            return None
+        h.send_header("content-length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+        return None
 
     def calls_for(self, token):
         with self.lock:

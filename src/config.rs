@@ -10,8 +10,11 @@ use std::fmt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::bearer;
 use crate::introspection;
 use crate::scope;
+use crate::split::HashEncoding;
+use crate::store::Store;
 
 /// Default `realm` in `WWW-Authenticate` (RFC 6750 §3).
 pub const DEFAULT_REALM: &str = "api";
@@ -21,8 +24,13 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_MAX_TTL_S: u64 = 300;
 /// Default `cache.negative_ttl_s`.
 pub const DEFAULT_NEGATIVE_TTL_S: u64 = 5;
-/// Default `cache.max_entries`.
+/// Default `cache.max_entries` and `split.max_entries`.
 pub const DEFAULT_MAX_ENTRIES: u32 = 100_000;
+/// Largest `split.max_entries`: every slot is created when the configuration loads.
+pub const MAX_SPLIT_ENTRIES: u32 = 1_000_000;
+/// Shortest `split.publish.secret`.
+pub const MIN_PUBLISH_SECRET_LEN: usize = 16;
+const MAX_SPLIT_PATHS: usize = 16;
 
 /// Largest configuration accepted, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
@@ -60,6 +68,32 @@ struct RawConfig {
     phantom: Option<RawPhantom>,
     #[serde(default)]
     cache: RawCache,
+    split: Option<RawSplit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplit {
+    #[serde(default)]
+    hash_encoding: HashEncoding,
+    max_entries: Option<u32>,
+    #[serde(default)]
+    fallback_to_phantom: bool,
+    publish: Option<RawPublish>,
+    split_responses: Option<RawSplitResponses>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    path: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplitResponses {
+    paths: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -86,8 +120,42 @@ struct RawCache {
 pub struct Config {
     pub realm: String,
     pub required_scopes: Vec<String>,
-    pub phantom: PhantomConfig,
+    /// Introspection of opaque tokens; `None` when only split tokens are accepted.
+    pub phantom: Option<PhantomConfig>,
     pub cache: CacheConfig,
+    pub split: Option<SplitConfig>,
+}
+
+/// The Split Token pattern: the client's token is a JWT's signature, the rest is in the store.
+#[derive(Debug, Clone)]
+pub struct SplitConfig {
+    pub hash_encoding: HashEncoding,
+    pub max_entries: u32,
+    /// On a store miss, introspect the presented value (requires `phantom`).
+    pub fallback_to_phantom: bool,
+    pub publish: Option<PublishConfig>,
+    /// Token endpoint paths whose responses are split; empty when none.
+    pub split_responses: Vec<String>,
+    /// Where entries live; listeners with the same `vm_id` and `max_entries` share it.
+    pub store: Store,
+}
+
+/// The publish API, answered by the filter on `path`.
+#[derive(Clone)]
+pub struct PublishConfig {
+    pub path: String,
+    /// SHA-256 of the secret: compared in constant time to the hash of the presented bearer
+    /// token, so neither the comparison time nor the length reveals anything.
+    pub secret_hash: [u8; 32],
+}
+
+impl fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("path", &self.path)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Where and how to introspect opaque tokens (RFC 7662, Curity's `application/jwt` variant).
@@ -150,23 +218,39 @@ impl Config {
         raw.validate()
     }
 
-    /// One log line describing the configuration, without the secret.
+    /// One log line describing the configuration, without the secrets.
     pub fn summary(&self) -> String {
-        format!(
-            "realm={} required_scopes={:?} phantom.cluster={} phantom.authority={} phantom.path={} \
-             phantom.client_id={} phantom.timeout_ms={} cache.max_ttl_s={} cache.negative_ttl_s={} \
-             cache.max_entries={}",
-            self.realm,
-            self.required_scopes,
-            self.phantom.cluster,
-            self.phantom.authority,
-            self.phantom.path,
-            self.phantom.client_id,
-            self.phantom.timeout_ms,
-            self.cache.max_ttl_s,
-            self.cache.negative_ttl_s,
-            self.cache.max_entries,
-        )
+        let mut out = format!(
+            "realm={} required_scopes={:?}",
+            self.realm, self.required_scopes
+        );
+        if let Some(p) = &self.phantom {
+            out.push_str(&format!(
+                " phantom.cluster={} phantom.authority={} phantom.path={} phantom.client_id={} \
+                 phantom.timeout_ms={} cache.max_ttl_s={} cache.negative_ttl_s={} \
+                 cache.max_entries={}",
+                p.cluster,
+                p.authority,
+                p.path,
+                p.client_id,
+                p.timeout_ms,
+                self.cache.max_ttl_s,
+                self.cache.negative_ttl_s,
+                self.cache.max_entries,
+            ));
+        }
+        if let Some(sp) = &self.split {
+            out.push_str(&format!(
+                " split.hash_encoding={} split.max_entries={} split.fallback_to_phantom={} \
+                 split.publish.path={} split.split_responses.paths={:?}",
+                sp.hash_encoding.name(),
+                sp.max_entries,
+                sp.fallback_to_phantom,
+                sp.publish.as_ref().map_or("-", |p| p.path.as_str()),
+                sp.split_responses,
+            ));
+        }
+        out
     }
 }
 
@@ -190,29 +274,13 @@ impl RawConfig {
             }
         }
 
-        let raw = self
-            .phantom
-            .ok_or_else(|| ConfigError::new("phantom", "is required"))?;
-        check_name("phantom.cluster", &raw.cluster)?;
-        let authority = raw.authority.unwrap_or_else(|| raw.cluster.clone());
-        check_name("phantom.authority", &authority)?;
-        if !raw.path.starts_with('/')
-            || raw.path.len() > 2_048
-            || !raw.path.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if self.phantom.is_none() && self.split.is_none() {
             return Err(ConfigError::new(
-                "phantom.path",
-                "must start with '/' and contain only visible ASCII (at most 2048 bytes)",
+                "phantom",
+                "is required unless split is configured",
             ));
         }
-        check_credential("phantom.client_id", &raw.client_id)?;
-        check_credential("phantom.client_secret", &raw.client_secret)?;
-        let timeout_ms = in_range(
-            "phantom.timeout_ms",
-            raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
+        let phantom = self.phantom.map(RawPhantom::validate).transpose()?;
 
         let max_ttl_s = in_range(
             "cache.max_ttl_s",
@@ -226,37 +294,150 @@ impl RawConfig {
             0,
             MAX_NEGATIVE_TTL_S,
         )?;
-        let max_entries = in_range(
+        let max_entries = entries(
             "cache.max_entries",
-            u64::from(self.cache.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES)),
-            1,
-            u64::from(MAX_ENTRIES),
+            self.cache.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+            MAX_ENTRIES,
         )?;
-        let max_entries = u32::try_from(max_entries).unwrap_or(MAX_ENTRIES);
-
-        let namespace = namespace_of(&raw.cluster, &authority, &raw.path, &raw.client_id);
+        let namespace = phantom.as_ref().map_or_else(String::new, |p| {
+            namespace_of(&p.cluster, &p.authority, &p.path, &p.client_id)
+        });
+        let split = self
+            .split
+            .map(|raw| raw.validate(phantom.is_some()))
+            .transpose()?;
         Ok(Config {
             realm,
             required_scopes: self.required_scopes,
-            phantom: PhantomConfig {
-                basic_authorization: introspection::basic_authorization(
-                    &raw.client_id,
-                    &raw.client_secret,
-                ),
-                cluster: raw.cluster,
-                authority,
-                path: raw.path,
-                client_id: raw.client_id,
-                timeout_ms,
-            },
+            phantom,
             cache: CacheConfig {
                 max_ttl_s,
                 negative_ttl_s,
                 max_entries,
                 namespace,
             },
+            split,
         })
     }
+}
+
+impl RawPhantom {
+    fn validate(self) -> Result<PhantomConfig, ConfigError> {
+        check_name("phantom.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("phantom.authority", &authority)?;
+        // The introspection path may carry a query; paths matched against requests may not.
+        if !self.path.starts_with('/')
+            || self.path.len() > 2_048
+            || !self.path.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                "phantom.path",
+                "must start with '/' and contain only visible ASCII (at most 2048 bytes)",
+            ));
+        }
+        check_credential("phantom.client_id", &self.client_id)?;
+        check_credential("phantom.client_secret", &self.client_secret)?;
+        let timeout_ms = in_range(
+            "phantom.timeout_ms",
+            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        Ok(PhantomConfig {
+            basic_authorization: introspection::basic_authorization(
+                &self.client_id,
+                &self.client_secret,
+            ),
+            cluster: self.cluster,
+            authority,
+            path: self.path,
+            client_id: self.client_id,
+            timeout_ms,
+        })
+    }
+}
+
+impl RawSplit {
+    fn validate(self, has_phantom: bool) -> Result<SplitConfig, ConfigError> {
+        let max_entries = entries(
+            "split.max_entries",
+            self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+            MAX_SPLIT_ENTRIES,
+        )?;
+        if self.fallback_to_phantom && !has_phantom {
+            return Err(ConfigError::new(
+                "split.fallback_to_phantom",
+                "is true but phantom is not configured",
+            ));
+        }
+        let publish = match self.publish {
+            None => None,
+            Some(p) => {
+                check_path("split.publish.path", &p.path)?;
+                if p.secret.len() < MIN_PUBLISH_SECRET_LEN || !bearer::is_b64token(&p.secret) {
+                    return Err(ConfigError::new(
+                        "split.publish.secret",
+                        format!(
+                            "must be at least {MIN_PUBLISH_SECRET_LEN} characters, usable as a \
+                             bearer token (letters, digits, -._~+/ and trailing =)"
+                        ),
+                    ));
+                }
+                Some(PublishConfig {
+                    path: p.path,
+                    secret_hash: Sha256::digest(p.secret.as_bytes()).into(),
+                })
+            }
+        };
+        let split_responses = match self.split_responses {
+            None => Vec::new(),
+            Some(r) => {
+                if r.paths.is_empty() || r.paths.len() > MAX_SPLIT_PATHS {
+                    return Err(ConfigError::new(
+                        "split.split_responses.paths",
+                        format!("must hold 1 to {MAX_SPLIT_PATHS} paths"),
+                    ));
+                }
+                for (i, path) in r.paths.iter().enumerate() {
+                    let field = format!("split.split_responses.paths[{i}]");
+                    check_path(&field, path)?;
+                    if publish.as_ref().is_some_and(|p| &p.path == path) {
+                        return Err(ConfigError::new(&field, "is also split.publish.path"));
+                    }
+                }
+                r.paths
+            }
+        };
+        Ok(SplitConfig {
+            hash_encoding: self.hash_encoding,
+            max_entries,
+            fallback_to_phantom: self.fallback_to_phantom,
+            publish,
+            split_responses,
+            store: Store::new(max_entries),
+        })
+    }
+}
+
+fn entries(field: &str, value: u32, max: u32) -> Result<u32, ConfigError> {
+    let v = in_range(field, u64::from(value), 1, u64::from(max))?;
+    Ok(u32::try_from(v).unwrap_or(max))
+}
+
+/// A request path matched exactly: starts with `/`, visible ASCII, no query or fragment.
+fn check_path(field: &str, value: &str) -> Result<(), ConfigError> {
+    if !value.starts_with('/')
+        || value.len() > 2_048
+        || value.contains(['?', '#'])
+        || !value.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ConfigError::new(
+            field,
+            "must start with '/' and contain only visible ASCII, without '?' or '#' (at most 2048 bytes)",
+        ));
+    }
+    Ok(())
 }
 
 fn namespace_of(cluster: &str, authority: &str, path: &str, client_id: &str) -> String {
@@ -341,7 +522,14 @@ mod tests {
         "client_secret": "secret",
         "timeout_ms": 2000
       },
-      "cache": { "max_ttl_s": 300, "negative_ttl_s": 5, "max_entries": 100000 }
+      "cache": { "max_ttl_s": 300, "negative_ttl_s": 5, "max_entries": 100000 },
+      "split": {
+        "hash_encoding": "base64",
+        "max_entries": 100000,
+        "fallback_to_phantom": false,
+        "publish": { "path": "/_split-token", "secret": "publisher-secret" },
+        "split_responses": { "paths": ["/oauth/token"] }
+      }
     }"#;
 
     const MINIMAL: &str = r#"{"phantom": {"cluster": "ts", "path": "/i",
@@ -354,31 +542,48 @@ mod tests {
     #[test]
     fn parses_the_documented_example() {
         let c = Config::from_slice(FULL.as_bytes()).unwrap();
+        let p = c.phantom.clone().unwrap();
         assert_eq!(c.realm, "api");
         assert_eq!(c.required_scopes, vec!["read"]);
-        assert_eq!(c.phantom.cluster, "token_service");
-        assert_eq!(c.phantom.authority, "login.example.com");
-        assert_eq!(c.phantom.path, "/oauth/v2/oauth-introspect");
-        assert_eq!(c.phantom.timeout_ms, 2000);
-        assert_eq!(c.phantom.basic_authorization, "Basic Z2F0ZXdheTpzZWNyZXQ=");
+        assert_eq!(p.cluster, "token_service");
+        assert_eq!(p.authority, "login.example.com");
+        assert_eq!(p.path, "/oauth/v2/oauth-introspect");
+        assert_eq!(p.timeout_ms, 2000);
+        assert_eq!(p.basic_authorization, "Basic Z2F0ZXdheTpzZWNyZXQ=");
         assert_eq!(c.cache.max_ttl_s, 300);
         assert_eq!(c.cache.negative_ttl_s, 5);
         assert_eq!(c.cache.max_entries, 100_000);
+        let sp = c.split.unwrap();
+        assert_eq!(sp.hash_encoding, HashEncoding::Base64);
+        assert_eq!(sp.max_entries, 100_000);
+        assert!(!sp.fallback_to_phantom);
+        let publish = sp.publish.unwrap();
+        assert_eq!(publish.path, "/_split-token");
+        assert_eq!(
+            publish.secret_hash,
+            <[u8; 32]>::from(Sha256::digest(b"publisher-secret"))
+        );
+        assert_eq!(sp.split_responses, vec!["/oauth/token"]);
     }
 
     #[test]
     fn applies_named_defaults() {
         let c = Config::from_slice(MINIMAL.as_bytes()).unwrap();
+        let p = c.phantom.clone().unwrap();
         assert_eq!(c.realm, DEFAULT_REALM);
         assert!(c.required_scopes.is_empty());
-        assert_eq!(
-            c.phantom.authority, "ts",
-            "authority defaults to the cluster"
-        );
-        assert_eq!(c.phantom.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(p.authority, "ts", "authority defaults to the cluster");
+        assert_eq!(p.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert_eq!(c.cache.max_ttl_s, DEFAULT_MAX_TTL_S);
         assert_eq!(c.cache.negative_ttl_s, DEFAULT_NEGATIVE_TTL_S);
         assert_eq!(c.cache.max_entries, DEFAULT_MAX_ENTRIES);
+        assert!(c.split.is_none());
+        let split_only = Config::from_slice(br#"{"split": {}}"#).unwrap();
+        assert!(split_only.phantom.is_none());
+        let sp = split_only.split.unwrap();
+        assert_eq!(sp.hash_encoding, HashEncoding::Base64);
+        assert_eq!(sp.max_entries, DEFAULT_MAX_ENTRIES);
+        assert!(!sp.fallback_to_phantom && sp.publish.is_none() && sp.split_responses.is_empty());
     }
 
     #[test]
@@ -392,6 +597,49 @@ mod tests {
                 "configuration",
             ),
             ("{}", "phantom"),
+            (
+                r#"{"split": {"hash_encoding": "base32"}}"#,
+                "split.hash_encoding",
+            ),
+            (r#"{"split": {"max_entries": 0}}"#, "split.max_entries"),
+            (
+                r#"{"split": {"max_entries": 1000001}}"#,
+                "split.max_entries",
+            ),
+            (
+                r#"{"split": {"fallback_to_phantom": true}}"#,
+                "split.fallback_to_phantom",
+            ),
+            (r#"{"split": {"fallback": true}}"#, "split.fallback"),
+            (r#"{"split": {"publish": {"path": "/p"}}}"#, "split.publish"),
+            (
+                r#"{"split": {"publish": {"path": "p", "secret": "0123456789abcdef"}}}"#,
+                "split.publish.path",
+            ),
+            (
+                r#"{"split": {"publish": {"path": "/p?x", "secret": "0123456789abcdef"}}}"#,
+                "split.publish.path",
+            ),
+            (
+                r#"{"split": {"publish": {"path": "/p", "secret": "short"}}}"#,
+                "split.publish.secret",
+            ),
+            (
+                r#"{"split": {"publish": {"path": "/p", "secret": "has a space in it!"}}}"#,
+                "split.publish.secret",
+            ),
+            (
+                r#"{"split": {"split_responses": {"paths": []}}}"#,
+                "split.split_responses.paths",
+            ),
+            (
+                r#"{"split": {"split_responses": {"paths": ["/t", "t"]}}}"#,
+                "split.split_responses.paths[1]",
+            ),
+            (
+                r#"{"split": {"split_responses": {"paths": ["/p"]}, "publish": {"path": "/p", "secret": "0123456789abcdef"}}}"#,
+                "split.split_responses.paths[0]",
+            ),
             (
                 r#"{"realm": "a\"b", "phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#,
                 "realm",
@@ -487,7 +735,7 @@ mod tests {
     #[test]
     fn secret_never_appears_in_debug_summary_or_errors() {
         let c = Config::from_slice(MINIMAL.as_bytes()).unwrap();
-        let encoded = c.phantom.basic_authorization.clone();
+        let encoded = c.phantom.clone().unwrap().basic_authorization;
         for text in [format!("{c:?}"), c.summary()] {
             assert!(!text.contains("s3cr3t-value"), "{text}");
             assert!(!text.contains(&encoded), "{text}");
@@ -496,6 +744,10 @@ mod tests {
             r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s3cr3t\u0001"}}"#,
         );
         assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        let c = Config::from_slice(FULL.as_bytes()).unwrap();
+        for text in [format!("{c:?}"), c.summary()] {
+            assert!(!text.contains("publisher-secret"), "{text}");
+        }
     }
 
     #[test]

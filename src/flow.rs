@@ -1,10 +1,15 @@
-//! The per-request decisions of the phantom token flow, free of any host call.
+//! The per-request decisions of the phantom and split token flows, free of any host call.
 //!
 //! ```text
-//! request headers ──► CORS preflight? ──► continue unauthenticated (Authorization removed)
-//!        │
+//! request headers ──► route: publish path ──► publish API (answered here, never forwarded)
+//!        │                   token endpoint ──► forwarded as is; its response is split
+//!        ▼ CORS preflight? ──► continue unauthenticated (Authorization removed)
 //!        ▼ parse bearer (RFC 6750) ──► Reject(NoCredentials | MalformedCredentials)
-//!        ▼ cache slot
+//!        ▼ split configured: store lookup by SHA-256 of the signature
+//!   hit ──► scope check ──► Forward(Bearer header.payload.signature)
+//!   revoked ──► Reject(InvalidToken)
+//!   miss or expired ──► fallback_to_phantom ? phantom below : Reject(InvalidToken)
+//!        ▼ phantom: cache slot
 //!   hit: Active ──► scope check ──► Forward(Bearer JWT) | Reject(InsufficientScope)
 //!   hit: Inactive ──► Reject(InvalidToken)
 //!   miss ──► Introspect ── answer ──► on_introspection ──► Forward | Reject
@@ -15,19 +20,32 @@
 
 use crate::bearer::{self, BearerError};
 use crate::cache::{self, Cached, TokenHash};
-use crate::config::Config;
+use crate::config::{Config, SplitConfig};
 use crate::introspection::Outcome;
+use crate::jwt;
 use crate::metrics::Counter;
-use crate::reply::Denial;
+use crate::reply::{Denial, SplitReply};
 use crate::scope;
+use crate::split::{self, PublishOp, Rewrite};
+use crate::store::Found;
 
 /// What the core needs from the proxy.
 pub trait Host {
     fn now_ms(&self) -> u64;
+    /// A shared-data value; `None` when absent or empty.
     fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
+    /// A shared-data value and its version (`None`: the key was never written).
+    fn shared_get_cas(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes a shared-data value unconditionally; failures are logged by the host.
     fn shared_set(&self, key: &str, value: &[u8]);
+    /// Writes a shared-data value if its version is still `cas` (always, when `None`).
+    fn shared_set_cas(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch>;
     fn count(&self, counter: Counter);
 }
+
+/// A compare-and-swap write lost: the value changed since it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CasMismatch;
 
 /// The final word on a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +86,14 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
             return Step::Done(Verdict::Reject(Denial::MalformedCredentials))
         }
     };
+    if let Some(split) = &cfg.split {
+        if let Some(verdict) = split_lookup(cfg, split, host, token) {
+            return Step::Done(verdict);
+        }
+    }
+    if cfg.phantom.is_none() {
+        return Step::Done(Verdict::Reject(Denial::InvalidToken));
+    }
     let hash = cache::token_hash(token);
     let key = cache::slot_key(&cfg.cache.namespace, &hash, cfg.cache.max_entries);
     if let Some(value) = host.shared_get(&key) {
@@ -87,6 +113,172 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
     Step::Introspect {
         hash,
         token: token.to_owned(),
+    }
+}
+
+/// The split token lookup. `None`: a miss to hand to the phantom flow.
+fn split_lookup(
+    cfg: &Config,
+    split: &SplitConfig,
+    host: &dyn Host,
+    token: &str,
+) -> Option<Verdict> {
+    // Only a base64url string can be a JWS signature; anything else cannot be in the store.
+    let found = if jwt::is_segment(token) {
+        split
+            .store
+            .lookup(host, &split::signature_hash(token), host.now_ms())
+    } else {
+        Found::Miss
+    };
+    match found {
+        Found::Hit(stored) => {
+            host.count(Counter::SplitHit);
+            return Some(authorize_with(cfg, stored.scope(), || {
+                format!("Bearer {}.{token}", stored.header_payload())
+            }));
+        }
+        // An explicit revocation is final: no fallback.
+        Found::Revoked => {
+            host.count(Counter::SplitRevoked);
+            return Some(Verdict::Reject(Denial::InvalidToken));
+        }
+        Found::Expired => host.count(Counter::SplitExpired),
+        Found::Miss => host.count(Counter::SplitMiss),
+    }
+    if split.fallback_to_phantom && cfg.phantom.is_some() {
+        None
+    } else {
+        Some(Verdict::Reject(Denial::InvalidToken))
+    }
+}
+
+/// Where a request goes, by its path (query and fragment ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// An API request: a token is required.
+    Protected,
+    /// `split.publish.path`: answered by the filter.
+    Publish,
+    /// One of `split.split_responses.paths`: forwarded without a token check; the response
+    /// is split.
+    TokenEndpoint,
+}
+
+/// Whether the path must be read at all: only when split routes are configured.
+pub fn has_routes(cfg: &Config) -> bool {
+    cfg.split
+        .as_ref()
+        .is_some_and(|s| s.publish.is_some() || !s.split_responses.is_empty())
+}
+
+pub fn route(cfg: &Config, path: &str) -> Route {
+    let Some(split) = &cfg.split else {
+        return Route::Protected;
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if split.publish.as_ref().is_some_and(|p| p.path == path) {
+        Route::Publish
+    } else if split.split_responses.iter().any(|p| p == path) {
+        Route::TokenEndpoint
+    } else {
+        Route::Protected
+    }
+}
+
+/// Checks a publish request's method and secret, before its body is read.
+pub fn publish_gate(
+    cfg: &Config,
+    method: &str,
+    authorization: Option<&str>,
+) -> Result<(), SplitReply> {
+    let Some(publish) = cfg.split.as_ref().and_then(|s| s.publish.as_ref()) else {
+        return Err(SplitReply::MethodNotAllowed);
+    };
+    if method != "POST" && method != "DELETE" {
+        return Err(SplitReply::MethodNotAllowed);
+    }
+    let presented =
+        bearer::parse_authorization(authorization).map_err(|_| SplitReply::Unauthorized)?;
+    let presented = cache::token_hash(presented);
+    if cache::constant_time_eq(&presented, &publish.secret_hash) {
+        Ok(())
+    } else {
+        Err(SplitReply::Unauthorized)
+    }
+}
+
+/// Applies an authenticated publish (`POST`) or revoke (`DELETE`) request's body.
+pub fn publish(cfg: &Config, host: &dyn Host, method: &str, body: &[u8]) -> SplitReply {
+    let Some(split) = &cfg.split else {
+        return SplitReply::MethodNotAllowed;
+    };
+    let now = host.now_ms();
+    let reply = match split::parse_publish(method, body, split.hash_encoding, now) {
+        Err(e) => SplitReply::Invalid(e.0),
+        Ok(PublishOp::Store(entry)) => match split.store.put(host, &entry, now) {
+            Ok(()) => SplitReply::Accepted,
+            Err(_) => SplitReply::Busy,
+        },
+        Ok(PublishOp::Revoke(hash)) => match split.store.revoke(host, &hash, now) {
+            Ok(_) => {
+                host.count(Counter::Revocations);
+                SplitReply::Accepted
+            }
+            Err(_) => SplitReply::Busy,
+        },
+    };
+    count_publish(host, &reply);
+    reply
+}
+
+/// Counts a publish API answer.
+pub fn count_publish(host: &dyn Host, reply: &SplitReply) {
+    host.count(if *reply == SplitReply::Accepted {
+        Counter::PublishAccepted
+    } else {
+        Counter::PublishRefused
+    });
+}
+
+/// What to do with a token endpoint response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenResponse {
+    Unchanged,
+    /// Send this body instead (`Content-Length` to match).
+    Replace(Vec<u8>),
+    /// Replace the response with a local reply: the JWT must not reach the client.
+    Refuse(SplitReply),
+}
+
+/// Splits the JWT in a token endpoint response, storing `header.payload`.
+pub fn on_token_response(
+    cfg: &Config,
+    host: &dyn Host,
+    status: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> TokenResponse {
+    let Some(split) = &cfg.split else {
+        return TokenResponse::Unchanged;
+    };
+    let now = host.now_ms();
+    match split::rewrite_token_response(status, content_type, body, now) {
+        Rewrite::Unchanged => TokenResponse::Unchanged,
+        Rewrite::Refuse(_) => {
+            host.count(Counter::SplitRefused);
+            TokenResponse::Refuse(SplitReply::SplitFailed)
+        }
+        Rewrite::Split { body, entry } => match split.store.put(host, &entry, now) {
+            Ok(()) => {
+                host.count(Counter::ResponsesSplit);
+                TokenResponse::Replace(body)
+            }
+            Err(_) => {
+                host.count(Counter::SplitRefused);
+                TokenResponse::Refuse(SplitReply::Busy)
+            }
+        },
     }
 }
 
@@ -144,9 +336,13 @@ fn cache_inactive(cfg: &Config, host: &dyn Host, key: &str, hash: &TokenHash, no
 
 /// Scopes are checked on every request, cache hit or not.
 fn authorize(cfg: &Config, jwt: &str, granted: &str) -> Verdict {
+    authorize_with(cfg, granted, || format!("Bearer {jwt}"))
+}
+
+fn authorize_with(cfg: &Config, granted: &str, authorization: impl FnOnce() -> String) -> Verdict {
     if scope::has_all(granted, &cfg.required_scopes) {
         Verdict::Forward {
-            authorization: format!("Bearer {jwt}"),
+            authorization: authorization(),
         }
     } else {
         Verdict::Reject(Denial::InsufficientScope)
@@ -155,51 +351,13 @@ fn authorize(cfg: &Config, jwt: &str, granted: &str) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::{Cell, RefCell};
-    use std::collections::HashMap;
-
     use super::*;
     use crate::introspection::Failure;
     use crate::jwt::tests::make;
     use crate::jwt::Claims;
+    use crate::testing::FakeHost;
 
     const T0: u64 = 1_700_000_000_000;
-
-    /// Shared data as a map, a clock the test moves, counters it can read.
-    #[derive(Default)]
-    struct FakeHost {
-        now: Cell<u64>,
-        data: RefCell<HashMap<String, Vec<u8>>>,
-        counts: RefCell<HashMap<Counter, u32>>,
-    }
-
-    impl Host for FakeHost {
-        fn now_ms(&self) -> u64 {
-            self.now.get()
-        }
-        fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-            self.data.borrow().get(key).cloned()
-        }
-        fn shared_set(&self, key: &str, value: &[u8]) {
-            self.data
-                .borrow_mut()
-                .insert(key.to_owned(), value.to_vec());
-        }
-        fn count(&self, counter: Counter) {
-            *self.counts.borrow_mut().entry(counter).or_default() += 1;
-        }
-    }
-
-    impl FakeHost {
-        fn at(now: u64) -> Self {
-            let h = Self::default();
-            h.now.set(now);
-            h
-        }
-        fn count_of(&self, c: Counter) -> u32 {
-            self.counts.borrow().get(&c).copied().unwrap_or(0)
-        }
-    }
 
     fn config(extra: &str) -> Config {
         let json = format!(
@@ -249,7 +407,7 @@ mod tests {
             Step::Done(Verdict::Reject(Denial::MalformedCredentials))
         );
         assert_eq!(host.count_of(Counter::CacheMiss), 0);
-        assert!(host.data.borrow().is_empty());
+        assert_eq!(host.key_count(), 0);
     }
 
     #[test]
@@ -277,7 +435,7 @@ mod tests {
         );
         host.now.set(exp * 1000 - crate::cache::EXP_SKEW_MS);
         introspect(&cfg, &host, "Bearer opaque");
-        let stored: Vec<u8> = host.data.borrow().values().next().unwrap().clone();
+        let stored: Vec<u8> = host.values().remove(0);
         assert!(
             !stored.windows(6).any(|w| w == b"opaque"),
             "the opaque token is never stored"
@@ -337,7 +495,7 @@ mod tests {
             on_introspection(&cfg, &host, &hash, no_store),
             Verdict::Forward { .. }
         ));
-        assert!(host.data.borrow().is_empty());
+        assert_eq!(host.key_count(), 0);
     }
 
     #[test]
@@ -360,7 +518,7 @@ mod tests {
         on_introspection(&cfg, &host, &a, active("a.a.a", None, "read"));
         let b = introspect(&cfg, &host, "Bearer b");
         on_introspection(&cfg, &host, &b, active("b.b.b", None, "read"));
-        assert_eq!(host.data.borrow().len(), 1, "one slot, one key");
+        assert_eq!(host.key_count(), 1, "one slot, one key");
         assert_eq!(on_request(&cfg, &host, Some("Bearer b")), forward("b.b.b"));
         introspect(&cfg, &host, "Bearer a");
     }
@@ -376,5 +534,256 @@ mod tests {
         assert!(!is_cors_preflight("OPTIONS", None, Some("POST")));
         assert!(!is_cors_preflight("GET", Some("https://a"), Some("POST")));
         assert!(!is_cors_preflight("OPTIONS", Some(""), Some("POST")));
+    }
+
+    // ---- split token ------------------------------------------------------------------------
+
+    const SECRET: &str = "publisher-secret";
+
+    fn split_config(split: &str, with_phantom: bool) -> Config {
+        let phantom = if with_phantom {
+            r#""phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"},"#
+        } else {
+            ""
+        };
+        let json = format!(
+            r#"{{"required_scopes": ["read"], {phantom} "split": {{"max_entries": 64,
+            "publish": {{"path": "/_split-token", "secret": "{SECRET}"}},
+            "split_responses": {{"paths": ["/oauth/token"]}} {split}}}}}"#
+        );
+        Config::from_slice(json.as_bytes()).unwrap()
+    }
+
+    /// Publishes `jwt` through the publish API; returns its signature.
+    fn publish_jwt(cfg: &Config, host: &FakeHost, jwt: &str, expires_at: u64) -> String {
+        let (hp, sig) = jwt.rsplit_once('.').unwrap();
+        let key = cfg
+            .split
+            .as_ref()
+            .unwrap()
+            .hash_encoding
+            .encode(&split::signature_hash(sig));
+        let body = serde_json::json!({
+            "signature_hash": key, "header_payload": hp, "expires_at": expires_at,
+        });
+        assert_eq!(
+            publish_gate(cfg, "POST", Some(&format!("Bearer {SECRET}"))),
+            Ok(())
+        );
+        assert_eq!(
+            publish(cfg, host, "POST", body.to_string().as_bytes()),
+            SplitReply::Accepted
+        );
+        sig.to_owned()
+    }
+
+    fn revoke(cfg: &Config, host: &FakeHost, sig: &str) -> SplitReply {
+        let key = cfg
+            .split
+            .as_ref()
+            .unwrap()
+            .hash_encoding
+            .encode(&split::signature_hash(sig));
+        let body = serde_json::json!({ "signature_hash": key }).to_string();
+        publish(cfg, host, "DELETE", body.as_bytes())
+    }
+
+    fn signed(payload: &str, sig: &str) -> String {
+        let jwt = make(payload);
+        format!("{}.{sig}", jwt.rsplit_once('.').unwrap().0)
+    }
+
+    #[test]
+    fn published_split_token_is_reassembled() {
+        let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+        let jwt = signed(r#"{"sub":"a","scope":"read"}"#, "U2lnbmF0dXJlT25l");
+        let sig = publish_jwt(&cfg, &host, &jwt, T0 / 1000 + 60);
+        assert_eq!(
+            on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+            forward(&jwt)
+        );
+        assert_eq!(host.count_of(Counter::SplitHit), 1);
+        assert_eq!(host.count_of(Counter::PublishAccepted), 1);
+    }
+
+    #[test]
+    fn split_refusals() {
+        let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+        let good = signed(r#"{"scope":"read"}"#, "QUJDREVGR0hJSktM");
+        let sig = publish_jwt(&cfg, &host, &good, T0 / 1000 + 60);
+        let noscope = signed(r#"{"scope":"write"}"#, "Tm9TY29wZVNpZw");
+        let noscope_sig = publish_jwt(&cfg, &host, &noscope, T0 / 1000 + 60);
+        // One character changed.
+        let tampered = format!("{}N", &sig[..sig.len() - 1]);
+        assert_ne!(tampered, sig);
+        let reject = |d| Step::Done(Verdict::Reject(d));
+        let cases: Vec<(&str, String, Step)> = vec![
+            ("tampered", tampered, reject(Denial::InvalidToken)),
+            ("unknown", "VW5rbm93bg".into(), reject(Denial::InvalidToken)),
+            (
+                "not base64url",
+                "abc+/=".into(),
+                reject(Denial::InvalidToken),
+            ),
+            ("whole jwt", good.clone(), reject(Denial::InvalidToken)),
+            ("scope", noscope_sig, reject(Denial::InsufficientScope)),
+        ];
+        for (name, token, want) in cases {
+            assert_eq!(
+                on_request(&cfg, &host, Some(&format!("Bearer {token}"))),
+                want,
+                "{name}"
+            );
+        }
+        assert_eq!(host.count_of(Counter::SplitMiss), 4);
+        // Expired, then revoked.
+        host.now.set((T0 / 1000 + 60) * 1000);
+        assert_eq!(
+            on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+            reject(Denial::InvalidToken)
+        );
+        assert_eq!(host.count_of(Counter::SplitExpired), 1);
+        host.now.set(T0);
+        assert_eq!(revoke(&cfg, &host, &sig), SplitReply::Accepted);
+        assert_eq!(
+            on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+            reject(Denial::InvalidToken)
+        );
+        assert_eq!(host.count_of(Counter::SplitRevoked), 1);
+        assert_eq!(host.count_of(Counter::Revocations), 1);
+    }
+
+    #[test]
+    fn miss_falls_back_to_phantom_only_when_configured() {
+        let host = FakeHost::at(T0);
+        let with = split_config(r#", "fallback_to_phantom": true"#, true);
+        let without = split_config("", true);
+        introspect(&with, &host, "Bearer opaque-token");
+        assert_eq!(
+            on_request(&without, &host, Some("Bearer opaque-token")),
+            Step::Done(Verdict::Reject(Denial::InvalidToken))
+        );
+        // A revocation is final, even with the fallback.
+        let jwt = signed(r#"{"scope":"read"}"#, "UmV2b2tlZA");
+        let sig = publish_jwt(&with, &host, &jwt, T0 / 1000 + 60);
+        revoke(&with, &host, &sig);
+        assert_eq!(
+            on_request(&with, &host, Some(&format!("Bearer {sig}"))),
+            Step::Done(Verdict::Reject(Denial::InvalidToken))
+        );
+    }
+
+    #[test]
+    fn publish_gate_checks_method_and_secret() {
+        let cfg = split_config("", false);
+        let ok = format!("Bearer {SECRET}");
+        assert_eq!(publish_gate(&cfg, "POST", Some(&ok)), Ok(()));
+        assert_eq!(publish_gate(&cfg, "DELETE", Some(&ok)), Ok(()));
+        let cases: Vec<(&str, Option<String>, SplitReply)> = vec![
+            ("GET", Some(ok.clone()), SplitReply::MethodNotAllowed),
+            ("PUT", Some(ok.clone()), SplitReply::MethodNotAllowed),
+            ("POST", None, SplitReply::Unauthorized),
+            (
+                "POST",
+                Some("Bearer publisher-secreT".into()),
+                SplitReply::Unauthorized,
+            ),
+            (
+                "POST",
+                Some("Bearer publisher-secret2".into()),
+                SplitReply::Unauthorized,
+            ),
+            (
+                "POST",
+                Some(format!("Basic {SECRET}")),
+                SplitReply::Unauthorized,
+            ),
+            ("POST", Some(SECRET.into()), SplitReply::Unauthorized),
+        ];
+        for (method, auth, want) in cases {
+            assert_eq!(
+                publish_gate(&cfg, method, auth.as_deref()),
+                Err(want),
+                "{method} {auth:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_publish_leaves_the_store_unchanged() {
+        let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+        let before = host.writes();
+        let reply = publish(&cfg, &host, "POST", b"{\"signature_hash\": 1}");
+        assert!(matches!(reply, SplitReply::Invalid(_)), "{reply:?}");
+        assert_eq!(host.writes(), before);
+        assert_eq!(host.count_of(Counter::PublishRefused), 1);
+    }
+
+    #[test]
+    fn routes_by_path_without_query() {
+        let cfg = split_config("", false);
+        assert!(has_routes(&cfg));
+        assert!(!has_routes(&config("")));
+        for (path, want) in [
+            ("/_split-token", Route::Publish),
+            ("/_split-token?x=1", Route::Publish),
+            ("/_split-token/", Route::Protected),
+            ("/oauth/token", Route::TokenEndpoint),
+            ("/oauth/token#f", Route::TokenEndpoint),
+            ("/oauth/tokens", Route::Protected),
+            ("/api", Route::Protected),
+        ] {
+            assert_eq!(route(&cfg, path), want, "{path}");
+        }
+        assert_eq!(route(&config(""), "/_split-token"), Route::Protected);
+    }
+
+    #[test]
+    fn issued_token_is_split_and_then_works() {
+        let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+        let jwt = signed(
+            &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 60),
+            "SXNzdWVk",
+        );
+        let body = format!(r#"{{"access_token":"{jwt}","token_type":"Bearer","expires_in":60}}"#);
+        let TokenResponse::Replace(out) = on_token_response(
+            &cfg,
+            &host,
+            Some("200"),
+            Some("application/json"),
+            body.as_bytes(),
+        ) else {
+            panic!("not split")
+        };
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"access_token":"SXNzdWVk","token_type":"Bearer","expires_in":60}"#
+        );
+        assert_eq!(
+            on_request(&cfg, &host, Some("Bearer SXNzdWVk")),
+            forward(&jwt)
+        );
+        assert_eq!(host.count_of(Counter::ResponsesSplit), 1);
+        assert_eq!(
+            on_token_response(
+                &cfg,
+                &host,
+                Some("401"),
+                Some("application/json"),
+                body.as_bytes()
+            ),
+            TokenResponse::Unchanged
+        );
+        let no_lifetime = format!(r#"{{"access_token":"{}"}}"#, signed("{}", "Tm9MaWZl"));
+        assert_eq!(
+            on_token_response(
+                &cfg,
+                &host,
+                Some("200"),
+                Some("application/json"),
+                no_lifetime.as_bytes()
+            ),
+            TokenResponse::Refuse(SplitReply::SplitFailed)
+        );
     }
 }

@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn request_is_curitys_contract() {
         let c = Config::from_slice(br#"{"phantom": {"cluster": "ts", "authority": "login.example.com", "path": "/introspect", "client_id": "gateway", "client_secret": "secret"}}"#).unwrap();
-        let h = request_headers(&c.phantom);
+        let h = request_headers(c.phantom.as_ref().unwrap());
         assert_eq!(
             h,
             [

@@ -53,16 +53,18 @@ pub fn segments(jwt: &str) -> Result<[&str; 3], JwtError> {
     else {
         return Err(JwtError::Shape);
     };
-    for seg in [h, p, s] {
-        if seg.is_empty() || !seg.bytes().all(is_base64url_byte) {
-            return Err(JwtError::Shape);
-        }
+    if ![h, p, s].into_iter().all(is_segment) {
+        return Err(JwtError::Shape);
     }
     Ok([h, p, s])
 }
 
-fn is_base64url_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+/// A non-empty run of the base64url alphabet without padding (RFC 7515 §2).
+pub fn is_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn decode_object(segment: &str) -> Result<serde_json::Map<String, Value>, JwtError> {
@@ -78,6 +80,11 @@ fn decode_object(segment: &str) -> Result<serde_json::Map<String, Value>, JwtErr
 /// Checks the shape of `jwt` and returns the claims the gateway uses.
 pub fn parse(jwt: &str) -> Result<Claims, JwtError> {
     let [header, payload, _signature] = segments(jwt)?;
+    parse_header_payload(header, payload)
+}
+
+/// Checks a JWS header and payload segment (already shape-checked) and returns the claims.
+pub fn parse_header_payload(header: &str, payload: &str) -> Result<Claims, JwtError> {
     let header = decode_object(header)?;
     match header.get("alg") {
         Some(Value::String(alg)) if !alg.eq_ignore_ascii_case("none") => {}

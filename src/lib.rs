@@ -1,5 +1,5 @@
-//! Envoy proxy-wasm filter for the phantom token pattern: clients present opaque access tokens,
-//! APIs receive JWTs.
+//! Envoy proxy-wasm filter for the phantom token and split token patterns: clients present
+//! opaque access tokens, APIs receive JWTs.
 //!
 //! The core modules never name `proxy_wasm` and are tested natively; only [`wasm`] (compiled
 //! for `wasm32`) talks to the host.
@@ -8,12 +8,18 @@ pub mod bearer;
 pub mod cache;
 pub mod config;
 pub mod flow;
+pub mod held;
 pub mod inflight;
 pub mod introspection;
 pub mod jwt;
 pub mod metrics;
 pub mod reply;
 pub mod scope;
+pub mod split;
+pub mod store;
+
+#[cfg(test)]
+mod testing;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

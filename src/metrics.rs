@@ -16,10 +16,19 @@ pub enum Counter {
     IntrospectionCalls,
     Coalesced,
     CorsPreflight,
+    SplitHit,
+    SplitMiss,
+    SplitExpired,
+    SplitRevoked,
+    PublishAccepted,
+    PublishRefused,
+    Revocations,
+    ResponsesSplit,
+    SplitRefused,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 21] = [
         Counter::Allowed,
         Counter::DeniedNoCredentials,
         Counter::DeniedMalformed,
@@ -32,6 +41,15 @@ impl Counter {
         Counter::IntrospectionCalls,
         Counter::Coalesced,
         Counter::CorsPreflight,
+        Counter::SplitHit,
+        Counter::SplitMiss,
+        Counter::SplitExpired,
+        Counter::SplitRevoked,
+        Counter::PublishAccepted,
+        Counter::PublishRefused,
+        Counter::Revocations,
+        Counter::ResponsesSplit,
+        Counter::SplitRefused,
     ];
 
     /// The stat name (Envoy adds the `wasmcustom.` prefix).
@@ -49,6 +67,15 @@ impl Counter {
             Counter::IntrospectionCalls => "token_filter.introspection_calls",
             Counter::Coalesced => "token_filter.coalesced",
             Counter::CorsPreflight => "token_filter.cors_preflight",
+            Counter::SplitHit => "token_filter.split_hit",
+            Counter::SplitMiss => "token_filter.split_miss",
+            Counter::SplitExpired => "token_filter.split_expired",
+            Counter::SplitRevoked => "token_filter.split_revoked",
+            Counter::PublishAccepted => "token_filter.publish_accepted",
+            Counter::PublishRefused => "token_filter.publish_refused",
+            Counter::Revocations => "token_filter.revocations",
+            Counter::ResponsesSplit => "token_filter.responses_split",
+            Counter::SplitRefused => "token_filter.split_refused",
         }
     }
 

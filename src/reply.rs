@@ -97,6 +97,17 @@ pub fn local_reply(
         }
         headers.push(("www-authenticate", challenge));
     }
+    json_reply(status, headers, code, message, head)
+}
+
+/// A JSON error reply `{"code": ..., "message": ...}`, never cached; no body for `HEAD`.
+fn json_reply(
+    status: u32,
+    mut headers: Vec<(&'static str, String)>,
+    code: &str,
+    message: &str,
+    head: bool,
+) -> LocalReply {
     headers.push(("cache-control", "no-store".to_owned()));
     let body = if head {
         Vec::new()
@@ -110,6 +121,97 @@ pub fn local_reply(
         status,
         headers,
         body,
+    }
+}
+
+/// How the filter answers a request to `split.publish.path`, and a token endpoint response it
+/// cannot split.
+///
+/// | answer | status | body `code` |
+/// |---|---|---|
+/// | stored or revoked | 204 | none |
+/// | missing or wrong secret | 401 (`WWW-Authenticate: Bearer realm=...`) | `unauthorized` |
+/// | not `POST` or `DELETE` | 405 (`Allow: POST, DELETE`) | `method_not_allowed` |
+/// | body over the size limit | 413 | `payload_too_large` |
+/// | malformed body, bad key, bad `header_payload`, `expires_at` in the past | 400 | `invalid_request` |
+/// | store kept changing under the write | 503 | `store_busy` |
+/// | body not complete within 5 s | 408 | `request_timeout` |
+/// | body never delivered to the filter (`allow_on_headers_stop_iteration` missing) | 500 | `filter_misconfigured` |
+/// | token response with a JWT that cannot be split safely | 502 | `token_split_failed` |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitReply {
+    Accepted,
+    Unauthorized,
+    MethodNotAllowed,
+    TooLarge,
+    Invalid(String),
+    Busy,
+    BodyTimeout,
+    BodyNotDelivered,
+    SplitFailed,
+}
+
+impl SplitReply {
+    pub fn local_reply(&self, realm: &str, head: bool) -> LocalReply {
+        match self {
+            SplitReply::Accepted => LocalReply {
+                status: 204,
+                headers: vec![("cache-control", "no-store".to_owned())],
+                body: Vec::new(),
+            },
+            SplitReply::Unauthorized => json_reply(
+                401,
+                vec![("www-authenticate", format!("Bearer realm=\"{realm}\""))],
+                "unauthorized",
+                "Missing or wrong publisher credentials",
+                head,
+            ),
+            SplitReply::MethodNotAllowed => json_reply(
+                405,
+                vec![("allow", "POST, DELETE".to_owned())],
+                "method_not_allowed",
+                "Use POST to publish and DELETE to revoke",
+                head,
+            ),
+            SplitReply::TooLarge => json_reply(
+                413,
+                vec![],
+                "payload_too_large",
+                "The request body is too large",
+                head,
+            ),
+            SplitReply::Invalid(message) => {
+                json_reply(400, vec![], "invalid_request", message, head)
+            }
+            SplitReply::Busy => json_reply(
+                503,
+                vec![("retry-after", "1".to_owned())],
+                "store_busy",
+                "The token store is busy; retry",
+                head,
+            ),
+            SplitReply::BodyTimeout => json_reply(
+                408,
+                vec![],
+                "request_timeout",
+                "The request body did not arrive in time",
+                head,
+            ),
+            SplitReply::BodyNotDelivered => json_reply(
+                500,
+                vec![],
+                "filter_misconfigured",
+                "The gateway is misconfigured",
+                head,
+            ),
+            SplitReply::SplitFailed => json_reply(
+                502,
+                vec![],
+                "token_split_failed",
+                "The token service issued a token the gateway cannot split",
+                head,
+            ),
+        }
     }
 }
 

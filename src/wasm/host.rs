@@ -10,11 +10,12 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use crate::cache::{self, TokenHash};
 use crate::config::Config;
-use crate::flow::{self, Host, Verdict};
+use crate::flow::{self, CasMismatch, Host, Verdict};
+use crate::held::{self, Held};
 use crate::inflight::{InFlight, Waiter};
 use crate::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
 use crate::metrics::Counter;
-use crate::reply::{self, Denial};
+use crate::reply::{self, Denial, LocalReply, SplitReply};
 
 pub fn log(level: LogLevel, message: &str) {
     // Nothing sensible to do if logging itself fails.
@@ -49,6 +50,8 @@ pub struct Shared {
     pub cfg: Config,
     pub metrics: Metrics,
     pub inflight: RefCell<InFlight>,
+    /// Requests held for a body (publish requests, token responses), with deadlines.
+    pub held: RefCell<Held>,
 }
 
 impl Host for Shared {
@@ -68,6 +71,14 @@ impl Host for Shared {
         }
     }
 
+    fn shared_get_cas(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn shared_set_cas(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
+    }
+
     fn shared_set(&self, key: &str, value: &[u8]) {
         if let Err(s) = hostcalls::set_shared_data(key, Some(value), None) {
             log(LogLevel::Warn, &format!("cache write failed: {s:?}"));
@@ -83,7 +94,9 @@ impl Shared {
     /// Starts the introspection call for `token` from the current context. The call belongs
     /// to that context in Envoy (cancelled if it goes away) and its answer is routed to it.
     pub fn dispatch(&self, token: &str) -> Result<u32, String> {
-        let p = &self.cfg.phantom;
+        let Some(p) = &self.cfg.phantom else {
+            return Err("phantom is not configured".to_owned());
+        };
         let body = introspection::request_body(token);
         let call = hostcalls::dispatch_http_call(
             &p.cluster,
@@ -219,6 +232,48 @@ impl Shared {
     fn reject(&self, context_id: u32, head: bool, denial: Denial) {
         self.count(denial.counter());
         let r = reply::local_reply(denial, &self.cfg.realm, &self.cfg.required_scopes, head);
+        Self::send(context_id, &r);
+    }
+
+    /// Answers the held requests whose body did not arrive in time.
+    pub fn expire_held(&self) {
+        let expired = match self.held.try_borrow_mut() {
+            Ok(mut held) => held.expire(self.now_ms()),
+            Err(_) => return,
+        };
+        for e in expired {
+            if e.never_saw_body {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "#{} no body reached the filter: set allow_on_headers_stop_iteration: \
+                         true in the Wasm PluginConfig of listeners that use split.publish or \
+                         split.split_responses",
+                        e.context_id
+                    ),
+                );
+            } else {
+                log(
+                    LogLevel::Info,
+                    &format!("#{} body not complete in time: {:?}", e.context_id, e.reply),
+                );
+            }
+            self.count(match e.kind {
+                held::Kind::Publish => Counter::PublishRefused,
+                held::Kind::TokenResponse => Counter::SplitRefused,
+            });
+            if hostcalls::set_effective_context(e.context_id).is_ok() {
+                self.send_split_reply(e.context_id, false, &e.reply);
+            }
+        }
+    }
+
+    /// Answers a publish request, or replaces a token response that could not be split.
+    pub fn send_split_reply(&self, context_id: u32, head: bool, answer: &SplitReply) {
+        Self::send(context_id, &answer.local_reply(&self.cfg.realm, head));
+    }
+
+    fn send(context_id: u32, r: &LocalReply) {
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let body = (!r.body.is_empty()).then_some(r.body.as_slice());
         if let Err(s) = hostcalls::send_http_response(r.status, headers, body) {

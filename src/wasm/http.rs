@@ -5,12 +5,15 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::cache::TokenHash;
-use crate::flow::{self, Step};
+use crate::flow::{self, Host as _, Route, Step, TokenResponse};
+use crate::held::Kind;
 use crate::inflight::{Join, Waiter};
 use crate::metrics::Counter;
+use crate::reply::SplitReply;
+use crate::split::{self, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::host::{log, Shared};
 
@@ -19,6 +22,12 @@ enum State {
     Init,
     /// Paused, waiting for the introspection of this token (its own call or another's).
     Waiting(TokenHash),
+    /// A publish API request, authenticated, its body being buffered.
+    Publishing { method: String, body_size: usize },
+    /// A token endpoint request, forwarded; its response will be examined.
+    TokenRequest,
+    /// A token endpoint response held (headers and body) until it is complete and split.
+    SplittingResponse { body_size: usize },
     /// Forwarded or answered.
     Done,
 }
@@ -42,6 +51,203 @@ impl Http {
         hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
             .ok()
             .flatten()
+    }
+
+    fn response_header(name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    /// A request to `split.publish.path`: authenticated from its headers, answered once its
+    /// body is complete, never forwarded.
+    fn start_publish(&mut self, shared: &Shared, end_of_stream: bool) -> Action {
+        let method = Self::header(":method").unwrap_or_default();
+        let head = method == "HEAD";
+        if let Err(refusal) = flow::publish_gate(
+            &shared.cfg,
+            &method,
+            Self::header("authorization").as_deref(),
+        ) {
+            flow::count_publish(shared, &refusal);
+            shared.send_split_reply(self.id, head, &refusal);
+            self.state = State::Done;
+            return Action::Pause;
+        }
+        if end_of_stream {
+            self.finish_publish(shared, &method, &[]);
+        } else {
+            self.hold(shared, Kind::Publish);
+            self.state = State::Publishing {
+                method,
+                body_size: 0,
+            };
+        }
+        Action::Pause
+    }
+
+    fn hold(&self, shared: &Shared, kind: Kind) {
+        let now = shared.now_ms();
+        if let Ok(mut held) = shared.held.try_borrow_mut() {
+            held.hold(self.id, kind, now);
+        }
+    }
+
+    /// A body callback for a held request: false when the deadline already answered it.
+    fn still_held(&mut self, shared: &Shared) -> bool {
+        let held = shared
+            .held
+            .try_borrow_mut()
+            .is_ok_and(|mut h| h.saw_body(self.id));
+        if !held {
+            self.state = State::Done;
+        }
+        held
+    }
+
+    fn release(&self, shared: &Shared) {
+        if let Ok(mut held) = shared.held.try_borrow_mut() {
+            held.release(self.id);
+        }
+    }
+
+    fn finish_publish(&mut self, shared: &Shared, method: &str, body: &[u8]) {
+        self.release(shared);
+        let answer = flow::publish(&shared.cfg, shared, method, body);
+        if let SplitReply::Invalid(why) = &answer {
+            log(
+                LogLevel::Info,
+                &format!("#{} publish refused: {why}", self.id),
+            );
+        }
+        shared.send_split_reply(self.id, false, &answer);
+        self.state = State::Done;
+    }
+
+    /// Buffers the publish body; answers when it is complete (or too large).
+    fn publish_body(&mut self, shared: &Shared, size: Option<usize>, complete: bool) -> Action {
+        if !self.still_held(shared) {
+            return Action::Pause;
+        }
+        let State::Publishing { method, body_size } = &mut self.state else {
+            return Action::Continue;
+        };
+        if let Some(size) = size {
+            *body_size = size;
+        }
+        let (method, size) = (std::mem::take(method), *body_size);
+        if size > MAX_PUBLISH_BODY {
+            self.release(shared);
+            let answer = SplitReply::TooLarge;
+            flow::count_publish(shared, &answer);
+            shared.send_split_reply(self.id, false, &answer);
+            self.state = State::Done;
+            return Action::Pause;
+        }
+        if !complete {
+            self.state = State::Publishing {
+                method,
+                body_size: size,
+            };
+            return Action::Pause;
+        }
+        let body = if size == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        self.finish_publish(shared, &method, &body);
+        Action::Pause
+    }
+
+    /// Holds a token endpoint response until its body is complete, then splits it.
+    fn split_body(&mut self, shared: &Shared, size: Option<usize>, complete: bool) -> Action {
+        if !self.still_held(shared) {
+            return Action::Pause;
+        }
+        let State::SplittingResponse { body_size } = &mut self.state else {
+            return Action::Continue;
+        };
+        if let Some(size) = size {
+            *body_size = size;
+        }
+        let size = *body_size;
+        if size > MAX_TOKEN_RESPONSE {
+            self.release(shared);
+            // It may carry a whole JWT: never pass it on.
+            shared.metrics.count(Counter::SplitRefused);
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "#{} token response over {MAX_TOKEN_RESPONSE} bytes refused",
+                    self.id
+                ),
+            );
+            shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+            self.state = State::Done;
+            return Action::Pause;
+        }
+        if !complete {
+            return Action::Pause;
+        }
+        self.state = State::Done;
+        self.release(shared);
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let status = Self::response_header(":status");
+        let content_type = Self::response_header("content-type");
+        match flow::on_token_response(
+            &shared.cfg,
+            shared,
+            status.as_deref(),
+            content_type.as_deref(),
+            &body,
+        ) {
+            TokenResponse::Unchanged => Action::Continue,
+            TokenResponse::Replace(new_body) => {
+                let replaced =
+                    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &new_body);
+                let length = new_body.len().to_string();
+                let resized = if Self::response_header("content-length").is_some() {
+                    hostcalls::set_map_value(
+                        MapType::HttpResponseHeaders,
+                        "content-length",
+                        Some(&length),
+                    )
+                } else {
+                    Ok(())
+                };
+                if replaced.is_err() || resized.is_err() {
+                    log(
+                        LogLevel::Error,
+                        &format!("#{} cannot rewrite the token response", self.id),
+                    );
+                    shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+                    return Action::Pause;
+                }
+                log(
+                    LogLevel::Debug,
+                    &format!(
+                        "#{} token response split ({size} -> {length} bytes)",
+                        self.id
+                    ),
+                );
+                Action::Continue
+            }
+            TokenResponse::Refuse(answer) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("#{} token response not split: {answer:?}", self.id),
+                );
+                shared.send_split_reply(self.id, false, &answer);
+                Action::Pause
+            }
+        }
     }
 
     /// Body and trailers must not flow while headers are paused: Envoy would continue the
@@ -79,12 +285,25 @@ impl Context for Http {
 }
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             // Not configured: never forward unauthenticated.
             let _ = hostcalls::send_http_response(500, vec![], None);
             return Action::Pause;
         };
+        if flow::has_routes(&shared.cfg) {
+            let path = Self::header(":path").unwrap_or_default();
+            match flow::route(&shared.cfg, &path) {
+                Route::Publish => return self.start_publish(&shared, end_of_stream),
+                Route::TokenEndpoint => {
+                    // A token request authenticates the client to the token service; it
+                    // carries no access token. Forwarded as it is.
+                    self.state = State::TokenRequest;
+                    return Action::Continue;
+                }
+                Route::Protected => {}
+            }
+        }
         let method = Self::header(":method").unwrap_or_default();
         if method == "OPTIONS"
             && flow::is_cors_preflight(
@@ -135,17 +354,62 @@ impl HttpContext for Http {
         }
     }
 
-    fn on_http_request_body(&mut self, _size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if let (State::Publishing { .. }, Some(shared)) = (&self.state, self.shared.clone()) {
+            return self.publish_body(&shared, Some(size), end_of_stream);
+        }
         self.hold_while_waiting()
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let (State::Publishing { .. }, Some(shared)) = (&self.state, self.shared.clone()) {
+            return self.publish_body(&shared, None, true);
+        }
         self.hold_while_waiting()
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if !matches!(self.state, State::TokenRequest) {
+            return Action::Continue;
+        }
+        let status = Self::response_header(":status");
+        let content_type = Self::response_header("content-type");
+        if end_of_stream || !split::may_split(status.as_deref(), content_type.as_deref()) {
+            self.state = State::Done;
+            return Action::Continue;
+        }
+        if let Some(shared) = &self.shared {
+            self.hold(shared, Kind::TokenResponse);
+        }
+        self.state = State::SplittingResponse { body_size: 0 };
+        // Hold the headers too: Content-Length changes with the body.
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        match (&self.state, self.shared.clone()) {
+            (State::SplittingResponse { .. }, Some(shared)) => {
+                self.split_body(&shared, Some(size), end_of_stream)
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match (&self.state, self.shared.clone()) {
+            (State::SplittingResponse { .. }, Some(shared)) => self.split_body(&shared, None, true),
+            _ => Action::Continue,
+        }
     }
 }
 
 impl Drop for Http {
     fn drop(&mut self) {
+        if let (State::Publishing { .. } | State::SplittingResponse { .. }, Some(shared)) =
+            (&self.state, &self.shared)
+        {
+            self.release(shared);
+        }
         if let (State::Waiting(hash), Some(shared)) = (&self.state, &self.shared) {
             if let Ok(mut inflight) = shared.inflight.try_borrow_mut() {
                 inflight.leave(hash, self.id);

@@ -1,5 +1,5 @@
 //! Root context: parses and validates the configuration (fail closed), defines the counters,
-//! and re-dispatches orphaned introspections on its tick.
+//! creates the split token store, and re-dispatches orphaned introspections on its tick.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,12 +10,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::config::Config;
+use crate::held::Held;
 use crate::inflight::InFlight;
 
 use super::host::{log, Metrics, Shared};
 use super::http::Http;
 
-/// How often the root looks for introspections orphaned by a client reset.
+/// How often the root looks for introspections orphaned by a client reset, and for held
+/// requests past their deadline.
 const TICK: Duration = Duration::from_millis(200);
 
 pub struct Root {
@@ -41,12 +43,27 @@ impl Root {
             LogLevel::Info,
             &format!("#{} configured: {}", self.context_id, cfg.summary()),
         );
-        Ok(Rc::new(Shared {
+        let shared = Rc::new(Shared {
             root_id: self.context_id,
             cfg,
             metrics,
             inflight: RefCell::new(InFlight::default()),
-        }))
+            held: RefCell::new(Held::default()),
+        });
+        if let Some(split) = &shared.cfg.split {
+            // Before any request: creates the store's slots so every write can be a
+            // compare-and-swap.
+            if split.store.initialize(shared.as_ref()) {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "#{} split token store created: {} slots",
+                        self.context_id, split.max_entries
+                    ),
+                );
+            }
+        }
+        Ok(shared)
     }
 }
 
@@ -84,6 +101,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
+        shared.expire_held();
         let orphans = shared.inflight.borrow().orphans();
         for (hash, token) in orphans {
             match shared.dispatch(&token) {

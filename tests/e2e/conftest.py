@@ -36,7 +36,7 @@ def envoy_bin():
     return out.stdout.strip()
 
 
-def plugin_filter(plugin_config, name="token_filter"):
+def plugin_filter(plugin_config, name="token_filter", stop_iteration=True):
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.wasm",
@@ -46,6 +46,9 @@ def plugin_filter(plugin_config, name="token_filter"):
                 "name": name,
                 "root_id": "token_filter",
                 "failure_policy": "FAIL_CLOSED",
+                # Lets the filter read a body before it forwards the headers (the publish API,
+                # splitting token responses).
+                "allow_on_headers_stop_iteration": stop_iteration,
                 "vm_config": {
                     "vm_id": "token_filter",
                     "runtime": "envoy.wasm.runtime.v8",
@@ -57,7 +60,8 @@ def plugin_filter(plugin_config, name="token_filter"):
     }
 
 
-def listener(name, http_filters, cluster="api"):
+def listener(name, http_filters, routes=(("/", "api"),)):
+    """`routes`: (path prefix, cluster) pairs, first match wins."""
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
@@ -69,7 +73,8 @@ def listener(name, http_filters, cluster="api"):
                 "codec_type": "AUTO",
                 "route_config": {"virtual_hosts": [{
                     "name": "all", "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}],
+                    "routes": [{"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "10s"}}
+                               for prefix, cluster in routes],
                 }]},
                 "http_filters": http_filters + [{
                     "name": "envoy.filters.http.router",
@@ -97,15 +102,19 @@ def closed_port():
 
 
 class Envoy:
-    """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string)."""
+    """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string),
+    or to a pair (plugin configuration, routes) for routes other than everything to `api`."""
 
-    def __init__(self, workdir, listeners, clusters, concurrency=1):
+    def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
-                "listeners": [listener(n, [plugin_filter(c)]) for n, c in listeners.items()],
+                "listeners": [listener(n, [plugin_filter(c[0], stop_iteration=stop_iteration)], c[1])
+                              if isinstance(c, tuple)
+                              else listener(n, [plugin_filter(c, stop_iteration=stop_iteration)])
+                              for n, c in listeners.items()],
                 "clusters": [cluster(n, p) for n, p in clusters.items()],
             },
         }
@@ -278,11 +287,10 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.when == "call" and rep.failed:
-        e = item.funcargs.get("envoy")
-        if isinstance(e, Envoy):
+        for e in [v for v in item.funcargs.values() if isinstance(v, Envoy)]:
             try:
                 counters = e.counters()
             except OSError as err:
                 counters = f"(admin unreachable: {err})"
-            rep.sections.append(("Envoy log tail", e.log_tail()))
-            rep.sections.append(("filter counters", str(counters)))
+            rep.sections.append((f"Envoy log tail ({e.workdir.name})", e.log_tail()))
+            rep.sections.append((f"filter counters ({e.workdir.name})", str(counters)))
