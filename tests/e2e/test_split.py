@@ -33,6 +33,7 @@ def split_jwt(jwt):
 
 
 _serial = [0]
+_minted = []  # every JWT a test made, for the log check
 
 
 def new_jwt(scope="read write", lifetime=300, **extra):
@@ -43,7 +44,9 @@ def new_jwt(scope="read write", lifetime=300, **extra):
         claims["iat"] = int(time.time())
         claims["exp"] = int(time.time()) + lifetime
     claims.update(extra)
-    return mint_jwt(claims)
+    jwt = mint_jwt(claims)
+    _minted.append(jwt)
+    return jwt
 
 
 def publish(port, jwt, expires_at=None, encoding="base64", secret=SECRET, body=None, method="POST"):
@@ -382,6 +385,19 @@ def test_memory_stays_flat_under_ten_times_max_entries(split_envoy):
     for jwt in tokens[-10:]:
         r = call_api(port, split_jwt(jwt)[1])
         assert r.status == 200 and forwarded_authorization(r) == f"Bearer {jwt}"
+
+
+def test_no_token_secret_or_store_key_in_the_log(split_envoy, token_service):
+    """Runs after the tests above (file order): nothing they sent may appear in Envoy's log,
+    where the filter logs at debug level."""
+    log = split_envoy.log_path.read_text(errors="replace")
+    assert "token response split" in log, "the filter did log at debug level"
+    secrets = [SECRET]
+    for jwt in _minted + [t for t in token_service.issued_tokens if t.count(".") == 2]:
+        header_payload, signature = split_jwt(jwt)
+        secrets += [header_payload.split(".")[1], signature, store_key(signature)]
+    leaked = [x for x in secrets if x in log]
+    assert not leaked, f"{len(leaked)} values leaked into the log"
 
 
 # ---- a misconfigured Envoy still answers -----------------------------------------------------
