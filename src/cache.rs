@@ -7,10 +7,11 @@
 //! direct-mapped cache). The entry carries the full token hash, compared in constant time, so a
 //! slot collision is a miss, never another token's JWT. The opaque token itself is never stored.
 //!
-//! Entry layout (big-endian): `magic "pt1" | kind u8 | expires_at_ms u64 | sha256 [32] |
-//! scope_len u16 | scope | jwt`.
+//! Entries use [`crate::record`]'s layout with magic `pt1`; the body is the JWT.
 
 use sha2::{Digest, Sha256};
+
+use crate::record;
 
 use crate::jwt::Claims;
 
@@ -21,7 +22,6 @@ pub const EXP_SKEW_MS: u64 = 1_000;
 const MAGIC: &[u8; 3] = b"pt1";
 const KIND_ACTIVE: u8 = 1;
 const KIND_INACTIVE: u8 = 2;
-const HEADER_LEN: usize = 3 + 1 + 8 + 32 + 2;
 
 pub type TokenHash = [u8; 32];
 
@@ -68,56 +68,25 @@ pub enum Cached<'a> {
 }
 
 pub fn encode_active(hash: &TokenHash, expires_at_ms: u64, scope: &str, jwt: &str) -> Vec<u8> {
-    let scope = scope
-        .get(..scope.len().min(usize::from(u16::MAX)))
-        .unwrap_or("");
-    let mut out = Vec::with_capacity(HEADER_LEN + scope.len() + jwt.len());
-    push_header(&mut out, KIND_ACTIVE, expires_at_ms, hash);
-    out.extend_from_slice(&u16::try_from(scope.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(scope.as_bytes());
-    out.extend_from_slice(jwt.as_bytes());
-    out
+    record::encode(MAGIC, KIND_ACTIVE, hash, expires_at_ms, scope, jwt)
 }
 
 pub fn encode_inactive(hash: &TokenHash, expires_at_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN);
-    push_header(&mut out, KIND_INACTIVE, expires_at_ms, hash);
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out
-}
-
-fn push_header(out: &mut Vec<u8>, kind: u8, expires_at_ms: u64, hash: &TokenHash) {
-    out.extend_from_slice(MAGIC);
-    out.push(kind);
-    out.extend_from_slice(&expires_at_ms.to_be_bytes());
-    out.extend_from_slice(hash);
+    record::encode(MAGIC, KIND_INACTIVE, hash, expires_at_ms, "", "")
 }
 
 /// Reads a slot. Anything but a well-formed, unexpired entry for exactly this token is a miss
 /// (an empty or foreign value, a slot collision, an expired entry).
 pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cached<'a>> {
-    let (header, rest) = value.split_at_checked(HEADER_LEN)?;
-    let (magic, header) = header.split_at_checked(3)?;
-    if magic != MAGIC {
+    let r = record::decode(MAGIC, value)?;
+    if !constant_time_eq(r.hash, hash) || now_ms >= r.expires_at_ms {
         return None;
     }
-    let (&kind, header) = header.split_first()?;
-    let (expires, header) = header.split_at_checked(8)?;
-    let (stored_hash, scope_len) = header.split_at_checked(32)?;
-    if !constant_time_eq(stored_hash, hash) {
-        return None;
-    }
-    let expires_at_ms = u64::from_be_bytes(expires.try_into().ok()?);
-    if now_ms >= expires_at_ms {
-        return None;
-    }
-    match kind {
+    match r.kind {
         KIND_INACTIVE => Some(Cached::Inactive),
         KIND_ACTIVE => {
-            let scope_len = usize::from(u16::from_be_bytes(scope_len.try_into().ok()?));
-            let (scope, jwt) = rest.split_at_checked(scope_len)?;
-            let scope = std::str::from_utf8(scope).ok()?;
-            let jwt = std::str::from_utf8(jwt).ok()?;
+            let scope = std::str::from_utf8(r.scope).ok()?;
+            let jwt = std::str::from_utf8(r.body).ok()?;
             (!jwt.is_empty()).then_some(Cached::Active { jwt, scope })
         }
         _ => None,
@@ -220,7 +189,7 @@ mod tests {
         assert_eq!(lookup(&v, &h, NOW + 5), None, "expiry is exclusive");
         assert_eq!(lookup(&v, &other, NOW), None, "slot collision");
         assert_eq!(lookup(b"", &h, NOW), None, "shared data 'removed' value");
-        assert_eq!(lookup(&v[..HEADER_LEN - 1], &h, NOW), None);
+        assert_eq!(lookup(&v[..crate::record::HEADER_LEN - 1], &h, NOW), None);
         let mut bad = v.clone();
         bad[0] = b'x';
         assert_eq!(lookup(&bad, &h, NOW), None);
@@ -230,7 +199,7 @@ mod tests {
         let empty_jwt = encode_active(&h, NOW + 5, "", "");
         assert_eq!(lookup(&empty_jwt, &h, NOW), None);
         let mut long_scope = encode_active(&h, NOW + 5, "", "a.b.c");
-        long_scope[HEADER_LEN - 2] = 0xff;
+        long_scope[crate::record::HEADER_LEN - 2] = 0xff;
         assert_eq!(lookup(&long_scope, &h, NOW), None);
     }
 

@@ -386,7 +386,7 @@ impl RawSplit {
                 }
                 Some(PublishConfig {
                     path: p.path,
-                    secret_hash: Sha256::digest(p.secret.as_bytes()).into(),
+                    secret_hash: crate::cache::token_hash(&p.secret),
                 })
             }
         };

@@ -86,15 +86,17 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
             return Step::Done(Verdict::Reject(Denial::MalformedCredentials))
         }
     };
+    // One hash serves both flows: the split store key is the SHA-256 of the signature, the
+    // phantom cache key the SHA-256 of the opaque token.
+    let hash = cache::token_hash(token);
     if let Some(split) = &cfg.split {
-        if let Some(verdict) = split_lookup(cfg, split, host, token) {
+        if let Some(verdict) = split_lookup(cfg, split, host, token, &hash) {
             return Step::Done(verdict);
         }
     }
     if cfg.phantom.is_none() {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     }
-    let hash = cache::token_hash(token);
     let key = cache::slot_key(&cfg.cache.namespace, &hash, cfg.cache.max_entries);
     if let Some(value) = host.shared_get(&key) {
         match cache::lookup(&value, &hash, host.now_ms()) {
@@ -122,12 +124,11 @@ fn split_lookup(
     split: &SplitConfig,
     host: &dyn Host,
     token: &str,
+    hash: &TokenHash,
 ) -> Option<Verdict> {
     // Only a base64url string can be a JWS signature; anything else cannot be in the store.
     let found = if jwt::is_segment(token) {
-        split
-            .store
-            .lookup(host, &split::signature_hash(token), host.now_ms())
+        split.store.lookup(host, hash, host.now_ms())
     } else {
         Found::Miss
     };
@@ -554,15 +555,18 @@ mod tests {
         Config::from_slice(json.as_bytes()).unwrap()
     }
 
+    /// The key a publisher writes for `signature`, in the configured encoding.
+    fn store_key(cfg: &Config, signature: &str) -> String {
+        let split = cfg.split.as_ref().unwrap();
+        split
+            .hash_encoding
+            .encode(&split::signature_hash(signature))
+    }
+
     /// Publishes `jwt` through the publish API; returns its signature.
     fn publish_jwt(cfg: &Config, host: &FakeHost, jwt: &str, expires_at: u64) -> String {
         let (hp, sig) = jwt.rsplit_once('.').unwrap();
-        let key = cfg
-            .split
-            .as_ref()
-            .unwrap()
-            .hash_encoding
-            .encode(&split::signature_hash(sig));
+        let key = store_key(cfg, sig);
         let body = serde_json::json!({
             "signature_hash": key, "header_payload": hp, "expires_at": expires_at,
         });
@@ -578,13 +582,7 @@ mod tests {
     }
 
     fn revoke(cfg: &Config, host: &FakeHost, sig: &str) -> SplitReply {
-        let key = cfg
-            .split
-            .as_ref()
-            .unwrap()
-            .hash_encoding
-            .encode(&split::signature_hash(sig));
-        let body = serde_json::json!({ "signature_hash": key }).to_string();
+        let body = serde_json::json!({ "signature_hash": store_key(cfg, sig) }).to_string();
         publish(cfg, host, "DELETE", body.as_bytes())
     }
 

@@ -13,6 +13,7 @@ pub mod inflight;
 pub mod introspection;
 pub mod jwt;
 pub mod metrics;
+pub mod record;
 pub mod reply;
 pub mod scope;
 pub mod split;

@@ -13,12 +13,13 @@
 //! loaded, before any request can write. The store's memory is therefore allocated up front
 //! and never grows: `max_entries` keys, each holding at most one entry.
 //!
-//! Entry layout (big-endian): `magic "st1" | kind u8 | expires_at_ms u64 | sha256 [32] |
-//! scope_len u16 | scope | header.payload`. A revoked entry keeps its expiry (so the slot frees
-//! itself when the token would have expired anyway) and loses its `header.payload`.
+//! Entries use [`crate::record`]'s layout with magic `st1`; the body is `header.payload`. A
+//! revoked entry keeps its expiry (so the slot frees itself when the token would have expired
+//! anyway) and loses its `header.payload`.
 
 use crate::cache::{constant_time_eq, TokenHash};
 use crate::flow::Host;
+use crate::record::{self, Record};
 use crate::split::Entry;
 
 /// Slots a hash may occupy.
@@ -29,7 +30,6 @@ pub const MAX_ATTEMPTS: usize = 16;
 const MAGIC: &[u8; 3] = b"st1";
 const KIND_ACTIVE: u8 = 1;
 const KIND_REVOKED: u8 = 2;
-const HEADER_LEN: usize = 3 + 1 + 8 + 32 + 2;
 
 /// What the store holds for a signature hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,48 +68,12 @@ pub struct Store {
     max_entries: u32,
 }
 
-/// A decoded slot value.
-struct Slot<'a> {
-    kind: u8,
-    expires_at_ms: u64,
-    hash: &'a [u8],
-    scope: &'a [u8],
-    header_payload: &'a [u8],
-}
-
-fn decode(value: &[u8]) -> Option<Slot<'_>> {
-    let (header, rest) = value.split_at_checked(HEADER_LEN)?;
-    let (magic, header) = header.split_at_checked(3)?;
-    if magic != MAGIC {
-        return None;
-    }
-    let (&kind, header) = header.split_first()?;
-    let (expires, header) = header.split_at_checked(8)?;
-    let (hash, scope_len) = header.split_at_checked(32)?;
-    let scope_len = usize::from(u16::from_be_bytes(scope_len.try_into().ok()?));
-    let (scope, header_payload) = rest.split_at_checked(scope_len)?;
-    Some(Slot {
-        kind,
-        expires_at_ms: u64::from_be_bytes(expires.try_into().ok()?),
-        hash,
-        scope,
-        header_payload,
-    })
-}
-
 fn encode(kind: u8, hash: &TokenHash, expires_at_ms: u64, scope: &str, hp: &str) -> Vec<u8> {
-    let scope = scope
-        .get(..scope.len().min(usize::from(u16::MAX)))
-        .unwrap_or("");
-    let mut out = Vec::with_capacity(HEADER_LEN + scope.len() + hp.len());
-    out.extend_from_slice(MAGIC);
-    out.push(kind);
-    out.extend_from_slice(&expires_at_ms.to_be_bytes());
-    out.extend_from_slice(hash);
-    out.extend_from_slice(&u16::try_from(scope.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(scope.as_bytes());
-    out.extend_from_slice(hp.as_bytes());
-    out
+    record::encode(MAGIC, kind, hash, expires_at_ms, scope, hp)
+}
+
+fn decode(value: &[u8]) -> Option<Record<'_>> {
+    record::decode(MAGIC, value)
 }
 
 impl Store {
@@ -164,11 +128,11 @@ impl Store {
                 return Found::Expired;
             }
             return match slot.kind {
-                KIND_ACTIVE if !slot.header_payload.is_empty() => {
+                KIND_ACTIVE if !slot.body.is_empty() => {
                     let scope_len = slot.scope.len();
-                    let mut bytes = Vec::with_capacity(scope_len + slot.header_payload.len());
+                    let mut bytes = Vec::with_capacity(scope_len + slot.body.len());
                     bytes.extend_from_slice(slot.scope);
-                    bytes.extend_from_slice(slot.header_payload);
+                    bytes.extend_from_slice(slot.body);
                     match String::from_utf8(bytes) {
                         Ok(text) => Found::Hit(Stored { text, scope_len }),
                         Err(_) => Found::Miss,

@@ -129,13 +129,13 @@ impl Http {
         if !self.still_held(shared) {
             return Action::Pause;
         }
-        let State::Publishing { method, body_size } = &mut self.state else {
+        let State::Publishing { body_size, .. } = &mut self.state else {
             return Action::Continue;
         };
         if let Some(size) = size {
             *body_size = size;
         }
-        let (method, size) = (std::mem::take(method), *body_size);
+        let size = *body_size;
         if size > MAX_PUBLISH_BODY {
             self.release(shared);
             let answer = SplitReply::TooLarge;
@@ -145,12 +145,12 @@ impl Http {
             return Action::Pause;
         }
         if !complete {
-            self.state = State::Publishing {
-                method,
-                body_size: size,
-            };
             return Action::Pause;
         }
+        let State::Publishing { method, .. } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Action::Continue;
+        };
         let body = if size == 0 {
             Vec::new()
         } else {

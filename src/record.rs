@@ -1,0 +1,90 @@
+//! The one layout of a value in a shared-data slot, used by the phantom cache and the split
+//! store (each with its own magic, so neither ever reads the other's values).
+//!
+//! Layout (big-endian): `magic [3] | kind u8 | expires_at_ms u64 | sha256 [32] | scope_len u16 |
+//! scope | body`.
+
+use crate::cache::TokenHash;
+
+/// Bytes before the scope.
+pub const HEADER_LEN: usize = 3 + 1 + 8 + 32 + 2;
+
+/// A decoded slot value, borrowing from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub kind: u8,
+    pub expires_at_ms: u64,
+    pub hash: &'a [u8],
+    pub scope: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// Encodes a value; a scope longer than `u16::MAX` bytes is cut (scopes are bounded far below).
+pub fn encode(
+    magic: &[u8; 3],
+    kind: u8,
+    hash: &TokenHash,
+    expires_at_ms: u64,
+    scope: &str,
+    body: &str,
+) -> Vec<u8> {
+    let scope = scope
+        .get(..scope.len().min(usize::from(u16::MAX)))
+        .unwrap_or("");
+    let mut out = Vec::with_capacity(HEADER_LEN + scope.len() + body.len());
+    out.extend_from_slice(magic);
+    out.push(kind);
+    out.extend_from_slice(&expires_at_ms.to_be_bytes());
+    out.extend_from_slice(hash);
+    out.extend_from_slice(&u16::try_from(scope.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(scope.as_bytes());
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// Decodes a value; `None` for anything not well formed with this magic (empty, foreign,
+/// truncated).
+pub fn decode<'a>(magic: &[u8; 3], value: &'a [u8]) -> Option<Record<'a>> {
+    let (header, rest) = value.split_at_checked(HEADER_LEN)?;
+    let (found, header) = header.split_at_checked(3)?;
+    if found != magic {
+        return None;
+    }
+    let (&kind, header) = header.split_first()?;
+    let (expires, header) = header.split_at_checked(8)?;
+    let (hash, scope_len) = header.split_at_checked(32)?;
+    let scope_len = usize::from(u16::from_be_bytes(scope_len.try_into().ok()?));
+    let (scope, body) = rest.split_at_checked(scope_len)?;
+    Some(Record {
+        kind,
+        expires_at_ms: u64::from_be_bytes(expires.try_into().ok()?),
+        hash,
+        scope,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_foreign_or_truncated_values() {
+        let hash = [7u8; 32];
+        let v = encode(b"xx1", 2, &hash, 42, "read", "a.b");
+        assert_eq!(
+            decode(b"xx1", &v),
+            Some(Record {
+                kind: 2,
+                expires_at_ms: 42,
+                hash: &hash,
+                scope: b"read",
+                body: b"a.b"
+            })
+        );
+        assert_eq!(decode(b"yy1", &v), None, "another magic");
+        assert_eq!(decode(b"xx1", &v[..HEADER_LEN - 1]), None);
+        assert_eq!(decode(b"xx1", &v[..HEADER_LEN + 2]), None, "scope cut");
+        assert_eq!(decode(b"xx1", b""), None);
+    }
+}
