@@ -6,6 +6,7 @@
 //! is ever forwarded unauthenticated because of a configuration mistake.
 
 use std::fmt;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -15,6 +16,7 @@ use crate::introspection;
 use crate::scope;
 use crate::split::HashEncoding;
 use crate::store::Store;
+use crate::verify::{Alg, KeySet, Policy};
 
 /// Default `realm` in `WWW-Authenticate` (RFC 6750 §3).
 pub const DEFAULT_REALM: &str = "api";
@@ -31,6 +33,14 @@ pub const MAX_SPLIT_ENTRIES: u32 = 1_000_000;
 /// Shortest `split.publish.secret`.
 pub const MIN_PUBLISH_SECRET_LEN: usize = 16;
 const MAX_SPLIT_PATHS: usize = 16;
+/// Default `verify.clock_skew_s`.
+pub const DEFAULT_CLOCK_SKEW_S: u64 = 30;
+/// Default `verify.jwks.refresh_s`.
+pub const DEFAULT_JWKS_REFRESH_S: u64 = 300;
+/// Default `verify.jwks.min_refetch_s`.
+pub const DEFAULT_JWKS_MIN_REFETCH_S: u64 = 5;
+const MAX_CLOCK_SKEW_S: u64 = 300;
+const MAX_AUDIENCES: usize = 16;
 
 /// Largest configuration accepted, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
@@ -69,6 +79,29 @@ struct RawConfig {
     #[serde(default)]
     cache: RawCache,
     split: Option<RawSplit>,
+    verify: Option<RawVerify>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    jwks: Option<RawJwksSource>,
+    jwks_inline: Option<Box<serde_json::value::RawValue>>,
+    clock_skew_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwksSource {
+    cluster: String,
+    authority: Option<String>,
+    path: String,
+    refresh_s: Option<u64>,
+    timeout_ms: Option<u64>,
+    min_refetch_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +157,40 @@ pub struct Config {
     pub phantom: Option<PhantomConfig>,
     pub cache: CacheConfig,
     pub split: Option<SplitConfig>,
+    /// JWT verification before any JWT is forwarded or cached.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `verify`: every JWT is checked against these keys and claims before it leaves the gateway.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub policy: Policy,
+    pub keys: KeySource,
+    /// Identifies the rules and the keys (inline key material included).
+    pub fingerprint: String,
+}
+
+/// Where the verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Pinned in the configuration (`jwks_inline`).
+    Inline(Rc<KeySet>),
+    /// Fetched from the token service and shared by every worker (`jwks`).
+    Remote(JwksSource),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSource {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub refresh_s: u64,
+    pub timeout_ms: u64,
+    /// Least time between two fetches that are not the periodic refresh (an unknown `kid`,
+    /// a failed fetch).
+    pub min_refetch_s: u64,
+    /// Prefix of the shared-data keys holding the key set and its fetch schedule.
+    pub namespace: String,
 }
 
 /// The Split Token pattern: the client's token is a JWT's signature, the rest is in the store.
@@ -299,8 +366,20 @@ impl RawConfig {
             self.cache.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
             MAX_ENTRIES,
         )?;
+        let verify = self.verify.map(RawVerify::validate).transpose()?;
+        // A cache filled without verification (or with other rules) is never read by a
+        // configuration that verifies: the rules are part of the namespace.
+        let fingerprint = verify
+            .as_ref()
+            .map_or_else(String::new, |v| v.fingerprint.clone());
         let namespace = phantom.as_ref().map_or_else(String::new, |p| {
-            namespace_of(&p.cluster, &p.authority, &p.path, &p.client_id)
+            namespace_of(&[
+                &p.cluster,
+                &p.authority,
+                &p.path,
+                &p.client_id,
+                &fingerprint,
+            ])
         });
         let split = self
             .split
@@ -317,6 +396,135 @@ impl RawConfig {
                 namespace,
             },
             split,
+            verify,
+        })
+    }
+}
+
+impl RawVerify {
+    fn validate(self) -> Result<VerifyConfig, ConfigError> {
+        check_name("verify.issuer", &self.issuer)?;
+        if self.audiences.is_empty() || self.audiences.len() > MAX_AUDIENCES {
+            return Err(ConfigError::new(
+                "verify.audiences",
+                format!("must hold 1 to {MAX_AUDIENCES} audiences"),
+            ));
+        }
+        for (i, a) in self.audiences.iter().enumerate() {
+            check_name(&format!("verify.audiences[{i}]"), a)?;
+        }
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::new("verify.algorithms", "must not be empty"));
+        }
+        let mut algorithms = Vec::with_capacity(self.algorithms.len());
+        for (i, name) in self.algorithms.iter().enumerate() {
+            let alg = Alg::from_name(name).ok_or_else(|| {
+                let supported: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
+                ConfigError::new(
+                    &format!("verify.algorithms[{i}]"),
+                    format!("must be one of {} (never none)", supported.join(", ")),
+                )
+            })?;
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        let clock_skew_s = in_range(
+            "verify.clock_skew_s",
+            self.clock_skew_s.unwrap_or(DEFAULT_CLOCK_SKEW_S),
+            0,
+            MAX_CLOCK_SKEW_S,
+        )?;
+        let policy = Policy {
+            issuer: self.issuer,
+            audiences: self.audiences,
+            algorithms,
+            clock_skew_s,
+        };
+        let inline_json = self.jwks_inline.as_ref().map_or("", |j| j.get());
+        let remote = self.jwks.as_ref().map_or_else(String::new, |j| {
+            format!("{} {:?} {}", j.cluster, j.authority, j.path)
+        });
+        let fingerprint = namespace_of(&[&format!("{policy:?}"), inline_json, &remote]);
+        let keys = match (self.jwks, self.jwks_inline) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(ConfigError::new(
+                    "verify.jwks",
+                    "exactly one of verify.jwks and verify.jwks_inline is required",
+                ))
+            }
+            (None, Some(inline)) => {
+                let set = KeySet::parse(inline.get().as_bytes(), &policy.algorithms, true)
+                    .map_err(|e| ConfigError::new("verify.jwks_inline", e.to_string()))?;
+                KeySource::Inline(Rc::new(set))
+            }
+            (Some(remote), None) => KeySource::Remote(remote.validate()?),
+        };
+        // HMAC needs a shared secret: only ever one configured on purpose (RFC 8725 §3.1).
+        if let Some(hmac) = policy.algorithms.iter().find(|a| a.is_hmac()) {
+            if !matches!(keys, KeySource::Inline(_)) {
+                return Err(ConfigError::new(
+                    "verify.algorithms",
+                    format!(
+                        "{} needs its secret in verify.jwks_inline (a fetched key set never \
+                         provides HMAC keys)",
+                        hmac.name()
+                    ),
+                ));
+            }
+        }
+        Ok(VerifyConfig {
+            policy,
+            keys,
+            fingerprint,
+        })
+    }
+}
+
+impl RawJwksSource {
+    fn validate(self) -> Result<JwksSource, ConfigError> {
+        check_name("verify.jwks.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("verify.jwks.authority", &authority)?;
+        if !self.path.starts_with('/')
+            || self.path.len() > 2_048
+            || !self.path.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                "verify.jwks.path",
+                "must start with '/' and contain only visible ASCII (at most 2048 bytes)",
+            ));
+        }
+        let refresh_s = in_range(
+            "verify.jwks.refresh_s",
+            self.refresh_s.unwrap_or(DEFAULT_JWKS_REFRESH_S),
+            1,
+            MAX_TTL_S,
+        )?;
+        let timeout_ms = in_range(
+            "verify.jwks.timeout_ms",
+            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        let min_refetch_s = in_range(
+            "verify.jwks.min_refetch_s",
+            self.min_refetch_s.unwrap_or(DEFAULT_JWKS_MIN_REFETCH_S),
+            1,
+            refresh_s,
+        )?;
+        let namespace = format!(
+            "jwks{}:",
+            namespace_of(&[&self.cluster, &authority, &self.path])
+        );
+        Ok(JwksSource {
+            cluster: self.cluster,
+            authority,
+            path: self.path,
+            refresh_s,
+            timeout_ms,
+            min_refetch_s,
+            namespace,
         })
     }
 }
@@ -440,9 +648,9 @@ fn check_path(field: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn namespace_of(cluster: &str, authority: &str, path: &str, client_id: &str) -> String {
+fn namespace_of(parts: &[&str]) -> String {
     let mut h = Sha256::new();
-    for part in [cluster, authority, path, client_id] {
+    for part in parts {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -764,5 +972,115 @@ mod tests {
         assert_eq!(a.cache.namespace, b.cache.namespace);
         assert_ne!(a.cache.namespace, c.cache.namespace);
         assert_eq!(a.cache.namespace.len(), 8);
+    }
+
+    fn with_verify(verify: &str) -> String {
+        format!(
+            r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
+            "client_secret": "s"}}, "verify": {verify}}}"#
+        )
+    }
+
+    const REMOTE: &str = r#""jwks": {"cluster": "token_service", "path": "/jwks"}"#;
+
+    #[test]
+    fn verify_defaults_and_namespaces() {
+        let json = with_verify(&format!(
+            r#"{{"issuer": "https://login.example.com", "audiences": ["api"],
+            "algorithms": ["ES256", "RS256", "ES256"], {REMOTE}}}"#
+        ));
+        let c = Config::from_slice(json.as_bytes()).unwrap();
+        let v = c.verify.as_ref().unwrap();
+        assert_eq!(v.policy.algorithms, vec![Alg::Es256, Alg::Rs256]);
+        assert_eq!(v.policy.clock_skew_s, DEFAULT_CLOCK_SKEW_S);
+        let KeySource::Remote(src) = &v.keys else {
+            panic!("remote expected")
+        };
+        assert_eq!(
+            (
+                src.refresh_s,
+                src.min_refetch_s,
+                src.timeout_ms,
+                src.authority.as_str()
+            ),
+            (300, 5, 2_000, "token_service")
+        );
+        let plain = Config::from_slice(with_verify("null").as_bytes()).unwrap();
+        assert_ne!(
+            plain.cache.namespace, c.cache.namespace,
+            "a verifying configuration never reads a cache filled without verification"
+        );
+    }
+
+    #[test]
+    fn verify_errors_name_the_field() {
+        let base = r#""issuer": "i", "audiences": ["a"]"#;
+        let inline = r#""jwks_inline": {"keys": [{"kty": "oct", "kid": "k",
+            "k": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#;
+        let cases = [
+            (
+                format!(r#"{{{base}, "algorithms": ["none"], {REMOTE}}}"#),
+                "verify.algorithms[0]",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["rs256"], {REMOTE}}}"#),
+                "verify.algorithms[0]",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": [], {REMOTE}}}"#),
+                "verify.algorithms",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["HS256"], {REMOTE}}}"#),
+                "verify.algorithms",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"]}}"#),
+                "verify.jwks",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], {REMOTE}, {inline}}}"#),
+                "verify.jwks",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], {inline}}}"#),
+                "verify.jwks_inline",
+            ),
+            (
+                format!(r#"{{"issuer": "i", "audiences": [], "algorithms": ["ES256"], {REMOTE}}}"#),
+                "verify.audiences",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], "clock_skew_s": 301, {REMOTE}}}"#),
+                "verify.clock_skew_s",
+            ),
+            (
+                format!(
+                    r#"{{{base}, "algorithms": ["ES256"], "jwks": {{"cluster": "c", "path": "x"}}}}"#
+                ),
+                "verify.jwks.path",
+            ),
+            (
+                format!(
+                    r#"{{{base}, "algorithms": ["ES256"], "jwks": {{"cluster": "c", "path": "/x", "refresh_s": 10, "min_refetch_s": 11}}}}"#
+                ),
+                "verify.jwks.min_refetch_s",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], {REMOTE}, "jku": "x"}}"#),
+                "verify",
+            ),
+        ];
+        for (verify, field) in cases {
+            let e = err(&with_verify(&verify));
+            assert!(e.field.starts_with(field), "{verify}: {e}");
+        }
+        // HS256 with its secret inline is the one way to allow it.
+        let ok = with_verify(&format!(r#"{{{base}, "algorithms": ["HS256"], {inline}}}"#));
+        let c = Config::from_slice(ok.as_bytes()).unwrap();
+        assert!(matches!(c.verify.unwrap().keys, KeySource::Inline(_)));
+        // The secret is not in the debug output.
+        let dbg = format!("{:?}", Config::from_slice(ok.as_bytes()).unwrap());
+        assert!(!dbg.contains("AAAAAAAAAAAAAAAA"), "{dbg}");
     }
 }

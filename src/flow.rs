@@ -22,12 +22,14 @@ use crate::bearer::{self, BearerError};
 use crate::cache::{self, Cached, TokenHash};
 use crate::config::{Config, SplitConfig};
 use crate::introspection::Outcome;
+use crate::jwks::KeyState;
 use crate::jwt;
 use crate::metrics::Counter;
 use crate::reply::{Denial, SplitReply};
 use crate::scope;
 use crate::split::{self, PublishOp, Rewrite};
 use crate::store::Found;
+use crate::verify::Failure;
 
 /// What the core needs from the proxy.
 pub trait Host {
@@ -41,6 +43,8 @@ pub trait Host {
     /// Writes a shared-data value if its version is still `cas` (always, when `None`).
     fn shared_set_cas(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch>;
     fn count(&self, counter: Counter);
+    /// This worker's verification keys and verified-token memo.
+    fn key_state(&self) -> &KeyState;
 }
 
 /// A compare-and-swap write lost: the value changed since it was read.
@@ -135,9 +139,24 @@ fn split_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            return Some(authorize_with(cfg, stored.scope(), || {
-                format!("Bearer {}.{token}", stored.header_payload())
-            }));
+            if !scope::has_all(stored.scope(), &cfg.required_scopes) {
+                return Some(Verdict::Reject(Denial::InsufficientScope));
+            }
+            let authorization = format!("Bearer {}.{token}", stored.header_payload());
+            // Verified once per entry and worker: the memo is bound to the slot's version,
+            // so a re-published or tampered entry is verified again.
+            if cfg.verify.is_some() {
+                let state = host.key_state();
+                let now = host.now_ms();
+                if !state.is_verified(hash, stored.version, now) {
+                    let jwt = authorization.get(BEARER_PREFIX.len()..).unwrap_or("");
+                    if let Err(denial) = check_jwt(cfg, host, jwt) {
+                        return Some(Verdict::Reject(denial));
+                    }
+                    state.remember_verified(hash, stored.version, stored.expires_at_ms, now);
+                }
+            }
+            return Some(Verdict::Forward { authorization });
         }
         // An explicit revocation is final: no fallback.
         Found::Revoked => {
@@ -308,6 +327,11 @@ pub fn on_introspection(
             max_age_s,
             no_store,
         } => {
+            // Verified before it is cached: a cache hit never verifies again, and a JWT
+            // that fails is neither cached nor forwarded.
+            if let Err(denial) = check_jwt(cfg, host, &jwt) {
+                return Verdict::Reject(denial);
+            }
             if !no_store {
                 if let Some(until) =
                     cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
@@ -332,6 +356,42 @@ fn cache_inactive(cfg: &Config, host: &dyn Host, key: &str, hash: &TokenHash, no
     if cfg.cache.negative_ttl_s > 0 {
         let until = now.saturating_add(cfg.cache.negative_ttl_s.saturating_mul(1_000));
         host.shared_set(key, &cache::encode_inactive(hash, until));
+    }
+}
+
+const BEARER_PREFIX: &str = "Bearer ";
+
+/// Verifies a JWT when `verify` is configured, counting the outcome. An unknown `kid` asks
+/// for an early key set fetch (key rotation).
+fn check_jwt(cfg: &Config, host: &dyn Host, jwt: &str) -> Result<(), Denial> {
+    let Some(verify) = &cfg.verify else {
+        return Ok(());
+    };
+    let state = host.key_state();
+    let Some(keys) = state.keys() else {
+        return Err(Denial::KeysUnavailable);
+    };
+    match keys.verify(&verify.policy, jwt, host.now_ms() / 1_000) {
+        Ok(()) => {
+            host.count(Counter::Verified);
+            Ok(())
+        }
+        Err(failure) => {
+            if failure == Failure::UnknownKey {
+                state.request_refetch();
+            }
+            host.count(match failure {
+                Failure::BadSignature => Counter::VerifyBadSignature,
+                Failure::UnknownKey => Counter::VerifyUnknownKey,
+                Failure::DisallowedAlgorithm => Counter::VerifyDisallowedAlgorithm,
+                Failure::WrongIssuer => Counter::VerifyWrongIssuer,
+                Failure::WrongAudience => Counter::VerifyWrongAudience,
+                Failure::Expired => Counter::VerifyExpired,
+                Failure::NotYetValid => Counter::VerifyNotYetValid,
+                Failure::Malformed => Counter::VerifyMalformed,
+            });
+            Err(Denial::InvalidToken)
+        }
     }
 }
 
@@ -783,5 +843,151 @@ mod tests {
             ),
             TokenResponse::Refuse(SplitReply::SplitFailed)
         );
+    }
+
+    mod verification {
+        use super::*;
+        use crate::verify::tests::{claims, jwks, keys, Keys};
+        use jwt_simple::prelude::*;
+
+        /// Phantom and split with `verify` on inline keys (the host holds them, as the
+        /// root context would after configuration).
+        fn setup(k: &Keys, jwks_json: Option<&str>) -> (Config, FakeHost) {
+            let doc = jwks_json.map_or_else(|| jwks(k), str::to_owned);
+            let json = format!(
+                r#"{{"required_scopes": ["read"],
+                "phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}},
+                "split": {{"max_entries": 64, "fallback_to_phantom": true,
+                  "publish": {{"path": "/_split-token", "secret": "{SECRET}"}}}},
+                "verify": {{"issuer": "https://login.example.com", "audiences": ["api.example.com"],
+                  "algorithms": ["RS256", "ES256", "EdDSA"], "jwks_inline": {doc}}}}}"#
+            );
+            let cfg = Config::from_slice(json.as_bytes()).unwrap();
+            let host = FakeHost::at(T0);
+            if let Some(crate::config::KeySource::Inline(keys)) =
+                cfg.verify.as_ref().map(|v| &v.keys)
+            {
+                host.keys.set_keys(keys.clone());
+            }
+            (cfg, host)
+        }
+
+        fn with_scope() -> JWTClaims<serde_json::Value> {
+            let c = claims();
+            let mut out = jwt_simple::claims::Claims::with_custom_claims(
+                serde_json::json!({"scope": "read"}),
+                Duration::from_secs(300),
+            );
+            out.issuer = c.issuer;
+            out.audiences = c.audiences;
+            out.issued_at = c.issued_at;
+            out.invalid_before = c.invalid_before;
+            out.expires_at = c.expires_at;
+            out
+        }
+
+        fn introspected(cfg: &Config, host: &FakeHost, opaque: &str, jwt: &str) -> Verdict {
+            let hash = introspect(cfg, host, &format!("Bearer {opaque}"));
+            let claims = crate::jwt::parse(jwt).unwrap();
+            on_introspection(cfg, host, &hash, active(jwt, claims.exp, &claims.scope))
+        }
+
+        #[test]
+        fn a_verified_jwt_is_cached_and_hits_do_not_verify_again() {
+            let k = keys();
+            let (cfg, host) = setup(&k, None);
+            let jwt = k.rsa.sign(with_scope()).unwrap();
+            let want = Verdict::Forward {
+                authorization: format!("Bearer {jwt}"),
+            };
+            assert_eq!(introspected(&cfg, &host, "opaque", &jwt), want);
+            for _ in 0..3 {
+                assert_eq!(
+                    on_request(&cfg, &host, Some("Bearer opaque")),
+                    forward(&jwt)
+                );
+            }
+            assert_eq!(host.count_of(Counter::Verified), 1);
+            assert_eq!(host.count_of(Counter::CacheHit), 3);
+        }
+
+        #[test]
+        fn a_jwt_that_fails_is_neither_forwarded_nor_cached() {
+            let k = keys();
+            let (cfg, host) = setup(&k, None);
+            let forged = ES256KeyPair::generate()
+                .with_key_id("ec-1")
+                .sign(with_scope())
+                .unwrap();
+            assert_eq!(
+                introspected(&cfg, &host, "opaque", &forged),
+                Verdict::Reject(Denial::InvalidToken)
+            );
+            assert_eq!(host.count_of(Counter::VerifyBadSignature), 1);
+            introspect(&cfg, &host, "Bearer opaque");
+            let unknown = ES256KeyPair::generate()
+                .with_key_id("rotated")
+                .sign(with_scope())
+                .unwrap();
+            assert_eq!(
+                introspected(&cfg, &host, "other", &unknown),
+                Verdict::Reject(Denial::InvalidToken)
+            );
+            assert_eq!(host.count_of(Counter::VerifyUnknownKey), 1);
+            assert!(
+                host.keys.take_refetch_request(),
+                "unknown kid asks for a fetch"
+            );
+        }
+
+        #[test]
+        fn without_keys_requests_fail_closed_with_502() {
+            let k = keys();
+            let (cfg, _) = setup(&k, None);
+            let host = FakeHost::at(T0);
+            let jwt = k.ed.sign(with_scope()).unwrap();
+            assert_eq!(
+                introspected(&cfg, &host, "opaque", &jwt),
+                Verdict::Reject(Denial::KeysUnavailable)
+            );
+            introspect(&cfg, &host, "Bearer opaque");
+        }
+
+        #[test]
+        fn split_entries_are_verified_once_and_poisoned_entries_refused() {
+            let k = keys();
+            let (cfg, host) = setup(&k, None);
+            let jwt = k.ec.sign(with_scope()).unwrap();
+            let exp = T0 / 1000 + 300;
+            let sig = publish_jwt(&cfg, &host, &jwt, exp);
+            for _ in 0..3 {
+                assert_eq!(
+                    on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+                    forward(&jwt)
+                );
+            }
+            assert_eq!(host.count_of(Counter::Verified), 1);
+            // Poisoned: a payload with more privileges under the same signature hash.
+            let richer_jwt = {
+                let mut c = with_scope();
+                c.custom = serde_json::json!({"scope": "read admin"});
+                k.ec.sign(c).unwrap()
+            };
+            let poisoned = format!("{}.{sig}", richer_jwt.rsplit_once('.').unwrap().0);
+            publish_jwt(&cfg, &host, &poisoned, exp);
+            assert_eq!(
+                on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+                Step::Done(Verdict::Reject(Denial::InvalidToken)),
+                "no fallback to phantom for an entry that fails verification"
+            );
+            assert_eq!(host.count_of(Counter::VerifyBadSignature), 1);
+            // Re-published correctly: verified again, and served.
+            publish_jwt(&cfg, &host, &jwt, exp);
+            assert_eq!(
+                on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+                forward(&jwt)
+            );
+            assert_eq!(host.count_of(Counter::Verified), 2);
+        }
     }
 }

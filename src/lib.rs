@@ -11,6 +11,7 @@ pub mod flow;
 pub mod held;
 pub mod inflight;
 pub mod introspection;
+pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod record;
@@ -18,6 +19,7 @@ pub mod reply;
 pub mod scope;
 pub mod split;
 pub mod store;
+pub mod verify;
 
 #[cfg(test)]
 mod testing;

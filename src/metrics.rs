@@ -25,10 +25,22 @@ pub enum Counter {
     Revocations,
     ResponsesSplit,
     SplitRefused,
+    Verified,
+    VerifyBadSignature,
+    VerifyUnknownKey,
+    VerifyDisallowedAlgorithm,
+    VerifyWrongIssuer,
+    VerifyWrongAudience,
+    VerifyExpired,
+    VerifyNotYetValid,
+    VerifyMalformed,
+    DeniedJwksUnavailable,
+    JwksFetched,
+    JwksFetchFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 33] = [
         Counter::Allowed,
         Counter::DeniedNoCredentials,
         Counter::DeniedMalformed,
@@ -50,6 +62,18 @@ impl Counter {
         Counter::Revocations,
         Counter::ResponsesSplit,
         Counter::SplitRefused,
+        Counter::Verified,
+        Counter::VerifyBadSignature,
+        Counter::VerifyUnknownKey,
+        Counter::VerifyDisallowedAlgorithm,
+        Counter::VerifyWrongIssuer,
+        Counter::VerifyWrongAudience,
+        Counter::VerifyExpired,
+        Counter::VerifyNotYetValid,
+        Counter::VerifyMalformed,
+        Counter::DeniedJwksUnavailable,
+        Counter::JwksFetched,
+        Counter::JwksFetchFailed,
     ];
 
     /// The stat name (Envoy adds the `wasmcustom.` prefix).
@@ -76,6 +100,18 @@ impl Counter {
             Counter::Revocations => "token_filter.revocations",
             Counter::ResponsesSplit => "token_filter.responses_split",
             Counter::SplitRefused => "token_filter.split_refused",
+            Counter::Verified => "token_filter.verified",
+            Counter::VerifyBadSignature => "token_filter.verify_failed_bad_signature",
+            Counter::VerifyUnknownKey => "token_filter.verify_failed_unknown_key",
+            Counter::VerifyDisallowedAlgorithm => "token_filter.verify_failed_disallowed_algorithm",
+            Counter::VerifyWrongIssuer => "token_filter.verify_failed_wrong_issuer",
+            Counter::VerifyWrongAudience => "token_filter.verify_failed_wrong_audience",
+            Counter::VerifyExpired => "token_filter.verify_failed_expired",
+            Counter::VerifyNotYetValid => "token_filter.verify_failed_not_yet_valid",
+            Counter::VerifyMalformed => "token_filter.verify_failed_malformed",
+            Counter::DeniedJwksUnavailable => "token_filter.denied_jwks_unavailable",
+            Counter::JwksFetched => "token_filter.jwks_fetched",
+            Counter::JwksFetchFailed => "token_filter.jwks_fetch_failed",
         }
     }
 

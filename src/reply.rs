@@ -9,6 +9,7 @@
 //! | a required scope missing | 403 | `Bearer realm="api", error="insufficient_scope", scope="..."` |
 //! | token service unreachable, timeout, reset, unexpected status, malformed answer | 502 | none |
 //! | token service answered 503 | 503 | none |
+//! | `verify` configured but no key set loaded yet | 502 | none |
 
 use crate::introspection::Failure;
 use crate::metrics::Counter;
@@ -21,6 +22,8 @@ pub enum Denial {
     InvalidToken,
     InsufficientScope,
     TokenService(Failure),
+    /// `verify` is configured but no key set was ever loaded.
+    KeysUnavailable,
 }
 
 impl Denial {
@@ -33,6 +36,7 @@ impl Denial {
             Denial::InsufficientScope => Counter::DeniedInsufficientScope,
             Denial::TokenService(Failure::Unavailable) => Counter::TokenServiceUnavailable,
             Denial::TokenService(_) => Counter::TokenServiceError,
+            Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
         }
     }
 }
@@ -84,6 +88,12 @@ pub fn local_reply(
             None,
             "token_service_error",
             "The token service could not be reached or gave an invalid answer",
+        ),
+        Denial::KeysUnavailable => (
+            502,
+            None,
+            "jwks_unavailable",
+            "The keys to verify the token are not available yet",
         ),
     };
     let mut headers = Vec::with_capacity(3);

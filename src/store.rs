@@ -45,6 +45,9 @@ pub enum Found {
 pub struct Stored {
     text: String,
     scope_len: usize,
+    pub expires_at_ms: u64,
+    /// The slot's shared-data version: changes with every write to the slot.
+    pub version: Option<u32>,
 }
 
 impl Stored {
@@ -117,7 +120,7 @@ impl Store {
     /// Looks a signature hash up. Stops at the first slot holding that hash.
     pub fn lookup(&self, host: &dyn Host, hash: &TokenHash, now_ms: u64) -> Found {
         for key in self.slot_keys(hash) {
-            let Some(value) = host.shared_get(&key) else {
+            let (Some(value), version) = host.shared_get_cas(&key) else {
                 continue;
             };
             let Some(slot) = decode(&value) else { continue };
@@ -134,7 +137,12 @@ impl Store {
                     bytes.extend_from_slice(slot.scope);
                     bytes.extend_from_slice(slot.body);
                     match String::from_utf8(bytes) {
-                        Ok(text) => Found::Hit(Stored { text, scope_len }),
+                        Ok(text) => Found::Hit(Stored {
+                            text,
+                            scope_len,
+                            expires_at_ms: slot.expires_at_ms,
+                            version,
+                        }),
                         Err(_) => Found::Miss,
                     }
                 }

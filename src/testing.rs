@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::flow::{CasMismatch, Host};
+use crate::jwks::KeyState;
 use crate::metrics::Counter;
 
 /// A write hook: runs once, just before the n-th write, to play another worker racing.
@@ -20,6 +21,7 @@ pub struct FakeHost {
     writes: Cell<usize>,
     interfere: RefCell<Option<Interference>>,
     counts: RefCell<HashMap<Counter, u32>>,
+    pub keys: KeyState,
 }
 
 impl Host for FakeHost {
@@ -60,6 +62,9 @@ impl Host for FakeHost {
     }
     fn count(&self, counter: Counter) {
         *self.counts.borrow_mut().entry(counter).or_default() += 1;
+    }
+    fn key_state(&self) -> &KeyState {
+        &self.keys
     }
 }
 

@@ -10,12 +10,15 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use crate::cache::{self, TokenHash};
 use crate::config::Config;
+use crate::config::{JwksSource, KeySource};
 use crate::flow::{self, CasMismatch, Host, Verdict};
 use crate::held::{self, Held};
 use crate::inflight::{InFlight, Waiter};
 use crate::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
+use crate::jwks::{self, KeyState};
 use crate::metrics::Counter;
 use crate::reply::{self, Denial, LocalReply, SplitReply};
+use crate::verify::MAX_JWKS_BYTES;
 
 pub fn log(level: LogLevel, message: &str) {
     // Nothing sensible to do if logging itself fails.
@@ -52,6 +55,8 @@ pub struct Shared {
     pub inflight: RefCell<InFlight>,
     /// Requests held for a body (publish requests, token responses), with deadlines.
     pub held: RefCell<Held>,
+    /// Verification keys (shared set loaded per worker) and the verified-entry memo.
+    pub keys: KeyState,
 }
 
 impl Host for Shared {
@@ -88,6 +93,10 @@ impl Host for Shared {
     fn count(&self, counter: Counter) {
         self.metrics.count(counter);
     }
+
+    fn key_state(&self) -> &KeyState {
+        &self.keys
+    }
 }
 
 impl Shared {
@@ -108,6 +117,92 @@ impl Shared {
         .map_err(|s| format!("dispatch to cluster {} failed: {s:?}", p.cluster))?;
         self.count(Counter::IntrospectionCalls);
         Ok(call)
+    }
+
+    /// The remote key set source, when `verify.jwks` is configured.
+    pub fn jwks_source(&self) -> Option<&JwksSource> {
+        match self.cfg.verify.as_ref().map(|v| &v.keys) {
+            Some(KeySource::Remote(src)) => Some(src),
+            _ => None,
+        }
+    }
+
+    /// Runs the key set schedule on a timer tick; starts a fetch when this worker holds the
+    /// lease. Returns the call id of a fetch started.
+    pub fn jwks_tick(&self, context_id: u32) -> Option<u32> {
+        let (src, verify) = (self.jwks_source()?, self.cfg.verify.as_ref()?);
+        if jwks::on_tick(src, &verify.policy, self, &self.keys) != jwks::TickAction::Fetch {
+            return None;
+        }
+        let headers = vec![
+            (":method", "GET"),
+            (":path", src.path.as_str()),
+            (":authority", src.authority.as_str()),
+            ("accept", "application/json, application/jwk-set+json"),
+        ];
+        match hostcalls::dispatch_http_call(
+            &src.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(src.timeout_ms),
+        ) {
+            Ok(call) => Some(call),
+            Err(s) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "#{context_id} JWKS fetch from cluster {} failed to start: {s:?}",
+                        src.cluster
+                    ),
+                );
+                let _ = jwks::on_fetched(src, &verify.policy, self, &self.keys, None);
+                None
+            }
+        }
+    }
+
+    /// Handles the answer to a JWKS fetch: a 200 with a usable JWK Set replaces the keys of
+    /// every worker; anything else keeps the last good set.
+    pub fn on_jwks_response(&self, context_id: u32, num_headers: usize, body_size: usize) {
+        let (Some(src), Some(verify)) = (self.jwks_source(), self.cfg.verify.as_ref()) else {
+            return;
+        };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        };
+        let body = if status.as_deref() != Some("200") || body_size > MAX_JWKS_BYTES {
+            None
+        } else {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+        };
+        match jwks::on_fetched(src, &verify.policy, self, &self.keys, body.as_deref()) {
+            Ok(_) => log(
+                LogLevel::Info,
+                &format!(
+                    "#{context_id} JWKS loaded from {}{}: {}",
+                    src.cluster,
+                    src.path,
+                    self.keys.keys().map_or_else(String::new, |k| k.describe())
+                ),
+            ),
+            Err(e) => log(
+                LogLevel::Warn,
+                &format!(
+                    "#{context_id} JWKS fetch from {}{} failed (status {}, {body_size} bytes): \
+                     {e}; keeping the last good key set",
+                    src.cluster,
+                    src.path,
+                    status.as_deref().unwrap_or("none"),
+                ),
+            ),
+        }
     }
 
     /// Handles the answer to introspection call `call`, in whichever context received it.

@@ -9,9 +9,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
-use crate::config::Config;
+use crate::config::{Config, KeySource};
 use crate::held::Held;
 use crate::inflight::InFlight;
+use crate::jwks::{self, KeyState};
+use crate::verify::KeySet;
 
 use super::host::{log, Metrics, Shared};
 use super::http::Http;
@@ -23,6 +25,8 @@ const TICK: Duration = Duration::from_millis(200);
 pub struct Root {
     context_id: u32,
     shared: Option<Rc<Shared>>,
+    /// The JWKS fetch this root started, if one is in flight.
+    jwks_call: Option<u32>,
 }
 
 impl Root {
@@ -30,6 +34,7 @@ impl Root {
         Self {
             context_id,
             shared: None,
+            jwks_call: None,
         }
     }
 
@@ -43,13 +48,21 @@ impl Root {
             LogLevel::Info,
             &format!("#{} configured: {}", self.context_id, cfg.summary()),
         );
+        let inline = shared_keys(&cfg);
         let shared = Rc::new(Shared {
             root_id: self.context_id,
             cfg,
             metrics,
             inflight: RefCell::new(InFlight::default()),
             held: RefCell::new(Held::default()),
+            keys: match inline {
+                Some(keys) => KeyState::with_keys(keys),
+                None => KeyState::default(),
+            },
         });
+        if let Some(src) = shared.jwks_source() {
+            jwks::initialize(src, shared.as_ref());
+        }
         if let Some(split) = &shared.cfg.split {
             // Before any request: creates the store's slots so every write can be a
             // compare-and-swap.
@@ -75,7 +88,11 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        if let Some(shared) = &self.shared {
+        let Some(shared) = &self.shared else { return };
+        if self.jwks_call == Some(call) {
+            self.jwks_call = None;
+            shared.on_jwks_response(self.context_id, num_headers, body_size);
+        } else {
             shared.on_call_response(self.context_id, call, num_headers, body_size);
         }
     }
@@ -100,7 +117,12 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = &self.shared else { return };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.jwks_call.is_none() {
+            self.jwks_call = shared.jwks_tick(self.context_id);
+        }
         shared.expire_held();
         let orphans = shared.inflight.borrow().orphans();
         for (hash, token) in orphans {
@@ -123,5 +145,13 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Inline verification keys, fixed by the configuration.
+fn shared_keys(cfg: &Config) -> Option<Rc<KeySet>> {
+    match cfg.verify.as_ref().map(|v| &v.keys) {
+        Some(KeySource::Inline(keys)) => Some(keys.clone()),
+        _ => None,
     }
 }

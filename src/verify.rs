@@ -1,0 +1,754 @@
+//! JWT verification before a token leaves the gateway: JWS signatures (RFC 7515) with keys from
+//! a JWK Set (RFC 7517/7518), and the claims RFC 8725 (JWT best current practices) asks a
+//! recipient to check: `iss`, `aud`, `exp`, `nbf` (and `iat` not in the future).
+//!
+//! The algorithm is never taken from the token alone (RFC 8725 §3.1): a token's `alg` must be
+//! in the configured allow-list *and* be the algorithm of a configured key, fixed when the key
+//! set is loaded from the key's own `kty`/`crv`/`alg`. `kid` only selects among those keys;
+//! `jku`, `x5u` and `jwk` in a token header are ignored. `none` is never accepted, and an HMAC
+//! key only exists when configured inline: a key set fetched over HTTP never yields one, so a
+//! public key can never be used as an HMAC secret (the classic algorithm confusion attack).
+//!
+//! Signatures are checked by `jwt-simple` (pure Rust, wasm32-wasip1); the time is passed in, so
+//! the host's clock is the only clock.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde::Deserialize;
+
+/// Largest JWK Set document accepted, in bytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Most keys kept from one JWK Set (the rest are ignored).
+pub const MAX_KEYS: usize = 64;
+/// Largest JWT verified, in bytes (the phantom and split flows bound it lower already).
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Largest encoded JWT header, in bytes.
+const MAX_HEADER_BYTES: usize = 4 * 1024;
+
+/// The signature algorithms the filter can verify (RFC 7518 §3, RFC 8037 for `EdDSA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Es256,
+    Es384,
+    EdDsa,
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl Alg {
+    pub const ALL: [Alg; 12] = [
+        Alg::Rs256,
+        Alg::Rs384,
+        Alg::Rs512,
+        Alg::Ps256,
+        Alg::Ps384,
+        Alg::Ps512,
+        Alg::Es256,
+        Alg::Es384,
+        Alg::EdDsa,
+        Alg::Hs256,
+        Alg::Hs384,
+        Alg::Hs512,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Rs384 => "RS384",
+            Alg::Rs512 => "RS512",
+            Alg::Ps256 => "PS256",
+            Alg::Ps384 => "PS384",
+            Alg::Ps512 => "PS512",
+            Alg::Es256 => "ES256",
+            Alg::Es384 => "ES384",
+            Alg::EdDsa => "EdDSA",
+            Alg::Hs256 => "HS256",
+            Alg::Hs384 => "HS384",
+            Alg::Hs512 => "HS512",
+        }
+    }
+
+    /// Exact, case-sensitive names (RFC 7515 §4.1.1). `none` is not one.
+    pub fn from_name(name: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Alg::Hs256 | Alg::Hs384 | Alg::Hs512)
+    }
+
+    /// The JWK `kty` (and `crv`, where there is one) a key for this algorithm has.
+    fn key_type(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512 => {
+                ("RSA", None)
+            }
+            Alg::Es256 => ("EC", Some("P-256")),
+            Alg::Es384 => ("EC", Some("P-384")),
+            Alg::EdDsa => ("OKP", Some("Ed25519")),
+            Alg::Hs256 | Alg::Hs384 | Alg::Hs512 => ("oct", None),
+        }
+    }
+}
+
+/// Why a JWT is refused. Each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The signature does not verify with any key that could have made it.
+    BadSignature,
+    /// No configured key has the token's `kid` (or, without `kid`, its algorithm).
+    UnknownKey,
+    /// `alg` is `none`, not allowed, or not the algorithm of the key named by `kid`.
+    DisallowedAlgorithm,
+    WrongIssuer,
+    WrongAudience,
+    Expired,
+    /// `nbf` (or `iat`) later than now plus the allowed clock skew.
+    NotYetValid,
+    /// Not a well-formed JWS, unsupported `crit`, or no `exp`.
+    Malformed,
+}
+
+/// Why a JWK Set was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("not a JWK Set: {0}")]
+    Malformed(String),
+    #[error("no usable key (checked {0} keys against the algorithm allow-list)")]
+    NoUsableKey(usize),
+}
+
+/// The claim checks, fixed by configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    pub clock_skew_s: u64,
+}
+
+#[derive(Clone)]
+enum PublicKey {
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    EdDsa(Ed25519PublicKey),
+    Hs256(HS256Key),
+    Hs384(HS384Key),
+    Hs512(HS512Key),
+}
+
+/// One usable key: an algorithm bound to key material, maybe named by a `kid`.
+#[derive(Clone)]
+struct Key {
+    kid: Option<String>,
+    alg: Alg,
+    key: PublicKey,
+}
+
+/// The keys a token may be verified with.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+// Key material (an HMAC secret in particular) is never printed: `kid` and algorithm only.
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.keys
+                    .iter()
+                    .map(|k| (k.kid.as_deref().unwrap_or("-"), k.alg.name())),
+            )
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<RawJwk>,
+}
+
+// Not `deny_unknown_fields`: JWKs carry members we do not use (`x5c`, `key_ops`, ...).
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    k: Option<String>,
+}
+
+fn b64(value: Option<&String>) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(value?.trim_end_matches('=')).ok()
+}
+
+impl RawJwk {
+    /// The key for `alg`, if this JWK can be one.
+    fn key(&self, alg: Alg) -> Option<PublicKey> {
+        let rsa = || Some((b64(self.n.as_ref())?, b64(self.e.as_ref())?));
+        let ec = |len: usize| {
+            let (x, y) = (b64(self.x.as_ref())?, b64(self.y.as_ref())?);
+            if x.len() != len || y.len() != len {
+                return None;
+            }
+            let mut sec1 = Vec::with_capacity(1 + 2 * len);
+            sec1.push(4);
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            Some(sec1)
+        };
+        let secret = || {
+            let k = b64(self.k.as_ref())?;
+            // RFC 7518 §3.2: a key at least as long as the hash output.
+            let min = match alg {
+                Alg::Hs384 => 48,
+                Alg::Hs512 => 64,
+                _ => 32,
+            };
+            (k.len() >= min).then_some(k)
+        };
+        Some(match alg {
+            Alg::Rs256 => {
+                let (n, e) = rsa()?;
+                PublicKey::Rs256(RS256PublicKey::from_components(&n, &e).ok()?)
+            }
+            Alg::Rs384 => {
+                let (n, e) = rsa()?;
+                PublicKey::Rs384(RS384PublicKey::from_components(&n, &e).ok()?)
+            }
+            Alg::Rs512 => {
+                let (n, e) = rsa()?;
+                PublicKey::Rs512(RS512PublicKey::from_components(&n, &e).ok()?)
+            }
+            Alg::Ps256 => {
+                let (n, e) = rsa()?;
+                PublicKey::Ps256(PS256PublicKey::from_components(&n, &e).ok()?)
+            }
+            Alg::Ps384 => {
+                let (n, e) = rsa()?;
+                PublicKey::Ps384(PS384PublicKey::from_components(&n, &e).ok()?)
+            }
+            Alg::Ps512 => {
+                let (n, e) = rsa()?;
+                PublicKey::Ps512(PS512PublicKey::from_components(&n, &e).ok()?)
+            }
+            Alg::Es256 => PublicKey::Es256(ES256PublicKey::from_bytes(&ec(32)?).ok()?),
+            Alg::Es384 => PublicKey::Es384(ES384PublicKey::from_bytes(&ec(48)?).ok()?),
+            Alg::EdDsa => {
+                PublicKey::EdDsa(Ed25519PublicKey::from_bytes(&b64(self.x.as_ref())?).ok()?)
+            }
+            Alg::Hs256 => PublicKey::Hs256(HS256Key::from_bytes(&secret()?)),
+            Alg::Hs384 => PublicKey::Hs384(HS384Key::from_bytes(&secret()?)),
+            Alg::Hs512 => PublicKey::Hs512(HS512Key::from_bytes(&secret()?)),
+        })
+    }
+}
+
+impl KeySet {
+    /// Loads the keys of a JWK Set that can verify one of `algorithms`. A key's algorithm is
+    /// its own `alg` when it has one, else every allowed algorithm of its `kty` (and `crv`).
+    /// Keys with a `use` other than `sig`, unknown types, and malformed keys are skipped.
+    /// Symmetric (`oct`) keys are only loaded with `allow_secrets` (inline configuration).
+    pub fn parse(json: &[u8], algorithms: &[Alg], allow_secrets: bool) -> Result<Self, JwksError> {
+        if json.len() > MAX_JWKS_BYTES {
+            return Err(JwksError::TooLarge);
+        }
+        let raw: RawJwks =
+            serde_json::from_slice(json).map_err(|e| JwksError::Malformed(e.to_string()))?;
+        let mut keys = Vec::new();
+        for jwk in &raw.keys {
+            if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+                continue;
+            }
+            for &alg in algorithms {
+                let (kty, crv) = alg.key_type();
+                if jwk.kty != kty
+                    || (alg.is_hmac() && !allow_secrets)
+                    || crv.is_some_and(|c| jwk.crv.as_deref() != Some(c))
+                    || jwk.alg.as_deref().is_some_and(|a| a != alg.name())
+                {
+                    continue;
+                }
+                if let Some(key) = jwk.key(alg) {
+                    if keys.len() < MAX_KEYS {
+                        keys.push(Key {
+                            kid: jwk.kid.clone(),
+                            alg,
+                            key,
+                        });
+                    }
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey(raw.keys.len()));
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `kid`s and algorithms, for a log line.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+
+    /// Verifies `jwt` (signature first, then claims) at `now_s`.
+    pub fn verify(&self, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), Failure> {
+        if jwt.len() > MAX_TOKEN_BYTES {
+            return Err(Failure::Malformed);
+        }
+        let meta = Token::decode_metadata(jwt).map_err(|_| Failure::Malformed)?;
+        let alg = Alg::from_name(meta.algorithm())
+            .filter(|a| policy.algorithms.contains(a))
+            .ok_or(Failure::DisallowedAlgorithm)?;
+        let kid = meta.key_id();
+        let mut named = false;
+        let mut result = Err(Failure::UnknownKey);
+        for key in &self.keys {
+            if kid.is_some() && key.kid.as_deref() != kid {
+                continue;
+            }
+            named = true;
+            if key.alg != alg {
+                continue;
+            }
+            result = check(&key.key, policy, jwt, now_s);
+            // Anything but a bad signature means the signature was good (jwt-simple checks
+            // it before the claims): that is the answer. Otherwise try the next key.
+            if result != Err(Failure::BadSignature) {
+                return result;
+            }
+        }
+        match result {
+            // A key has the token's `kid` but is for another algorithm.
+            Err(Failure::UnknownKey) if named && kid.is_some() => Err(Failure::DisallowedAlgorithm),
+            other => other,
+        }
+    }
+}
+
+fn options(policy: &Policy, now_s: u64) -> VerificationOptions {
+    VerificationOptions {
+        allowed_issuers: Some(HashSet::from([policy.issuer.clone()])),
+        allowed_audiences: Some(policy.audiences.iter().cloned().collect()),
+        time_tolerance: Some(Duration::from_secs(policy.clock_skew_s)),
+        artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
+        max_token_length: Some(MAX_TOKEN_BYTES),
+        max_header_length: Some(MAX_HEADER_BYTES),
+        accept_future: false,
+        ..VerificationOptions::default()
+    }
+}
+
+fn check(key: &PublicKey, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), Failure> {
+    let o = Some(options(policy, now_s));
+    let claims = match key {
+        PublicKey::Rs256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Rs384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Rs512(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Ps256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Ps384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Ps512(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Es256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Es384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Hs256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Hs384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+        PublicKey::Hs512(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+    }
+    .map_err(|e| classify(&e))?;
+    // RFC 8725 §3.10 leaves it to the application; a gateway caches by `exp`, so it is required.
+    if claims.expires_at.is_none() {
+        return Err(Failure::Malformed);
+    }
+    Ok(())
+}
+
+fn classify(e: &jwt_simple::Error) -> Failure {
+    match e.downcast_ref::<JWTError>() {
+        Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
+            Failure::BadSignature
+        }
+        Some(JWTError::AlgorithmMismatch) => Failure::DisallowedAlgorithm,
+        Some(JWTError::TokenHasExpired) => Failure::Expired,
+        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => Failure::NotYetValid,
+        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
+            Failure::WrongIssuer
+        }
+        Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => {
+            Failure::WrongAudience
+        }
+        Some(_) => Failure::Malformed,
+        // Undecodable JSON is a malformed token; any other error comes from the signature
+        // primitive (a signature of the wrong length or out of range): a bad signature.
+        None if e.downcast_ref::<serde_json::Error>().is_some() => Failure::Malformed,
+        None => Failure::BadSignature,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A 2048-bit RSA key generated for these tests only (`openssl genpkey`); never used anywhere
+    /// else.
+    const RSA_PEM: &str = include_str!("testdata/rsa2048-test-only.pem");
+    pub const NOW: u64 = 1_700_000_000;
+    pub const ISS: &str = "https://login.example.com";
+
+    pub fn policy(algorithms: &[Alg]) -> Policy {
+        Policy {
+            issuer: ISS.into(),
+            audiences: vec!["api.example.com".into(), "other".into()],
+            algorithms: algorithms.to_vec(),
+            clock_skew_s: 30,
+        }
+    }
+
+    /// Claims valid at [`NOW`]: `{"iss": ISS, "aud": "api.example.com", "exp": NOW+300, "iat": NOW}`.
+    pub fn claims() -> JWTClaims<NoCustomClaims> {
+        let mut c = Claims::create(Duration::from_secs(300))
+            .with_issuer(ISS)
+            .with_audience("api.example.com");
+        c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+        c.invalid_before = Some(UnixTimeStamp::from_secs(NOW));
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 300));
+        c
+    }
+
+    pub struct Keys {
+        pub rsa: RS256KeyPair,
+        pub ec: ES256KeyPair,
+        pub ed: Ed25519KeyPair,
+    }
+
+    pub fn keys() -> Keys {
+        Keys {
+            rsa: RS256KeyPair::from_pem(RSA_PEM)
+                .unwrap()
+                .with_key_id("rsa-1"),
+            ec: ES256KeyPair::generate().with_key_id("ec-1"),
+            ed: Ed25519KeyPair::generate().with_key_id("ed-1"),
+        }
+    }
+
+    fn b64u(b: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(b)
+    }
+
+    /// The public JWK Set of `keys`, as a token service publishes it.
+    pub fn jwks(k: &Keys) -> String {
+        let rsa = k.rsa.public_key().to_components();
+        let ec = k.ec.public_key().public_key().to_bytes_uncompressed();
+        let ed = k.ed.public_key().to_bytes();
+        serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "rsa-1", "use": "sig", "n": b64u(&rsa.n), "e": b64u(&rsa.e)},
+            {"kty": "EC", "kid": "ec-1", "crv": "P-256", "alg": "ES256",
+             "x": b64u(&ec[1..33]), "y": b64u(&ec[33..])},
+            {"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": b64u(&ed)},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": b64u(&rsa.n), "e": b64u(&rsa.e)},
+            {"kty": "oct", "kid": "secret", "k": b64u(&[7u8; 32])},
+        ]})
+        .to_string()
+    }
+
+    fn all() -> Vec<Alg> {
+        vec![Alg::Rs256, Alg::Es256, Alg::EdDsa]
+    }
+
+    fn set(k: &Keys) -> KeySet {
+        KeySet::parse(jwks(k).as_bytes(), &all(), false).unwrap()
+    }
+
+    /// Replaces the JWT's header with `header` (JSON), keeping payload and signature.
+    fn with_header(jwt: &str, header: &str) -> String {
+        let mut parts = jwt.splitn(2, '.');
+        parts.next();
+        format!("{}.{}", b64u(header.as_bytes()), parts.next().unwrap())
+    }
+
+    #[test]
+    fn loads_only_signing_keys_for_allowed_algorithms() {
+        let k = keys();
+        let s = set(&k);
+        assert_eq!(
+            s.describe(),
+            r#"[("rsa-1", "RS256"), ("ec-1", "ES256"), ("ed-1", "EdDSA")]"#
+        );
+        let only_ec = KeySet::parse(jwks(&k).as_bytes(), &[Alg::Es256, Alg::Hs256], false).unwrap();
+        assert_eq!(
+            only_ec.len(),
+            1,
+            "oct keys are not loaded from a fetched set"
+        );
+        let with_secret = KeySet::parse(jwks(&k).as_bytes(), &[Alg::Hs256], true).unwrap();
+        assert_eq!(with_secret.describe(), r#"[("secret", "HS256")]"#);
+        let rsa_both =
+            KeySet::parse(jwks(&k).as_bytes(), &[Alg::Rs256, Alg::Ps256], false).unwrap();
+        assert_eq!(
+            rsa_both.len(),
+            2,
+            "an RSA key without alg serves each allowed RSA algorithm"
+        );
+        assert_eq!(
+            KeySet::parse(jwks(&k).as_bytes(), &[Alg::Es384], false).unwrap_err(),
+            JwksError::NoUsableKey(5)
+        );
+        assert!(matches!(
+            KeySet::parse(b"{}", &all(), false),
+            Err(JwksError::Malformed(_))
+        ));
+        assert!(matches!(
+            KeySet::parse(b"[", &all(), false),
+            Err(JwksError::Malformed(_))
+        ));
+        let big = vec![b' '; MAX_JWKS_BYTES + 1];
+        assert_eq!(
+            KeySet::parse(&big, &all(), false).unwrap_err(),
+            JwksError::TooLarge
+        );
+        let bad_ec = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}]}"#;
+        assert_eq!(
+            KeySet::parse(bad_ec.as_bytes(), &all(), false).unwrap_err(),
+            JwksError::NoUsableKey(1)
+        );
+    }
+
+    #[test]
+    fn valid_rs256_es256_and_eddsa_tokens_verify() {
+        let k = keys();
+        let (s, p) = (set(&k), policy(&all()));
+        for jwt in [
+            k.rsa.sign(claims()).unwrap(),
+            k.ec.sign(claims()).unwrap(),
+            k.ed.sign(claims()).unwrap(),
+        ] {
+            assert_eq!(s.verify(&p, &jwt, NOW), Ok(()), "{}", &jwt[..20]);
+        }
+        // Without a kid, every key of the token's algorithm is tried.
+        let ec = ES256KeyPair::from_bytes(&k.ec.to_bytes()).unwrap();
+        assert_eq!(s.verify(&p, &ec.sign(claims()).unwrap(), NOW), Ok(()));
+    }
+
+    #[test]
+    fn refuses_each_bad_token_with_its_reason() {
+        let k = keys();
+        let (s, p) = (set(&k), policy(&all()));
+        let good = k.ec.sign(claims()).unwrap();
+        let other = ES256KeyPair::generate().with_key_id("ec-1");
+        let c = |f: fn(&mut JWTClaims<NoCustomClaims>)| {
+            let mut c = claims();
+            f(&mut c);
+            k.ec.sign(c).unwrap()
+        };
+        let cases: Vec<(&str, String, Failure)> = vec![
+            (
+                "bad signature",
+                other.sign(claims()).unwrap(),
+                Failure::BadSignature,
+            ),
+            (
+                "signature of another token",
+                {
+                    let other_sig = c(|c| c.subject = Some("x".into()));
+                    let (hp, _) = good.rsplit_once('.').unwrap();
+                    format!("{hp}.{}", other_sig.rsplit_once('.').unwrap().1)
+                },
+                Failure::BadSignature,
+            ),
+            (
+                "truncated signature",
+                good[..good.len() - 4].to_owned(),
+                Failure::BadSignature,
+            ),
+            (
+                "unknown kid",
+                ES256KeyPair::generate()
+                    .with_key_id("new")
+                    .sign(claims())
+                    .unwrap(),
+                Failure::UnknownKey,
+            ),
+            (
+                "alg none",
+                with_header(&good, r#"{"alg":"none","kid":"ec-1"}"#),
+                Failure::DisallowedAlgorithm,
+            ),
+            (
+                "alg lower case",
+                with_header(&good, r#"{"alg":"es256","kid":"ec-1"}"#),
+                Failure::DisallowedAlgorithm,
+            ),
+            (
+                "disallowed algorithm",
+                {
+                    let ps = PS256KeyPair::from_pem(RSA_PEM)
+                        .unwrap()
+                        .with_key_id("rsa-1");
+                    ps.sign(claims()).unwrap()
+                },
+                Failure::DisallowedAlgorithm,
+            ),
+            (
+                "kid of a key for another algorithm",
+                with_header(&good, r#"{"alg":"ES256","kid":"rsa-1"}"#),
+                Failure::DisallowedAlgorithm,
+            ),
+            (
+                "wrong issuer",
+                c(|c| c.issuer = Some("https://evil.example.com".into())),
+                Failure::WrongIssuer,
+            ),
+            ("no issuer", c(|c| c.issuer = None), Failure::WrongIssuer),
+            (
+                "wrong audience",
+                c(|c| c.audiences = Some(Audiences::AsString("other-api".into()))),
+                Failure::WrongAudience,
+            ),
+            (
+                "no audience",
+                c(|c| c.audiences = None),
+                Failure::WrongAudience,
+            ),
+            (
+                "expired",
+                c(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 31))),
+                Failure::Expired,
+            ),
+            (
+                "nbf in the future",
+                c(|c| c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 31))),
+                Failure::NotYetValid,
+            ),
+            (
+                "iat in the future",
+                c(|c| {
+                    c.issued_at = Some(UnixTimeStamp::from_secs(NOW + 31));
+                    c.invalid_before = None;
+                }),
+                Failure::NotYetValid,
+            ),
+            ("no exp", c(|c| c.expires_at = None), Failure::Malformed),
+            (
+                "two segments",
+                good.rsplit_once('.').unwrap().0.to_owned(),
+                Failure::Malformed,
+            ),
+            (
+                "crit",
+                with_header(&good, r#"{"alg":"ES256","kid":"ec-1","crit":["x"]}"#),
+                Failure::Malformed,
+            ),
+            ("empty", String::new(), Failure::Malformed),
+        ];
+        for (name, jwt, want) in cases {
+            assert_eq!(s.verify(&p, &jwt, NOW), Err(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn skew_is_allowed_both_ways() {
+        let k = keys();
+        let (s, p) = (set(&k), policy(&all()));
+        let mut c = claims();
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 30));
+        c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 30));
+        assert_eq!(s.verify(&p, &k.ed.sign(c).unwrap(), NOW), Ok(()));
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_is_refused() {
+        // The classic confusion attack: HMAC keyed with the RSA public key's bytes. Refused
+        // whether or not HS256 is allowed, since no HMAC key comes from a fetched set.
+        let k = keys();
+        let pem = k.rsa.public_key().to_pem().unwrap();
+        let forged = HS256Key::from_bytes(pem.as_bytes())
+            .with_key_id("rsa-1")
+            .authenticate(claims())
+            .unwrap();
+        assert_eq!(
+            set(&k).verify(&policy(&all()), &forged, NOW),
+            Err(Failure::DisallowedAlgorithm)
+        );
+        let with_hs = [Alg::Rs256, Alg::Hs256];
+        let s = KeySet::parse(jwks(&k).as_bytes(), &with_hs, false).unwrap();
+        assert_eq!(
+            s.verify(&policy(&with_hs), &forged, NOW),
+            Err(Failure::DisallowedAlgorithm)
+        );
+        let forged_no_kid = HS256Key::from_bytes(pem.as_bytes())
+            .authenticate(claims())
+            .unwrap();
+        assert_eq!(
+            s.verify(&policy(&with_hs), &forged_no_kid, NOW),
+            Err(Failure::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn an_inline_hmac_key_verifies_when_configured() {
+        let k = keys();
+        let s = KeySet::parse(jwks(&k).as_bytes(), &[Alg::Hs256], true).unwrap();
+        let key = HS256Key::from_bytes(&[7u8; 32]).with_key_id("secret");
+        let jwt = key.authenticate(claims()).unwrap();
+        assert_eq!(s.verify(&policy(&[Alg::Hs256]), &jwt, NOW), Ok(()));
+        let wrong = HS256Key::from_bytes(&[8u8; 32]).with_key_id("secret");
+        assert_eq!(
+            s.verify(
+                &policy(&[Alg::Hs256]),
+                &wrong.authenticate(claims()).unwrap(),
+                NOW
+            ),
+            Err(Failure::BadSignature)
+        );
+    }
+
+    #[test]
+    fn jku_and_x5u_in_the_header_are_ignored() {
+        let k = keys();
+        let attacker = ES256KeyPair::generate().with_key_id("ec-1");
+        let jwt = attacker.sign(claims()).unwrap();
+        let (_, rest) = jwt.split_once('.').unwrap();
+        let header =
+            r#"{"alg":"ES256","kid":"ec-1","jku":"https://evil/jwks","x5u":"https://evil/c"}"#;
+        let forged = format!("{}.{rest}", b64u(header.as_bytes()));
+        assert_eq!(
+            set(&k).verify(&policy(&all()), &forged, NOW),
+            Err(Failure::BadSignature)
+        );
+    }
+}
