@@ -18,7 +18,12 @@ in a JSON response. The form field `scenario` picks another answer: `opaque` (an
 access token), `error` (400 invalid_client), `text` (the JWT as text/plain), `chunked` (the
 JSON response without Content-Length), `noexp` (a JWT without exp, expires_in 120).
 
-JWTs are signed with HS256 and a TEST-ONLY key (DEMO_KEY below): never use it for anything real.
+Tests can script an answer: `scripted[token] = jwt` makes introspection of `token` return `jwt`.
+
+Signing: by default HS256 with a TEST-ONLY key (DEMO_KEY below). With a `Signer` (RS256, ES256
+or EdDSA; keys generated at start, never stored), JWTs are signed with it and its public key is
+served as a JWK Set on any GET whose path ends in `/jwks` (`jwks_status` other than 200 makes
+that endpoint fail; `jwks_calls` counts its requests). `--sign ES256` does this for the demo.
 Echo API: answers every request with JSON describing what it received.
 """
 
@@ -47,6 +52,55 @@ def mint_jwt(claims: dict) -> str:
     signing_input = f"{header}.{payload}".encode()
     sig = hmac.new(DEMO_KEY, signing_input, hashlib.sha256).digest()
     return f"{header}.{payload}.{b64url(sig)}"
+
+
+class Signer:
+    """An asymmetric signing key made at start (needs the `cryptography` package), for JWTs
+    and the JWK Set that verifies them. TEST AND DEMO ONLY."""
+
+    def __init__(self, alg="ES256", kid=None):
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+        self.alg = alg
+        self.kid = kid or f"{alg.lower()}-{int(time.time() * 1000) % 100000}"
+        if alg == "RS256":
+            self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif alg == "ES256":
+            self.key = ec.generate_private_key(ec.SECP256R1())
+        elif alg == "EdDSA":
+            self.key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            raise ValueError(f"unsupported algorithm {alg}")
+
+    def sign(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+        if self.alg == "RS256":
+            return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        if self.alg == "ES256":
+            r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return self.key.sign(data)
+
+    def jwk(self) -> dict:
+        pub = self.key.public_key()
+        if self.alg == "RS256":
+            n = pub.public_numbers()
+            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
+                    "n": b64url(n.n.to_bytes((n.n.bit_length() + 7) // 8, "big")),
+                    "e": b64url(n.e.to_bytes(3, "big"))}
+        if self.alg == "ES256":
+            n = pub.public_numbers()
+            return {"kty": "EC", "kid": self.kid, "use": "sig", "alg": "ES256", "crv": "P-256",
+                    "x": b64url(n.x.to_bytes(32, "big")), "y": b64url(n.y.to_bytes(32, "big"))}
+        from cryptography.hazmat.primitives import serialization
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "kid": self.kid, "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "x": b64url(raw)}
+
+    def mint(self, claims: dict, header: dict = None) -> str:
+        h = header if header is not None else {"alg": self.alg, "typ": "JWT", "kid": self.kid}
+        signing_input = f"{b64url(json.dumps(h).encode())}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
+        return f"{signing_input}.{b64url(self.sign(signing_input.encode()))}"
 
 
 def decode_jwt_payload(jwt: str) -> dict:
@@ -91,10 +145,15 @@ class _Service:
 class TokenService(_Service):
     """Introspection endpoint stub. Records every call it receives."""
 
-    def __init__(self, host="127.0.0.1", port=0, verbose=False):
+    def __init__(self, host="127.0.0.1", port=0, verbose=False, signer=None):
         self.calls = []
         self.lock = threading.Lock()
         self.verbose = verbose
+        self.signer = signer
+        self.jwks = {"keys": [signer.jwk()]} if signer else {"keys": []}
+        self.jwks_status = 200
+        self.jwks_calls = 0
+        self.scripted = {}
         self.issued = 0
         self.issued_tokens = []
         service = self
@@ -120,11 +179,30 @@ class TokenService(_Service):
                 service.answer(self, token, call)
 
             def do_GET(self):
+                if self.path.split("?")[0].endswith("/jwks"):
+                    return service.jwks_endpoint(self)
                 self.send_response(405)
                 self.send_header("content-length", "0")
                 self.end_headers()
+                return None
 
         self._serve(host, port, Handler)
+
+    def mint(self, claims):
+        return self.signer.mint(claims) if self.signer else mint_jwt(claims)
+
+    def jwks_endpoint(self, h):
+        with self.lock:
+            self.jwks_calls += 1
+            status, doc = self.jwks_status, self.jwks
+        body = json.dumps(doc).encode() if status == 200 else b"unavailable"
+        if self.verbose:
+            print(f"[token service] JWKS requested: {status}", flush=True)
+        h.send_response(status)
+        h.send_header("content-type", "application/json" if status == 200 else "text/plain")
+        h.send_header("content-length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def answer(self, h, token, call):
         now = int(time.time())
@@ -151,6 +229,10 @@ class TokenService(_Service):
             h.end_headers()
             h.wfile.write(body)
 
+        scripted = self.scripted.get(token)
+        if scripted is not None:
+            call["jwt"] = scripted
+            return send(200, scripted.encode(), "application/jwt")
         if token.startswith("inactjson"):
             return send(200, b'{"active":false}', "application/json")
         if token.startswith("inactive"):
@@ -184,7 +266,7 @@ class TokenService(_Service):
             extra_headers["cache-control"] = "max-age=1"
         if token.startswith("nostore"):
             extra_headers["cache-control"] = "no-store"
-        jwt = mint_jwt(claims)
+        jwt = self.mint(claims)
         call["jwt"] = jwt
         if self.verbose:
             print(f"[token service] introspection: token active, issued {claims['jti']} for {claims['sub']}", flush=True)
@@ -199,7 +281,7 @@ class TokenService(_Service):
                   "scope": "read write", "iat": now, "exp": now + 300, "jti": f"jwt-{n}"}
         if scenario == "noexp":
             del claims["exp"]
-        access_token = f"opaque-{n}-2YotnFZFEjr1zCsicMWpAA" if scenario == "opaque" else mint_jwt(claims)
+        access_token = f"opaque-{n}-2YotnFZFEjr1zCsicMWpAA" if scenario == "opaque" else self.mint(claims)
         with self.lock:
             self.issued_tokens.append(access_token)
         if self.verbose:
@@ -276,8 +358,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--token-port", type=int, default=18081)
     ap.add_argument("--echo-port", type=int, default=18080)
+    ap.add_argument("--sign", choices=["HS256", "RS256", "ES256", "EdDSA"], default="HS256",
+                    help="JWT signing algorithm; other than HS256, a key is made at start and served at /jwks")
     args = ap.parse_args()
-    TokenService(port=args.token_port, verbose=True).start()
+    signer = None if args.sign == "HS256" else Signer(args.sign)
+    TokenService(port=args.token_port, verbose=True, signer=signer).start()
     EchoApi(port=args.echo_port, verbose=True).start()
     print(f"[demo services] token service on 127.0.0.1:{args.token_port}, echo API on 127.0.0.1:{args.echo_port}", flush=True)
     try:

