@@ -39,7 +39,9 @@ cat <<'TXT'
          -d "{\"signature_hash\": \"$KEY\"}" http://127.0.0.1:10001/_split-token  # 204: revoked
     curl -i -H "Authorization: Bearer $SIG" http://127.0.0.1:10000/hello    # 401 invalid_token
 
-    curl -s http://127.0.0.1:9901/stats | grep token_filter                 # the filter's counters
+  Every JWT is verified (ES256, keys from the token service's /jwks) before it is forwarded:
+    curl -s http://127.0.0.1:9901/stats | grep -E 'token_filter.(verif|jwks)'  # verification counters
+    curl -s http://127.0.0.1:9901/stats | grep token_filter                 # all the filter's counters
 
   Below: what the token service and the API receive. Ctrl-C stops everything.
 
