@@ -74,7 +74,7 @@ impl HashEncoding {
             }
             .ok()?,
             HashEncoding::Hex => {
-                if key.len() % 2 != 0 || !key.is_ascii() {
+                if !key.len().is_multiple_of(2) || !key.is_ascii() {
                     return None;
                 }
                 let mut out = Vec::with_capacity(key.len() / 2);

@@ -223,7 +223,7 @@ impl Store {
             if rank == (0, 0) {
                 return (key, cas);
             }
-            if best.as_ref().map_or(true, |(_, _, r)| rank < *r) {
+            if best.as_ref().is_none_or(|(_, _, r)| rank < *r) {
                 best = Some((key, cas, rank));
             }
         }

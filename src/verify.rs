@@ -565,6 +565,74 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_supported_asymmetric_algorithm_verifies() {
+        let es384 = ES384KeyPair::generate().with_key_id("p384");
+        let p384 = es384.public_key().public_key().to_bytes_uncompressed();
+        let rsa = RS256KeyPair::from_pem(RSA_PEM)
+            .unwrap()
+            .public_key()
+            .to_components();
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "rsa", "n": b64u(&rsa.n), "e": b64u(&rsa.e)},
+            {"kty": "EC", "kid": "p384", "crv": "P-384", "x": b64u(&p384[1..49]), "y": b64u(&p384[49..])},
+        ]})
+        .to_string();
+        let algs = [
+            Alg::Rs256,
+            Alg::Rs384,
+            Alg::Rs512,
+            Alg::Ps256,
+            Alg::Ps384,
+            Alg::Ps512,
+            Alg::Es384,
+        ];
+        let s = KeySet::parse(doc.as_bytes(), &algs, false).unwrap();
+        assert_eq!(s.len(), 7, "{}", s.describe());
+        let p = policy(&algs);
+        let tokens = [
+            (
+                "RS384",
+                RS384KeyPair::from_pem(RSA_PEM)
+                    .unwrap()
+                    .with_key_id("rsa")
+                    .sign(claims()),
+            ),
+            (
+                "RS512",
+                RS512KeyPair::from_pem(RSA_PEM)
+                    .unwrap()
+                    .with_key_id("rsa")
+                    .sign(claims()),
+            ),
+            (
+                "PS256",
+                PS256KeyPair::from_pem(RSA_PEM)
+                    .unwrap()
+                    .with_key_id("rsa")
+                    .sign(claims()),
+            ),
+            (
+                "PS384",
+                PS384KeyPair::from_pem(RSA_PEM)
+                    .unwrap()
+                    .with_key_id("rsa")
+                    .sign(claims()),
+            ),
+            (
+                "PS512",
+                PS512KeyPair::from_pem(RSA_PEM)
+                    .unwrap()
+                    .with_key_id("rsa")
+                    .sign(claims()),
+            ),
+            ("ES384", es384.sign(claims())),
+        ];
+        for (name, jwt) in tokens {
+            assert_eq!(s.verify(&p, &jwt.unwrap(), NOW), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
     fn refuses_each_bad_token_with_its_reason() {
         let k = keys();
         let (s, p) = (set(&k), policy(&all()));

@@ -53,7 +53,7 @@ def verify_cfg(cluster="token_service", min_refetch_s=1):
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory, vts, flaky, echo):
+def venv(tmp_path_factory, vts, flaky, echo, signers):
     phantom = base_config()
     phantom["verify"] = verify_cfg()
     split = {"required_scopes": ["read"],
@@ -61,8 +61,12 @@ def venv(tmp_path_factory, vts, flaky, echo):
              "verify": verify_cfg()}
     down = base_config()
     down["verify"] = verify_cfg(cluster="jwks_flaky")
+    # Pinned keys: only the EdDSA key, inline; nothing is fetched.
+    inline = base_config()
+    inline["verify"] = {"issuer": ISS, "audiences": [AUD], "algorithms": ["EdDSA"],
+                        "jwks_inline": {"keys": [signers["EdDSA"].jwk()]}}
     e = Envoy(tmp_path_factory.mktemp("envoy-verify"),
-              listeners={"phantom": phantom, "split": split, "down": down},
+              listeners={"phantom": phantom, "split": split, "down": down, "inline": inline},
               clusters={"api": echo.port, "token_service": vts.port, "jwks_flaky": flaky.port},
               concurrency=2)
     e.start()
@@ -299,3 +303,13 @@ def test_jwks_down_at_start_is_502_until_it_returns(venv, vts, flaky, echo):
     wait_for(lambda: request(venv.ports["down"], api_path(), bearer(token)).status == 200, 5,
              "requests to pass once the JWKS endpoint is back")
     assert flaky.jwks_calls > failed_fetches
+
+
+def test_inline_keys_verify_without_any_fetch(venv, vts, signers):
+    calls = vts.jwks_calls
+    r, _, _ = through_phantom(venv, vts, signers["EdDSA"].mint(claims()), listener="inline")
+    assert r.status == 200, r.body
+    # ES256 is not in this listener's allow-list, even though the key is in the fetched set.
+    r, _, _ = through_phantom(venv, vts, signers["ES256"].mint(claims()), listener="inline")
+    assert r.status == 401
+    assert vts.jwks_calls == calls
