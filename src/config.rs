@@ -317,6 +317,24 @@ impl Config {
                 sp.split_responses,
             ));
         }
+        if let Some(v) = &self.verify {
+            let algs: Vec<&str> = v.policy.algorithms.iter().map(|a| a.name()).collect();
+            out.push_str(&format!(
+                " verify.issuer={} verify.audiences={:?} verify.algorithms={:?} \
+                 verify.clock_skew_s={}",
+                v.policy.issuer, v.policy.audiences, algs, v.policy.clock_skew_s
+            ));
+            match &v.keys {
+                KeySource::Inline(keys) => {
+                    out.push_str(&format!(" verify.jwks_inline={}", keys.describe()));
+                }
+                KeySource::Remote(j) => out.push_str(&format!(
+                    " verify.jwks.cluster={} verify.jwks.path={} verify.jwks.refresh_s={} \
+                     verify.jwks.min_refetch_s={}",
+                    j.cluster, j.path, j.refresh_s, j.min_refetch_s
+                )),
+            }
+        }
         out
     }
 }

@@ -106,15 +106,20 @@ def seen(echo, path):
         return [r for r in echo.requests if r["path"] == path]
 
 
+_sent = []  # every token and JWT these tests used, for the log check
+
+
 def through_phantom(venv, vts, jwt, listener="phantom"):
     """Sends a request whose opaque token introspects to `jwt`; returns (reply, path)."""
     token, path = opaque(), api_path()
+    _sent.extend([token, jwt])
     vts.scripted[token] = jwt
     return request(venv.ports[listener], path, bearer(token)), path, token
 
 
 def publish(venv, jwt):
     hp, sig = jwt.rsplit(".", 1)
+    _sent.append(jwt)
     body = json.dumps({"signature_hash": store_key(sig), "header_payload": hp,
                        "expires_at": int(time.time()) + 300})
     r = request(venv.ports["split"], PUBLISH, [("content-type", "application/json")] + bearer(SECRET),
@@ -285,6 +290,7 @@ def test_random_unknown_kids_cause_a_bounded_number_of_fetches(venv, vts):
     fetches = vts.jwks_calls - start_calls
     # min_refetch_s is 1: at most one early fetch per second for the whole process.
     assert sent >= 20
+    print(f"{sent} tokens with random kids in {took:.1f} s caused {fetches} JWKS fetches")
     assert fetches <= int(took) + 2, f"{fetches} JWKS fetches for {sent} unknown kids in {took:.1f} s"
 
 
@@ -313,3 +319,12 @@ def test_inline_keys_verify_without_any_fetch(venv, vts, signers):
     r, _, _ = through_phantom(venv, vts, signers["ES256"].mint(claims()), listener="inline")
     assert r.status == 401
     assert vts.jwks_calls == calls
+
+
+def test_no_token_jwt_or_signature_in_the_log(venv):
+    log = venv.log_path.read_text(errors="replace")
+    assert "JWKS loaded" in log
+    assert len(_sent) > 50
+    for value in _sent:
+        for part in [value] + value.split(".")[1:]:
+            assert part not in log, "a token, JWT payload or signature reached the log"
