@@ -105,7 +105,8 @@ class Envoy:
     """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string),
     or to a pair (plugin configuration, routes) for routes other than everything to `api`."""
 
-    def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True):
+    def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True,
+                 log_args=("--log-level", "info", "--component-log-level", "wasm:debug")):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = {
@@ -119,6 +120,7 @@ class Envoy:
             },
         }
         self.concurrency = concurrency
+        self.log_args = list(log_args)
         self.proc = None
         self.ports = {}
 
@@ -134,8 +136,7 @@ class Envoy:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [envoy_bin(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", str(self.concurrency),
-             "--admin-address-path", str(admin_file), "--log-level", "info",
-             "--component-log-level", "wasm:debug"],
+             "--admin-address-path", str(admin_file)] + self.log_args,
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir)
         if not expect_ready:
             return self

@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Benchmark: the filter against a plain Envoy, a do-nothing wasm filter, hand-written Lua
+phantom filters and ext_authz, all in one gateway Envoy, measured in one run (run by
+scripts/bench.sh, which builds and installs what it needs).
+
+The gateway Envoy runs with --concurrency 1 pinned to core 0; wrk and a backend Envoy (the API,
+the token service's introspection, ext_authz and JWKS endpoints, all direct responses) share
+core 1. Every scenario has its own listener; each round runs every scenario once, in turn, so
+machine noise hits all of them alike. Ratios are to passthrough in the same round; the table
+shows their median over rounds. Loopback only.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from conftest import Envoy, cluster, listener, plugin_filter  # noqa: E402
+from demo_services import Signer  # noqa: E402
+
+NOOP_WASM = ROOT / "bench" / "noop-filter" / "target" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
+FILTER_WASM = ROOT / "dist" / "envoy_token_filter.wasm"
+SECRET = "bench-publisher-secret"
+HIT_TOKEN = "bench-opaque-hit-token"
+QUIET = ("--log-level", "error")
+
+# Lua phantom filter, as a user writes it by hand: one introspection call per request.
+LUA_NO_CACHE = """
+function envoy_on_request(h)
+  local auth = h:headers():get("authorization")
+  if auth == nil or string.sub(auth, 1, 7) ~= "Bearer " then
+    h:respond({[":status"] = "401"}, "")
+    return
+  end
+  local token = string.sub(auth, 8)
+  local headers, body = h:httpCall("token_service", {
+    [":method"] = "POST", [":path"] = "/introspect", [":authority"] = "token_service",
+    ["content-type"] = "application/x-www-form-urlencoded", ["accept"] = "application/jwt",
+    ["authorization"] = "Basic Z2F0ZXdheTpzZWNyZXQ="}, "token=" .. token, 2000)
+  if headers[":status"] ~= "200" or body == nil then
+    h:respond({[":status"] = "401"}, "")
+    return
+  end
+  h:headers():replace("authorization", "Bearer " .. body)
+end
+"""
+
+# The same with a per-worker cache (a Lua table per worker, 60 s per entry): the fairest
+# hand-written alternative on the cache-hit path.
+LUA_CACHE = """
+local cache = {}
+function envoy_on_request(h)
+  local auth = h:headers():get("authorization")
+  if auth == nil or string.sub(auth, 1, 7) ~= "Bearer " then
+    h:respond({[":status"] = "401"}, "")
+    return
+  end
+  local token = string.sub(auth, 8)
+  local now = os.time()
+  local hit = cache[token]
+  if hit ~= nil and hit.until_s > now then
+    h:headers():replace("authorization", "Bearer " .. hit.jwt)
+    return
+  end
+  local headers, body = h:httpCall("token_service", {
+    [":method"] = "POST", [":path"] = "/introspect", [":authority"] = "token_service",
+    ["content-type"] = "application/x-www-form-urlencoded", ["accept"] = "application/jwt",
+    ["authorization"] = "Basic Z2F0ZXdheTpzZWNyZXQ="}, "token=" .. token, 2000)
+  if headers[":status"] ~= "200" or body == nil then
+    h:respond({[":status"] = "401"}, "")
+    return
+  end
+  cache[token] = {jwt = body, until_s = now + 60}
+  h:headers():replace("authorization", "Bearer " .. body)
+end
+"""
+
+# wrk script: a token never seen before on every request.
+WRK_MISS = """
+counter = 0
+prefix = "miss-" .. tostring(os.time()) .. "-" .. tostring(math.random(1000000)) .. "-"
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/bench", {["Authorization"] = "Bearer " .. prefix .. counter})
+end
+"""
+
+
+def lua_filter(code):
+    return {"name": "envoy.filters.http.lua", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": code}}}
+
+
+def noop_filter():
+    return {"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": "noop", "root_id": "noop", "vm_config": {
+            "vm_id": "noop", "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(NOOP_WASM)}}}}}}
+
+
+def ext_authz_filter():
+    return {"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "http_service": {
+            "server_uri": {"uri": "http://authz", "cluster": "authz", "timeout": "2s"},
+            "authorization_response": {"allowed_upstream_headers": {"patterns": [{"exact": "authorization"}]}},
+        }}}
+
+
+def direct(name, status, body, headers=()):
+    """A backend listener answering every request with a fixed response."""
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name, "codec_type": "AUTO",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": status, "body": {"inline_string": body}},
+                    "response_headers_to_add": [{"header": {"key": k, "value": v}} for k, v in headers],
+                }]}]},
+                # The buffer filter reads the whole request before the direct response: an
+                # answer sent before the request body is read makes Envoy close the connection,
+                # so every introspection would open a new one (a real token service reads it).
+                "http_filters": [
+                    {"name": "envoy.filters.http.buffer", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                        "max_request_bytes": 65536}},
+                    {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}]}],
+    }
+
+
+def phantom_cfg(client_id="gateway", verify=None, max_entries=100000):
+    cfg = {"phantom": {"cluster": "token_service", "path": "/introspect", "client_id": client_id,
+                       "client_secret": "secret", "timeout_ms": 2000},
+           "cache": {"max_entries": max_entries, "max_ttl_s": 3600}}
+    if verify:
+        cfg["verify"] = verify
+    return cfg
+
+
+def split_cfg(verify=None):
+    cfg = {"split": {"max_entries": 10000, "publish": {"path": "/_split-token", "secret": SECRET}}}
+    if verify:
+        cfg["verify"] = verify
+    return cfg
+
+
+SCENARIOS = [
+    # name, description
+    ("passthrough", "Envoy, no auth filter (the limit)"),
+    ("wasm_noop", "a proxy-wasm filter that does nothing (the floor)"),
+    ("phantom_hit", "phantom token, cache hit"),
+    ("split_hit", "split token, store hit"),
+    ("phantom_hit_verify", "phantom token, cache hit, `verify` on (ES256)"),
+    ("split_hit_verify", "split token, store hit, `verify` on (ES256)"),
+    ("lua_cache", "Lua phantom filter with a per-worker cache, hit"),
+    ("phantom_miss", "phantom token, a new token every request"),
+    ("lua_no_cache", "Lua phantom filter, no cache (a call per request)"),
+    ("ext_authz", "ext_authz to the same token service (a call per request)"),
+]
+
+
+def wrk(port, conns, duration, header=None, script=None):
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    if header:
+        cmd += ["-H", header]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(f"http://127.0.0.1:{port}/bench")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        lat[pct] = float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else float("nan")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errors}
+
+
+def rss_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def post(url, body, headers):
+    req = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=4, help="seconds per scenario and round")
+    ap.add_argument("--connections", default="16,1")
+    ap.add_argument("--only", default="", help="comma-separated scenario names (passthrough always runs)")
+    ap.add_argument("--profile", default="", metavar="SCENARIO",
+                    help="instead of the table: load SCENARIO at 16 connections under `perf record` "
+                         "(cpu-clock) and print where the gateway Envoy spends its time")
+    args = ap.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    scenarios = [s for s in SCENARIOS
+                 if not args.only or s[0] == "passthrough" or s[0] in args.only.split(",")]
+
+    signer = Signer("ES256", kid="bench-1")
+    now = int(time.time())
+    jwt = signer.mint({"iss": "https://login.example.com", "aud": "api.example.com", "sub": "bench",
+                       "scope": "read write", "iat": now, "exp": now + 7200})
+    jwks = json.dumps({"keys": [signer.jwk()]})
+    verify = {"issuer": "https://login.example.com", "audiences": ["api.example.com"],
+              "algorithms": ["ES256"], "jwks": {"cluster": "jwks", "path": "/jwks"}}
+
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    miss_script = work / "miss.lua"
+    miss_script.write_text(WRK_MISS)
+
+    backend = Envoy(work / "backend", listeners={}, clusters={}, log_args=QUIET)
+    backend.config["static_resources"]["listeners"] = [
+        direct("api", 200, "ok\n", [("content-type", "text/plain")]),
+        direct("introspect", 200, jwt, [("content-type", "application/jwt")]),
+        direct("authz", 200, "", [("authorization", f"Bearer {jwt}")]),
+        direct("jwks", 200, jwks, [("content-type", "application/json")]),
+    ]
+    backend.start()
+    subprocess.run(["taskset", "-a", "-p", "-c", "1", str(backend.proc.pid)], capture_output=True, check=True)
+    ts_port = backend.ports["introspect"]
+
+    gw = Envoy(work / "gateway", listeners={}, clusters={}, log_args=QUIET)
+    gw.config["static_resources"]["clusters"] = [
+        cluster("api", backend.ports["api"]),
+        cluster("token_service", ts_port),
+        cluster("authz", backend.ports["authz"]),
+        cluster("jwks", backend.ports["jwks"]),
+    ]
+    gw.config["static_resources"]["listeners"] = [listener(name, filters_for(name, verify, jwks))
+                                                  for name, _ in scenarios]
+    gw.start()
+    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(gw.proc.pid)], capture_output=True, check=True)
+    rss_start = rss_kb(gw.proc.pid)
+    try:
+        # Warm up: the hit token into the caches, a split token published.
+        hp, sig = jwt.rsplit(".", 1)
+        key = base64.b64encode(hashlib.sha256(sig.encode()).digest()).decode()
+        body = json.dumps({"signature_hash": key, "header_payload": hp, "expires_at": now + 7200})
+        for name in ("split_hit", "split_hit_verify"):
+            if name in gw.ports:
+                post(f"http://127.0.0.1:{gw.ports[name]}/_split-token", body,
+                     {"authorization": f"Bearer {SECRET}", "content-type": "application/json"})
+        time.sleep(1)  # the first JWKS fetch
+        headers = {
+            "split_hit": f"Authorization: Bearer {sig}",
+            "split_hit_verify": f"Authorization: Bearer {sig}",
+        }
+        for name, _ in scenarios:
+            if name in ("passthrough", "wasm_noop"):
+                continue
+            h = headers.get(name, f"Authorization: Bearer {HIT_TOKEN}")
+            check = wrk(gw.ports[name], 1, 1, header=h,
+                        script=str(miss_script) if name == "phantom_miss" else None)
+            if check["errors"]:
+                raise SystemExit(f"scenario {name} answered errors during warm-up: {check}")
+            headers.setdefault(name, h)
+
+        if args.profile:
+            profile(gw, args, headers, miss_script)
+            return
+
+        results = {}  # (name, conns) -> list of per-round dicts
+        for r in range(args.rounds):
+            for c in conns:
+                for name, _ in scenarios:
+                    res = wrk(gw.ports[name], c, args.duration, header=headers.get(name),
+                              script=str(miss_script) if name == "phantom_miss" else None)
+                    results.setdefault((name, c), []).append(res)
+                    print(f"round {r + 1} c={c} {name}: {res['rps']:.0f} req/s p50 {res['p50']:.0f} µs "
+                          f"p99 {res['p99']:.0f} µs errors {res['errors']}", file=sys.stderr, flush=True)
+        rss_end = rss_kb(gw.proc.pid)
+        print_table(scenarios, conns, results, args)
+        print()
+        print(f"Gateway Envoy resident memory: {rss_start / 1024:.1f} MiB at start (every cache and "
+              f"store slot already created), {rss_end / 1024:.1f} MiB after the run (the "
+              f"`phantom_miss` cache of 10000 slots filled with JWTs of {len(jwt)} bytes).")
+        print(f"Filter .wasm: {FILTER_WASM.stat().st_size} bytes; do-nothing .wasm: "
+              f"{NOOP_WASM.stat().st_size} bytes.")
+    finally:
+        gw.stop()
+        backend.stop()
+
+
+def profile(gw, args, headers, miss_script):
+    data = Path(tempfile.mkdtemp(prefix="perf-")) / "perf.data"
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "-o", str(data),
+                            "-p", str(gw.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    res = wrk(gw.ports[args.profile], 16, args.duration, header=headers.get(args.profile),
+              script=str(miss_script) if args.profile == "phantom_miss" else None)
+    rec.send_signal(2)
+    rec.wait(timeout=30)
+    print(f"{args.profile}: {res['rps']:.0f} req/s during the profile")
+    stats = gw.admin_get("/stats?filter=cluster.token_service.upstream_(cx|rq)_total")
+    print(" ".join(stats.split()))
+    for sort in ("dso", "dso,sym"):
+        out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", sort,
+                              "--stdio", "--percent-limit", "1.5", "-g", "none"],
+                             capture_output=True, text=True).stdout
+        print("\n".join(line for line in out.splitlines() if line and not line.startswith("#")))
+
+
+def filters_for(name, verify, jwks):
+    if name == "passthrough":
+        return []
+    if name == "wasm_noop":
+        return [noop_filter()]
+    if name == "phantom_hit":
+        return [plugin_filter(phantom_cfg())]
+    if name == "split_hit":
+        return [plugin_filter(split_cfg())]
+    if name == "phantom_hit_verify":
+        return [plugin_filter(phantom_cfg(client_id="gateway-v", verify=verify))]
+    if name == "split_hit_verify":
+        return [plugin_filter(split_cfg(verify=verify))]
+    if name == "lua_cache":
+        return [lua_filter(LUA_CACHE)]
+    if name == "phantom_miss":
+        return [plugin_filter(phantom_cfg(client_id="gateway-miss", max_entries=10000), stop_iteration=False)]
+    if name == "lua_no_cache":
+        return [lua_filter(LUA_NO_CACHE)]
+    if name == "ext_authz":
+        return [ext_authz_filter()]
+    raise ValueError(name)
+
+
+def print_table(scenarios, conns, results, args):
+    print(f"\n{args.rounds} rounds x {args.duration} s per scenario, wrk -t1, "
+          f"gateway Envoy --concurrency 1 on core 0, wrk and backend on core 1.\n")
+    head = "| scenario |"
+    sep = "|---|"
+    for c in conns:
+        head += f" req/s @{c} | ratio @{c} | p50 µs @{c} | p99 µs @{c} |"
+        sep += "---|---|---|---|"
+    print(head)
+    print(sep)
+    for name, desc in scenarios:
+        row = f"| {name}: {desc} |"
+        for c in conns:
+            runs = results[(name, c)]
+            base = results[("passthrough", c)]
+            ratios = [x["rps"] / b["rps"] for x, b in zip(runs, base)]
+            errors = sum(x["errors"] for x in runs)
+            row += (f" {statistics.median(x['rps'] for x in runs):.0f}{' (errors!)' if errors else ''} |"
+                    f" {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |"
+                    f" {statistics.median(x['p50'] for x in runs):.0f} |"
+                    f" {statistics.median(x['p99'] for x in runs):.0f} |")
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

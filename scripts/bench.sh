@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the benchmark (scripts/bench.py): builds the filter and a do-nothing wasm filter, installs
+# wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
+# only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
+# --connections, --only, --profile).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+ensure_tools
+if ! command -v wrk >/dev/null 2>&1; then
+  say "installing wrk from apt"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >&2; else sudo apt-get install -y -q wrk >&2; fi
+fi
+for tool in taskset perf; do
+  if ! command -v "$tool" >/dev/null 2>&1 && [ "$tool" = taskset ]; then
+    echo "taskset (util-linux) is required" >&2; exit 1
+  fi
+done
+bash scripts/build.sh >/dev/null
+say "building the do-nothing wasm filter (bench/noop-filter)"
+cargo build --locked --release --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml >&2
+say "running the benchmark"
+exec "$VENV/bin/python" scripts/bench.py "$@"
