@@ -14,6 +14,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -181,7 +182,14 @@ SCENARIOS = [
 ]
 
 
-def wrk(port, conns, duration, header=None, script=None):
+def cpu_s(pid):
+    """User + system CPU seconds used so far by process `pid` (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port, conns, duration, header=None, script=None, pid=None):
+    cpu0 = cpu_s(pid) if pid else 0.0
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
     if header:
         cmd += ["-H", header]
@@ -199,7 +207,9 @@ def wrk(port, conns, duration, header=None, script=None):
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(x) for x in sock.groups())
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errors}
+    total = re.search(r"(\d+) requests in", out)
+    cpu_us = ((cpu_s(pid) - cpu0) * 1e6 / int(total.group(1))) if pid and total else float("nan")
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errors, "cpu_us": cpu_us}
 
 
 def rss_kb(pid):
@@ -221,11 +231,19 @@ def main():
     ap.add_argument("--duration", type=int, default=4, help="seconds per scenario and round")
     ap.add_argument("--connections", default="16,1")
     ap.add_argument("--only", default="", help="comma-separated scenario names (passthrough always runs)")
+    ap.add_argument("--compare-wasm", default="", metavar="PATH",
+                    help="also run phantom_hit and split_hit with another build of the filter "
+                         "(A/B in one run: scenarios phantom_hit_b, split_hit_b)")
     ap.add_argument("--profile", default="", metavar="SCENARIO",
                     help="instead of the table: load SCENARIO at 16 connections under `perf record` "
                          "(cpu-clock) and print where the gateway Envoy spends its time")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
+    global COMPARE_WASM
+    COMPARE_WASM = args.compare_wasm
+    if COMPARE_WASM:
+        SCENARIOS.extend([("phantom_hit_b", f"phantom_hit with {COMPARE_WASM}"),
+                          ("split_hit_b", f"split_hit with {COMPARE_WASM}")])
     scenarios = [s for s in SCENARIOS
                  if not args.only or s[0] == "passthrough" or s[0] in args.only.split(",")]
 
@@ -269,7 +287,7 @@ def main():
         hp, sig = jwt.rsplit(".", 1)
         key = base64.b64encode(hashlib.sha256(sig.encode()).digest()).decode()
         body = json.dumps({"signature_hash": key, "header_payload": hp, "expires_at": now + 7200})
-        for name in ("split_hit", "split_hit_verify"):
+        for name in ("split_hit", "split_hit_verify", "split_hit_b"):
             if name in gw.ports:
                 post(f"http://127.0.0.1:{gw.ports[name]}/_split-token", body,
                      {"authorization": f"Bearer {SECRET}", "content-type": "application/json"})
@@ -277,6 +295,7 @@ def main():
         headers = {
             "split_hit": f"Authorization: Bearer {sig}",
             "split_hit_verify": f"Authorization: Bearer {sig}",
+            "split_hit_b": f"Authorization: Bearer {sig}",
         }
         for name, _ in scenarios:
             if name in ("passthrough", "wasm_noop"):
@@ -297,10 +316,11 @@ def main():
             for c in conns:
                 for name, _ in scenarios:
                     res = wrk(gw.ports[name], c, args.duration, header=headers.get(name),
-                              script=str(miss_script) if name == "phantom_miss" else None)
+                              script=str(miss_script) if name == "phantom_miss" else None,
+                              pid=gw.proc.pid)
                     results.setdefault((name, c), []).append(res)
                     print(f"round {r + 1} c={c} {name}: {res['rps']:.0f} req/s p50 {res['p50']:.0f} µs "
-                          f"p99 {res['p99']:.0f} µs errors {res['errors']}", file=sys.stderr, flush=True)
+                          f"p99 {res['p99']:.0f} µs cpu {res['cpu_us']:.1f} µs/req errors {res['errors']}", file=sys.stderr, flush=True)
         rss_end = rss_kb(gw.proc.pid)
         print_table(scenarios, conns, results, args)
         print()
@@ -333,7 +353,23 @@ def profile(gw, args, headers, miss_script):
         print("\n".join(line for line in out.splitlines() if line and not line.startswith("#")))
 
 
+COMPARE_WASM = ""
+
+
+def other_build(f):
+    """`f` (our filter) loaded from COMPARE_WASM, in a VM of its own."""
+    f = json.loads(json.dumps(f))
+    vm = f["typed_config"]["config"]["vm_config"]
+    vm["vm_id"] = "compare"
+    vm["code"]["local"]["filename"] = str(Path(COMPARE_WASM).resolve())
+    return f
+
+
 def filters_for(name, verify, jwks):
+    if name == "phantom_hit_b":
+        return [other_build(plugin_filter(phantom_cfg()))]
+    if name == "split_hit_b":
+        return [other_build(plugin_filter(split_cfg()))]
     if name == "passthrough":
         return []
     if name == "wasm_noop":
@@ -363,8 +399,8 @@ def print_table(scenarios, conns, results, args):
     head = "| scenario |"
     sep = "|---|"
     for c in conns:
-        head += f" req/s @{c} | ratio @{c} | p50 µs @{c} | p99 µs @{c} |"
-        sep += "---|---|---|---|"
+        head += f" req/s @{c} | ratio @{c} | p50 µs @{c} | p99 µs @{c} | gateway CPU µs/req @{c} |"
+        sep += "---|---|---|---|---|"
     print(head)
     print(sep)
     for name, desc in scenarios:
@@ -377,7 +413,8 @@ def print_table(scenarios, conns, results, args):
             row += (f" {statistics.median(x['rps'] for x in runs):.0f}{' (errors!)' if errors else ''} |"
                     f" {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |"
                     f" {statistics.median(x['p50'] for x in runs):.0f} |"
-                    f" {statistics.median(x['p99'] for x in runs):.0f} |")
+                    f" {statistics.median(x['p99'] for x in runs):.0f} |"
+                    f" {statistics.median(x['cpu_us'] for x in runs):.1f} |")
         print(row)
 
 

@@ -63,7 +63,11 @@ pub fn active_expiry(
 /// A cached answer for one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached<'a> {
-    Active { jwt: &'a str, scope: &'a str },
+    Active {
+        jwt: &'a str,
+        scope: &'a str,
+        expires_at_ms: u64,
+    },
     Inactive,
 }
 
@@ -87,7 +91,11 @@ pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cach
         KIND_ACTIVE => {
             let scope = std::str::from_utf8(r.scope).ok()?;
             let jwt = std::str::from_utf8(r.body).ok()?;
-            (!jwt.is_empty()).then_some(Cached::Active { jwt, scope })
+            (!jwt.is_empty()).then_some(Cached::Active {
+                jwt,
+                scope,
+                expires_at_ms: r.expires_at_ms,
+            })
         }
         _ => None,
     }
@@ -174,7 +182,8 @@ mod tests {
             lookup(&v, &h, NOW),
             Some(Cached::Active {
                 jwt: "a.b.c",
-                scope: "read write"
+                scope: "read write",
+                expires_at_ms: NOW + 5
             })
         );
         let v = encode_inactive(&h, NOW + 5);

@@ -24,6 +24,7 @@ use crate::config::{Config, SplitConfig};
 use crate::introspection::{Failure as CallFailure, Outcome};
 use crate::jwks::KeyState;
 use crate::jwt;
+use crate::local::LocalCache;
 use crate::metrics::Counter;
 use crate::reply::{Denial, SplitReply};
 use crate::scope;
@@ -45,6 +46,8 @@ pub trait Host {
     fn count(&self, counter: Counter);
     /// This worker's verification keys and verified-token memo.
     fn key_state(&self) -> &KeyState;
+    /// This worker's copy of recent phantom cache hits.
+    fn local_cache(&self) -> &LocalCache;
 }
 
 /// A compare-and-swap write lost: the value changed since it was read.
@@ -101,12 +104,27 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
     if cfg.phantom.is_none() {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     }
+    let now = host.now_ms();
+    if let Some(authorization) = host.local_cache().get(&hash, now) {
+        host.count(Counter::CacheHit);
+        return Step::Done(Verdict::Forward {
+            authorization: authorization.as_ref().to_owned(),
+        });
+    }
     let key = cache::slot_key(&cfg.cache.namespace, &hash, cfg.cache.max_entries);
     if let Some(value) = host.shared_get(&key) {
-        match cache::lookup(&value, &hash, host.now_ms()) {
-            Some(Cached::Active { jwt, scope }) => {
+        match cache::lookup(&value, &hash, now) {
+            Some(Cached::Active {
+                jwt,
+                scope,
+                expires_at_ms,
+            }) => {
                 host.count(Counter::CacheHit);
-                return Step::Done(authorize(cfg, jwt, scope));
+                let verdict = authorize(cfg, jwt, scope);
+                if let Verdict::Forward { authorization } = &verdict {
+                    host.local_cache().put(&hash, expires_at_ms, authorization);
+                }
+                return Step::Done(verdict);
             }
             Some(Cached::Inactive) => {
                 host.count(Counter::CacheHit);
@@ -332,6 +350,7 @@ pub fn on_introspection(
             if let Err(denial) = check_jwt(cfg, host, &jwt) {
                 return Verdict::Reject(denial);
             }
+            let verdict = authorize(cfg, &jwt, &claims.scope);
             if !no_store {
                 if let Some(until) =
                     cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
@@ -340,9 +359,12 @@ pub fn on_introspection(
                         &key(),
                         &cache::encode_active(hash, until, &claims.scope, &jwt),
                     );
+                    if let Verdict::Forward { authorization } = &verdict {
+                        host.local_cache().put(hash, until, authorization);
+                    }
                 }
             }
-            authorize(cfg, &jwt, &claims.scope)
+            verdict
         }
         Outcome::Inactive => {
             cache_inactive(cfg, host, &key(), hash, now);
@@ -585,7 +607,33 @@ mod tests {
         on_introspection(&cfg, &host, &b, active("b.b.b", None, "read"));
         assert_eq!(host.key_count(), 1, "one slot, one key");
         assert_eq!(on_request(&cfg, &host, Some("Bearer b")), forward("b.b.b"));
+        // This worker still has a's JWT in its local copy (valid until its expiry); another
+        // worker (no local copy) finds the slot taken by b: a miss.
+        assert_eq!(on_request(&cfg, &host, Some("Bearer a")), forward("a.a.a"));
+        host.local.clear();
         introspect(&cfg, &host, "Bearer a");
+    }
+
+    #[test]
+    fn cache_hits_are_served_from_the_local_copy_after_the_first() {
+        let (cfg, host) = (config(""), FakeHost::at(T0));
+        let exp = T0 / 1000 + 60;
+        let hash = introspect(&cfg, &host, "Bearer t");
+        on_introspection(&cfg, &host, &hash, active("x.y.z", Some(exp), "read"));
+        assert_eq!(host.local.len(), 1, "filled by the answer");
+        // The shared entry is gone (another token took the slot): the local copy still serves.
+        for key in host.data_keys() {
+            host.remove(&key);
+        }
+        assert_eq!(on_request(&cfg, &host, Some("Bearer t")), forward("x.y.z"));
+        // Never past the shared entry's expiry.
+        host.now.set(exp * 1000 - crate::cache::EXP_SKEW_MS);
+        introspect(&cfg, &host, "Bearer t");
+        // A forbidden scope is not kept locally.
+        host.local.clear();
+        let h2 = introspect(&cfg, &host, "Bearer w");
+        on_introspection(&cfg, &host, &h2, active("w.w.w", Some(exp + 60), "write"));
+        assert!(host.local.is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod inflight;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod local;
 pub mod metrics;
 pub mod record;
 pub mod reply;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::flow::{CasMismatch, Host};
 use crate::jwks::KeyState;
+use crate::local::LocalCache;
 use crate::metrics::Counter;
 
 /// A write hook: runs once, just before the n-th write, to play another worker racing.
@@ -22,6 +23,7 @@ pub struct FakeHost {
     interfere: RefCell<Option<Interference>>,
     counts: RefCell<HashMap<Counter, u32>>,
     pub keys: KeyState,
+    pub local: LocalCache,
 }
 
 impl Host for FakeHost {
@@ -66,6 +68,9 @@ impl Host for FakeHost {
     fn key_state(&self) -> &KeyState {
         &self.keys
     }
+    fn local_cache(&self) -> &LocalCache {
+        &self.local
+    }
 }
 
 impl FakeHost {
@@ -87,6 +92,9 @@ impl FakeHost {
             .values()
             .map(|(v, _)| v.clone())
             .collect()
+    }
+    pub fn data_keys(&self) -> Vec<String> {
+        self.data.borrow().keys().cloned().collect()
     }
     pub fn remove(&self, key: &str) {
         self.data.borrow_mut().remove(key);

@@ -16,6 +16,7 @@ use crate::held::{self, Held};
 use crate::inflight::{InFlight, Waiter};
 use crate::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
 use crate::jwks::{self, KeyState};
+use crate::local::LocalCache;
 use crate::metrics::Counter;
 use crate::reply::{self, Denial, LocalReply, SplitReply};
 use crate::verify::MAX_JWKS_BYTES;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub held: RefCell<Held>,
     /// Verification keys (shared set loaded per worker) and the verified-entry memo.
     pub keys: KeyState,
+    /// Recent phantom cache hits, in front of shared data.
+    pub local: LocalCache,
 }
 
 impl Host for Shared {
@@ -96,6 +99,10 @@ impl Host for Shared {
 
     fn key_state(&self) -> &KeyState {
         &self.keys
+    }
+
+    fn local_cache(&self) -> &LocalCache {
+        &self.local
     }
 }
 
@@ -291,6 +298,9 @@ impl Shared {
     /// `true`, for the caller to continue) or a local reply, so no request is left hanging.
     pub fn apply(&self, context_id: u32, head: bool, verdict: &Verdict, resume: bool) -> bool {
         match verdict {
+            Verdict::Forward { authorization } if !resume => {
+                self.apply_forward(context_id, authorization)
+            }
             Verdict::Forward { authorization } => {
                 // Overwrite, never append: any client-sent Authorization is replaced.
                 let set = hostcalls::set_map_value(
@@ -322,6 +332,28 @@ impl Shared {
                 false
             }
         }
+    }
+
+    /// Forwards the current request with `authorization` (overwritten, never appended), from
+    /// its request headers callback (the caller returns `Continue`). False when the header
+    /// could not be set: the request was answered with a 502 instead.
+    pub fn apply_forward(&self, context_id: u32, authorization: &str) -> bool {
+        let set = hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            "authorization",
+            Some(authorization),
+        );
+        if set.is_err() {
+            log(
+                LogLevel::Error,
+                &format!("#{context_id} cannot set authorization header"),
+            );
+            // Nothing was read of the method: a HEAD request gets a body it will ignore.
+            self.reject(context_id, false, Denial::TokenService(Failure::Malformed));
+            return false;
+        }
+        self.count(Counter::Allowed);
+        true
     }
 
     fn reject(&self, context_id: u32, head: bool, denial: Denial) {

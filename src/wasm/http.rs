@@ -8,7 +8,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::cache::TokenHash;
-use crate::flow::{self, Host as _, Route, Step, TokenResponse};
+use crate::flow::{self, Host as _, Route, Step, TokenResponse, Verdict};
 use crate::held::Kind;
 use crate::inflight::{Join, Waiter};
 use crate::metrics::Counter;
@@ -304,6 +304,18 @@ impl HttpContext for Http {
                 Route::Protected => {}
             }
         }
+        let authorization = Self::header("authorization");
+        let step = flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref());
+        // The common path (a token that is forwarded) never needs the method: read it only
+        // when the request is refused or waits (for a CORS preflight and for HEAD replies).
+        if let Step::Done(Verdict::Forward { authorization }) = &step {
+            self.state = State::Done;
+            return if shared.apply_forward(self.id, authorization) {
+                Action::Continue
+            } else {
+                Action::Pause
+            };
+        }
         let method = Self::header(":method").unwrap_or_default();
         if method == "OPTIONS"
             && flow::is_cors_preflight(
@@ -312,15 +324,13 @@ impl HttpContext for Http {
                 Self::header("access-control-request-method").as_deref(),
             )
         {
-            // Never forward the opaque token, even on a preflight.
+            // Passes unauthenticated; never forward the opaque token, even on a preflight.
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
             shared.metrics.count(Counter::CorsPreflight);
             self.state = State::Done;
             return Action::Continue;
         }
         let head = method == "HEAD";
-        let authorization = Self::header("authorization");
-        let step = flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref());
         match step {
             Step::Done(verdict) => {
                 self.state = State::Done;

@@ -13,6 +13,7 @@ use crate::config::{Config, KeySource};
 use crate::held::Held;
 use crate::inflight::InFlight;
 use crate::jwks::{self, KeyState};
+use crate::local::LocalCache;
 use crate::verify::KeySet;
 
 use super::host::{log, Metrics, Shared};
@@ -59,6 +60,7 @@ impl Root {
                 Some(keys) => KeyState::with_keys(keys),
                 None => KeyState::default(),
             },
+            local: LocalCache::default(),
         });
         if let Some(src) = shared.jwks_source() {
             jwks::initialize(src, shared.as_ref());
