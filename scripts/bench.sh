@@ -10,13 +10,11 @@ if ! command -v wrk >/dev/null 2>&1; then
   say "installing wrk from apt"
   if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >&2; else sudo apt-get install -y -q wrk >&2; fi
 fi
-for tool in taskset perf; do
-  if ! command -v "$tool" >/dev/null 2>&1 && [ "$tool" = taskset ]; then
-    echo "taskset (util-linux) is required" >&2; exit 1
-  fi
-done
+command -v taskset >/dev/null 2>&1 || { echo "taskset (util-linux) is required" >&2; exit 1; }
 bash scripts/build.sh >/dev/null
-say "building the do-nothing wasm filter (bench/noop-filter)"
-cargo build --locked --release --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml >&2
+say "building the reference filters (bench/noop-filter, bench/minimal-filter)"
+for f in noop-filter minimal-filter; do
+  cargo build --locked --release --target wasm32-wasip1 --manifest-path "bench/$f/Cargo.toml" >&2
+done
 say "running the benchmark"
 exec "$VENV/bin/python" scripts/bench.py "$@"
