@@ -239,8 +239,8 @@ def main():
     ap.add_argument("--connections", default="16,1")
     ap.add_argument("--only", default="", help="comma-separated scenario names (passthrough always runs)")
     ap.add_argument("--compare-wasm", default="", metavar="PATH",
-                    help="also run phantom_hit and split_hit with another build of the filter "
-                         "(A/B in one run: scenarios phantom_hit_b, split_hit_b)")
+                    help="also run phantom_hit, split_hit and phantom_miss with another build of the "
+                         "filter (A/B in one run: scenarios *_b)")
     ap.add_argument("--profile", default="", metavar="SCENARIO",
                     help="instead of the table: load SCENARIO at 16 connections under `perf record` "
                          "(cpu-clock) and print where the gateway Envoy spends its time")
@@ -250,7 +250,8 @@ def main():
     COMPARE_WASM = args.compare_wasm
     if COMPARE_WASM:
         SCENARIOS.extend([("phantom_hit_b", f"phantom_hit with {COMPARE_WASM}"),
-                          ("split_hit_b", f"split_hit with {COMPARE_WASM}")])
+                          ("split_hit_b", f"split_hit with {COMPARE_WASM}"),
+                          ("phantom_miss_b", f"phantom_miss with {COMPARE_WASM}")])
     scenarios = [s for s in SCENARIOS
                  if not args.only or s[0] == "passthrough" or s[0] in args.only.split(",")]
 
@@ -309,7 +310,7 @@ def main():
         for name, _ in scenarios:
             h = headers.get(name, f"Authorization: Bearer {HIT_TOKEN}")
             check = wrk(gw.ports[name], 1, 1, header=h,
-                        script=str(miss_script) if name == "phantom_miss" else None)
+                        script=str(miss_script) if name.startswith("phantom_miss") else None)
             if check["errors"]:
                 raise SystemExit(f"scenario {name} answered errors during warm-up: {check}")
             headers.setdefault(name, h)
@@ -323,7 +324,7 @@ def main():
             for c in conns:
                 for name, _ in scenarios:
                     res = wrk(gw.ports[name], c, args.duration, header=headers.get(name),
-                              script=str(miss_script) if name == "phantom_miss" else None,
+                              script=str(miss_script) if name.startswith("phantom_miss") else None,
                               pid=gw.proc.pid)
                     results.setdefault((name, c), []).append(res)
                     print(f"round {r + 1} c={c} {name}: {res['rps']:.0f} req/s p50 {res['p50']:.0f} µs "
@@ -347,7 +348,7 @@ def profile(gw, args, headers, miss_script):
                             "-p", str(gw.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     res = wrk(gw.ports[args.profile], 16, args.duration, header=headers.get(args.profile),
-              script=str(miss_script) if args.profile == "phantom_miss" else None)
+              script=str(miss_script) if args.profile.startswith("phantom_miss") else None)
     rec.send_signal(2)
     rec.wait(timeout=30)
     print(f"{args.profile}: {res['rps']:.0f} req/s during the profile")
@@ -377,6 +378,8 @@ def filters_for(name, verify, jwks):
         return [other_build(plugin_filter(phantom_cfg()))]
     if name == "split_hit_b":
         return [other_build(plugin_filter(split_cfg()))]
+    if name == "phantom_miss_b":
+        return [other_build(plugin_filter(phantom_cfg(client_id="gateway-miss", max_entries=10000)))]
     if name == "passthrough":
         return []
     if name == "wasm_noop":

@@ -355,7 +355,7 @@ impl HttpContext for Http {
                         Err(e) => {
                             log(LogLevel::Error, &format!("#{} {e}", self.id));
                             self.state = State::Done;
-                            shared.abandon(&hash);
+                            shared.abandon(self.id, &hash);
                         }
                     },
                 }

@@ -1,7 +1,7 @@
 //! Root context: parses and validates the configuration (fail closed), defines the counters,
 //! creates the split token store, and re-dispatches orphaned introspections on its tick.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -61,6 +61,7 @@ impl Root {
                 None => KeyState::default(),
             },
             local: LocalCache::default(),
+            debug_logs: Cell::new(true),
         });
         if let Some(src) = shared.jwks_source() {
             jwks::initialize(src, shared.as_ref());
@@ -104,6 +105,7 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         match self.configure() {
             Ok(shared) => {
+                shared.refresh_log_level();
                 self.shared = Some(shared);
                 if let Err(s) = hostcalls::set_tick_period(TICK) {
                     log(LogLevel::Warn, &format!("cannot set tick period: {s:?}"));
@@ -122,6 +124,8 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        shared.metrics.flush();
+        shared.refresh_log_level();
         if self.jwks_call.is_none() {
             self.jwks_call = shared.jwks_tick(self.context_id);
         }
@@ -135,7 +139,7 @@ impl RootContext for Root {
                     .started(&hash, shared.root_id, call),
                 Err(e) => {
                     log(LogLevel::Warn, &format!("#{} {e}", self.context_id));
-                    shared.abandon(&hash);
+                    shared.abandon(self.context_id, &hash);
                 }
             }
         }

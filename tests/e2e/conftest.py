@@ -164,6 +164,8 @@ class Envoy:
             return r.read().decode()
 
     def counters(self):
+        # The filter hands its counts to Envoy on its 200 ms timer.
+        time.sleep(0.3)
         out = {}
         for line in self.admin_get("/stats?filter=wasmcustom").splitlines():
             name, _, value = line.partition(": ")
