@@ -107,12 +107,14 @@ def lua_filter(code):
         "default_source_code": {"inline_string": code}}}
 
 
-def wasm_filter(name, path):
+def wasm_filter(name, path, configuration=""):
     return {"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": name, "root_id": name, "vm_config": {
             "vm_id": name, "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": str(path)}}}}}}
+            "code": {"local": {"filename": str(path)}}},
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": configuration}}}}
 
 
 def noop_filter():
@@ -184,6 +186,7 @@ SCENARIOS = [
     ("split_hit_verify", "split token, store hit, `verify` on (ES256)"),
     ("lua_cache", "Lua phantom filter with a per-worker cache, hit"),
     ("phantom_miss", "phantom token, a new token every request"),
+    ("wasm_minimal_call", "reference: read Authorization, one call out, replace the header"),
     ("lua_no_cache", "Lua phantom filter, no cache (a call per request)"),
     ("ext_authz", "ext_authz to the same token service (a call per request)"),
 ]
@@ -386,6 +389,8 @@ def filters_for(name, verify, jwks):
         return [noop_filter()]
     if name == "wasm_minimal":
         return [wasm_filter("minimal", MINIMAL_WASM)]
+    if name == "wasm_minimal_call":
+        return [wasm_filter("minimal_call", MINIMAL_WASM, "call")]
     if name == "phantom_hit":
         return [plugin_filter(phantom_cfg())]
     if name == "split_hit":

@@ -1,25 +1,44 @@
-//! The reference point of the benchmark's targets: the least a token filter must do on a cache
-//! hit. It reads `Authorization`, hashes it (SHA-256), reads one shared-data value by that hash
-//! and replaces the header with it. No parsing, no expiry, no scopes, no counters: not a
-//! usable filter, a yardstick (`scripts/bench.sh`, scenario `wasm_minimal`).
+//! The reference points of the benchmark's targets: the least a token filter must do.
+//!
+//! - Configuration `""` (scenario `wasm_minimal`), a cache hit: read `Authorization`, hash it
+//!   (SHA-256), read one shared-data value by that hash, replace the header.
+//! - Configuration `"call"` (scenario `wasm_minimal_call`), a miss on every request: read
+//!   `Authorization`, call cluster `token_service` (`POST /introspect`), put the answer's body in
+//!   `Authorization` and resume.
+//!
+//! No parsing, no expiry, no scopes, no counters, no error handling worth the name: not a usable
+//! filter, a yardstick (`scripts/bench.sh`).
+
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sha2::{Digest, Sha256};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { call: false }) });
 }}
 
-struct Root;
+struct Root {
+    call: bool,
+}
 
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.call = config == b"call";
+        true
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Minimal))
+        Some(Box::new(Minimal { call: self.call }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -27,9 +46,27 @@ impl RootContext for Root {
     }
 }
 
-struct Minimal;
+struct Minimal {
+    call: bool,
+}
 
-impl Context for Minimal {}
+impl Context for Minimal {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
+        if let Ok(Some(body)) =
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        {
+            if let Ok(jwt) = std::str::from_utf8(&body) {
+                let v = format!("Bearer {jwt}");
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "authorization",
+                    Some(&v),
+                );
+            }
+        }
+        let _ = hostcalls::resume_http_request();
+    }
+}
 
 impl HttpContext for Minimal {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -37,6 +74,26 @@ impl HttpContext for Minimal {
         else {
             return Action::Continue;
         };
+        if self.call {
+            let body = format!("token={}", auth.trim_start_matches("Bearer "));
+            let headers = vec![
+                (":method", "POST"),
+                (":path", "/introspect"),
+                (":authority", "token_service"),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("accept", "application/jwt"),
+            ];
+            return match hostcalls::dispatch_http_call(
+                "token_service",
+                headers,
+                Some(body.as_bytes()),
+                vec![],
+                Duration::from_secs(2),
+            ) {
+                Ok(_) => Action::Pause,
+                Err(_) => Action::Continue,
+            };
+        }
         let digest = Sha256::digest(auth.as_bytes());
         let key: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         let value = match hostcalls::get_shared_data(&key) {
