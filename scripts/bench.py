@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -348,6 +349,7 @@ def main():
     finally:
         gw.stop()
         backend.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def profile(gw, args, headers, miss_script):

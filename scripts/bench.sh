@@ -2,7 +2,7 @@
 # Runs the benchmark (scripts/bench.py): builds the filter and a do-nothing wasm filter, installs
 # wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
 # only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
-# --connections, --only, --profile).
+# --connections, --only, --profile, --compare-wasm).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_tools
