@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmark (scripts/bench.py): builds the filter and a do-nothing wasm filter, installs
+# Runs the benchmark (scripts/bench.py): builds the filter and the reference filters, installs
 # wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
 # only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
 # --connections, --only, --profile, --compare-wasm).
