@@ -40,56 +40,46 @@ SECRET = "bench-publisher-secret"
 HIT_TOKEN = "bench-opaque-hit-token"
 QUIET = ("--log-level", "error")
 
-# Lua phantom filter, as a user writes it by hand: one introspection call per request.
-LUA_NO_CACHE = """
+# Lua phantom filters, as a user writes them by hand. `{cache_lookup}` and `{cache_store}` are
+# empty for the filter without a cache.
+LUA_TEMPLATE = """
+{cache_decl}
 function envoy_on_request(h)
   local auth = h:headers():get("authorization")
   if auth == nil or string.sub(auth, 1, 7) ~= "Bearer " then
-    h:respond({[":status"] = "401"}, "")
+    h:respond({{[":status"] = "401"}}, "")
     return
   end
   local token = string.sub(auth, 8)
-  local headers, body = h:httpCall("token_service", {
+{cache_lookup}
+  local headers, body = h:httpCall("token_service", {{
     [":method"] = "POST", [":path"] = "/introspect", [":authority"] = "token_service",
     ["content-type"] = "application/x-www-form-urlencoded", ["accept"] = "application/jwt",
-    ["authorization"] = "Basic Z2F0ZXdheTpzZWNyZXQ="}, "token=" .. token, 2000)
+    ["authorization"] = "Basic Z2F0ZXdheTpzZWNyZXQ="}}, "token=" .. token, 2000)
   if headers[":status"] ~= "200" or body == nil then
-    h:respond({[":status"] = "401"}, "")
+    h:respond({{[":status"] = "401"}}, "")
     return
   end
+{cache_store}
   h:headers():replace("authorization", "Bearer " .. body)
 end
 """
 
+# One introspection call per request.
+LUA_NO_CACHE = LUA_TEMPLATE.format(cache_decl="", cache_lookup="", cache_store="")
+
 # The same with a per-worker cache (a Lua table per worker, 60 s per entry): the fairest
 # hand-written alternative on the cache-hit path.
-LUA_CACHE = """
-local cache = {}
-function envoy_on_request(h)
-  local auth = h:headers():get("authorization")
-  if auth == nil or string.sub(auth, 1, 7) ~= "Bearer " then
-    h:respond({[":status"] = "401"}, "")
-    return
-  end
-  local token = string.sub(auth, 8)
-  local now = os.time()
+LUA_CACHE = LUA_TEMPLATE.format(
+    cache_decl="local cache = {}",
+    cache_lookup="""  local now = os.time()
   local hit = cache[token]
   if hit ~= nil and hit.until_s > now then
     h:headers():replace("authorization", "Bearer " .. hit.jwt)
     return
-  end
-  local headers, body = h:httpCall("token_service", {
-    [":method"] = "POST", [":path"] = "/introspect", [":authority"] = "token_service",
-    ["content-type"] = "application/x-www-form-urlencoded", ["accept"] = "application/jwt",
-    ["authorization"] = "Basic Z2F0ZXdheTpzZWNyZXQ="}, "token=" .. token, 2000)
-  if headers[":status"] ~= "200" or body == nil then
-    h:respond({[":status"] = "401"}, "")
-    return
-  end
-  cache[token] = {jwt = body, until_s = now + 60}
-  h:headers():replace("authorization", "Bearer " .. body)
-end
-"""
+  end""",
+    cache_store="  cache[token] = {jwt = body, until_s = now + 60}",
+)
 
 # wrk script: a token never seen before on every request.
 WRK_MISS = """
@@ -133,31 +123,21 @@ def ext_authz_filter():
 
 
 def direct(name, status, body, headers=()):
-    """A backend listener answering every request with a fixed response."""
-    return {
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name, "codec_type": "AUTO",
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
-                    "match": {"prefix": "/"},
-                    "direct_response": {"status": status, "body": {"inline_string": body}},
-                    "response_headers_to_add": [{"header": {"key": k, "value": v}} for k, v in headers],
-                }]}]},
-                # The buffer filter reads the whole request before the direct response: an
-                # answer sent before the request body is read makes Envoy close the connection,
-                # so every introspection would open a new one (a real token service reads it).
-                "http_filters": [
-                    {"name": "envoy.filters.http.buffer", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                        "max_request_bytes": 65536}},
-                    {"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            }}]}],
-    }
+    """A backend listener answering every request with a fixed response. The buffer filter reads
+    the whole request first: an answer sent before the request body is read makes Envoy close
+    the connection, so every introspection would open a new one (a real token service reads
+    it)."""
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 65536}}
+    lst = listener(name, [buffer])
+    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [{
+        "match": {"prefix": "/"},
+        "direct_response": {"status": status, "body": {"inline_string": body}},
+        "response_headers_to_add": [{"header": {"key": k, "value": v}} for k, v in headers],
+    }]
+    return lst
 
 
 def phantom_cfg(client_id="gateway", verify=None, max_entries=100000):

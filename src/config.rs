@@ -504,15 +504,7 @@ impl RawJwksSource {
         check_name("verify.jwks.cluster", &self.cluster)?;
         let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
         check_name("verify.jwks.authority", &authority)?;
-        if !self.path.starts_with('/')
-            || self.path.len() > 2_048
-            || !self.path.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ConfigError::new(
-                "verify.jwks.path",
-                "must start with '/' and contain only visible ASCII (at most 2048 bytes)",
-            ));
-        }
+        check_call_path("verify.jwks.path", &self.path)?;
         let refresh_s = in_range(
             "verify.jwks.refresh_s",
             self.refresh_s.unwrap_or(DEFAULT_JWKS_REFRESH_S),
@@ -553,15 +545,7 @@ impl RawPhantom {
         let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
         check_name("phantom.authority", &authority)?;
         // The introspection path may carry a query; paths matched against requests may not.
-        if !self.path.starts_with('/')
-            || self.path.len() > 2_048
-            || !self.path.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ConfigError::new(
-                "phantom.path",
-                "must start with '/' and contain only visible ASCII (at most 2048 bytes)",
-            ));
-        }
+        check_call_path("phantom.path", &self.path)?;
         check_credential("phantom.client_id", &self.client_id)?;
         check_credential("phantom.client_secret", &self.client_secret)?;
         let timeout_ms = in_range(
@@ -649,6 +633,21 @@ impl RawSplit {
 fn entries(field: &str, value: u32, max: u32) -> Result<u32, ConfigError> {
     let v = in_range(field, u64::from(value), 1, u64::from(max))?;
     Ok(u32::try_from(v).unwrap_or(max))
+}
+
+/// The path of a call the filter makes (introspection, JWKS): starts with `/`, visible ASCII; a
+/// query is allowed.
+fn check_call_path(field: &str, value: &str) -> Result<(), ConfigError> {
+    if !value.starts_with('/')
+        || value.len() > 2_048
+        || !value.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ConfigError::new(
+            field,
+            "must start with '/' and contain only visible ASCII (at most 2048 bytes)",
+        ));
+    }
+    Ok(())
 }
 
 /// A request path matched exactly: starts with `/`, visible ASCII, no query or fragment.

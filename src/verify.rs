@@ -234,31 +234,19 @@ impl RawJwk {
             };
             (k.len() >= min).then_some(k)
         };
+        macro_rules! rsa_key {
+            ($variant:ident, $ty:ty) => {{
+                let (n, e) = rsa()?;
+                PublicKey::$variant(<$ty>::from_components(&n, &e).ok()?)
+            }};
+        }
         Some(match alg {
-            Alg::Rs256 => {
-                let (n, e) = rsa()?;
-                PublicKey::Rs256(RS256PublicKey::from_components(&n, &e).ok()?)
-            }
-            Alg::Rs384 => {
-                let (n, e) = rsa()?;
-                PublicKey::Rs384(RS384PublicKey::from_components(&n, &e).ok()?)
-            }
-            Alg::Rs512 => {
-                let (n, e) = rsa()?;
-                PublicKey::Rs512(RS512PublicKey::from_components(&n, &e).ok()?)
-            }
-            Alg::Ps256 => {
-                let (n, e) = rsa()?;
-                PublicKey::Ps256(PS256PublicKey::from_components(&n, &e).ok()?)
-            }
-            Alg::Ps384 => {
-                let (n, e) = rsa()?;
-                PublicKey::Ps384(PS384PublicKey::from_components(&n, &e).ok()?)
-            }
-            Alg::Ps512 => {
-                let (n, e) = rsa()?;
-                PublicKey::Ps512(PS512PublicKey::from_components(&n, &e).ok()?)
-            }
+            Alg::Rs256 => rsa_key!(Rs256, RS256PublicKey),
+            Alg::Rs384 => rsa_key!(Rs384, RS384PublicKey),
+            Alg::Rs512 => rsa_key!(Rs512, RS512PublicKey),
+            Alg::Ps256 => rsa_key!(Ps256, PS256PublicKey),
+            Alg::Ps384 => rsa_key!(Ps384, PS384PublicKey),
+            Alg::Ps512 => rsa_key!(Ps512, PS512PublicKey),
             Alg::Es256 => PublicKey::Es256(ES256PublicKey::from_bytes(&ec(32)?).ok()?),
             Alg::Es384 => PublicKey::Es384(ES384PublicKey::from_bytes(&ec(48)?).ok()?),
             Alg::EdDsa => {

@@ -341,25 +341,10 @@ impl Shared {
     /// `true`, for the caller to continue) or a local reply, so no request is left hanging.
     pub fn apply(&self, context_id: u32, head: bool, verdict: &Verdict, resume: bool) -> bool {
         match verdict {
-            Verdict::Forward { authorization } if !resume => {
-                self.apply_forward(context_id, authorization)
-            }
             Verdict::Forward { authorization } => {
-                // Overwrite, never append: any client-sent Authorization is replaced.
-                let set = hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
-                    "authorization",
-                    Some(authorization),
-                );
-                if set.is_err() {
-                    log(
-                        LogLevel::Error,
-                        &format!("#{context_id} cannot set authorization header"),
-                    );
-                    self.reject(context_id, head, Denial::TokenService(Failure::Malformed));
+                if !self.apply_forward(context_id, head, authorization) {
                     return false;
                 }
-                self.count(Counter::Allowed);
                 if resume {
                     if let Err(s) = hostcalls::resume_http_request() {
                         log(
@@ -377,10 +362,10 @@ impl Shared {
         }
     }
 
-    /// Forwards the current request with `authorization` (overwritten, never appended), from
-    /// its request headers callback (the caller returns `Continue`). False when the header
-    /// could not be set: the request was answered with a 502 instead.
-    pub fn apply_forward(&self, context_id: u32, authorization: &str) -> bool {
+    /// Sets `authorization` on the current request (overwritten, never appended: any
+    /// client-sent value is replaced). False when the header could not be set: the request was
+    /// answered with a 502 instead.
+    pub fn apply_forward(&self, context_id: u32, head: bool, authorization: &str) -> bool {
         let set = hostcalls::set_map_value(
             MapType::HttpRequestHeaders,
             "authorization",
@@ -391,8 +376,7 @@ impl Shared {
                 LogLevel::Error,
                 &format!("#{context_id} cannot set authorization header"),
             );
-            // Nothing was read of the method: a HEAD request gets a body it will ignore.
-            self.reject(context_id, false, Denial::TokenService(Failure::Malformed));
+            self.reject(context_id, head, Denial::TokenService(Failure::Malformed));
             return false;
         }
         self.count(Counter::Allowed);

@@ -310,7 +310,9 @@ impl HttpContext for Http {
         // when the request is refused or waits (for a CORS preflight and for HEAD replies).
         if let Step::Done(Verdict::Forward { authorization }) = &step {
             self.state = State::Done;
-            return if shared.apply_forward(self.id, authorization) {
+            // The method was not read: were this a HEAD request refused here, its 502 would
+            // carry a body the client ignores.
+            return if shared.apply_forward(self.id, false, authorization) {
                 Action::Continue
             } else {
                 Action::Pause
