@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bearer;
 use crate::introspection;
+use crate::mint::{self, MintConfig, SigningKey};
 use crate::scope;
 use crate::split::HashEncoding;
 use crate::store::Store;
@@ -49,6 +50,9 @@ const MAX_TTL_S: u64 = 86_400;
 const MAX_NEGATIVE_TTL_S: u64 = 3_600;
 const MAX_ENTRIES: u32 = 10_000_000;
 const MAX_SCOPES: usize = 64;
+const MAX_MINT_CLAIMS: usize = 64;
+/// Default `phantom.mint.max_lifetime_s`.
+pub const DEFAULT_MINT_LIFETIME_S: u64 = 300;
 const MAX_NAME_LEN: usize = 256;
 const MAX_SECRET_LEN: usize = 1_024;
 
@@ -138,6 +142,23 @@ struct RawPhantom {
     client_id: String,
     client_secret: String,
     timeout_ms: Option<u64>,
+    response: Option<String>,
+    jwt_claim: Option<String>,
+    mint: Option<RawMint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMint {
+    issuer: String,
+    audience: String,
+    algorithm: String,
+    private_key_pem: String,
+    key_id: String,
+    #[serde(default)]
+    claims: Vec<String>,
+    max_lifetime_s: Option<u64>,
+    jwks_path: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -225,7 +246,8 @@ impl fmt::Debug for PublishConfig {
     }
 }
 
-/// Where and how to introspect opaque tokens (RFC 7662, Curity's `application/jwt` variant).
+/// Where and how to introspect opaque tokens (RFC 7662, Curity's `application/jwt` variant,
+/// RFC 9701).
 #[derive(Clone)]
 pub struct PhantomConfig {
     pub cluster: String,
@@ -235,6 +257,42 @@ pub struct PhantomConfig {
     /// Precomputed `Authorization: Basic ...` value (RFC 6749 §2.3.1); holds the secret.
     pub basic_authorization: String,
     pub timeout_ms: u64,
+    /// What the introspection answer is (`phantom.response`).
+    pub contract: Contract,
+    /// How the gateway mints a JWT from introspected claims (`phantom.mint`).
+    pub mint: Option<MintConfig>,
+}
+
+/// The introspection response contract, `phantom.response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contract {
+    /// `"jwt"`: `Accept: application/jwt`, the answer is the JWT to forward (Curity).
+    Jwt,
+    /// `"json"`: RFC 7662 JSON claims; the JWT is the claim `jwt_claim` when present, else
+    /// minted by the gateway.
+    Json { jwt_claim: Option<String> },
+    /// `"rfc9701"`: a signed JWT response, verified with the `verify` keys; the JWT forwarded
+    /// is minted.
+    Rfc9701,
+}
+
+impl Contract {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Contract::Jwt => "jwt",
+            Contract::Json { .. } => "json",
+            Contract::Rfc9701 => "rfc9701",
+        }
+    }
+
+    /// The `Accept` header of the introspection request.
+    pub fn accept(&self) -> &'static str {
+        match self {
+            Contract::Jwt => "application/jwt",
+            Contract::Json { .. } => "application/json",
+            Contract::Rfc9701 => "application/token-introspection+jwt",
+        }
+    }
 }
 
 // The secret is inside `basic_authorization`: never print it.
@@ -247,6 +305,8 @@ impl fmt::Debug for PhantomConfig {
             .field("client_id", &self.client_id)
             .field("basic_authorization", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
+            .field("contract", &self.contract)
+            .field("mint", &self.mint)
             .finish()
     }
 }
@@ -294,16 +354,31 @@ impl Config {
         if let Some(p) = &self.phantom {
             out.push_str(&format!(
                 " phantom.cluster={} phantom.authority={} phantom.path={} phantom.client_id={} \
-                 phantom.timeout_ms={} cache.max_ttl_s={} cache.negative_ttl_s={} \
-                 cache.max_entries={}",
+                 phantom.timeout_ms={} phantom.response={} cache.max_ttl_s={} \
+                 cache.negative_ttl_s={} cache.max_entries={}",
                 p.cluster,
                 p.authority,
                 p.path,
                 p.client_id,
                 p.timeout_ms,
+                p.contract.name(),
                 self.cache.max_ttl_s,
                 self.cache.negative_ttl_s,
                 self.cache.max_entries,
+            ));
+        }
+        if let Some(m) = self.phantom.as_ref().and_then(|p| p.mint.as_ref()) {
+            out.push_str(&format!(
+                " phantom.mint.issuer={} phantom.mint.audience={} phantom.mint.algorithm={} \
+                 phantom.mint.key_id={} phantom.mint.claims={:?} phantom.mint.max_lifetime_s={} \
+                 phantom.mint.jwks_path={}",
+                m.issuer,
+                m.audience,
+                m.key.name(),
+                m.key_id,
+                m.claims,
+                m.max_lifetime_s,
+                m.jwks_path.as_deref().unwrap_or("-"),
             ));
         }
         if let Some(sp) = &self.split {
@@ -385,6 +460,17 @@ impl RawConfig {
             MAX_ENTRIES,
         )?;
         let verify = self.verify.map(RawVerify::validate).transpose()?;
+        if phantom
+            .as_ref()
+            .is_some_and(|p| p.contract == Contract::Rfc9701)
+            && verify.is_none()
+        {
+            return Err(ConfigError::new(
+                "verify",
+                "is required with phantom.response \"rfc9701\": the signed introspection \
+                 response is verified with its keys",
+            ));
+        }
         // A cache filled without verification (or with other rules) is never read by a
         // configuration that verifies: the rules are part of the namespace.
         let fingerprint = verify
@@ -397,6 +483,8 @@ impl RawConfig {
                 &p.path,
                 &p.client_id,
                 &fingerprint,
+                &format!("{:?}", p.contract),
+                p.mint.as_ref().map_or("", |m| m.fingerprint.as_str()),
             ])
         });
         let split = self
@@ -554,6 +642,50 @@ impl RawPhantom {
             1,
             MAX_TIMEOUT_MS,
         )?;
+        if let Some(claim) = &self.jwt_claim {
+            check_name("phantom.jwt_claim", claim)?;
+        }
+        let contract = match self.response.as_deref().unwrap_or("jwt") {
+            "jwt" => Contract::Jwt,
+            "json" => Contract::Json {
+                jwt_claim: self.jwt_claim.clone(),
+            },
+            "rfc9701" => Contract::Rfc9701,
+            _ => {
+                return Err(ConfigError::new(
+                    "phantom.response",
+                    "must be \"jwt\", \"json\" or \"rfc9701\"",
+                ))
+            }
+        };
+        if self.jwt_claim.is_some() && !matches!(contract, Contract::Json { .. }) {
+            return Err(ConfigError::new(
+                "phantom.jwt_claim",
+                "is only used with phantom.response \"json\"",
+            ));
+        }
+        let mint = self.mint.map(RawMint::validate).transpose()?;
+        match (&contract, &mint) {
+            (Contract::Jwt, Some(_)) => {
+                return Err(ConfigError::new(
+                    "phantom.mint",
+                    "is only used with phantom.response \"json\" or \"rfc9701\"",
+                ))
+            }
+            (Contract::Rfc9701, None) => {
+                return Err(ConfigError::new(
+                    "phantom.mint",
+                    "is required with phantom.response \"rfc9701\"",
+                ))
+            }
+            (Contract::Json { jwt_claim: None }, None) => {
+                return Err(ConfigError::new(
+                    "phantom.mint",
+                    "is required with phantom.response \"json\" unless phantom.jwt_claim is set",
+                ))
+            }
+            _ => {}
+        }
         Ok(PhantomConfig {
             basic_authorization: introspection::basic_authorization(
                 &self.client_id,
@@ -564,6 +696,63 @@ impl RawPhantom {
             path: self.path,
             client_id: self.client_id,
             timeout_ms,
+            contract,
+            mint,
+        })
+    }
+}
+
+impl RawMint {
+    fn validate(self) -> Result<MintConfig, ConfigError> {
+        check_name("phantom.mint.issuer", &self.issuer)?;
+        check_name("phantom.mint.audience", &self.audience)?;
+        check_name("phantom.mint.key_id", &self.key_id)?;
+        if !SigningKey::NAMES.contains(&self.algorithm.as_str()) {
+            return Err(ConfigError::new(
+                "phantom.mint.algorithm",
+                format!("must be one of {}", SigningKey::NAMES.join(", ")),
+            ));
+        }
+        // The error names the field, never the key.
+        let key = SigningKey::from_pem(&self.algorithm, &self.private_key_pem, &self.key_id)
+            .map_err(|e| ConfigError::new("phantom.mint.private_key_pem", e))?;
+        if self.claims.len() > MAX_MINT_CLAIMS {
+            return Err(ConfigError::new(
+                "phantom.mint.claims",
+                format!("has more than {MAX_MINT_CLAIMS} entries"),
+            ));
+        }
+        for (i, c) in self.claims.iter().enumerate() {
+            check_name(&format!("phantom.mint.claims[{i}]"), c)?;
+        }
+        let max_lifetime_s = in_range(
+            "phantom.mint.max_lifetime_s",
+            self.max_lifetime_s.unwrap_or(DEFAULT_MINT_LIFETIME_S),
+            1,
+            MAX_TTL_S,
+        )?;
+        if let Some(p) = &self.jwks_path {
+            check_path("phantom.mint.jwks_path", p)?;
+        }
+        let jwks = mint::jwks_document(&key, &self.key_id);
+        let fingerprint = namespace_of(&[
+            &self.issuer,
+            &self.audience,
+            &self.key_id,
+            &self.claims.join(" "),
+            &max_lifetime_s.to_string(),
+            &jwks,
+        ]);
+        Ok(MintConfig {
+            issuer: self.issuer,
+            audience: self.audience,
+            key,
+            key_id: self.key_id,
+            claims: self.claims,
+            max_lifetime_s,
+            jwks_path: self.jwks_path,
+            jwks,
+            fingerprint,
         })
     }
 }
@@ -789,6 +978,156 @@ mod tests {
             <[u8; 32]>::from(Sha256::digest(b"publisher-secret"))
         );
         assert_eq!(sp.split_responses, vec!["/oauth/token"]);
+    }
+
+    fn with_phantom(phantom_extra: &str, rest: &str) -> String {
+        format!(
+            r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
+            "client_secret": "s" {phantom_extra}}} {rest}}}"#
+        )
+    }
+
+    fn mint_json(extra: &str) -> String {
+        let pem = crate::mint::tests::EC_PEM.replace('\n', "\\n");
+        format!(
+            r#", "mint": {{"issuer": "gw-iss", "audience": "apis", "algorithm": "ES256",
+            "private_key_pem": "{pem}", "key_id": "k1" {extra}}}"#
+        )
+    }
+
+    const VERIFY: &str = r#", "verify": {"issuer": "i", "audiences": ["a"], "algorithms": ["ES256"],
+        "jwks": {"cluster": "ts", "path": "/jwks"}}"#;
+
+    #[test]
+    fn response_contracts_and_minting() {
+        let c = Config::from_slice(with_phantom(r#", "response": "json""#, "").as_bytes());
+        assert_eq!(c.unwrap_err().field, "phantom.mint");
+        let json = Config::from_slice(
+            with_phantom(&format!(r#", "response": "json"{}"#, mint_json("")), "").as_bytes(),
+        )
+        .unwrap();
+        let p = json.phantom.as_ref().unwrap();
+        assert_eq!(p.contract, Contract::Json { jwt_claim: None });
+        let m = p.mint.as_ref().unwrap();
+        assert_eq!(m.max_lifetime_s, DEFAULT_MINT_LIFETIME_S);
+        assert!(m.claims.is_empty() && m.jwks_path.is_none());
+        // Neither the summary nor Debug shows the private key.
+        for shown in [json.summary(), format!("{json:?}")] {
+            assert!(
+                !shown.contains("PRIVATE") && !shown.contains("MIGH"),
+                "{shown}"
+            );
+        }
+        let claim_only = Config::from_slice(
+            with_phantom(r#", "response": "json", "jwt_claim": "jwt""#, "").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            claim_only.phantom.unwrap().contract,
+            Contract::Json {
+                jwt_claim: Some("jwt".into())
+            }
+        );
+        // Each contract caches under its own namespace.
+        let jwt_default = Config::from_slice(with_phantom("", "").as_bytes()).unwrap();
+        assert_ne!(jwt_default.cache.namespace, json.cache.namespace);
+        assert_ne!(claim_only.cache.namespace, json.cache.namespace);
+
+        let rfc = with_phantom(&format!(r#", "response": "rfc9701"{}"#, mint_json("")), "");
+        assert_eq!(err(&rfc).field, "verify");
+        let rfc = with_phantom(
+            &format!(r#", "response": "rfc9701"{}"#, mint_json("")),
+            VERIFY,
+        );
+        assert_eq!(
+            Config::from_slice(rfc.as_bytes())
+                .unwrap()
+                .phantom
+                .unwrap()
+                .contract,
+            Contract::Rfc9701
+        );
+        let cases = [
+            (
+                with_phantom(r#", "response": "JSON""#, ""),
+                "phantom.response",
+            ),
+            (
+                with_phantom(r#", "jwt_claim": "x""#, ""),
+                "phantom.jwt_claim",
+            ),
+            (with_phantom(&mint_json(""), ""), "phantom.mint"),
+            (
+                with_phantom(r#", "response": "rfc9701""#, VERIFY),
+                "phantom.mint",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "rfc9701", "jwt_claim": "x"{}"#,
+                        mint_json("")
+                    ),
+                    VERIFY,
+                ),
+                "phantom.jwt_claim",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "json"{}"#,
+                        mint_json(r#", "max_lifetime_s": 0"#)
+                    ),
+                    "",
+                ),
+                "phantom.mint.max_lifetime_s",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "json"{}"#,
+                        mint_json(r#", "jwks_path": "/k?x""#)
+                    ),
+                    "",
+                ),
+                "phantom.mint.jwks_path",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "json"{}"#,
+                        mint_json(r#", "claims": [""]"#)
+                    ),
+                    "",
+                ),
+                "phantom.mint.claims[0]",
+            ),
+            (
+                with_phantom(
+                    &format!(r#", "response": "json"{}"#, mint_json(r#", "color": 1"#)),
+                    "",
+                ),
+                "phantom.mint.color",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(err(&json).field, field, "{json}");
+        }
+        // A wrong algorithm or a key that does not load: the error names the field only.
+        let wrong_alg = with_phantom(
+            &format!(r#", "response": "json"{}"#, mint_json("")).replace("ES256", "RS256"),
+            "",
+        );
+        assert_eq!(err(&wrong_alg).field, "phantom.mint.algorithm");
+        let not_ed = with_phantom(
+            &format!(r#", "response": "json"{}"#, mint_json("")).replace("ES256", "EdDSA"),
+            "",
+        );
+        let e = err(&not_ed);
+        assert_eq!(e.field, "phantom.mint.private_key_pem");
+        assert!(
+            !e.message.contains("MIGH") && !e.to_string().contains("MIGH"),
+            "{e}"
+        );
     }
 
     #[test]

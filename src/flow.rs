@@ -13,6 +13,8 @@
 //!   hit: Active ──► scope check ──► Forward(Bearer JWT) | Reject(InsufficientScope)
 //!   hit: Inactive ──► Reject(InvalidToken)
 //!   miss ──► Introspect ── answer ──► on_introspection ──► Forward | Reject
+//!            (answer "jwt": verify, forward; "json": JWT claim or mint; "rfc9701": verify
+//!             the signed answer, then mint)
 //! ```
 //!
 //! Host effects (shared data, clock, counters) go through [`Host`], so the whole flow runs
@@ -26,6 +28,7 @@ use crate::jwks::KeyState;
 use crate::jwt;
 use crate::local::LocalCache;
 use crate::metrics::Counter;
+use crate::mint::{self, MintError, Minted};
 use crate::reply::{Denial, SplitReply};
 use crate::scope;
 use crate::split::{self, PublishOp, Rewrite};
@@ -201,20 +204,35 @@ pub enum Route {
     /// One of `split.split_responses.paths`: forwarded without a token check; the response
     /// is split.
     TokenEndpoint,
+    /// `phantom.mint.jwks_path`: the public keys of the gateway's minted JWTs, answered by
+    /// the filter and never forwarded.
+    GatewayJwks,
 }
 
-/// Whether the path must be read at all: only when split routes are configured.
+/// Whether the path must be read at all: only when the filter answers or treats some path
+/// itself (split routes, the gateway's JWK Set).
 pub fn has_routes(cfg: &Config) -> bool {
-    cfg.split
-        .as_ref()
-        .is_some_and(|s| s.publish.is_some() || !s.split_responses.is_empty())
+    gateway_jwks(cfg).is_some()
+        || cfg
+            .split
+            .as_ref()
+            .is_some_and(|s| s.publish.is_some() || !s.split_responses.is_empty())
+}
+
+/// `(path, document)` of the JWK Set of the gateway's minting key, when it is served.
+pub fn gateway_jwks(cfg: &Config) -> Option<(&str, &str)> {
+    let mint = cfg.phantom.as_ref()?.mint.as_ref()?;
+    Some((mint.jwks_path.as_deref()?, mint.jwks.as_str()))
 }
 
 pub fn route(cfg: &Config, path: &str) -> Route {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if gateway_jwks(cfg).is_some_and(|(p, _)| p == path) {
+        return Route::GatewayJwks;
+    }
     let Some(split) = &cfg.split else {
         return Route::Protected;
     };
-    let path = path.split(['?', '#']).next().unwrap_or("");
     if split.publish.as_ref().is_some_and(|p| p.path == path) {
         Route::Publish
     } else if split.split_responses.iter().any(|p| p == path) {
@@ -329,15 +347,18 @@ pub fn on_introspection(
 ) -> Verdict {
     let now = host.now_ms();
     let key = || cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
-    match outcome {
+    let inactive = || {
+        cache_inactive(cfg, host, &key(), hash, now);
+        Verdict::Reject(Denial::InvalidToken)
+    };
+    let (jwt, claims, max_age_s, no_store) = match outcome {
         Outcome::Active { claims, .. }
             if claims
                 .exp
                 .is_some_and(|exp| exp.saturating_mul(1_000) <= now) =>
         {
             // The token service handed out an already expired JWT: the API would refuse it.
-            cache_inactive(cfg, host, &key(), hash, now);
-            Verdict::Reject(Denial::InvalidToken)
+            return inactive();
         }
         Outcome::Active {
             jwt,
@@ -350,32 +371,110 @@ pub fn on_introspection(
             if let Err(denial) = check_jwt(cfg, host, &jwt) {
                 return Verdict::Reject(denial);
             }
-            let verdict = authorize(cfg, &jwt, &claims.scope);
-            if !no_store {
-                if let Some(until) =
-                    cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
-                {
-                    host.shared_set(
-                        &key(),
-                        &cache::encode_active(hash, until, &claims.scope, &jwt),
-                    );
-                    if let Verdict::Forward { authorization } = &verdict {
-                        host.local_cache().put(hash, until, authorization);
-                    }
-                }
+            (jwt, claims, max_age_s, no_store)
+        }
+        Outcome::Claims {
+            claims,
+            max_age_s,
+            no_store,
+        } => match mint_for(cfg, host, &claims) {
+            Ok(Some(m)) => (m.jwt, m.claims, max_age_s, no_store),
+            Ok(None) => return inactive(),
+            Err(denial) => return Verdict::Reject(denial),
+        },
+        Outcome::Signed {
+            jwt,
+            max_age_s,
+            no_store,
+        } => {
+            let introspected = match check_signed_response(cfg, host, &jwt) {
+                Ok(claims) => claims,
+                Err(denial) => return Verdict::Reject(denial),
+            };
+            // RFC 9701 §5: inactive tokens are answered with 200 too.
+            match introspected.get("active") {
+                Some(serde_json::Value::Bool(true)) => {}
+                Some(serde_json::Value::Bool(false)) => return inactive(),
+                _ => return Verdict::Reject(Denial::TokenService(CallFailure::Malformed)),
             }
-            verdict
+            match mint_for(cfg, host, &introspected) {
+                Ok(Some(m)) => (m.jwt, m.claims, max_age_s, no_store),
+                Ok(None) => return inactive(),
+                Err(denial) => return Verdict::Reject(denial),
+            }
         }
-        Outcome::Inactive => {
-            cache_inactive(cfg, host, &key(), hash, now);
-            Verdict::Reject(Denial::InvalidToken)
-        }
+        Outcome::Inactive => return inactive(),
         Outcome::Failed(CallFailure::Unsigned) if cfg.verify.is_some() => {
             host.count(Counter::VerifyDisallowedAlgorithm);
-            Verdict::Reject(Denial::InvalidToken)
+            return Verdict::Reject(Denial::InvalidToken);
         }
-        Outcome::Failed(failure) => Verdict::Reject(Denial::TokenService(failure)),
+        Outcome::Failed(failure) => return Verdict::Reject(Denial::TokenService(failure)),
+    };
+    let verdict = authorize(cfg, &jwt, &claims.scope);
+    if !no_store {
+        if let Some(until) = cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s) {
+            host.shared_set(
+                &key(),
+                &cache::encode_active(hash, until, &claims.scope, &jwt),
+            );
+            if let Verdict::Forward { authorization } = &verdict {
+                host.local_cache().put(hash, until, authorization);
+            }
+        }
     }
+    verdict
+}
+
+/// Mints the JWT for an active token from its introspected claims; `None` when the claims
+/// say it has expired. Signing is paid once per token per cache lifetime.
+fn mint_for(
+    cfg: &Config,
+    host: &dyn Host,
+    introspected: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Minted>, Denial> {
+    let Some(mint_cfg) = cfg.phantom.as_ref().and_then(|p| p.mint.as_ref()) else {
+        // `json` with `jwt_claim` and no `mint`: the claim was missing.
+        return Err(Denial::TokenService(CallFailure::Malformed));
+    };
+    match mint::mint(mint_cfg, introspected, host.now_ms() / 1_000) {
+        Ok(m) => {
+            host.count(Counter::Minted);
+            Ok(Some(m))
+        }
+        Err(MintError::Expired) => Ok(None),
+        Err(MintError::BadClaims | MintError::Signing) => {
+            Err(Denial::TokenService(CallFailure::Malformed))
+        }
+    }
+}
+
+/// Verifies a signed introspection response (RFC 9701) with the `verify` keys, its audience
+/// being the gateway's client id. A failure is the token service's (502), not the client's.
+fn check_signed_response(
+    cfg: &Config,
+    host: &dyn Host,
+    jwt: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Denial> {
+    let (Some(verify), Some(phantom)) = (&cfg.verify, &cfg.phantom) else {
+        return Err(Denial::TokenService(CallFailure::Unverified));
+    };
+    let state = host.key_state();
+    let Some(keys) = state.keys() else {
+        return Err(Denial::KeysUnavailable);
+    };
+    keys.verify_introspection(
+        &verify.policy,
+        &phantom.client_id,
+        jwt,
+        host.now_ms() / 1_000,
+    )
+    .map_err(|failure| {
+        if failure == Failure::UnknownKey {
+            state.request_refetch();
+        }
+        host.count(Counter::IntrospectionUnverified);
+        Denial::TokenService(CallFailure::Unverified)
+    })
 }
 
 fn cache_inactive(cfg: &Config, host: &dyn Host, key: &str, hash: &TokenHash, now: u64) {
@@ -1040,6 +1139,305 @@ mod tests {
                 forward(&jwt)
             );
             assert_eq!(host.count_of(Counter::Verified), 2);
+        }
+    }
+
+    /// `phantom.response` "json" and "rfc9701": JWTs from introspected claims.
+    mod contracts {
+        use super::*;
+        use crate::introspection::{classify, Response};
+        use crate::mint::tests::EC_PEM;
+        use crate::verify::tests::{jwks, keys, signed_introspection, Keys};
+        use crate::verify::{Alg, KeySet, Policy};
+
+        const GATEWAY: &str = "https://gateway.example.com";
+
+        fn setup(k: &Keys, response: &str, extra_phantom: &str) -> (Config, FakeHost) {
+            let pem = EC_PEM.replace('\n', "\\n");
+            let verify = if response == "rfc9701" {
+                format!(
+                    r#", "verify": {{"issuer": "https://login.example.com",
+                    "audiences": ["api.example.com"], "algorithms": ["ES256"],
+                    "jwks_inline": {}}}"#,
+                    jwks(k)
+                )
+            } else {
+                String::new()
+            };
+            let json = format!(
+                r#"{{"required_scopes": ["read"],
+                "phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s",
+                  "response": "{response}" {extra_phantom},
+                  "mint": {{"issuer": "{GATEWAY}", "audience": "internal-apis",
+                    "algorithm": "ES256", "private_key_pem": "{pem}", "key_id": "gw-1",
+                    "claims": ["sub", "scope", "client_id"], "max_lifetime_s": 120,
+                    "jwks_path": "/.well-known/gateway-jwks.json"}}}}{verify}}}"#
+            );
+            let cfg = Config::from_slice(json.as_bytes()).unwrap();
+            let host = FakeHost::at(T0);
+            if let Some(crate::config::KeySource::Inline(keys)) =
+                cfg.verify.as_ref().map(|v| &v.keys)
+            {
+                host.keys.set_keys(keys.clone());
+            }
+            (cfg, host)
+        }
+
+        fn answer(cfg: &Config, content_type: &str, body: &str) -> Outcome {
+            classify(
+                &Response {
+                    status: Some("200"),
+                    content_type: Some(content_type),
+                    body: Some(body.as_bytes()),
+                    ..Response::default()
+                },
+                &cfg.phantom.as_ref().unwrap().contract,
+            )
+        }
+
+        /// The minted JWT in a forward verdict, checked against the gateway's served JWK Set.
+        fn minted(cfg: &Config, v: &Verdict) -> serde_json::Value {
+            let Verdict::Forward { authorization } = v else {
+                panic!("expected a forward, got {v:?}");
+            };
+            let jwt = authorization.strip_prefix("Bearer ").unwrap();
+            let (_, doc) = gateway_jwks(cfg).unwrap();
+            let keys = KeySet::parse(doc.as_bytes(), &[Alg::Es256], false).unwrap();
+            let policy = Policy {
+                issuer: GATEWAY.into(),
+                audiences: vec!["internal-apis".into()],
+                algorithms: vec![Alg::Es256],
+                clock_skew_s: 0,
+            };
+            keys.verify(&policy, jwt, T0 / 1_000).unwrap();
+            let payload = jwt.split('.').nth(1).unwrap();
+            serde_json::from_slice(
+                &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                    .unwrap(),
+            )
+            .unwrap()
+        }
+
+        #[test]
+        fn json_claims_are_minted_once_and_cached() {
+            let k = keys();
+            let (cfg, host) = setup(&k, "json", "");
+            let hash = introspect(&cfg, &host, "Bearer opaque-1");
+            let body = r#"{"active":true,"sub":"alice","scope":"read write","client_id":"app",
+                "exp":1700000600,"iat":1699999000,"iss":"https://as","token_type":"Bearer"}"#;
+            let v = on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", body));
+            let p = minted(&cfg, &v);
+            assert_eq!(p["sub"], "alice");
+            assert_eq!(p["client_id"], "app");
+            assert_eq!(p["iss"], GATEWAY);
+            assert_eq!(p["aud"], "internal-apis");
+            // Capped at max_lifetime_s (the token lives 600 s).
+            assert_eq!(p["exp"], T0 / 1_000 + 120);
+            assert!(p.get("token_type").is_none());
+            // Cache hits forward the same JWT and mint nothing.
+            for _ in 0..3 {
+                assert_eq!(
+                    on_request(&cfg, &host, Some("Bearer opaque-1")),
+                    Step::Done(v.clone())
+                );
+            }
+            assert_eq!(host.count_of(Counter::Minted), 1);
+        }
+
+        #[test]
+        fn json_scopes_inactive_and_expired_answers() {
+            let k = keys();
+            let (cfg, host) = setup(&k, "json", "");
+            let mut n = 0;
+            let mut run = |body: &str| {
+                n += 1;
+                let hash = introspect(&cfg, &host, &format!("Bearer t{n}"));
+                on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", body))
+            };
+            // Scopes are the introspected ones.
+            assert_eq!(
+                run(r#"{"active":true,"scope":"write"}"#),
+                Verdict::Reject(Denial::InsufficientScope)
+            );
+            assert_eq!(
+                run(r#"{"active":false}"#),
+                Verdict::Reject(Denial::InvalidToken)
+            );
+            assert_eq!(
+                run(r#"{"active":true,"scope":"read","exp":1699999999}"#),
+                Verdict::Reject(Denial::InvalidToken)
+            );
+            // Not a usable RFC 7662 answer: the token service is at fault.
+            for bad in [
+                r#"{"active":"true"}"#,
+                r#"{"scope":"read"}"#,
+                r#"{"active":true,"scope":7}"#,
+                r#"{"active":true,"exp":"soon"}"#,
+                "[]",
+            ] {
+                assert_eq!(
+                    run(bad),
+                    Verdict::Reject(Denial::TokenService(Failure::Malformed)),
+                    "{bad}"
+                );
+            }
+            assert_eq!(host.count_of(Counter::Minted), 1);
+        }
+
+        #[test]
+        fn json_with_a_jwt_claim_forwards_that_jwt() {
+            let k = keys();
+            let (cfg, host) = setup(&k, "json", r#", "jwt_claim": "access_token_jwt""#);
+            let jwt = make(r#"{"exp":1700000300,"scope":"read"}"#);
+            let hash = introspect(&cfg, &host, "Bearer with-claim");
+            let body = format!(r#"{{"active":true,"scope":"read","access_token_jwt":"{jwt}"}}"#);
+            assert_eq!(
+                on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", &body)),
+                Verdict::Forward {
+                    authorization: format!("Bearer {jwt}")
+                }
+            );
+            // Without the claim, the gateway mints.
+            let hash = introspect(&cfg, &host, "Bearer without-claim");
+            let v = on_introspection(
+                &cfg,
+                &host,
+                &hash,
+                answer(
+                    &cfg,
+                    "application/json",
+                    r#"{"active":true,"scope":"read"}"#,
+                ),
+            );
+            assert_eq!(minted(&cfg, &v)["scope"], "read");
+            // A claim that is not a JWT is a broken answer.
+            let hash = introspect(&cfg, &host, "Bearer broken-claim");
+            let body = r#"{"active":true,"scope":"read","access_token_jwt":"not-a-jwt"}"#;
+            assert_eq!(
+                on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", body)),
+                Verdict::Reject(Denial::TokenService(Failure::Malformed))
+            );
+        }
+
+        #[test]
+        fn rfc9701_answers_are_verified_then_minted() {
+            let k = keys();
+            let (cfg, host) = setup(&k, "rfc9701", "");
+            let ct = "application/token-introspection+jwt";
+            let now = T0 / 1_000;
+            let good =
+                signed_introspection(&k.ec, "token-introspection+jwt", "gw", Some(now), true);
+            let hash = introspect(&cfg, &host, "Bearer signed");
+            let v = on_introspection(&cfg, &host, &hash, answer(&cfg, ct, &good));
+            let p = minted(&cfg, &v);
+            assert_eq!(p["sub"], "alice");
+            assert_eq!(p["client_id"], "app");
+            assert_eq!(host.count_of(Counter::Minted), 1);
+            assert_eq!(
+                on_request(&cfg, &host, Some("Bearer signed")),
+                Step::Done(v.clone())
+            );
+            // Inactive: 401, cached as inactive.
+            let off =
+                signed_introspection(&k.ec, "token-introspection+jwt", "gw", Some(now), false);
+            let hash = introspect(&cfg, &host, "Bearer revoked");
+            assert_eq!(
+                on_introspection(&cfg, &host, &hash, answer(&cfg, ct, &off)),
+                Verdict::Reject(Denial::InvalidToken)
+            );
+            assert_eq!(
+                on_request(&cfg, &host, Some("Bearer revoked")),
+                Step::Done(Verdict::Reject(Denial::InvalidToken))
+            );
+            // Wrong audience, wrong type, unsigned JSON, a forged signature: 502, not cached.
+            let g: Vec<&str> = good.split('.').collect();
+            let o: Vec<&str> = off.split('.').collect();
+            let bad = [
+                (
+                    ct,
+                    signed_introspection(
+                        &k.ec,
+                        "token-introspection+jwt",
+                        "api.example.com",
+                        Some(now),
+                        true,
+                    ),
+                ),
+                (
+                    ct,
+                    signed_introspection(&k.ec, "JWT", "gw", Some(now), true),
+                ),
+                (ct, format!("{}.{}.{}", o[0], g[1], o[2])),
+                (
+                    "application/json",
+                    r#"{"active":true,"sub":"alice","scope":"read"}"#.to_owned(),
+                ),
+                ("application/jwt", good.clone()),
+            ];
+            for (i, (content_type, body)) in bad.iter().enumerate() {
+                let token = format!("Bearer bad-{i}");
+                let hash = introspect(&cfg, &host, &token);
+                assert_eq!(
+                    on_introspection(&cfg, &host, &hash, answer(&cfg, content_type, body)),
+                    Verdict::Reject(Denial::TokenService(if i < 3 {
+                        Failure::Unverified
+                    } else {
+                        Failure::Malformed
+                    })),
+                    "case {i}"
+                );
+                // Not cached: the next request asks again.
+                introspect(&cfg, &host, &token);
+            }
+            assert_eq!(host.count_of(Counter::IntrospectionUnverified), 3);
+            assert_eq!(host.count_of(Counter::Minted), 1);
+        }
+
+        #[test]
+        fn rfc9701_without_keys_fails_closed() {
+            let k = keys();
+            let (cfg, _) = setup(&k, "rfc9701", "");
+            let host = FakeHost::at(T0);
+            let good = signed_introspection(
+                &k.ec,
+                "token-introspection+jwt",
+                "gw",
+                Some(T0 / 1_000),
+                true,
+            );
+            let hash = introspect(&cfg, &host, "Bearer early");
+            assert_eq!(
+                on_introspection(
+                    &cfg,
+                    &host,
+                    &hash,
+                    answer(&cfg, "application/token-introspection+jwt", &good)
+                ),
+                Verdict::Reject(Denial::KeysUnavailable)
+            );
+        }
+
+        #[test]
+        fn gateway_jwks_route() {
+            let k = keys();
+            let (cfg, _) = setup(&k, "json", "");
+            assert!(has_routes(&cfg));
+            assert_eq!(
+                route(&cfg, "/.well-known/gateway-jwks.json?x=1"),
+                Route::GatewayJwks
+            );
+            assert_eq!(
+                route(&cfg, "/.well-known/gateway-jwks.jsonx"),
+                Route::Protected
+            );
+            let doc: serde_json::Value =
+                serde_json::from_str(gateway_jwks(&cfg).unwrap().1).unwrap();
+            let key = &doc["keys"][0];
+            assert_eq!(key["kid"], "gw-1");
+            assert_eq!(key["kty"], "EC");
+            // Public only: no private member.
+            assert!(key.get("d").is_none());
+            assert!(!doc.to_string().contains("PRIVATE"));
         }
     }
 }

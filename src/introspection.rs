@@ -13,9 +13,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::config::PhantomConfig;
+use crate::config::{Contract, PhantomConfig};
 use crate::jwt::{self, Claims, MAX_JWT_LEN};
 
 /// Largest response body read from the token service.
@@ -53,7 +53,7 @@ pub fn request_headers(cfg: &PhantomConfig) -> [(&str, &str); 6] {
         (":path", cfg.path.as_str()),
         (":authority", cfg.authority.as_str()),
         ("content-type", "application/x-www-form-urlencoded"),
-        ("accept", "application/jwt"),
+        ("accept", cfg.contract.accept()),
         ("authorization", cfg.basic_authorization.as_str()),
     ]
 }
@@ -94,6 +94,9 @@ pub enum Failure {
     /// A 200 with a JWT whose header has no usable `alg` (`none`, missing): unsigned. With
     /// `verify` configured it is a token that fails verification (401), else a bad answer.
     Unsigned,
+    /// A signed introspection response (RFC 9701) that fails verification: the token service
+    /// (or something in between) is at fault, not the client.
+    Unverified,
 }
 
 /// What an introspection answer means.
@@ -107,6 +110,18 @@ pub enum Outcome {
         /// `Cache-Control: no-store` or `no-cache`: forward, but do not cache.
         no_store: bool,
     },
+    /// `"json"`: an active token's introspected claims, for the gateway to mint a JWT from.
+    Claims {
+        claims: Map<String, Value>,
+        max_age_s: Option<u64>,
+        no_store: bool,
+    },
+    /// `"rfc9701"`: the signed response, to be verified before anything in it is believed.
+    Signed {
+        jwt: String,
+        max_age_s: Option<u64>,
+        no_store: bool,
+    },
     Inactive,
     Failed(Failure),
 }
@@ -118,8 +133,8 @@ pub fn is_synthesized(upstream_service_time: Option<&str>) -> bool {
     upstream_service_time.is_none()
 }
 
-/// Classifies the token service's answer.
-pub fn classify(resp: &Response<'_>) -> Outcome {
+/// Classifies the token service's answer under the configured contract.
+pub fn classify(resp: &Response<'_>, contract: &Contract) -> Outcome {
     let Some(status) = resp.status else {
         return Outcome::Failed(Failure::Reset);
     };
@@ -127,7 +142,11 @@ pub fn classify(resp: &Response<'_>) -> Outcome {
         return Outcome::Failed(Failure::Malformed);
     };
     match status {
-        200 => classify_ok(resp),
+        200 => match contract {
+            Contract::Jwt => classify_ok(resp),
+            Contract::Json { jwt_claim } => classify_json(resp, jwt_claim.as_deref()),
+            Contract::Rfc9701 => classify_signed(resp),
+        },
         204 => Outcome::Inactive,
         503 if resp.synthesized => Outcome::Failed(Failure::Unreachable),
         503 => Outcome::Failed(Failure::Unavailable),
@@ -171,6 +190,73 @@ fn classify_ok(resp: &Response<'_>) -> Outcome {
     }
 }
 
+/// RFC 7662 §2.2: a JSON object whose `active` is a boolean.
+fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
+    let malformed = Outcome::Failed(Failure::Malformed);
+    let Some(body) = resp.body else {
+        return malformed;
+    };
+    if media_type(resp.content_type).as_deref() != Some("application/json") {
+        return malformed;
+    }
+    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(body) else {
+        return malformed;
+    };
+    match claims.get("active") {
+        Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Outcome::Inactive,
+        _ => return malformed,
+    }
+    let (max_age_s, no_store) = cache_control(resp.cache_control);
+    // A JWT the token service put in a claim is forwarded as it is (and verified with
+    // `verify`, like any JWT from the token service). A claim that is there but is not a JWT
+    // is a broken answer, never a reason to mint.
+    if let Some(value) = jwt_claim.and_then(|name| claims.get(name)) {
+        let Value::String(text) = value else {
+            return malformed;
+        };
+        return match jwt::parse(text) {
+            Ok(parsed) => Outcome::Active {
+                jwt: text.clone(),
+                claims: parsed,
+                max_age_s,
+                no_store,
+            },
+            Err(jwt::JwtError::Alg) => Outcome::Failed(Failure::Unsigned),
+            Err(_) => malformed,
+        };
+    }
+    Outcome::Claims {
+        claims,
+        max_age_s,
+        no_store,
+    }
+}
+
+/// RFC 9701 §5: `application/token-introspection+jwt`, one compact JWS. It is only shape
+/// checked here; it says nothing until its signature is verified.
+fn classify_signed(resp: &Response<'_>) -> Outcome {
+    let malformed = Outcome::Failed(Failure::Malformed);
+    let Some(body) = resp.body else {
+        return malformed;
+    };
+    if media_type(resp.content_type).as_deref() != Some("application/token-introspection+jwt") {
+        return malformed;
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return malformed;
+    };
+    if jwt::segments(text).is_err() {
+        return malformed;
+    }
+    let (max_age_s, no_store) = cache_control(resp.cache_control);
+    Outcome::Signed {
+        jwt: text.to_owned(),
+        max_age_s,
+        no_store,
+    }
+}
+
 /// `type/subtype` of a `Content-Type`, lower-cased, parameters dropped.
 fn media_type(content_type: Option<&str>) -> Option<String> {
     let ct = content_type?;
@@ -207,6 +293,11 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::jwt::tests::make;
+
+    /// The default contract (`"jwt"`).
+    fn classify(resp: &Response<'_>) -> Outcome {
+        super::classify(resp, &Contract::Jwt)
+    }
 
     fn ok(content_type: &str, body: &[u8]) -> Outcome {
         classify(&Response {
@@ -253,6 +344,72 @@ mod tests {
                 ("authorization", "Basic Z2F0ZXdheTpzZWNyZXQ="),
             ]
         );
+    }
+
+    #[test]
+    fn accept_follows_the_contract() {
+        for (contract, accept) in [
+            (Contract::Jwt, "application/jwt"),
+            (Contract::Json { jwt_claim: None }, "application/json"),
+            (Contract::Rfc9701, "application/token-introspection+jwt"),
+        ] {
+            let mut c = Config::from_slice(br#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#).unwrap();
+            let p = c.phantom.as_mut().unwrap();
+            p.contract = contract;
+            assert_eq!(request_headers(p)[4], ("accept", accept));
+        }
+    }
+
+    #[test]
+    fn json_and_signed_contracts_classify_by_media_type_and_shape() {
+        let json = Contract::Json { jwt_claim: None };
+        let ok_as = |contract: &Contract, ct: &str, body: &str| {
+            super::classify(
+                &Response {
+                    status: Some("200"),
+                    content_type: Some(ct),
+                    body: Some(body.as_bytes()),
+                    ..Response::default()
+                },
+                contract,
+            )
+        };
+        assert!(matches!(
+            ok_as(
+                &json,
+                "application/json; charset=utf-8",
+                r#"{"active":true,"sub":"a"}"#
+            ),
+            Outcome::Claims { .. }
+        ));
+        assert_eq!(
+            ok_as(&json, "application/json", r#"{"active":false}"#),
+            Outcome::Inactive
+        );
+        let m = Outcome::Failed(Failure::Malformed);
+        for (ct, body) in [
+            ("application/jwt", r#"{"active":true}"#),
+            ("application/json", r#"{"active":1}"#),
+            ("application/json", r#"{"active":true"#),
+            ("application/json", "\u{0}"),
+        ] {
+            assert_eq!(ok_as(&json, ct, body), m, "{ct} {body}");
+        }
+        let jwt = make("{}");
+        let signed = "application/token-introspection+jwt";
+        assert!(matches!(
+            ok_as(&Contract::Rfc9701, signed, &jwt),
+            Outcome::Signed { .. }
+        ));
+        for (ct, body) in [
+            (signed, format!("{jwt}.x")),
+            (signed, format!("{jwt}\r\n")),
+            (signed, String::new()),
+            ("application/json", r#"{"active":true}"#.to_owned()),
+            ("application/jwt", jwt.clone()),
+        ] {
+            assert_eq!(ok_as(&Contract::Rfc9701, ct, &body), m, "{ct} {body}");
+        }
     }
 
     #[test]

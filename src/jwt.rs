@@ -90,7 +90,12 @@ pub fn parse_header_payload(header: &str, payload: &str) -> Result<Claims, JwtEr
         Some(Value::String(alg)) if !alg.eq_ignore_ascii_case("none") => {}
         _ => return Err(JwtError::Alg),
     }
-    let payload = decode_object(payload)?;
+    claims_of(&decode_object(payload)?)
+}
+
+/// Reads `exp` and `scope` from a JWT payload or an introspection response (RFC 7662 §2.2
+/// uses the same names and types).
+pub fn claims_of(payload: &serde_json::Map<String, Value>) -> Result<Claims, JwtError> {
     let exp = match payload.get("exp") {
         None => None,
         Some(v) => Some(numeric_date(v).ok_or(JwtError::Exp)?),

@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod local;
 pub mod metrics;
+pub mod mint;
 pub mod record;
 pub mod reply;
 pub mod scope;

@@ -37,10 +37,13 @@ pub enum Counter {
     DeniedJwksUnavailable,
     JwksFetched,
     JwksFetchFailed,
+    Minted,
+    IntrospectionUnverified,
+    GatewayJwksServed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 33] = [
+    pub const ALL: [Counter; 36] = [
         Counter::Allowed,
         Counter::DeniedNoCredentials,
         Counter::DeniedMalformed,
@@ -74,6 +77,9 @@ impl Counter {
         Counter::DeniedJwksUnavailable,
         Counter::JwksFetched,
         Counter::JwksFetchFailed,
+        Counter::Minted,
+        Counter::IntrospectionUnverified,
+        Counter::GatewayJwksServed,
     ];
 
     /// The stat name (Envoy adds the `wasmcustom.` prefix).
@@ -112,6 +118,9 @@ impl Counter {
             Counter::DeniedJwksUnavailable => "token_filter.denied_jwks_unavailable",
             Counter::JwksFetched => "token_filter.jwks_fetched",
             Counter::JwksFetchFailed => "token_filter.jwks_fetch_failed",
+            Counter::Minted => "token_filter.minted",
+            Counter::IntrospectionUnverified => "token_filter.introspection_unverified",
+            Counter::GatewayJwksServed => "token_filter.gateway_jwks_served",
         }
     }
 

@@ -134,6 +134,33 @@ fn json_reply(
     }
 }
 
+/// The answer at `phantom.mint.jwks_path`: the gateway's public JWK Set for `GET` and `HEAD`
+/// (RFC 7517 §8.5 media type; cacheable for five minutes), 405 for any other method.
+pub fn gateway_jwks_reply(method: &str, jwks: &str) -> LocalReply {
+    let head = method == "HEAD";
+    if method != "GET" && !head {
+        return json_reply(
+            405,
+            vec![("allow", "GET, HEAD".to_owned())],
+            "method_not_allowed",
+            "Use GET to read the gateway's JWK Set",
+            false,
+        );
+    }
+    LocalReply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/jwk-set+json".to_owned()),
+            ("cache-control", "public, max-age=300".to_owned()),
+        ],
+        body: if head {
+            Vec::new()
+        } else {
+            jwks.as_bytes().to_vec()
+        },
+    }
+}
+
 /// How the filter answers a request to `split.publish.path`, and a token endpoint response it
 /// cannot split.
 ///

@@ -19,7 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Largest JWK Set document accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -316,6 +317,55 @@ impl KeySet {
 
     /// Verifies `jwt` (signature first, then claims) at `now_s`.
     pub fn verify(&self, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), Failure> {
+        let claims = self.verify_as::<NoCustomClaims>(policy, jwt, options(policy, now_s))?;
+        // RFC 8725 §3.10 leaves it to the application; a gateway caches by `exp`, so it is
+        // required.
+        if claims.expires_at.is_none() {
+            return Err(Failure::Malformed);
+        }
+        Ok(())
+    }
+
+    /// Verifies a signed introspection response (RFC 9701 §5) and returns its
+    /// `token_introspection` member: `typ` must be `token-introspection+jwt`, `iss` the
+    /// policy's issuer, `aud` the gateway's own client id (`audience`), and `iat` present and
+    /// recent ([`INTROSPECTION_MAX_AGE_S`] plus the clock skew). `exp` is optional here.
+    pub fn verify_introspection(
+        &self,
+        policy: &Policy,
+        audience: &str,
+        jwt: &str,
+        now_s: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+        if jwt.len() > MAX_TOKEN_BYTES {
+            return Err(Failure::Malformed);
+        }
+        let meta = Token::decode_metadata(jwt).map_err(|_| Failure::Malformed)?;
+        // RFC 7515 §4.1.9: the `application/` prefix may be present; media types are
+        // case-insensitive.
+        let typ = meta.signature_type().unwrap_or("").to_ascii_lowercase();
+        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+        if typ != "token-introspection+jwt" {
+            return Err(Failure::Malformed);
+        }
+        let mut o = options(policy, now_s);
+        o.allowed_audiences = Some(HashSet::from([audience.to_owned()]));
+        o.max_validity = Some(Duration::from_secs(
+            INTROSPECTION_MAX_AGE_S + policy.clock_skew_s,
+        ));
+        let claims = self.verify_as::<IntrospectionClaims>(policy, jwt, o)?;
+        if claims.issued_at.is_none() {
+            return Err(Failure::Malformed);
+        }
+        Ok(claims.custom.token_introspection)
+    }
+
+    fn verify_as<C: Serialize + DeserializeOwned>(
+        &self,
+        policy: &Policy,
+        jwt: &str,
+        options: VerificationOptions,
+    ) -> Result<JWTClaims<C>, Failure> {
         if jwt.len() > MAX_TOKEN_BYTES {
             return Err(Failure::Malformed);
         }
@@ -325,7 +375,7 @@ impl KeySet {
             .ok_or(Failure::DisallowedAlgorithm)?;
         let kid = meta.key_id();
         let mut named = false;
-        let mut result = Err(Failure::UnknownKey);
+        let mut last = Failure::UnknownKey;
         for key in &self.keys {
             if kid.is_some() && key.kid.as_deref() != kid {
                 continue;
@@ -334,19 +384,30 @@ impl KeySet {
             if key.alg != alg {
                 continue;
             }
-            result = check(&key.key, policy, jwt, now_s);
-            // Anything but a bad signature means the signature was good (jwt-simple checks
-            // it before the claims): that is the answer. Otherwise try the next key.
-            if result != Err(Failure::BadSignature) {
-                return result;
+            match check::<C>(&key.key, jwt, &options) {
+                // Anything but a bad signature means the signature was good (jwt-simple
+                // checks it before the claims): that is the answer. Otherwise try the next
+                // key.
+                Err(Failure::BadSignature) => last = Failure::BadSignature,
+                other => return other,
             }
         }
-        match result {
+        Err(match last {
             // A key has the token's `kid` but is for another algorithm.
-            Err(Failure::UnknownKey) if named && kid.is_some() => Err(Failure::DisallowedAlgorithm),
+            Failure::UnknownKey if named && kid.is_some() => Failure::DisallowedAlgorithm,
             other => other,
-        }
+        })
     }
+}
+
+/// How old a signed introspection response may be (its `iat`), before the clock skew: it was
+/// made for this very request.
+pub const INTROSPECTION_MAX_AGE_S: u64 = 60;
+
+/// The claims of an RFC 9701 response the gateway reads.
+#[derive(Serialize, Deserialize)]
+struct IntrospectionClaims {
+    token_introspection: serde_json::Map<String, serde_json::Value>,
 }
 
 fn options(policy: &Policy, now_s: u64) -> VerificationOptions {
@@ -362,28 +423,27 @@ fn options(policy: &Policy, now_s: u64) -> VerificationOptions {
     }
 }
 
-fn check(key: &PublicKey, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), Failure> {
-    let o = Some(options(policy, now_s));
-    let claims = match key {
-        PublicKey::Rs256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Rs384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Rs512(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Ps256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Ps384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Ps512(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Es256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Es384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Hs256(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Hs384(k) => k.verify_token::<NoCustomClaims>(jwt, o),
-        PublicKey::Hs512(k) => k.verify_token::<NoCustomClaims>(jwt, o),
+fn check<C: Serialize + DeserializeOwned>(
+    key: &PublicKey,
+    jwt: &str,
+    options: &VerificationOptions,
+) -> Result<JWTClaims<C>, Failure> {
+    let o = Some(options.clone());
+    match key {
+        PublicKey::Rs256(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Rs384(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Rs512(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Ps256(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Ps384(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Ps512(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Es256(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Es384(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::EdDsa(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Hs256(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Hs384(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Hs512(k) => k.verify_token::<C>(jwt, o),
     }
-    .map_err(|e| classify(&e))?;
-    // RFC 8725 §3.10 leaves it to the application; a gateway caches by `exp`, so it is required.
-    if claims.expires_at.is_none() {
-        return Err(Failure::Malformed);
-    }
-    Ok(())
+    .map_err(|e| classify(&e))
 }
 
 fn classify(e: &jwt_simple::Error) -> Failure {
@@ -804,6 +864,109 @@ pub(crate) mod tests {
         let forged = format!("{}.{rest}", b64u(header.as_bytes()));
         assert_eq!(
             set(&k).verify(&policy(&all()), &forged, NOW),
+            Err(Failure::BadSignature)
+        );
+    }
+
+    /// An RFC 9701 response as a token service signs it: `typ`, `iss`, `aud` = the gateway's
+    /// client id, `iat`, and the introspection under `token_introspection`.
+    pub fn signed_introspection(
+        key: &ES256KeyPair,
+        typ: &str,
+        aud: &str,
+        iat: Option<u64>,
+        active: bool,
+    ) -> String {
+        let mut c = Claims::with_custom_claims(
+            serde_json::json!({"token_introspection": {
+                "active": active, "sub": "alice", "scope": "read", "exp": NOW + 600,
+                "client_id": "app", "iss": ISS}}),
+            Duration::from_secs(60),
+        )
+        .with_issuer(ISS)
+        .with_audience(aud);
+        c.issued_at = iat.map(UnixTimeStamp::from_secs);
+        c.expires_at = None;
+        c.invalid_before = None;
+        let opts = HeaderOptions {
+            signature_type: Some(typ.to_owned()),
+            ..HeaderOptions::default()
+        };
+        key.sign_with_options(c, &opts).unwrap()
+    }
+
+    #[test]
+    fn signed_introspection_responses_are_checked_per_rfc9701() {
+        let k = keys();
+        let keys = set(&k);
+        let p = policy(&all());
+        let good = signed_introspection(&k.ec, "token-introspection+jwt", "gw", Some(NOW), true);
+        let claims = keys.verify_introspection(&p, "gw", &good, NOW + 5).unwrap();
+        assert_eq!(claims["active"], true);
+        assert_eq!(claims["sub"], "alice");
+        let prefixed = signed_introspection(
+            &k.ec,
+            "application/token-introspection+JWT",
+            "gw",
+            Some(NOW),
+            false,
+        );
+        assert_eq!(
+            keys.verify_introspection(&p, "gw", &prefixed, NOW).unwrap()["active"],
+            false
+        );
+        let cases = [
+            // Wrong audience: made for another client (or a token for the APIs).
+            (
+                signed_introspection(
+                    &k.ec,
+                    "token-introspection+jwt",
+                    "api.example.com",
+                    Some(NOW),
+                    true,
+                ),
+                NOW,
+                Failure::WrongAudience,
+            ),
+            // Wrong type: an access token or ID token is not an introspection response.
+            (
+                signed_introspection(&k.ec, "JWT", "gw", Some(NOW), true),
+                NOW,
+                Failure::Malformed,
+            ),
+            // No iat, and a replayed old answer.
+            (
+                signed_introspection(&k.ec, "token-introspection+jwt", "gw", None, true),
+                NOW,
+                Failure::Malformed,
+            ),
+            (
+                good.clone(),
+                NOW + INTROSPECTION_MAX_AGE_S + 31,
+                Failure::Malformed,
+            ),
+            // From the future.
+            (good.clone(), NOW - 31, Failure::NotYetValid),
+        ];
+        for (jwt, at, want) in cases {
+            assert_eq!(keys.verify_introspection(&p, "gw", &jwt, at), Err(want));
+        }
+        // A forged signature: the payload of an active answer on an inactive one's signature.
+        let inactive =
+            signed_introspection(&k.ec, "token-introspection+jwt", "gw", Some(NOW), false);
+        let g: Vec<&str> = good.split('.').collect();
+        let i: Vec<&str> = inactive.split('.').collect();
+        let forged = format!("{}.{}.{}", g[0], g[1], i[2]);
+        assert_eq!(
+            keys.verify_introspection(&p, "gw", &forged, NOW),
+            Err(Failure::BadSignature)
+        );
+        // Signed by a key that is not in the set.
+        let stranger = ES256KeyPair::generate().with_key_id("ec-1");
+        let other =
+            signed_introspection(&stranger, "token-introspection+jwt", "gw", Some(NOW), true);
+        assert_eq!(
+            keys.verify_introspection(&p, "gw", &other, NOW),
             Err(Failure::BadSignature)
         );
     }

@@ -9,8 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use crate::cache::{self, TokenHash};
-use crate::config::Config;
-use crate::config::{JwksSource, KeySource};
+use crate::config::{Config, Contract, JwksSource, KeySource};
 use crate::flow::{self, CasMismatch, Host, Verdict};
 use crate::held::{self, Held};
 use crate::inflight::{InFlight, Waiter};
@@ -283,13 +282,17 @@ impl Shared {
                 .ok()
                 .map(Option::unwrap_or_default)
         };
-        let outcome = introspection::classify(&Response {
-            status: status.as_deref(),
-            content_type: content_type.as_deref(),
-            cache_control: cache_control.as_deref(),
-            body: body.as_deref(),
-            synthesized,
-        });
+        let contract = self.cfg.phantom.as_ref().map(|p| &p.contract);
+        let outcome = introspection::classify(
+            &Response {
+                status: status.as_deref(),
+                content_type: content_type.as_deref(),
+                cache_control: cache_control.as_deref(),
+                body: body.as_deref(),
+                synthesized,
+            },
+            contract.unwrap_or(&Contract::Jwt),
+        );
         let verdict = flow::on_introspection(&self.cfg, self, &hash, outcome);
         let level = match verdict {
             Verdict::Reject(Denial::TokenService(_)) => LogLevel::Warn,
@@ -425,6 +428,14 @@ impl Shared {
     /// Answers a publish request, or replaces a token response that could not be split.
     pub fn send_split_reply(&self, context_id: u32, head: bool, answer: &SplitReply) {
         Self::send(context_id, &answer.local_reply(&self.cfg.realm, head));
+    }
+
+    /// Answers a request for the gateway's JWK Set.
+    pub fn send_gateway_jwks(&self, context_id: u32, method: &str) {
+        if let Some((_, jwks)) = flow::gateway_jwks(&self.cfg) {
+            self.metrics.count(Counter::GatewayJwksServed);
+            Self::send(context_id, &reply::gateway_jwks_reply(method, jwks));
+        }
     }
 
     fn send(context_id: u32, r: &LocalReply) {

@@ -301,6 +301,12 @@ impl HttpContext for Http {
                     self.state = State::TokenRequest;
                     return Action::Continue;
                 }
+                Route::GatewayJwks => {
+                    let method = Self::header(":method").unwrap_or_default();
+                    shared.send_gateway_jwks(self.id, &method);
+                    self.state = State::Done;
+                    return Action::Pause;
+                }
                 Route::Protected => {}
             }
         }
