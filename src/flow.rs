@@ -373,20 +373,12 @@ pub fn on_introspection(
             }
             (jwt, claims, max_age_s, no_store)
         }
-        Outcome::Claims {
-            claims,
-            max_age_s,
-            no_store,
-        } => match mint_for(cfg, host, &claims) {
-            Ok(Some(m)) => (m.jwt, m.claims, max_age_s, no_store),
+        Outcome::Claims { claims, max_age_s } => match mint_for(cfg, host, &claims) {
+            Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
             Ok(None) => return inactive(),
             Err(denial) => return Verdict::Reject(denial),
         },
-        Outcome::Signed {
-            jwt,
-            max_age_s,
-            no_store,
-        } => {
+        Outcome::Signed { jwt, max_age_s } => {
             let introspected = match check_signed_response(cfg, host, &jwt) {
                 Ok(claims) => claims,
                 Err(denial) => return Verdict::Reject(denial),
@@ -398,7 +390,7 @@ pub fn on_introspection(
                 _ => return Verdict::Reject(Denial::TokenService(CallFailure::Malformed)),
             }
             match mint_for(cfg, host, &introspected) {
-                Ok(Some(m)) => (m.jwt, m.claims, max_age_s, no_store),
+                Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
                 Ok(None) => return inactive(),
                 Err(denial) => return Verdict::Reject(denial),
             }

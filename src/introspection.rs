@@ -111,16 +111,15 @@ pub enum Outcome {
         no_store: bool,
     },
     /// `"json"`: an active token's introspected claims, for the gateway to mint a JWT from.
+    /// (`Cache-Control: no-store` is not read for these contracts, see [`json_max_age`].)
     Claims {
         claims: Map<String, Value>,
         max_age_s: Option<u64>,
-        no_store: bool,
     },
     /// `"rfc9701"`: the signed response, to be verified before anything in it is believed.
     Signed {
         jwt: String,
         max_age_s: Option<u64>,
-        no_store: bool,
     },
     Inactive,
     Failed(Failure),
@@ -207,7 +206,7 @@ fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
         Some(Value::Bool(false)) => return Outcome::Inactive,
         _ => return malformed,
     }
-    let (max_age_s, no_store) = cache_control(resp.cache_control);
+    let max_age_s = json_max_age(resp.cache_control);
     // A JWT the token service put in a claim is forwarded as it is (and verified with
     // `verify`, like any JWT from the token service). A claim that is there but is not a JWT
     // is a broken answer, never a reason to mint.
@@ -220,17 +219,13 @@ fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
                 jwt: text.clone(),
                 claims: parsed,
                 max_age_s,
-                no_store,
+                no_store: false,
             },
             Err(jwt::JwtError::Alg) => Outcome::Failed(Failure::Unsigned),
             Err(_) => malformed,
         };
     }
-    Outcome::Claims {
-        claims,
-        max_age_s,
-        no_store,
-    }
+    Outcome::Claims { claims, max_age_s }
 }
 
 /// RFC 9701 §5: `application/token-introspection+jwt`, one compact JWS. It is only shape
@@ -249,12 +244,18 @@ fn classify_signed(resp: &Response<'_>) -> Outcome {
     if jwt::segments(text).is_err() {
         return malformed;
     }
-    let (max_age_s, no_store) = cache_control(resp.cache_control);
     Outcome::Signed {
         jwt: text.to_owned(),
-        max_age_s,
-        no_store,
+        max_age_s: json_max_age(resp.cache_control),
     }
+}
+
+/// The cache bound of an RFC 7662 or RFC 9701 answer. Such servers (oidc-provider, and the
+/// token endpoint practice of RFC 6749 §5.1) send `Cache-Control: no-store` on every answer, as
+/// an instruction to HTTP caches: honoured by the gateway it would forbid caching altogether,
+/// so only `max-age` is read. `cache.max_ttl_s: 0` turns caching off.
+fn json_max_age(cache_control_value: Option<&str>) -> Option<u64> {
+    cache_control(cache_control_value).0
 }
 
 /// `type/subtype` of a `Content-Type`, lower-cased, parameters dropped.
@@ -386,6 +387,24 @@ mod tests {
             ok_as(&json, "application/json", r#"{"active":false}"#),
             Outcome::Inactive
         );
+        // `no-store` is what these servers send on every answer: only `max-age` bounds caching.
+        let with_cc = super::classify(
+            &Response {
+                status: Some("200"),
+                content_type: Some("application/json"),
+                cache_control: Some("no-store, max-age=30"),
+                body: Some(br#"{"active":true}"#),
+                synthesized: false,
+            },
+            &json,
+        );
+        assert!(matches!(
+            with_cc,
+            Outcome::Claims {
+                max_age_s: Some(30),
+                ..
+            }
+        ));
         let m = Outcome::Failed(Failure::Malformed);
         for (ct, body) in [
             ("application/jwt", r#"{"active":true}"#),
