@@ -160,6 +160,8 @@ class TokenService(_Service):
         self.jwks_status = 200
         self.jwks_calls = 0
         self.scripted = {}
+        # token -> (status, content type or None, body bytes, extra headers): any answer at all.
+        self.raw = {}
         self.issued = 0
         self.issued_tokens = []
         service = self
@@ -235,6 +237,11 @@ class TokenService(_Service):
             h.end_headers()
             h.wfile.write(body)
 
+        raw = self.raw.get(token)
+        if raw is not None:
+            status, ctype, body, headers = raw
+            extra_headers.update(headers)
+            return send(status, body, ctype)
         scripted = self.scripted.get(token)
         if scripted is not None:
             call["jwt"] = scripted

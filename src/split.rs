@@ -225,10 +225,13 @@ fn json_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PublishError> 
             serde_json::error::Category::Data => "has a missing, unknown or mistyped field",
             _ => "is not a JSON object",
         };
-        PublishError(if path == "." {
-            format!("body {what}")
-        } else {
+        // The path names a field of ours, or says nothing: an unknown key is the sender's
+        // text and is not echoed.
+        let known = ["signature_hash", "header_payload", "expires_at"];
+        PublishError(if known.contains(&path.as_str()) {
             format!("body {what}: {path}")
+        } else {
+            format!("body {what}")
         })
     })?;
     de.end()
@@ -308,6 +311,8 @@ pub fn may_split(status: Option<&str>, content_type: Option<&str>) -> bool {
     status == Some("200") && is_json(content_type)
 }
 
+const ACCESS_TOKEN: &[u8] = b"access_token";
+
 /// Splits the JWT access token of a token endpoint response (RFC 6749 §5.1).
 pub fn rewrite_token_response(
     status: Option<&str>,
@@ -322,6 +327,11 @@ pub fn rewrite_token_response(
         return Rewrite::Refuse("token response too large to split");
     }
     let Ok(fields) = serde_json::from_slice::<TokenFields<'_>>(body) else {
+        // Not JSON the gateway can read. If it may carry an access token (a lenient client
+        // could still find a JWT in it), fail closed rather than pass it on.
+        if body.windows(ACCESS_TOKEN.len()).any(|w| w == ACCESS_TOKEN) {
+            return Rewrite::Refuse("token response with an access_token is not valid JSON");
+        }
         return Rewrite::Unchanged;
     };
     let raw = match fields.access_tokens.as_slice() {
@@ -714,7 +724,7 @@ mod tests {
                 "not json",
                 Some("200"),
                 Some("application/json"),
-                b"access_token=x".to_vec(),
+                b"token_type=x".to_vec(),
             ),
             (
                 "array",
@@ -745,6 +755,14 @@ mod tests {
             URL_SAFE_NO_PAD.encode(b"{}")
         );
         let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "unreadable JSON with an access_token",
+                format!(r#"{{"access_token":"{jwt}","expires_in":60}} trailing"#).into_bytes(),
+            ),
+            (
+                "form-encoded as JSON",
+                format!("access_token={jwt}").into_bytes(),
+            ),
             (
                 "duplicate access_token",
                 format!(r#"{{"access_token":"x","access_token":"{jwt}","expires_in":60}}"#)

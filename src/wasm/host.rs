@@ -199,9 +199,7 @@ impl Shared {
         let status = if num_headers == 0 {
             None
         } else {
-            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
+            super::map_value(MapType::HttpCallResponseHeaders, ":status")
         };
         let body = if status.as_deref() != Some("200") || body_size > MAX_JWKS_BYTES {
             None
@@ -260,7 +258,7 @@ impl Shared {
         let headers = if num_headers == 0 {
             Vec::new()
         } else {
-            hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+            super::map_pairs(MapType::HttpCallResponseHeaders)
         };
         let header = |name: &str| -> Option<String> {
             headers

@@ -7,12 +7,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
+use crate::bearer;
 use crate::cache::TokenHash;
 use crate::flow::{self, Host as _, Route, Step, TokenResponse, Verdict};
 use crate::held::Kind;
 use crate::inflight::{Join, Waiter};
 use crate::metrics::Counter;
-use crate::reply::SplitReply;
+use crate::reply::{Denial, SplitReply};
 use crate::split::{self, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::host::{log, Shared};
@@ -48,15 +49,11 @@ impl Http {
     }
 
     fn header(name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        super::map_value(MapType::HttpRequestHeaders, name)
     }
 
     fn response_header(name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
+        super::map_value(MapType::HttpResponseHeaders, name)
     }
 
     /// A request to `split.publish.path`: authenticated from its headers, answered once its
@@ -291,8 +288,8 @@ impl HttpContext for Http {
             let _ = hostcalls::send_http_response(500, vec![], None);
             return Action::Pause;
         };
+        let path = Self::header(":path").unwrap_or_default();
         if flow::has_routes(&shared.cfg) {
-            let path = Self::header(":path").unwrap_or_default();
             match flow::route(&shared.cfg, &path) {
                 Route::Publish => return self.start_publish(&shared, end_of_stream),
                 Route::TokenEndpoint => {
@@ -310,8 +307,14 @@ impl HttpContext for Http {
                 Route::Protected => {}
             }
         }
-        let authorization = Self::header("authorization");
-        let step = flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref());
+        let uri_token = bearer::query_has_access_token(&path);
+        let step = if uri_token {
+            // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
+            Step::Done(Verdict::Reject(Denial::MalformedCredentials))
+        } else {
+            let authorization = Self::header("authorization");
+            flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref())
+        };
         // The common path (a token that is forwarded) never needs the method: read it only
         // when the request is refused or waits (for a CORS preflight and for HEAD replies).
         if let Step::Done(Verdict::Forward { authorization }) = &step {
@@ -326,6 +329,7 @@ impl HttpContext for Http {
         }
         let method = Self::header(":method").unwrap_or_default();
         if method == "OPTIONS"
+            && !uri_token
             && flow::is_cors_preflight(
                 &method,
                 Self::header("origin").as_deref(),

@@ -13,3 +13,29 @@ proxy_wasm::main! {{
         Box::new(root::Root::new(context_id))
     });
 }}
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+
+/// A header value as text. The SDK's string getters unwrap `String::from_utf8` and would trap
+/// the VM (taking the worker's filter down) on a value with obs-text bytes, which HTTP allows and
+/// Envoy passes on: values are read as bytes, and invalid UTF-8 becomes U+FFFD, which no
+/// grammar the filter checks accepts (an `Authorization` with it is malformed: 400).
+pub(crate) fn map_value(map: MapType, name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
+    Some(text(bytes))
+}
+
+/// Every header of `map`, values as in [`map_value`]. (Names are tokens: Envoy's codecs refuse
+/// any other byte in a header name.)
+pub(crate) fn map_pairs(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, text(v)))
+        .collect()
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
