@@ -119,6 +119,31 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def __init__(self, *args, **kwargs):
+        self.connections = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self):
+        """Closes every open (keep-alive) connection, as a process that exits would."""
+        with self.connections_lock:
+            conns = list(self.connections)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request, client_address):
         # Deliberate resets and clients that hang up are part of the tests: stay quiet.
         pass
@@ -146,6 +171,7 @@ class _Service:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        self.server.drop_connections()
 
 
 class TokenService(_Service):
@@ -255,6 +281,21 @@ class TokenService(_Service):
             if 300 <= status < 400:
                 extra_headers["location"] = "http://127.0.0.1:1/elsewhere"
             return send(status, b"error", "text/plain")
+        if token.startswith("midreset"):
+            # Headers and part of the body, then a TCP reset.
+            h.send_response(200)
+            h.send_header("content-type", "application/jwt")
+            h.send_header("content-length", "500")
+            h.end_headers()
+            h.wfile.write(b"eyJhbGciOi")
+            h.wfile.flush()
+            h.close_connection = True
+            try:
+                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                h.connection.close()
+            except OSError:
+                pass
+            return None
         if token.startswith("reset"):
             h.close_connection = True
             try:
