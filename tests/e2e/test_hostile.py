@@ -26,9 +26,11 @@ SP = "split"
 def henv(tmp_path_factory, token_service, echo):
     split = {"required_scopes": ["read"],
              "split": {"max_entries": 1000, "publish": {"path": PUBLISH, "secret": SECRET}}}
+    # The filter's most verbose level, so the log check at the end sees every line it can write.
     e = Envoy(tmp_path_factory.mktemp("envoy-hostile"),
               listeners={PH: base_config(), SP: split},
-              clusters={"api": echo.port, "token_service": token_service.port})
+              clusters={"api": echo.port, "token_service": token_service.port},
+              log_args=("--log-level", "info", "--component-log-level", "wasm:trace"))
     e.start()
     yield e
     e.stop()
@@ -59,8 +61,13 @@ def auth(value):
     return [b"Authorization: " + (value if isinstance(value, bytes) else value.encode())]
 
 
+SENT = []  # every token value sent and JWT seen by the API, for the log check
+
+
 def tok(prefix="h"):
-    return f"{prefix}{uuid.uuid4().hex}"
+    t = f"{prefix}{uuid.uuid4().hex}"
+    SENT.append(t)
+    return t
 
 
 # (id, listener, header lines or a function of a fresh token, expected status, what the API sees)
@@ -156,6 +163,7 @@ def test_hostile_request(henv, echo, token_service, row):
     assert jwt.count(".") == 2
     with token_service.lock:
         issued = [c.get("jwt") for c in token_service.calls]
+    SENT.append(jwt)
     assert jwt in issued, f"{name}: the API got a JWT the token service did not issue"
     assert jwt != CLIENT_JWT
     assert token not in json.dumps(seen[0]), f"{name}: the opaque token reached the API"
@@ -286,3 +294,15 @@ def test_split_store_still_works_after_the_table(henv, echo):
     marker = uuid.uuid4().hex
     assert raw_http1(henv.ports[SP], auth("Bearer " + split_jwt(jwt)[1]), f"/{marker}") == 200
     assert raw_http1(henv.ports[PH], auth(f"Bearer {tok()}"), f"/{uuid.uuid4().hex}") == 200
+
+
+def test_no_token_or_jwt_in_the_log_at_the_filters_most_verbose_level(henv, echo, token_service):
+    """Runs last in this module: every opaque token, signature and JWT used above, and the raw
+    answers' JWT, must be absent from Envoy's log (wasm at trace: every line the filter writes)."""
+    log = henv.log_path.read_text(errors="replace")
+    assert "wasm log" in log and "introspection of token" in log, "the filter did log at debug level"
+    values = SENT + [LONGEST, CLIENT_JWT, _GOOD, SECRET, "e2e-test-secret"]
+    values += [v for v in split_jwt(CLIENT_JWT)]
+    assert len(values) > 100
+    for v in values:
+        assert v not in log, f"{v[:16]}... appears in Envoy's log"
