@@ -16,10 +16,20 @@ import uuid
 import pytest
 
 from conftest import Envoy, base_config
+from demo_services import TokenService
 from test_split import PUBLISH, SECRET, new_jwt, publish, split_jwt
 
 PH = "phantom"
 SP = "split"
+
+
+@pytest.fixture(scope="module")
+def token_service():
+    """This module's own token service (overrides the session one): the table sends tokens such
+    as a single `z` that other modules' log checks could not tell from ordinary log text."""
+    ts = TokenService().start()
+    yield ts
+    ts.stop()
 
 
 @pytest.fixture(scope="module")
