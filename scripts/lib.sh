@@ -53,6 +53,17 @@ ensure_oidc_provider() {
   fi
 }
 
+# Redis and webdis (its HTTP front) for the fleet tests of `split.remote`, from Debian's packages.
+ensure_redis_webdis() {
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v webdis >/dev/null 2>&1; then
+    say "installing redis-server and webdis (apt)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server webdis >&2
+  fi
+}
+
 # Prints the Envoy binary to use: $ENVOY_BIN, `envoy` on PATH, func-e's installed Envoy, or
 # the one from the project venv. Prints nothing when there is none.
 find_envoy() {

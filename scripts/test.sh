@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_tools
 ensure_oidc_provider
+ensure_redis_webdis
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (host)"

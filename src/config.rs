@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::bearer;
 use crate::introspection;
 use crate::mint::{self, MintConfig, SigningKey};
+use crate::remote::RemoteConfig;
 use crate::scope;
 use crate::split::HashEncoding;
 use crate::store::Store;
@@ -51,6 +52,10 @@ const MAX_NEGATIVE_TTL_S: u64 = 3_600;
 const MAX_ENTRIES: u32 = 10_000_000;
 const MAX_SCOPES: usize = 64;
 const MAX_MINT_CLAIMS: usize = 64;
+/// Default `split.remote.timeout_ms`.
+pub const DEFAULT_REMOTE_TIMEOUT_MS: u64 = 200;
+/// Default `split.remote.local_ttl_s`.
+pub const DEFAULT_LOCAL_TTL_S: u64 = 10;
 /// Default `phantom.mint.max_lifetime_s`.
 pub const DEFAULT_MINT_LIFETIME_S: u64 = 300;
 const MAX_NAME_LEN: usize = 256;
@@ -118,6 +123,21 @@ struct RawSplit {
     fallback_to_phantom: bool,
     publish: Option<RawPublish>,
     split_responses: Option<RawSplitResponses>,
+    remote: Option<RawRemote>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    cluster: String,
+    authority: Option<String>,
+    get_path: String,
+    put_path: String,
+    put_method: Option<String>,
+    delete_path: String,
+    delete_method: Option<String>,
+    timeout_ms: Option<u64>,
+    local_ttl_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +246,8 @@ pub struct SplitConfig {
     pub split_responses: Vec<String>,
     /// Where entries live; listeners with the same `vm_id` and `max_entries` share it.
     pub store: Store,
+    /// The second-level store shared by a fleet of gateways (`split.remote`).
+    pub remote: Option<RemoteConfig>,
 }
 
 /// The publish API, answered by the filter on `path`.
@@ -815,6 +837,54 @@ impl RawSplit {
             publish,
             split_responses,
             store: Store::new(max_entries),
+            remote: self.remote.map(RawRemote::validate).transpose()?,
+        })
+    }
+}
+
+impl RawRemote {
+    fn validate(self) -> Result<RemoteConfig, ConfigError> {
+        check_name("split.remote.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("split.remote.authority", &authority)?;
+        for (field, path) in [
+            ("split.remote.get_path", &self.get_path),
+            ("split.remote.put_path", &self.put_path),
+            ("split.remote.delete_path", &self.delete_path),
+        ] {
+            check_call_path(field, path)?;
+            if !path.contains("{key}") {
+                return Err(ConfigError::new(field, "must contain {key}"));
+            }
+        }
+        let method = |field: &str, value: Option<String>, default: &str| {
+            let m = value.unwrap_or_else(|| default.to_owned());
+            if ["GET", "POST", "PUT", "DELETE"].contains(&m.as_str()) {
+                Ok(m)
+            } else {
+                Err(ConfigError::new(field, "must be GET, POST, PUT or DELETE"))
+            }
+        };
+        Ok(RemoteConfig {
+            put_method: method("split.remote.put_method", self.put_method, "PUT")?,
+            delete_method: method("split.remote.delete_method", self.delete_method, "DELETE")?,
+            timeout_ms: in_range(
+                "split.remote.timeout_ms",
+                self.timeout_ms.unwrap_or(DEFAULT_REMOTE_TIMEOUT_MS),
+                1,
+                MAX_TIMEOUT_MS,
+            )?,
+            local_ttl_s: in_range(
+                "split.remote.local_ttl_s",
+                self.local_ttl_s.unwrap_or(DEFAULT_LOCAL_TTL_S),
+                1,
+                MAX_TTL_S,
+            )?,
+            cluster: self.cluster,
+            authority,
+            get_path: self.get_path,
+            put_path: self.put_path,
+            delete_path: self.delete_path,
         })
     }
 }

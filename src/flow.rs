@@ -29,10 +29,12 @@ use crate::jwt;
 use crate::local::LocalCache;
 use crate::metrics::Counter;
 use crate::mint::{self, MintError, Minted};
+use crate::remote::{self, Got};
 use crate::reply::{Denial, SplitReply};
 use crate::scope;
+use crate::split::Entry;
 use crate::split::{self, PublishOp, Rewrite};
-use crate::store::Found;
+use crate::store::{Found, Stored};
 use crate::verify::Failure;
 
 /// What the core needs from the proxy.
@@ -46,7 +48,10 @@ pub trait Host {
     fn shared_set(&self, key: &str, value: &[u8]);
     /// Writes a shared-data value if its version is still `cas` (always, when `None`).
     fn shared_set_cas(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch>;
-    fn count(&self, counter: Counter);
+    fn count(&self, counter: Counter) {
+        self.count_by(counter, 1);
+    }
+    fn count_by(&self, counter: Counter, n: u64);
     /// This worker's verification keys and verified-token memo.
     fn key_state(&self) -> &KeyState;
     /// This worker's copy of recent phantom cache hits.
@@ -76,6 +81,12 @@ pub enum Step {
         hash: TokenHash,
         token: String,
     },
+    /// Split store miss with `split.remote`: ask the remote store (then [`on_remote_get`]).
+    Remote {
+        hash: TokenHash,
+        token: String,
+        key: String,
+    },
 }
 
 /// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and
@@ -102,6 +113,17 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
     if let Some(split) = &cfg.split {
         if let Some(verdict) = split_lookup(cfg, split, host, token, &hash) {
             return Step::Done(verdict);
+        }
+        // Only a base64url string can be a JWS signature, in any store.
+        if split.remote.is_some() && jwt::is_segment(token) {
+            return Step::Remote {
+                hash,
+                token: token.to_owned(),
+                key: split.hash_encoding.encode(&hash),
+            };
+        }
+        if !(split.fallback_to_phantom && cfg.phantom.is_some()) {
+            return Step::Done(Verdict::Reject(Denial::InvalidToken));
         }
     }
     if cfg.phantom.is_none() {
@@ -160,38 +182,141 @@ fn split_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            if !scope::has_all(stored.scope(), &cfg.required_scopes) {
-                return Some(Verdict::Reject(Denial::InsufficientScope));
-            }
-            let authorization = format!("Bearer {}.{token}", stored.header_payload());
-            // Verified once per entry and worker: the memo is bound to the slot's version,
-            // so a re-published or tampered entry is verified again.
-            if cfg.verify.is_some() {
-                let state = host.key_state();
-                let now = host.now_ms();
-                if !state.is_verified(hash, stored.version, now) {
-                    let jwt = authorization.get(BEARER_PREFIX.len()..).unwrap_or("");
-                    if let Err(denial) = check_jwt(cfg, host, jwt) {
-                        return Some(Verdict::Reject(denial));
-                    }
-                    state.remember_verified(hash, stored.version, stored.expires_at_ms, now);
-                }
-            }
-            return Some(Verdict::Forward { authorization });
+            Some(split_hit(cfg, host, token, hash, &stored))
         }
         // An explicit revocation is final: no fallback.
         Found::Revoked => {
             host.count(Counter::SplitRevoked);
-            return Some(Verdict::Reject(Denial::InvalidToken));
+            Some(Verdict::Reject(Denial::InvalidToken))
         }
-        Found::Expired => host.count(Counter::SplitExpired),
-        Found::Miss => host.count(Counter::SplitMiss),
+        Found::Expired => {
+            host.count(Counter::SplitExpired);
+            None
+        }
+        Found::Miss => {
+            host.count(Counter::SplitMiss);
+            None
+        }
     }
+}
+
+/// The verdict for a live split entry: scopes, then verification (once per entry and worker).
+fn split_hit(
+    cfg: &Config,
+    host: &dyn Host,
+    token: &str,
+    hash: &TokenHash,
+    stored: &Stored,
+) -> Verdict {
+    if !scope::has_all(stored.scope(), &cfg.required_scopes) {
+        return Verdict::Reject(Denial::InsufficientScope);
+    }
+    let authorization = format!("Bearer {}.{token}", stored.header_payload());
+    // Verified once per entry and worker: the memo is bound to the slot's version, so a
+    // re-published or tampered entry is verified again.
+    if cfg.verify.is_some() {
+        let state = host.key_state();
+        let now = host.now_ms();
+        if stored.version.is_none() || !state.is_verified(hash, stored.version, now) {
+            let jwt = authorization.get(BEARER_PREFIX.len()..).unwrap_or("");
+            if let Err(denial) = check_jwt(cfg, host, jwt) {
+                return Verdict::Reject(denial);
+            }
+            if stored.version.is_some() {
+                state.remember_verified(hash, stored.version, stored.expires_at_ms, now);
+            }
+        }
+    }
+    Verdict::Forward { authorization }
+}
+
+/// The remote store's answer to a [`Step::Remote`] lookup. A found entry is copied into the
+/// gateway's own store for at most `local_ttl_s`, then treated as a hit; a miss goes on to the
+/// phantom fallback when configured (else 401); a store failure too (else 502).
+pub fn on_remote_get(
+    cfg: &Config,
+    host: &dyn Host,
+    hash: &TokenHash,
+    token: &str,
+    got: Got,
+    latency_ms: u64,
+) -> Step {
+    let Some(split) = &cfg.split else {
+        return Step::Done(Verdict::Reject(Denial::InvalidToken));
+    };
+    host.count_by(Counter::RemoteLatencyMs, latency_ms);
+    let now = host.now_ms();
+    let failed = || {
+        host.count(Counter::RemoteError);
+        fallback_or(cfg, split, hash, token, Denial::StoreUnavailable)
+    };
+    let header_payload = match got {
+        Got::Found(hp) => hp,
+        Got::Missing => {
+            host.count(Counter::RemoteMiss);
+            return fallback_or(cfg, split, hash, token, Denial::InvalidToken);
+        }
+        Got::Failed => return failed(),
+    };
+    // Whatever the remote store holds is checked like a publish would be.
+    let Ok(claims) = split::parse_header_payload(&header_payload) else {
+        return failed();
+    };
+    let entry = Entry {
+        hash: *hash,
+        expires_at_ms: split::serve_until(u64::MAX, &claims),
+        header_payload,
+        scope: claims.scope,
+    };
+    if entry.expires_at_ms <= now {
+        host.count(Counter::RemoteMiss);
+        return fallback_or(cfg, split, hash, token, Denial::InvalidToken);
+    }
+    host.count(Counter::RemoteHit);
+    let local = local_entry(split, &entry, now);
+    // A failed copy only costs the next request another remote read.
+    let _ = split.store.put(host, &local, now);
+    let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
+    Step::Done(split_hit(cfg, host, token, hash, &stored))
+}
+
+fn fallback_or(
+    cfg: &Config,
+    split: &SplitConfig,
+    hash: &TokenHash,
+    token: &str,
+    denial: Denial,
+) -> Step {
     if split.fallback_to_phantom && cfg.phantom.is_some() {
-        None
+        Step::Introspect {
+            hash: *hash,
+            token: token.to_owned(),
+        }
     } else {
-        Some(Verdict::Reject(Denial::InvalidToken))
+        Step::Done(Verdict::Reject(denial))
     }
+}
+
+/// The copy of `entry` kept in the gateway's own store: with a remote store, at most
+/// `local_ttl_s`, so that a revocation made at another gateway is seen within that bound.
+fn local_entry(split: &SplitConfig, entry: &Entry, now: u64) -> Entry {
+    let mut local = entry.clone();
+    if let Some(remote) = &split.remote {
+        let bound = now.saturating_add(remote.local_ttl_s.saturating_mul(1_000));
+        local.expires_at_ms = local.expires_at_ms.min(bound);
+    }
+    local
+}
+
+/// The remote write that stores `entry` for the rest of its life.
+fn remote_put(split: &SplitConfig, entry: &Entry, now: u64) -> Option<remote::Call> {
+    let remote = split.remote.as_ref()?;
+    let ttl_s = entry.expires_at_ms.saturating_sub(now).div_ceil(1_000);
+    Some(remote.put(
+        &split.hash_encoding.encode(&entry.hash),
+        &entry.header_payload,
+        ttl_s,
+    ))
 }
 
 /// Where a request goes, by its path (query and fragment ignored).
@@ -264,25 +389,52 @@ pub fn publish_gate(
     }
 }
 
-/// Applies an authenticated publish (`POST`) or revoke (`DELETE`) request's body.
-pub fn publish(cfg: &Config, host: &dyn Host, method: &str, body: &[u8]) -> SplitReply {
+/// Applies an authenticated publish (`POST`) or revoke (`DELETE`) request's body. With
+/// `split.remote`, an accepted operation also returns the remote write to make before
+/// answering (written through: the publisher's 204 means every gateway can see it).
+pub fn publish(
+    cfg: &Config,
+    host: &dyn Host,
+    method: &str,
+    body: &[u8],
+) -> (SplitReply, Option<remote::Call>) {
     let Some(split) = &cfg.split else {
-        return SplitReply::MethodNotAllowed;
+        return (SplitReply::MethodNotAllowed, None);
     };
     let now = host.now_ms();
-    let reply = match split::parse_publish(method, body, split.hash_encoding, now) {
-        Err(e) => SplitReply::Invalid(e.0),
-        Ok(PublishOp::Store(entry)) => match split.store.put(host, &entry, now) {
-            Ok(()) => SplitReply::Accepted,
-            Err(_) => SplitReply::Busy,
-        },
+    let (reply, call) = match split::parse_publish(method, body, split.hash_encoding, now) {
+        Err(e) => (SplitReply::Invalid(e.0), None),
+        Ok(PublishOp::Store(entry)) => {
+            match split.store.put(host, &local_entry(split, &entry, now), now) {
+                Ok(()) => (SplitReply::Accepted, remote_put(split, &entry, now)),
+                Err(_) => (SplitReply::Busy, None),
+            }
+        }
         Ok(PublishOp::Revoke(hash)) => match split.store.revoke(host, &hash, now) {
             Ok(_) => {
                 host.count(Counter::Revocations);
-                SplitReply::Accepted
+                let call = split
+                    .remote
+                    .as_ref()
+                    .map(|r| r.delete(&split.hash_encoding.encode(&hash)));
+                (SplitReply::Accepted, call)
             }
-            Err(_) => SplitReply::Busy,
+            Err(_) => (SplitReply::Busy, None),
         },
+    };
+    if call.is_none() {
+        count_publish(host, &reply);
+    }
+    (reply, call)
+}
+
+/// The answer to a publish once its remote write is done.
+pub fn after_remote_write(host: &dyn Host, reply: SplitReply, succeeded: bool) -> SplitReply {
+    let reply = if succeeded {
+        reply
+    } else {
+        host.count(Counter::RemoteWriteFailed);
+        SplitReply::StoreUnavailable
     };
     count_publish(host, &reply);
     reply
@@ -301,8 +453,12 @@ pub fn count_publish(host: &dyn Host, reply: &SplitReply) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenResponse {
     Unchanged,
-    /// Send this body instead (`Content-Length` to match).
-    Replace(Vec<u8>),
+    /// Send this body instead (`Content-Length` to match); with `split.remote`, only once the
+    /// remote write succeeded.
+    Replace {
+        body: Vec<u8>,
+        remote: Option<remote::Call>,
+    },
     /// Replace the response with a local reply: the JWT must not reach the client.
     Refuse(SplitReply),
 }
@@ -325,16 +481,21 @@ pub fn on_token_response(
             host.count(Counter::SplitRefused);
             TokenResponse::Refuse(SplitReply::SplitFailed)
         }
-        Rewrite::Split { body, entry } => match split.store.put(host, &entry, now) {
-            Ok(()) => {
-                host.count(Counter::ResponsesSplit);
-                TokenResponse::Replace(body)
+        Rewrite::Split { body, entry } => {
+            match split.store.put(host, &local_entry(split, &entry, now), now) {
+                Ok(()) => {
+                    host.count(Counter::ResponsesSplit);
+                    TokenResponse::Replace {
+                        body,
+                        remote: remote_put(split, &entry, now),
+                    }
+                }
+                Err(_) => {
+                    host.count(Counter::SplitRefused);
+                    TokenResponse::Refuse(SplitReply::Busy)
+                }
             }
-            Err(_) => {
-                host.count(Counter::SplitRefused);
-                TokenResponse::Refuse(SplitReply::Busy)
-            }
-        },
+        }
     }
 }
 
@@ -779,14 +940,14 @@ mod tests {
         );
         assert_eq!(
             publish(cfg, host, "POST", body.to_string().as_bytes()),
-            SplitReply::Accepted
+            (SplitReply::Accepted, None)
         );
         sig.to_owned()
     }
 
     fn revoke(cfg: &Config, host: &FakeHost, sig: &str) -> SplitReply {
         let body = serde_json::json!({ "signature_hash": store_key(cfg, sig) }).to_string();
-        publish(cfg, host, "DELETE", body.as_bytes())
+        publish(cfg, host, "DELETE", body.as_bytes()).0
     }
 
     fn signed(payload: &str, sig: &str) -> String {
@@ -914,7 +1075,7 @@ mod tests {
     fn refused_publish_leaves_the_store_unchanged() {
         let (cfg, host) = (split_config("", false), FakeHost::at(T0));
         let before = host.writes();
-        let reply = publish(&cfg, &host, "POST", b"{\"signature_hash\": 1}");
+        let (reply, _) = publish(&cfg, &host, "POST", b"{\"signature_hash\": 1}");
         assert!(matches!(reply, SplitReply::Invalid(_)), "{reply:?}");
         assert_eq!(host.writes(), before);
         assert_eq!(host.count_of(Counter::PublishRefused), 1);
@@ -947,13 +1108,17 @@ mod tests {
             "SXNzdWVk",
         );
         let body = format!(r#"{{"access_token":"{jwt}","token_type":"Bearer","expires_in":60}}"#);
-        let TokenResponse::Replace(out) = on_token_response(
+        let TokenResponse::Replace {
+            body: out,
+            remote: None,
+        } = on_token_response(
             &cfg,
             &host,
             Some("200"),
             Some("application/json"),
             body.as_bytes(),
-        ) else {
+        )
+        else {
             panic!("not split")
         };
         assert_eq!(

@@ -17,6 +17,7 @@ pub mod local;
 pub mod metrics;
 pub mod mint;
 pub mod record;
+pub mod remote;
 pub mod reply;
 pub mod scope;
 pub mod split;

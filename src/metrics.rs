@@ -40,10 +40,15 @@ pub enum Counter {
     Minted,
     IntrospectionUnverified,
     GatewayJwksServed,
+    RemoteHit,
+    RemoteMiss,
+    RemoteError,
+    RemoteLatencyMs,
+    RemoteWriteFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 36] = [
+    pub const ALL: [Counter; 41] = [
         Counter::Allowed,
         Counter::DeniedNoCredentials,
         Counter::DeniedMalformed,
@@ -80,6 +85,11 @@ impl Counter {
         Counter::Minted,
         Counter::IntrospectionUnverified,
         Counter::GatewayJwksServed,
+        Counter::RemoteHit,
+        Counter::RemoteMiss,
+        Counter::RemoteError,
+        Counter::RemoteLatencyMs,
+        Counter::RemoteWriteFailed,
     ];
 
     /// The stat name (Envoy adds the `wasmcustom.` prefix).
@@ -121,6 +131,11 @@ impl Counter {
             Counter::Minted => "token_filter.minted",
             Counter::IntrospectionUnverified => "token_filter.introspection_unverified",
             Counter::GatewayJwksServed => "token_filter.gateway_jwks_served",
+            Counter::RemoteHit => "token_filter.remote_hit",
+            Counter::RemoteMiss => "token_filter.remote_miss",
+            Counter::RemoteError => "token_filter.remote_error",
+            Counter::RemoteLatencyMs => "token_filter.remote_latency_ms",
+            Counter::RemoteWriteFailed => "token_filter.remote_write_failed",
         }
     }
 

@@ -24,6 +24,8 @@ pub enum Denial {
     TokenService(Failure),
     /// `verify` is configured but no key set was ever loaded.
     KeysUnavailable,
+    /// `split.remote` could not be read (and no phantom fallback is configured).
+    StoreUnavailable,
 }
 
 impl Denial {
@@ -37,6 +39,7 @@ impl Denial {
             Denial::TokenService(Failure::Unavailable) => Counter::TokenServiceUnavailable,
             Denial::TokenService(_) => Counter::TokenServiceError,
             Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
+            Denial::StoreUnavailable => Counter::TokenServiceError,
         }
     }
 }
@@ -94,6 +97,12 @@ pub fn local_reply(
             None,
             "jwks_unavailable",
             "The keys to verify the token are not available yet",
+        ),
+        Denial::StoreUnavailable => (
+            502,
+            None,
+            "store_unavailable",
+            "The token store could not be reached",
         ),
     };
     let mut headers = Vec::with_capacity(3);
@@ -186,6 +195,8 @@ pub enum SplitReply {
     BodyTimeout,
     BodyNotDelivered,
     SplitFailed,
+    /// The remote store (`split.remote`) did not take the write.
+    StoreUnavailable,
 }
 
 impl SplitReply {
@@ -246,6 +257,13 @@ impl SplitReply {
                 vec![],
                 "token_split_failed",
                 "The token service issued a token the gateway cannot split",
+                head,
+            ),
+            SplitReply::StoreUnavailable => json_reply(
+                502,
+                vec![],
+                "store_unavailable",
+                "The shared token store did not take the write; retry",
                 head,
             ),
         }

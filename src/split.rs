@@ -106,7 +106,7 @@ pub struct Entry {
 }
 
 /// When a token may no longer be served: `limit_ms`, but never past `exp` minus the skew.
-fn serve_until(limit_ms: u64, claims: &Claims) -> u64 {
+pub fn serve_until(limit_ms: u64, claims: &Claims) -> u64 {
     match claims.exp {
         Some(exp) => limit_ms.min(exp.saturating_mul(1_000).saturating_sub(EXP_SKEW_MS)),
         None => limit_ms,

@@ -51,6 +51,16 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// An entry that is not (yet) in a slot: no version.
+    pub fn new(scope: &str, header_payload: &str, expires_at_ms: u64) -> Self {
+        Self {
+            text: format!("{scope}{header_payload}"),
+            scope_len: scope.len(),
+            expires_at_ms,
+            version: None,
+        }
+    }
+
     pub fn scope(&self) -> &str {
         self.text.get(..self.scope_len).unwrap_or("")
     }

@@ -62,8 +62,9 @@ impl Host for FakeHost {
         data.insert(key.to_owned(), (value.to_vec(), self.version.get()));
         Ok(())
     }
-    fn count(&self, counter: Counter) {
-        *self.counts.borrow_mut().entry(counter).or_default() += 1;
+    fn count_by(&self, counter: Counter, n: u64) {
+        *self.counts.borrow_mut().entry(counter).or_default() +=
+            u32::try_from(n).unwrap_or(u32::MAX);
     }
     fn key_state(&self) -> &KeyState {
         &self.keys

@@ -17,6 +17,7 @@ use crate::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
 use crate::jwks::{self, KeyState};
 use crate::local::LocalCache;
 use crate::metrics::Counter;
+use crate::remote;
 use crate::reply::{self, Denial, LocalReply, SplitReply};
 use crate::verify::MAX_JWKS_BYTES;
 
@@ -50,8 +51,12 @@ impl Metrics {
     }
 
     pub fn count(&self, counter: Counter) {
+        self.count_by(counter, 1);
+    }
+
+    pub fn count_by(&self, counter: Counter, by: u64) {
         if let Some(n) = self.pending.get(counter.index()) {
-            n.set(n.get().saturating_add(1));
+            n.set(n.get().saturating_add(by));
         }
     }
 
@@ -114,8 +119,8 @@ impl Host for Shared {
         }
     }
 
-    fn count(&self, counter: Counter) {
-        self.metrics.count(counter);
+    fn count_by(&self, counter: Counter, n: u64) {
+        self.metrics.count_by(counter, n);
     }
 
     fn key_state(&self) -> &KeyState {
@@ -145,6 +150,32 @@ impl Shared {
         .map_err(|s| format!("dispatch to cluster {} failed: {s:?}", p.cluster))?;
         self.count(Counter::IntrospectionCalls);
         Ok(call)
+    }
+
+    /// Starts a call to the remote split store (`split.remote`) from the current context; its
+    /// answer comes back to that context.
+    pub fn dispatch_remote(&self, call: &remote::Call) -> Result<u32, String> {
+        let Some(r) = self.cfg.split.as_ref().and_then(|s| s.remote.as_ref()) else {
+            return Err("split.remote is not configured".to_owned());
+        };
+        let length = call.body.as_ref().map_or(0, Vec::len).to_string();
+        let mut headers = vec![
+            (":method", call.method.as_str()),
+            (":path", call.path.as_str()),
+            (":authority", r.authority.as_str()),
+        ];
+        if call.body.is_some() {
+            headers.push(("content-length", length.as_str()));
+            headers.push(("content-type", "text/plain"));
+        }
+        hostcalls::dispatch_http_call(
+            &r.cluster,
+            headers,
+            call.body.as_deref(),
+            vec![],
+            Duration::from_millis(r.timeout_ms),
+        )
+        .map_err(|s| format!("dispatch to cluster {} failed: {s:?}", r.cluster))
     }
 
     /// The remote key set source, when `verify.jwks` is configured.

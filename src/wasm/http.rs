@@ -13,6 +13,7 @@ use crate::flow::{self, Host as _, Route, Step, TokenResponse, Verdict};
 use crate::held::Kind;
 use crate::inflight::{Join, Waiter};
 use crate::metrics::Counter;
+use crate::remote::{self, Got};
 use crate::reply::{Denial, SplitReply};
 use crate::split::{self, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
@@ -29,6 +30,26 @@ enum State {
     TokenRequest,
     /// A token endpoint response held (headers and body) until it is complete and split.
     SplittingResponse { body_size: usize },
+    /// Paused, waiting for the remote split store's answer to a lookup.
+    RemoteLookup {
+        call: u32,
+        hash: TokenHash,
+        token: String,
+        head: bool,
+        started_ms: u64,
+    },
+    /// A publish or revocation applied locally, waiting for its remote write before answering.
+    PublishWrite {
+        call: u32,
+        reply: SplitReply,
+        delete: bool,
+    },
+    /// A split token response, waiting for its remote write before it is passed on.
+    SplitWrite {
+        call: u32,
+        body: Vec<u8>,
+        size: usize,
+    },
     /// Forwarded or answered.
     Done,
 }
@@ -110,12 +131,32 @@ impl Http {
 
     fn finish_publish(&mut self, shared: &Shared, method: &str, body: &[u8]) {
         self.release(shared);
-        let answer = flow::publish(&shared.cfg, shared, method, body);
+        let (answer, remote) = flow::publish(&shared.cfg, shared, method, body);
         if let SplitReply::Invalid(why) = &answer {
             log(
                 LogLevel::Info,
                 &format!("#{} publish refused: {why}", self.id),
             );
+        }
+        if let Some(call) = remote {
+            // Written through: answered once the remote store took it.
+            match shared.dispatch_remote(&call) {
+                Ok(id) => {
+                    self.state = State::PublishWrite {
+                        call: id,
+                        reply: answer,
+                        delete: method == "DELETE",
+                    };
+                    return;
+                }
+                Err(e) => {
+                    log(LogLevel::Warn, &format!("#{} {e}", self.id));
+                    let failed = flow::after_remote_write(shared, answer, false);
+                    shared.send_split_reply(self.id, false, &failed);
+                    self.state = State::Done;
+                    return;
+                }
+            }
         }
         shared.send_split_reply(self.id, false, &answer);
         self.state = State::Done;
@@ -206,35 +247,34 @@ impl Http {
             &body,
         ) {
             TokenResponse::Unchanged => Action::Continue,
-            TokenResponse::Replace(new_body) => {
-                let replaced =
-                    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &new_body);
-                let length = new_body.len().to_string();
-                let resized = if Self::response_header("content-length").is_some() {
-                    hostcalls::set_map_value(
-                        MapType::HttpResponseHeaders,
-                        "content-length",
-                        Some(&length),
-                    )
-                } else {
-                    Ok(())
-                };
-                if replaced.is_err() || resized.is_err() {
-                    log(
-                        LogLevel::Error,
-                        &format!("#{} cannot rewrite the token response", self.id),
-                    );
-                    shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
-                    return Action::Pause;
+            TokenResponse::Replace {
+                body: new_body,
+                remote: Some(call),
+            } => match shared.dispatch_remote(&call) {
+                Ok(id) => {
+                    self.state = State::SplitWrite {
+                        call: id,
+                        body: new_body,
+                        size,
+                    };
+                    Action::Pause
                 }
-                log(
-                    LogLevel::Debug,
-                    &format!(
-                        "#{} token response split ({size} -> {length} bytes)",
-                        self.id
-                    ),
-                );
-                Action::Continue
+                Err(e) => {
+                    log(LogLevel::Warn, &format!("#{} {e}", self.id));
+                    shared.metrics.count(Counter::RemoteWriteFailed);
+                    shared.send_split_reply(self.id, false, &SplitReply::StoreUnavailable);
+                    Action::Pause
+                }
+            },
+            TokenResponse::Replace {
+                body: new_body,
+                remote: None,
+            } => {
+                if self.replace_token_response(shared, size, &new_body) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
             }
             TokenResponse::Refuse(answer) => {
                 log(
@@ -247,9 +287,141 @@ impl Http {
         }
     }
 
+    /// Puts the split body in place of the token response's (and `Content-Length` to match).
+    /// False when that failed: the response was replaced by a 502.
+    fn replace_token_response(&self, shared: &Shared, size: usize, new_body: &[u8]) -> bool {
+        let replaced = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, new_body);
+        let length = new_body.len().to_string();
+        let resized = if Self::response_header("content-length").is_some() {
+            hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                "content-length",
+                Some(&length),
+            )
+        } else {
+            Ok(())
+        };
+        if replaced.is_err() || resized.is_err() {
+            log(
+                LogLevel::Error,
+                &format!("#{} cannot rewrite the token response", self.id),
+            );
+            shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+            return false;
+        }
+        log(
+            LogLevel::Debug,
+            &format!(
+                "#{} token response split ({size} -> {length} bytes)",
+                self.id
+            ),
+        );
+        true
+    }
+
+    /// Starts (or joins) the introspection of `token`; the request stays paused.
+    fn introspect(&mut self, shared: &Shared, hash: TokenHash, token: &str, head: bool) {
+        let waiter = Waiter {
+            context_id: self.id,
+            head,
+        };
+        let join = shared.inflight.borrow_mut().join(hash, token, waiter);
+        self.state = State::Waiting(hash);
+        match join {
+            Join::Wait => shared.metrics.count(Counter::Coalesced),
+            Join::Lead => match shared.dispatch(token) {
+                Ok(call) => shared.inflight.borrow_mut().started(&hash, self.id, call),
+                Err(e) => {
+                    log(LogLevel::Error, &format!("#{} {e}", self.id));
+                    self.state = State::Done;
+                    shared.abandon(self.id, &hash);
+                }
+            },
+        }
+    }
+
+    /// Answers to this context's own calls to the remote split store. False when `call` is not
+    /// one of them (an introspection call, handled by the shared state).
+    fn on_remote_response(&mut self, shared: &Shared, call: u32, body_size: usize) -> bool {
+        let mine = match &self.state {
+            State::RemoteLookup { call: c, .. }
+            | State::PublishWrite { call: c, .. }
+            | State::SplitWrite { call: c, .. } => *c == call,
+            _ => false,
+        };
+        if !mine {
+            return false;
+        }
+        let status = super::map_value(MapType::HttpCallResponseHeaders, ":status");
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::RemoteLookup {
+                hash,
+                token,
+                head,
+                started_ms,
+                ..
+            } => {
+                let body = if body_size == 0 || body_size > split::MAX_HEADER_PAYLOAD_LEN {
+                    Vec::new()
+                } else {
+                    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                };
+                let got = if body_size > split::MAX_HEADER_PAYLOAD_LEN {
+                    Got::Failed
+                } else {
+                    remote::classify_get(status.as_deref(), &body)
+                };
+                let latency = shared.now_ms().saturating_sub(started_ms);
+                match flow::on_remote_get(&shared.cfg, shared, &hash, &token, got, latency) {
+                    Step::Done(verdict) => {
+                        shared.apply(self.id, head, &verdict, true);
+                    }
+                    Step::Introspect { hash, token } => {
+                        self.introspect(shared, hash, &token, head);
+                    }
+                    Step::Remote { .. } => {
+                        shared.apply(
+                            self.id,
+                            head,
+                            &Verdict::Reject(Denial::StoreUnavailable),
+                            true,
+                        );
+                    }
+                }
+            }
+            State::PublishWrite { reply, delete, .. } => {
+                let written = if delete {
+                    remote::delete_succeeded(status.as_deref())
+                } else {
+                    remote::put_succeeded(status.as_deref())
+                };
+                let answer = flow::after_remote_write(shared, reply, written);
+                shared.send_split_reply(self.id, false, &answer);
+            }
+            State::SplitWrite { body, size, .. } => {
+                if remote::put_succeeded(status.as_deref()) {
+                    if self.replace_token_response(shared, size, &body) {
+                        let _ = hostcalls::resume_http_response();
+                    }
+                } else {
+                    shared.metrics.count(Counter::RemoteWriteFailed);
+                    shared.send_split_reply(self.id, false, &SplitReply::StoreUnavailable);
+                }
+            }
+            other => self.state = other,
+        }
+        true
+    }
+
     /// Body and trailers must not flow while headers are paused: Envoy would continue the
     /// headers (with the client's Authorization) if a data callback returned Continue.
     fn hold_while_waiting(&mut self) -> Action {
+        if matches!(self.state, State::RemoteLookup { .. }) {
+            return Action::Pause;
+        }
         let State::Waiting(hash) = &self.state else {
             return Action::Continue;
         };
@@ -275,8 +447,10 @@ impl Context for Http {
         body_size: usize,
         _trailers: usize,
     ) {
-        if let Some(shared) = &self.shared {
-            shared.on_call_response(self.id, call, num_headers, body_size);
+        if let Some(shared) = self.shared.clone() {
+            if !self.on_remote_response(&shared, call, body_size) {
+                shared.on_call_response(self.id, call, num_headers, body_size);
+            }
         }
     }
 }
@@ -354,24 +528,61 @@ impl HttpContext for Http {
                 }
             }
             Step::Introspect { hash, token } => {
-                let waiter = Waiter {
-                    context_id: self.id,
-                    head,
-                };
-                let join = shared.inflight.borrow_mut().join(hash, &token, waiter);
-                self.state = State::Waiting(hash);
-                match join {
-                    Join::Wait => shared.metrics.count(Counter::Coalesced),
-                    Join::Lead => match shared.dispatch(&token) {
-                        Ok(call) => shared.inflight.borrow_mut().started(&hash, self.id, call),
-                        Err(e) => {
-                            log(LogLevel::Error, &format!("#{} {e}", self.id));
-                            self.state = State::Done;
-                            shared.abandon(self.id, &hash);
-                        }
-                    },
-                }
+                self.introspect(&shared, hash, &token, head);
                 Action::Pause
+            }
+            Step::Remote { hash, token, key } => {
+                let call = shared
+                    .cfg
+                    .split
+                    .as_ref()
+                    .and_then(|s| s.remote.as_ref())
+                    .map(|r| r.get(&key));
+                match call.map(|c| shared.dispatch_remote(&c)) {
+                    Some(Ok(call)) => {
+                        self.state = State::RemoteLookup {
+                            call,
+                            hash,
+                            token,
+                            head,
+                            started_ms: shared.now_ms(),
+                        };
+                        Action::Pause
+                    }
+                    other => {
+                        if let Some(Err(e)) = other {
+                            log(LogLevel::Error, &format!("#{} {e}", self.id));
+                        }
+                        let got = Got::Failed;
+                        match flow::on_remote_get(
+                            &shared.cfg,
+                            shared.as_ref(),
+                            &hash,
+                            &token,
+                            got,
+                            0,
+                        ) {
+                            Step::Introspect { hash, token } => {
+                                self.introspect(&shared, hash, &token, head);
+                                Action::Pause
+                            }
+                            Step::Done(verdict) => {
+                                self.state = State::Done;
+                                if shared.apply(self.id, head, &verdict, false) {
+                                    Action::Continue
+                                } else {
+                                    Action::Pause
+                                }
+                            }
+                            Step::Remote { .. } => {
+                                self.state = State::Done;
+                                let refuse = Verdict::Reject(Denial::StoreUnavailable);
+                                shared.apply(self.id, head, &refuse, false);
+                                Action::Pause
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,198 @@
+"""A split token store shared by a fleet: two Envoy processes (different ports, same Redis
+behind webdis, both started here), each with its own shared data as level 1 and Redis as
+level 2 (`split.remote`, webdis request shapes)."""
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import Envoy, bearer, closed_port, request
+from test_split import PUBLISH, SECRET, new_jwt, publish, revoke, split_jwt, store_key, token_request
+
+LOCAL_TTL_S = 2
+
+
+class Redis:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.redis_port = closed_port()
+        self.http_port = closed_port()
+        self.procs = {}
+
+    def start_redis(self):
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is needed (scripts/lib.sh installs it from Debian's packages)"
+        self.procs["redis"] = subprocess.Popen(
+            [exe, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_webdis(self):
+        exe = shutil.which("webdis")
+        assert exe, "webdis is needed (scripts/lib.sh installs it from Debian's packages)"
+        cfg = self.workdir / "webdis.json"
+        cfg.write_text(json.dumps({"redis_host": "127.0.0.1", "redis_port": self.redis_port,
+                                   "http_host": "127.0.0.1", "http_port": self.http_port, "threads": 2,
+                                   "daemonize": False, "database": 0, "verbosity": 1,
+                                   "logfile": str(self.workdir / "webdis.log")}))
+        self.procs["webdis"] = subprocess.Popen([exe, str(cfg)], stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if "PONG" in self.http("/PING"):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("webdis did not answer")
+
+    def stop(self, name):
+        p = self.procs.pop(name, None)
+        if p:
+            p.terminate()
+            p.wait(timeout=10)
+
+    def http(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    r = Redis(tmp_path_factory.mktemp("redis"))
+    r.start_redis()
+    r.start_webdis()
+    yield r
+    r.stop("webdis")
+    r.stop("redis")
+
+
+def fleet_config():
+    return {"required_scopes": ["read"],
+            "split": {"max_entries": 1000,
+                      "publish": {"path": PUBLISH, "secret": SECRET},
+                      "split_responses": {"paths": ["/oauth/token"]},
+                      "remote": {"cluster": "webdis",
+                                 "get_path": "/GET/split:{key}.txt",
+                                 "put_path": "/SETEX/split:{key}/{ttl}",
+                                 "delete_path": "/DEL/split:{key}",
+                                 "delete_method": "GET",
+                                 "timeout_ms": 500,
+                                 "local_ttl_s": LOCAL_TTL_S}}}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, redis, echo, token_service):
+    gateways = {}
+    for name in ("a", "b"):
+        e = Envoy(tmp_path_factory.mktemp(f"envoy-{name}"),
+                  listeners={"main": (fleet_config(), (("/oauth/token", "token_service"), ("/", "api")))},
+                  clusters={"api": echo.port, "token_service": token_service.port, "webdis": redis.http_port})
+        e.start()
+        gateways[name] = e
+    yield gateways
+    for e in gateways.values():
+        e.stop()
+
+
+def port(fleet, name):
+    return fleet[name].ports["main"]
+
+
+def forwarded(reply):
+    return [v for k, v in reply.json()["headers"] if k == "authorization"]
+
+
+def test_published_on_one_gateway_works_on_the_other(fleet, redis):
+    jwt = new_jwt()
+    sig = split_jwt(jwt)[1]
+    assert publish(port(fleet, "a"), jwt).status == 204
+    # In Redis, under the documented key, for the token's remaining lifetime.
+    assert redis.http(f"/GET/split:{urllib.parse.quote(store_key(sig), safe='')}.txt") == split_jwt(jwt)[0]
+    ttl = json.loads(redis.http(f"/TTL/split:{urllib.parse.quote(store_key(sig), safe='')}"))["TTL"]
+    assert 290 <= ttl <= 300
+    before = fleet["b"].counters()
+    r = request(port(fleet, "b"), "/orders", bearer(sig))
+    assert r.status == 200 and forwarded(r) == [f"Bearer {jwt}"]
+    # Then from B's own store: one remote read.
+    assert request(port(fleet, "b"), "/orders", bearer(sig)).status == 200
+    after = fleet["b"].counters()
+    assert after["remote_hit"] - before.get("remote_hit", 0) == 1
+    assert after["split_hit"] - before.get("split_hit", 0) == 1
+
+
+def test_revoked_on_one_gateway_is_refused_on_the_other_within_local_ttl(fleet):
+    jwt = new_jwt()
+    sig = split_jwt(jwt)[1]
+    assert publish(port(fleet, "a"), jwt).status == 204
+    assert request(port(fleet, "b"), "/x", bearer(sig)).status == 200  # now in B's own store
+    assert revoke(port(fleet, "a"), jwt).status == 204
+    assert request(port(fleet, "a"), "/x", bearer(sig)).status == 401
+    t0 = time.time()
+    while request(port(fleet, "b"), "/x", bearer(sig)).status == 200:
+        assert time.time() - t0 < LOCAL_TTL_S + 1, "B still serves a revoked token past local_ttl_s"
+        time.sleep(0.1)
+    assert request(port(fleet, "b"), "/x", bearer(sig)).status == 401
+
+
+def test_split_at_issuance_on_one_gateway_works_on_the_other(fleet):
+    r = token_request(port(fleet, "a"))
+    assert r.status == 200
+    sig = r.json()["access_token"]
+    assert sig.count(".") == 0
+    r = request(port(fleet, "b"), "/orders", bearer(sig))
+    assert r.status == 200
+    jwt = forwarded(r)[0][len("Bearer "):]
+    assert jwt.endswith("." + sig)
+
+
+def test_unknown_tokens_are_401_after_a_remote_miss(fleet):
+    before = fleet["b"].counters()
+    r = request(port(fleet, "b"), "/x", bearer(uuid.uuid4().hex + uuid.uuid4().hex))
+    assert r.status == 401 and r.json()["code"] == "invalid_token"
+    assert fleet["b"].counters()["remote_miss"] - before.get("remote_miss", 0) == 1
+
+
+def test_entries_expire_in_redis_at_the_tokens_expiry(fleet, redis):
+    jwt = new_jwt(lifetime=3)
+    sig = split_jwt(jwt)[1]
+    assert publish(port(fleet, "a"), jwt).status == 204
+    key = urllib.parse.quote(store_key(sig), safe="")
+    assert redis.http(f"/GET/split:{key}.txt") == split_jwt(jwt)[0]
+    time.sleep(4.2)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        redis.http(f"/GET/split:{key}.txt")
+    assert e.value.code == 404
+
+
+def test_store_down_level_one_hits_served_unknown_refused_then_recovery(fleet, redis, echo):
+    warm = new_jwt()
+    warm_sig = split_jwt(warm)[1]
+    assert publish(port(fleet, "a"), warm).status == 204
+    later = new_jwt()
+    later_sig = split_jwt(later)[1]
+    assert publish(port(fleet, "a"), later).status == 204
+    assert request(port(fleet, "b"), "/x", bearer(warm_sig)).status == 200  # in B's own store
+    redis.stop("webdis")
+    try:
+        before = fleet["b"].counters()
+        assert request(port(fleet, "b"), "/x", bearer(warm_sig)).status == 200
+        marker = uuid.uuid4().hex
+        r = request(port(fleet, "b"), f"/{marker}", bearer(later_sig))
+        assert r.status == 502 and r.json()["code"] == "store_unavailable"
+        assert not [q for q in echo.requests if marker in q["path"]]
+        assert fleet["b"].counters()["remote_error"] - before.get("remote_error", 0) >= 1
+        # Publishing while the store is down: refused, so the publisher retries.
+        assert publish(port(fleet, "a"), new_jwt()).status == 502
+    finally:
+        redis.start_webdis()
+    deadline = time.time() + 5
+    while request(port(fleet, "b"), "/x", bearer(later_sig)).status != 200:
+        assert time.time() < deadline, "no recovery after the store returned"
+        time.sleep(0.2)
