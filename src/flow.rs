@@ -1299,6 +1299,159 @@ mod tests {
         }
     }
 
+    /// `split.remote`: the second-level store.
+    mod remote_store {
+        use super::*;
+        use crate::remote::Got;
+
+        const REMOTE: &str = r#", "remote": {"cluster": "webdis", "get_path": "/GET/s:{key}.txt",
+            "put_path": "/SETEX/s:{key}/{ttl}", "delete_path": "/DEL/s:{key}",
+            "delete_method": "GET", "local_ttl_s": 10}"#;
+
+        fn remote_step(cfg: &Config, host: &FakeHost, sig: &str) -> (TokenHash, String) {
+            match on_request(cfg, host, Some(&format!("Bearer {sig}"))) {
+                Step::Remote { hash, token, key } => {
+                    assert_eq!(token, sig);
+                    assert_eq!(key, store_key(cfg, sig));
+                    (hash, token)
+                }
+                other => panic!("expected a remote lookup, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn a_local_miss_asks_the_remote_store_and_keeps_a_bounded_copy() {
+            let (cfg, host) = (split_config(REMOTE, false), FakeHost::at(T0));
+            let hp = signed(
+                &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 600),
+                "",
+            );
+            let hp = hp.trim_end_matches('.');
+            let (hash, token) = remote_step(&cfg, &host, "UmVtb3Rl");
+            let step = on_remote_get(&cfg, &host, &hash, &token, Got::Found(hp.into()), 3);
+            assert_eq!(step, forward(&format!("{hp}.UmVtb3Rl")));
+            assert_eq!(host.count_of(Counter::RemoteHit), 1);
+            assert_eq!(host.count_of(Counter::RemoteLatencyMs), 3);
+            // Served locally for local_ttl_s (10 s), then asked again.
+            host.now.set(T0 + 9_000);
+            assert_eq!(
+                on_request(&cfg, &host, Some("Bearer UmVtb3Rl")),
+                forward(&format!("{hp}.UmVtb3Rl"))
+            );
+            host.now.set(T0 + 10_001);
+            remote_step(&cfg, &host, "UmVtb3Rl");
+        }
+
+        #[test]
+        fn misses_failures_and_garbage() {
+            let (cfg, host) = (split_config(REMOTE, false), FakeHost::at(T0));
+            let (hash, token) = remote_step(&cfg, &host, "TWlzcw");
+            let reject = |d| Step::Done(Verdict::Reject(d));
+            assert_eq!(
+                on_remote_get(&cfg, &host, &hash, &token, Got::Missing, 1),
+                reject(Denial::InvalidToken)
+            );
+            assert_eq!(
+                on_remote_get(&cfg, &host, &hash, &token, Got::Failed, 1),
+                reject(Denial::StoreUnavailable)
+            );
+            // Not a header.payload, or an expired one: never forwarded.
+            assert_eq!(
+                on_remote_get(&cfg, &host, &hash, &token, Got::Found("x".into()), 1),
+                reject(Denial::StoreUnavailable)
+            );
+            let old = signed(
+                &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 - 5),
+                "",
+            );
+            let old = Got::Found(old.trim_end_matches('.').into());
+            assert_eq!(
+                on_remote_get(&cfg, &host, &hash, &token, old, 1),
+                reject(Denial::InvalidToken)
+            );
+            // With the phantom fallback, misses and failures are introspected instead.
+            let (cfg, host) = (
+                split_config(&format!(r#", "fallback_to_phantom": true{REMOTE}"#), true),
+                FakeHost::at(T0),
+            );
+            let (hash, token) = remote_step(&cfg, &host, "RmFsbA");
+            for got in [Got::Missing, Got::Failed] {
+                assert!(matches!(
+                    on_remote_get(&cfg, &host, &hash, &token, got, 1),
+                    Step::Introspect { .. }
+                ));
+            }
+            // Not a signature at all: no remote read, straight to the fallback.
+            assert!(matches!(
+                on_request(&cfg, &host, Some("Bearer not~a~signature")),
+                Step::Introspect { .. }
+            ));
+        }
+
+        #[test]
+        fn publish_revoke_and_issuance_write_through() {
+            let (cfg, host) = (split_config(REMOTE, false), FakeHost::at(T0));
+            let jwt = signed(
+                &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 600),
+                "U2ln",
+            );
+            let hp = jwt.rsplit_once('.').unwrap().0.to_owned();
+            let key = store_key(&cfg, "U2ln");
+            let body = serde_json::json!({"signature_hash": key, "header_payload": hp,
+                                          "expires_at": T0 / 1000 + 3600});
+            let (reply, call) = publish(&cfg, &host, "POST", body.to_string().as_bytes());
+            assert_eq!(reply, SplitReply::Accepted);
+            let call = call.unwrap();
+            let enc = crate::remote::encode_segment(&key);
+            // The remote TTL is the token's own (exp minus the skew), not local_ttl_s.
+            assert_eq!(call.method, "PUT");
+            assert!(
+                call.path.starts_with(&format!("/SETEX/s:{enc}/")),
+                "{}",
+                call.path
+            );
+            let ttl: u64 = call.path.rsplit('/').next().unwrap().parse().unwrap();
+            assert!((595..=600).contains(&ttl), "{ttl}");
+            assert_eq!(call.body.as_deref(), Some(hp.as_bytes()));
+            // Not counted until the remote write is done.
+            assert_eq!(host.count_of(Counter::PublishAccepted), 0);
+            assert_eq!(
+                after_remote_write(&host, reply.clone(), false),
+                SplitReply::StoreUnavailable
+            );
+            assert_eq!(host.count_of(Counter::RemoteWriteFailed), 1);
+            assert_eq!(after_remote_write(&host, reply, true), SplitReply::Accepted);
+            let (reply, call) = publish(
+                &cfg,
+                &host,
+                "DELETE",
+                serde_json::json!({"signature_hash": key})
+                    .to_string()
+                    .as_bytes(),
+            );
+            assert_eq!(reply, SplitReply::Accepted);
+            let call = call.unwrap();
+            assert_eq!(
+                (call.method.as_str(), call.path),
+                ("GET", format!("/DEL/s:{enc}"))
+            );
+            let body = format!(r#"{{"access_token":"{jwt}","expires_in":600}}"#);
+            let TokenResponse::Replace {
+                remote: Some(put), ..
+            } = on_token_response(
+                &cfg,
+                &host,
+                Some("200"),
+                Some("application/json"),
+                body.as_bytes(),
+            )
+            else {
+                panic!("not split with a remote write")
+            };
+            assert!(put.path.starts_with(&format!("/SETEX/s:{enc}/")));
+        }
+    }
+
     /// `phantom.response` "json" and "rfc9701": JWTs from introspected claims.
     mod contracts {
         use super::*;
