@@ -149,10 +149,17 @@ def phantom_cfg(client_id="gateway", verify=None, max_entries=100000):
     return cfg
 
 
-def split_cfg(verify=None):
+def split_cfg(verify=None, remote=False):
     cfg = {"split": {"max_entries": 10000, "publish": {"path": "/_split-token", "secret": SECRET}}}
     if verify:
         cfg["verify"] = verify
+    if remote:
+        # The level-2 store: the backend answers every read with the bench JWT's header.payload
+        # (so any signature is found there) and every write with 200, at loopback speed: what is
+        # measured is the gateway's own cost of a level-2 read, not a key-value server's.
+        cfg["split"]["remote"] = {"cluster": "kv", "get_path": "/GET/split:{key}.txt",
+                                  "put_path": "/SETEX/split:{key}/{ttl}", "delete_path": "/DEL/split:{key}",
+                                  "delete_method": "GET", "timeout_ms": 2000, "local_ttl_s": 3600}
     return cfg
 
 
@@ -165,6 +172,8 @@ SCENARIOS = [
     ("split_hit", "split token, store hit"),
     ("phantom_hit_verify", "phantom token, cache hit, `verify` on (ES256)"),
     ("split_hit_verify", "split token, store hit, `verify` on (ES256)"),
+    ("split_remote_l1_hit", "split token with `split.remote`, hit in the gateway's own store (level 1)"),
+    ("split_remote_l2_hit", "split token with `split.remote`, a new signature every request: level-2 read"),
     ("lua_cache", "Lua phantom filter with a per-worker cache, hit"),
     ("phantom_miss", "phantom token, a new token every request"),
     ("wasm_minimal_call", "reference: read Authorization, one call out, replace the header"),
@@ -181,7 +190,8 @@ def cpu_s(pid):
 
 # Scenarios that call the token service on every request get a token never seen before on
 # every request, all from the same wrk script, so the load generator costs the same for each.
-FRESH_TOKENS = {"phantom_miss", "phantom_miss_b", "lua_no_cache", "ext_authz", "wasm_minimal_call"}
+FRESH_TOKENS = {"phantom_miss", "phantom_miss_b", "lua_no_cache", "ext_authz", "wasm_minimal_call",
+                "split_remote_l2_hit"}
 
 
 def wrk(port, conns, duration, header=None, script=None, pid=None):
@@ -262,6 +272,7 @@ def main():
         direct("introspect", 200, jwt, [("content-type", "application/jwt")]),
         direct("authz", 200, "", [("authorization", f"Bearer {jwt}")]),
         direct("jwks", 200, jwks, [("content-type", "application/json")]),
+        direct("kv", 200, jwt.rsplit(".", 1)[0], [("content-type", "text/plain")]),
     ]
     backend.start()
     subprocess.run(["taskset", "-a", "-p", "-c", "1", str(backend.proc.pid)], capture_output=True, check=True)
@@ -273,6 +284,7 @@ def main():
         cluster("token_service", ts_port),
         cluster("authz", backend.ports["authz"]),
         cluster("jwks", backend.ports["jwks"]),
+        cluster("kv", backend.ports["kv"]),
     ]
     gw.config["static_resources"]["listeners"] = [listener(name, filters_for(name, verify, jwks))
                                                   for name, _ in scenarios]
@@ -284,7 +296,7 @@ def main():
         hp, sig = jwt.rsplit(".", 1)
         key = base64.b64encode(hashlib.sha256(sig.encode()).digest()).decode()
         body = json.dumps({"signature_hash": key, "header_payload": hp, "expires_at": now + 7200})
-        for name in ("split_hit", "split_hit_verify", "split_hit_b"):
+        for name in ("split_hit", "split_hit_verify", "split_hit_b", "split_remote_l1_hit"):
             if name in gw.ports:
                 post(f"http://127.0.0.1:{gw.ports[name]}/_split-token", body,
                      {"authorization": f"Bearer {SECRET}", "content-type": "application/json"})
@@ -293,6 +305,7 @@ def main():
             "split_hit": f"Authorization: Bearer {sig}",
             "split_hit_verify": f"Authorization: Bearer {sig}",
             "split_hit_b": f"Authorization: Bearer {sig}",
+            "split_remote_l1_hit": f"Authorization: Bearer {sig}",
         }
         # Every scenario sends the same kind of request, passthrough included (its upstream
         # sees the opaque token: a baseline, not a deployment).
@@ -386,6 +399,11 @@ def filters_for(name, verify, jwks):
         return [plugin_filter(phantom_cfg(client_id="gateway-v", verify=verify))]
     if name == "split_hit_verify":
         return [plugin_filter(split_cfg(verify=verify))]
+    if name in ("split_remote_l1_hit", "split_remote_l2_hit"):
+        # Its own store (another max_entries), so the plain split scenarios are unaffected.
+        cfg = split_cfg(remote=True)
+        cfg["split"]["max_entries"] = 10001 if name == "split_remote_l1_hit" else 10002
+        return [plugin_filter(cfg)]
     if name == "lua_cache":
         return [lua_filter(LUA_CACHE)]
     if name == "phantom_miss":
