@@ -171,7 +171,10 @@ def test_entries_expire_in_redis_at_the_tokens_expiry(fleet, redis):
     assert e.value.code == 404
 
 
-def test_store_down_level_one_hits_served_unknown_refused_then_recovery(fleet, redis, echo):
+@pytest.mark.parametrize("down", ["webdis", "redis"])
+def test_store_down_level_one_hits_served_unknown_refused_then_recovery(fleet, redis, echo, down):
+    """webdis down: connections refused. Redis down: webdis answers 503. Either way, B keeps
+    serving what its own store holds, refuses the rest with 502, and recovers by itself."""
     warm = new_jwt()
     warm_sig = split_jwt(warm)[1]
     assert publish(port(fleet, "a"), warm).status == 204
@@ -179,7 +182,7 @@ def test_store_down_level_one_hits_served_unknown_refused_then_recovery(fleet, r
     later_sig = split_jwt(later)[1]
     assert publish(port(fleet, "a"), later).status == 204
     assert request(port(fleet, "b"), "/x", bearer(warm_sig)).status == 200  # in B's own store
-    redis.stop("webdis")
+    redis.stop(down)
     try:
         before = fleet["b"].counters()
         assert request(port(fleet, "b"), "/x", bearer(warm_sig)).status == 200
@@ -191,7 +194,18 @@ def test_store_down_level_one_hits_served_unknown_refused_then_recovery(fleet, r
         # Publishing while the store is down: refused, so the publisher retries.
         assert publish(port(fleet, "a"), new_jwt()).status == 502
     finally:
-        redis.start_webdis()
+        if down == "webdis":
+            redis.start_webdis()
+        else:
+            redis.start_redis()  # empty: nothing was persisted
+    if down == "redis":
+        # Redis came back empty: what is published now works everywhere again.
+        later = new_jwt()
+        later_sig = split_jwt(later)[1]
+        deadline = time.time() + 5
+        while publish(port(fleet, "a"), later).status != 204:
+            assert time.time() < deadline, "publishing did not recover"
+            time.sleep(0.2)
     deadline = time.time() + 5
     while request(port(fleet, "b"), "/x", bearer(later_sig)).status != 200:
         assert time.time() < deadline, "no recovery after the store returned"
