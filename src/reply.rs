@@ -10,6 +10,11 @@
 //! | token service unreachable, timeout, reset, unexpected status, malformed answer | 502 | none |
 //! | token service answered 503 | 503 | none |
 //! | `verify` configured but no key set loaded yet | 502 | none |
+//! | signed introspection answer (RFC 9701) that fails verification | 502 | none |
+//! | `split.remote` unreachable or failing, no phantom fallback (`store_unavailable`) | 502 | none |
+//!
+//! (Two `Authorization` headers and an `access_token` query parameter are malformed
+//! credentials: 400.)
 
 use crate::introspection::Failure;
 use crate::metrics::Counter;
