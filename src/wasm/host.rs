@@ -232,12 +232,10 @@ impl Shared {
         } else {
             super::map_value(MapType::HttpCallResponseHeaders, ":status")
         };
-        let body = if status.as_deref() != Some("200") || body_size > MAX_JWKS_BYTES {
-            None
+        let body = if status.as_deref() == Some("200") {
+            super::read_body(BufferType::HttpCallResponseBody, body_size, MAX_JWKS_BYTES)
         } else {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
+            None
         };
         match jwks::on_fetched(src, &verify.policy, self, &self.keys, body.as_deref()) {
             Ok(_) => log(
@@ -302,15 +300,11 @@ impl Shared {
         let cache_control = header("cache-control");
         let synthesized =
             introspection::is_synthesized(header("x-envoy-upstream-service-time").as_deref());
-        let body = if body_size > MAX_RESPONSE_BYTES {
-            None
-        } else if body_size == 0 {
-            Some(Vec::new())
-        } else {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .map(Option::unwrap_or_default)
-        };
+        let body = super::read_body(
+            BufferType::HttpCallResponseBody,
+            body_size,
+            MAX_RESPONSE_BYTES,
+        );
         let contract = self.cfg.phantom.as_ref().map(|p| &p.contract);
         let outcome = introspection::classify(
             &Response {

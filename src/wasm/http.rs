@@ -189,14 +189,9 @@ impl Http {
         else {
             return Action::Continue;
         };
-        let body = if size == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
+        // The size was checked against MAX_PUBLISH_BODY above.
+        let body =
+            super::read_body(BufferType::HttpRequestBody, size, usize::MAX).unwrap_or_default();
         self.finish_publish(shared, &method, &body);
         Action::Pause
     }
@@ -233,10 +228,8 @@ impl Http {
         }
         self.state = State::Done;
         self.release(shared);
-        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body =
+            super::read_body(BufferType::HttpResponseBody, size, usize::MAX).unwrap_or_default();
         let status = Self::response_header(":status");
         let content_type = Self::response_header("content-type");
         match flow::on_token_response(
@@ -340,6 +333,33 @@ impl Http {
         }
     }
 
+    /// Acts on what a remote store read led to: a verdict, or the phantom fallback. `resume`:
+    /// the request was paused (an answer that came later), else this is still its headers
+    /// callback and the returned action is what Envoy does.
+    fn after_remote_get(
+        &mut self,
+        shared: &Shared,
+        step: Step,
+        head: bool,
+        resume: bool,
+    ) -> Action {
+        let verdict = match step {
+            Step::Introspect { hash, token } => {
+                self.introspect(shared, hash, &token, head);
+                return Action::Pause;
+            }
+            Step::Done(verdict) => verdict,
+            // `on_remote_get` never asks for another remote read.
+            Step::Remote { .. } => Verdict::Reject(Denial::StoreUnavailable),
+        };
+        self.state = State::Done;
+        if shared.apply(self.id, head, &verdict, resume) && !resume {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
     /// Answers to this context's own calls to the remote split store. False when `call` is not
     /// one of them (an introspection call, handled by the shared state).
     fn on_remote_response(&mut self, shared: &Shared, call: u32, body_size: usize) -> bool {
@@ -361,36 +381,18 @@ impl Http {
                 started_ms,
                 ..
             } => {
-                let body = if body_size == 0 || body_size > split::MAX_HEADER_PAYLOAD_LEN {
-                    Vec::new()
-                } else {
-                    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default()
-                };
-                let got = if body_size > split::MAX_HEADER_PAYLOAD_LEN {
-                    Got::Failed
-                } else {
-                    remote::classify_get(status.as_deref(), &body)
+                let body = super::read_body(
+                    BufferType::HttpCallResponseBody,
+                    body_size,
+                    split::MAX_HEADER_PAYLOAD_LEN,
+                );
+                let got = match body {
+                    Some(body) => remote::classify_get(status.as_deref(), &body),
+                    None => Got::Failed,
                 };
                 let latency = shared.now_ms().saturating_sub(started_ms);
-                match flow::on_remote_get(&shared.cfg, shared, &hash, &token, got, latency) {
-                    Step::Done(verdict) => {
-                        shared.apply(self.id, head, &verdict, true);
-                    }
-                    Step::Introspect { hash, token } => {
-                        self.introspect(shared, hash, &token, head);
-                    }
-                    Step::Remote { .. } => {
-                        shared.apply(
-                            self.id,
-                            head,
-                            &Verdict::Reject(Denial::StoreUnavailable),
-                            true,
-                        );
-                    }
-                }
+                let step = flow::on_remote_get(&shared.cfg, shared, &hash, &token, got, latency);
+                self.after_remote_get(shared, step, head, true);
             }
             State::PublishWrite { reply, delete, .. } => {
                 let written = if delete {
@@ -553,34 +555,15 @@ impl HttpContext for Http {
                         if let Some(Err(e)) = other {
                             log(LogLevel::Error, &format!("#{} {e}", self.id));
                         }
-                        let got = Got::Failed;
-                        match flow::on_remote_get(
+                        let step = flow::on_remote_get(
                             &shared.cfg,
                             shared.as_ref(),
                             &hash,
                             &token,
-                            got,
+                            Got::Failed,
                             0,
-                        ) {
-                            Step::Introspect { hash, token } => {
-                                self.introspect(&shared, hash, &token, head);
-                                Action::Pause
-                            }
-                            Step::Done(verdict) => {
-                                self.state = State::Done;
-                                if shared.apply(self.id, head, &verdict, false) {
-                                    Action::Continue
-                                } else {
-                                    Action::Pause
-                                }
-                            }
-                            Step::Remote { .. } => {
-                                self.state = State::Done;
-                                let refuse = Verdict::Reject(Denial::StoreUnavailable);
-                                shared.apply(self.id, head, &refuse, false);
-                                Action::Pause
-                            }
-                        }
+                        );
+                        self.after_remote_get(&shared, step, head, false)
                     }
                 }
             }

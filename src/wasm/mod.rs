@@ -15,7 +15,24 @@ proxy_wasm::main! {{
 }}
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+use proxy_wasm::types::{BufferType, MapType};
+
+/// A body of `size` bytes (a request, a response, a call's answer): `None` when it is larger
+/// than `max` and is not read at all; empty when it could not be read.
+pub(crate) fn read_body(buffer: BufferType, size: usize, max: usize) -> Option<Vec<u8>> {
+    if size > max {
+        return None;
+    }
+    if size == 0 {
+        return Some(Vec::new());
+    }
+    Some(
+        hostcalls::get_buffer(buffer, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    )
+}
 
 /// A header value as text. The SDK's string getters unwrap `String::from_utf8` and would trap
 /// the VM (taking the worker's filter down) on a value with obs-text bytes, which HTTP allows and
