@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod local;
 pub mod metrics;
 pub mod mint;
+pub mod pairs;
 pub mod record;
 pub mod remote;
 pub mod reply;

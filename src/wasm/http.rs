@@ -69,23 +69,24 @@ impl Http {
         }
     }
 
-    fn header(name: &str) -> Option<String> {
-        super::map_value(MapType::HttpRequestHeaders, name)
-    }
-
     fn response_header(name: &str) -> Option<String> {
         super::map_value(MapType::HttpResponseHeaders, name)
     }
 
     /// A request to `split.publish.path`: authenticated from its headers, answered once its
     /// body is complete, never forwarded.
-    fn start_publish(&mut self, shared: &Shared, end_of_stream: bool) -> Action {
-        let method = Self::header(":method").unwrap_or_default();
+    fn start_publish(
+        &mut self,
+        shared: &Shared,
+        headers: &super::Headers,
+        end_of_stream: bool,
+    ) -> Action {
+        let method = headers.get(":method").unwrap_or_default();
         let head = method == "HEAD";
         if let Err(refusal) = flow::publish_gate(
             &shared.cfg,
             &method,
-            Self::header("authorization").as_deref(),
+            headers.get("authorization").as_deref(),
         ) {
             flow::count_publish(shared, &refusal);
             shared.send_split_reply(self.id, head, &refusal);
@@ -464,10 +465,12 @@ impl HttpContext for Http {
             let _ = hostcalls::send_http_response(500, vec![], None);
             return Action::Pause;
         };
-        let path = Self::header(":path").unwrap_or_default();
+        // One read of the whole map: each header read separately costs as much.
+        let headers = super::Headers::read(MapType::HttpRequestHeaders);
+        let path = headers.get(":path").unwrap_or_default();
         if flow::has_routes(&shared.cfg) {
             match flow::route(&shared.cfg, &path) {
-                Route::Publish => return self.start_publish(&shared, end_of_stream),
+                Route::Publish => return self.start_publish(&shared, &headers, end_of_stream),
                 Route::TokenEndpoint => {
                     // A token request authenticates the client to the token service; it
                     // carries no access token. Forwarded as it is.
@@ -475,7 +478,7 @@ impl HttpContext for Http {
                     return Action::Continue;
                 }
                 Route::GatewayJwks => {
-                    let method = Self::header(":method").unwrap_or_default();
+                    let method = headers.get(":method").unwrap_or_default();
                     shared.send_gateway_jwks(self.id, &method);
                     self.state = State::Done;
                     return Action::Pause;
@@ -488,28 +491,25 @@ impl HttpContext for Http {
             // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
             Step::Done(Verdict::Reject(Denial::MalformedCredentials))
         } else {
-            let authorization = Self::header("authorization");
+            let authorization = headers.get("authorization");
             flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref())
         };
-        // The common path (a token that is forwarded) never needs the method: read it only
-        // when the request is refused or waits (for a CORS preflight and for HEAD replies).
+        let method = headers.get(":method").unwrap_or_default();
+        let head = method == "HEAD";
         if let Step::Done(Verdict::Forward { authorization }) = &step {
             self.state = State::Done;
-            // The method was not read: were this a HEAD request refused here, its 502 would
-            // carry a body the client ignores.
-            return if shared.apply_forward(self.id, false, authorization) {
+            return if shared.apply_forward(self.id, head, authorization) {
                 Action::Continue
             } else {
                 Action::Pause
             };
         }
-        let method = Self::header(":method").unwrap_or_default();
         if method == "OPTIONS"
             && !uri_token
             && flow::is_cors_preflight(
                 &method,
-                Self::header("origin").as_deref(),
-                Self::header("access-control-request-method").as_deref(),
+                headers.get("origin").as_deref(),
+                headers.get("access-control-request-method").as_deref(),
             )
         {
             // Passes unauthenticated; never forward the opaque token, even on a preflight.
@@ -518,7 +518,6 @@ impl HttpContext for Http {
             self.state = State::Done;
             return Action::Continue;
         }
-        let head = method == "HEAD";
         match step {
             Step::Done(verdict) => {
                 self.state = State::Done;

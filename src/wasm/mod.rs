@@ -34,6 +34,48 @@ pub(crate) fn read_body(buffer: BufferType, size: usize, max: usize) -> Option<V
     )
 }
 
+/// A header map read whole, with one call to the proxy (see [`crate::pairs`]): a request's
+/// headers are looked up here rather than read one by one, as every value read is the proxy
+/// calling back into the VM to allocate it.
+pub(crate) struct Headers(Vec<u8>);
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+impl Headers {
+    /// Map `map` of the current context; empty when the proxy has none to give.
+    pub(crate) fn read(map: MapType) -> Self {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the proxy writes the address and size of a buffer it allocated in this VM
+        // through `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes), which
+        // becomes ours; the SDK takes these buffers over the same way.
+        let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+        // 0 is `Ok`; the status is read as a number, never as a Rust enum that a value it does not
+        // list would make undefined.
+        if status != 0 || data.is_null() {
+            return Self(Vec::new());
+        }
+        Self(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// Header `name` (lowercase) as text, as [`map_value`] reads it.
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        crate::pairs::get(&self.0, name).map(|v| text(v.into_owned()))
+    }
+
+    /// No headers (a call answered without any).
+    pub(crate) fn empty() -> Self {
+        Self(Vec::new())
+    }
+}
+
 /// A header value as text. The SDK's string getters unwrap `String::from_utf8` and would trap
 /// the VM (taking the worker's filter down) on a value with obs-text bytes, which HTTP allows and
 /// Envoy passes on: values are read as bytes, and invalid UTF-8 becomes U+FFFD, which no
@@ -41,16 +83,6 @@ pub(crate) fn read_body(buffer: BufferType, size: usize, max: usize) -> Option<V
 pub(crate) fn map_value(map: MapType, name: &str) -> Option<String> {
     let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
     Some(text(bytes))
-}
-
-/// Every header of `map`, values as in [`map_value`]. (Names are tokens: Envoy's codecs refuse
-/// any other byte in a header name.)
-pub(crate) fn map_pairs(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, text(v)))
-        .collect()
 }
 
 fn text(bytes: Vec<u8>) -> String {
