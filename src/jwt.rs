@@ -67,14 +67,42 @@ pub fn is_segment(segment: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn decode_object(segment: &str) -> Result<serde_json::Map<String, Value>, JwtError> {
-    let bytes = URL_SAFE_NO_PAD
+/// Segment `segment` decoded as a JSON object of which only the members `T` names are kept:
+/// the others are skipped without being built (no map of every claim, on every cache miss).
+/// A name that appears twice is refused, as RFC 7519 §4 allows.
+fn decode_object<'de, T: serde::Deserialize<'de>>(
+    segment: &str,
+    buf: &'de mut Vec<u8>,
+) -> Result<T, JwtError> {
+    *buf = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| JwtError::Encoding)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(JwtError::NotJson),
+    // serde would also read a JSON array into a struct, field by position.
+    if buf.trim_ascii_start().first() != Some(&b'{') {
+        return Err(JwtError::NotJson);
     }
+    serde_json::from_slice(buf).map_err(|_| JwtError::NotJson)
+}
+
+/// A member that is present, `null` included (an `Option<Value>` would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// The JWS header members the gateway reads.
+#[derive(serde::Deserialize)]
+struct Header {
+    #[serde(default, deserialize_with = "present")]
+    alg: Option<Value>,
+}
+
+/// The claims the gateway reads.
+#[derive(serde::Deserialize)]
+struct Payload {
+    #[serde(default, deserialize_with = "present")]
+    exp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<Value>,
 }
 
 /// Checks the shape of `jwt` and returns the claims the gateway uses.
@@ -85,22 +113,28 @@ pub fn parse(jwt: &str) -> Result<Claims, JwtError> {
 
 /// Checks a JWS header and payload segment (already shape-checked) and returns the claims.
 pub fn parse_header_payload(header: &str, payload: &str) -> Result<Claims, JwtError> {
-    let header = decode_object(header)?;
-    match header.get("alg") {
+    let mut buf = Vec::new();
+    let header: Header = decode_object(header, &mut buf)?;
+    match header.alg {
         Some(Value::String(alg)) if !alg.eq_ignore_ascii_case("none") => {}
         _ => return Err(JwtError::Alg),
     }
-    claims_of(&decode_object(payload)?)
+    let payload: Payload = decode_object(payload, &mut buf)?;
+    claims_from(payload.exp.as_ref(), payload.scope.as_ref())
 }
 
 /// Reads `exp` and `scope` from a JWT payload or an introspection response (RFC 7662 §2.2
 /// uses the same names and types).
 pub fn claims_of(payload: &serde_json::Map<String, Value>) -> Result<Claims, JwtError> {
-    let exp = match payload.get("exp") {
+    claims_from(payload.get("exp"), payload.get("scope"))
+}
+
+fn claims_from(exp: Option<&Value>, scope: Option<&Value>) -> Result<Claims, JwtError> {
+    let exp = match exp {
         None => None,
         Some(v) => Some(numeric_date(v).ok_or(JwtError::Exp)?),
     };
-    let scope = match payload.get("scope") {
+    let scope = match scope {
         None => String::new(),
         Some(Value::String(s)) => normalise_scope(s.split(' ').filter(|s| !s.is_empty()))?,
         Some(Value::Array(items)) => {
@@ -225,6 +259,20 @@ pub(crate) mod tests {
             URL_SAFE_NO_PAD.encode(b"{}")
         );
         assert_eq!(parse(&no_alg), Err(JwtError::Alg));
+        for header in [&br#"{"alg":5}"#[..], br#"{"alg":null}"#] {
+            let odd = format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(b"{}")
+            );
+            assert_eq!(parse(&odd), Err(JwtError::Alg));
+        }
+        let twice = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(b"{}")
+        );
+        assert_eq!(parse(&twice), Err(JwtError::NotJson));
         for (payload, want) in [
             (r#"{"exp":"soon"}"#, JwtError::Exp),
             (r#"{"exp":-1}"#, JwtError::Exp),
@@ -232,6 +280,12 @@ pub(crate) mod tests {
             (r#"{"scope":["read",5]}"#, JwtError::Scope),
             (r#"{"scope":"a\"b"}"#, JwtError::Scope),
             ("[1,2]", JwtError::NotJson),
+            (" [1,2]", JwtError::NotJson),
+            // RFC 7519 §4: a claim named twice is refused rather than one of them picked.
+            (r#"{"exp":1700000000,"exp":1}"#, JwtError::NotJson),
+            // Present but null is not absent.
+            (r#"{"exp":null}"#, JwtError::Exp),
+            (r#"{"scope":null}"#, JwtError::Scope),
         ] {
             assert_eq!(parse(&make(payload)), Err(want), "{payload}");
         }
