@@ -35,6 +35,8 @@ from demo_services import Signer  # noqa: E402
 NOOP_WASM = ROOT / "bench" / "noop-filter" / "target" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
 MINIMAL_WASM = (ROOT / "bench" / "minimal-filter" / "target" / "wasm32-wasip1" / "release"
                 / "minimal_filter.wasm")
+HOSTCALL_WASM = (ROOT / "bench" / "hostcall-filter" / "target" / "wasm32-wasip1" / "release"
+                 / "hostcall_filter.wasm")
 FILTER_WASM = ROOT / "dist" / "envoy_token_filter.wasm"
 SECRET = "bench-publisher-secret"
 HIT_TOKEN = "bench-opaque-hit-token"
@@ -182,6 +184,22 @@ SCENARIOS = [
 ]
 
 
+# --hostcalls: what one host call costs. Each scenario makes one kind of call this many times per
+# request (bench/hostcall-filter); its CPU per request over hostcall_floor's, divided by this, is
+# the price of one call.
+CALLS_PER_REQUEST = 20
+HOSTCALLS = [
+    # name, configuration, description
+    ("hostcall_floor", "none 0", "a wasm filter exporting only the request-headers callback"),
+    ("hostcall_value", "value", "read `Authorization` (present)"),
+    ("hostcall_missing", "missing", "read a header the request does not have"),
+    ("hostcall_pairs", "pairs", "read the whole request header map"),
+    ("hostcall_clock", "clock", "read the clock"),
+    ("hostcall_set", "set", "replace `Authorization` (340 bytes)"),
+    ("hostcall_shared", "shared", "read a shared-data key that holds nothing"),
+]
+
+
 def cpu_s(pid):
     """User + system CPU seconds used so far by process `pid` (all threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -240,6 +258,9 @@ def main():
     ap.add_argument("--compare-wasm", default="", metavar="PATH",
                     help="also run phantom_hit, split_hit and phantom_miss with another build of the "
                          "filter (A/B in one run: scenarios *_b)")
+    ap.add_argument("--hostcalls", action="store_true",
+                    help="instead of the scenarios: price single proxy-wasm host calls (bench/hostcall-filter), "
+                         "at 16 connections")
     ap.add_argument("--profile", default="", metavar="SCENARIO",
                     help="instead of the table: load SCENARIO at 16 connections under `perf record` "
                          "(cpu-clock) and print where the gateway Envoy spends its time")
@@ -253,6 +274,11 @@ def main():
                           ("phantom_miss_b", f"phantom_miss with {COMPARE_WASM}")])
     scenarios = [s for s in SCENARIOS
                  if not args.only or s[0] == "passthrough" or s[0] in args.only.split(",")]
+    if args.hostcalls:
+        conns = [16]
+        scenarios = [s for s in SCENARIOS if s[0] in ("passthrough", "wasm_noop")]
+        scenarios += [(name, f"{desc}{'' if cfg.startswith('none') else f', {CALLS_PER_REQUEST} times'}")
+                      for name, cfg, desc in HOSTCALLS]
 
     signer = Signer("ES256", kid="bench-1")
     now = int(time.time())
@@ -333,6 +359,8 @@ def main():
                           f"p99 {res['p99']:.0f} µs cpu {res['cpu_us']:.1f} µs/req errors {res['errors']}", file=sys.stderr, flush=True)
         rss_end = rss_kb(gw.proc.pid)
         print_table(scenarios, conns, results, args)
+        if args.hostcalls:
+            print_hostcalls(results)
         print()
         print(f"Gateway Envoy resident memory: {rss_start / 1024:.1f} MiB at start (every cache and "
               f"store slot already created), {rss_end / 1024:.1f} MiB after the run (the "
@@ -387,6 +415,10 @@ def filters_for(name, verify, jwks):
         return []
     if name == "wasm_noop":
         return [noop_filter()]
+    for call, cfg, _ in HOSTCALLS:
+        if name == call:
+            n = 0 if cfg.startswith("none") else CALLS_PER_REQUEST
+            return [wasm_filter(name, HOSTCALL_WASM, f"{cfg.split()[0]} {n}")]
     if name == "wasm_minimal":
         return [wasm_filter("minimal", MINIMAL_WASM)]
     if name == "wasm_minimal_call":
@@ -439,6 +471,24 @@ def print_table(scenarios, conns, results, args):
                     f" {statistics.median(x['cpu_us'] for x in runs):.1f}"
                     f" (min {min(x['cpu_us'] for x in runs):.1f}) |")
         print(row)
+
+
+def print_hostcalls(results):
+    def cpu(name, pick):
+        return pick(x["cpu_us"] for x in results[(name, 16)])
+
+    print(f"\nOne host call, in gateway CPU µs: (scenario - hostcall_floor) / {CALLS_PER_REQUEST}, from "
+          f"the medians over rounds and from the minimums.\n")
+    print("| call | µs per call (medians) | µs per call (minimums) |")
+    print("|---|---|---|")
+    for name, cfg, desc in HOSTCALLS[1:]:
+        med = (cpu(name, statistics.median) - cpu("hostcall_floor", statistics.median)) / CALLS_PER_REQUEST
+        low = (cpu(name, min) - cpu("hostcall_floor", min)) / CALLS_PER_REQUEST
+        print(f"| {desc} | {med:.2f} | {low:.2f} |")
+    for label, other in (("the SDK's do-nothing filter (wasm_noop)", "wasm_noop"),
+                         ("hostcall_floor", "hostcall_floor")):
+        print(f"\n{label} over passthrough: {cpu(other, statistics.median) - cpu('passthrough', statistics.median):.1f} "
+              f"µs per request (medians), {cpu(other, min) - cpu('passthrough', min):.1f} (minimums).")
 
 
 if __name__ == "__main__":

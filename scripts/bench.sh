@@ -2,7 +2,7 @@
 # Runs the benchmark (scripts/bench.py): builds the filter and the reference filters, installs
 # wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
 # only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
-# --connections, --only, --profile, --compare-wasm).
+# --connections, --only, --profile, --compare-wasm, --hostcalls).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_tools
@@ -12,8 +12,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 command -v taskset >/dev/null 2>&1 || { echo "taskset (util-linux) is required" >&2; exit 1; }
 bash scripts/build.sh >/dev/null
-say "building the reference filters (bench/noop-filter, bench/minimal-filter)"
-for f in noop-filter minimal-filter; do
+say "building the reference filters (bench/noop-filter, bench/minimal-filter, bench/hostcall-filter)"
+for f in noop-filter minimal-filter hostcall-filter; do
   cargo build --locked --release --target wasm32-wasip1 --manifest-path "bench/$f/Cargo.toml" >&2
 done
 say "running the benchmark"
