@@ -70,18 +70,15 @@ pub fn is_segment(segment: &str) -> bool {
 /// Segment `segment` decoded as a JSON object of which only the members `T` names are kept:
 /// the others are skipped without being built (no map of every claim, on every cache miss).
 /// A name that appears twice is refused, as RFC 7519 §4 allows.
-fn decode_object<'de, T: serde::Deserialize<'de>>(
-    segment: &str,
-    buf: &'de mut Vec<u8>,
-) -> Result<T, JwtError> {
-    *buf = URL_SAFE_NO_PAD
+fn decode_object<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, JwtError> {
+    let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| JwtError::Encoding)?;
     // serde would also read a JSON array into a struct, field by position.
-    if buf.trim_ascii_start().first() != Some(&b'{') {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(JwtError::NotJson);
     }
-    serde_json::from_slice(buf).map_err(|_| JwtError::NotJson)
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::NotJson)
 }
 
 /// A member that is present, `null` included (an `Option<Value>` would read `null` as absent).
@@ -113,13 +110,12 @@ pub fn parse(jwt: &str) -> Result<Claims, JwtError> {
 
 /// Checks a JWS header and payload segment (already shape-checked) and returns the claims.
 pub fn parse_header_payload(header: &str, payload: &str) -> Result<Claims, JwtError> {
-    let mut buf = Vec::new();
-    let header: Header = decode_object(header, &mut buf)?;
+    let header: Header = decode_object(header)?;
     match header.alg {
         Some(Value::String(alg)) if !alg.eq_ignore_ascii_case("none") => {}
         _ => return Err(JwtError::Alg),
     }
-    let payload: Payload = decode_object(payload, &mut buf)?;
+    let payload: Payload = decode_object(payload)?;
     claims_from(payload.exp.as_ref(), payload.scope.as_ref())
 }
 

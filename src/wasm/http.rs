@@ -69,10 +69,6 @@ impl Http {
         }
     }
 
-    fn response_header(name: &str) -> Option<String> {
-        super::map_value(MapType::HttpResponseHeaders, name)
-    }
-
     /// A request to `split.publish.path`: authenticated from its headers, answered once its
     /// body is complete, never forwarded.
     fn start_publish(
@@ -231,8 +227,9 @@ impl Http {
         self.release(shared);
         let body =
             super::read_body(BufferType::HttpResponseBody, size, usize::MAX).unwrap_or_default();
-        let status = Self::response_header(":status");
-        let content_type = Self::response_header("content-type");
+        let headers = super::Headers::read(MapType::HttpResponseHeaders);
+        let status = headers.get(":status");
+        let content_type = headers.get("content-type");
         match flow::on_token_response(
             &shared.cfg,
             shared,
@@ -286,7 +283,8 @@ impl Http {
     fn replace_token_response(&self, shared: &Shared, size: usize, new_body: &[u8]) -> bool {
         let replaced = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, new_body);
         let length = new_body.len().to_string();
-        let resized = if Self::response_header("content-length").is_some() {
+        let resized = if super::map_value(MapType::HttpResponseHeaders, "content-length").is_some()
+        {
             hostcalls::set_map_value(
                 MapType::HttpResponseHeaders,
                 "content-length",
@@ -587,8 +585,9 @@ impl HttpContext for Http {
         if !matches!(self.state, State::TokenRequest) {
             return Action::Continue;
         }
-        let status = Self::response_header(":status");
-        let content_type = Self::response_header("content-type");
+        let headers = super::Headers::read(MapType::HttpResponseHeaders);
+        let status = headers.get(":status");
+        let content_type = headers.get("content-type");
         if end_of_stream || !split::may_split(status.as_deref(), content_type.as_deref()) {
             self.state = State::Done;
             return Action::Continue;

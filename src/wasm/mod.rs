@@ -65,7 +65,10 @@ impl Headers {
         Self(unsafe { Vec::from_raw_parts(data, size, size) })
     }
 
-    /// Header `name` (lowercase) as text, as [`map_value`] reads it.
+    /// Header `name` (lowercase) as text. Values are bytes: the SDK's string getters unwrap
+    /// `String::from_utf8` and would trap the VM (taking the worker's filter down) on a value
+    /// with obs-text bytes, which HTTP allows and Envoy passes on. Invalid UTF-8 becomes U+FFFD,
+    /// which no grammar the filter checks accepts (an `Authorization` with it is malformed: 400).
     pub(crate) fn get(&self, name: &str) -> Option<String> {
         crate::pairs::get(&self.0, name).map(|v| text(v.into_owned()))
     }
@@ -76,13 +79,9 @@ impl Headers {
     }
 }
 
-/// A header value as text. The SDK's string getters unwrap `String::from_utf8` and would trap
-/// the VM (taking the worker's filter down) on a value with obs-text bytes, which HTTP allows and
-/// Envoy passes on: values are read as bytes, and invalid UTF-8 becomes U+FFFD, which no
-/// grammar the filter checks accepts (an `Authorization` with it is malformed: 400).
+/// One header of `map`, as [`Headers::get`] reads it (reading the whole map costs the same).
 pub(crate) fn map_value(map: MapType, name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
-    Some(text(bytes))
+    Headers::read(map).get(name)
 }
 
 fn text(bytes: Vec<u8>) -> String {

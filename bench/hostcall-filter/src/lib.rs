@@ -122,18 +122,12 @@ pub extern "C" fn proxy_on_request_headers(_ctx: u32, _headers: usize, _eos: u32
         unsafe {
             match call {
                 Call::None => {}
-                Call::Value => {
-                    let k = b"authorization";
-                    proxy_get_header_map_value(
-                        REQUEST_HEADERS,
-                        k.as_ptr(),
-                        k.len(),
-                        &mut p,
-                        &mut s,
-                    );
-                }
-                Call::Missing => {
-                    let k = b"x-not-there";
+                Call::Value | Call::Missing => {
+                    let k: &[u8] = if matches!(call, Call::Value) {
+                        b"authorization"
+                    } else {
+                        b"x-not-there"
+                    };
                     proxy_get_header_map_value(
                         REQUEST_HEADERS,
                         k.as_ptr(),
