@@ -360,10 +360,10 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "configuration" } else { &path };
-            ConfigError::new(field, e.inner().to_string())
+            ConfigError::new(field, crate::json_error::describe(e.inner()))
         })?;
         de.end()
-            .map_err(|e| ConfigError::new("configuration", e.to_string()))?;
+            .map_err(|e| ConfigError::new("configuration", crate::json_error::describe(&e)))?;
         raw.validate()
     }
 
@@ -1381,6 +1381,71 @@ mod tests {
         let c = Config::from_slice(FULL.as_bytes()).unwrap();
         for text in [format!("{c:?}"), c.summary()] {
             assert!(!text.contains("publisher-secret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_typed_secret_is_never_echoed() {
+        // Every field that holds a secret (or a key), given a number, an array, an object or a
+        // boolean holding the "secret" digits: refused, naming the field, never the value.
+        const SECRET: &str = "7777123456789";
+        let wrong = [
+            SECRET.to_owned(),
+            format!("-{SECRET}"),
+            format!("{SECRET}.5"),
+            format!("[{SECRET}]"),
+            format!(r#"{{"{SECRET}": 1}}"#),
+            format!(r#"["{SECRET}"]"#),
+        ];
+        let mint = |v: &str| {
+            format!(
+                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
+                "client_secret": "s", "response": "json", "mint": {{"issuer": "i",
+                "audience": "a", "algorithm": "ES256", "key_id": "k", "private_key_pem": {v}}}}}}}"#
+            )
+        };
+        type Make = Box<dyn Fn(&str) -> String>;
+        let fields: [(&str, Make); 5] = [
+            (
+                "phantom.client_secret",
+                Box::new(|v| {
+                    format!(
+                        r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": {v}}}}}"#
+                    )
+                }),
+            ),
+            (
+                "phantom.client_id",
+                Box::new(|v| {
+                    format!(
+                        r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": {v}, "client_secret": "s"}}}}"#
+                    )
+                }),
+            ),
+            ("phantom.mint.private_key_pem", Box::new(mint)),
+            (
+                "split.publish.secret",
+                Box::new(|v| {
+                    format!(r#"{{"split": {{"publish": {{"path": "/p", "secret": {v}}}}}}}"#)
+                }),
+            ),
+            (
+                "verify.jwks_inline",
+                Box::new(|v| {
+                    with_verify(&format!(
+                        r#"{{"issuer": "i", "audiences": ["a"], "algorithms": ["HS256"],
+                        "jwks_inline": {{"keys": [{{"kty": "oct", "k": {v}}}]}}}}"#
+                    ))
+                }),
+            ),
+        ];
+        for (field, json) in &fields {
+            for v in &wrong {
+                let json = json(v);
+                let e = err(&json);
+                assert!(e.field.starts_with(field), "{field} {v}: {e}");
+                assert!(!e.to_string().contains(SECRET), "{field} {v}: {e}");
+            }
         }
     }
 

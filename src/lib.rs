@@ -11,6 +11,7 @@ pub mod flow;
 pub mod held;
 pub mod inflight;
 pub mod introspection;
+pub mod json_error;
 pub mod jwks;
 pub mod jwt;
 pub mod local;

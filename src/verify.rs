@@ -269,8 +269,8 @@ impl KeySet {
         if json.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge);
         }
-        let raw: RawJwks =
-            serde_json::from_slice(json).map_err(|e| JwksError::Malformed(e.to_string()))?;
+        let raw: RawJwks = serde_json::from_slice(json)
+            .map_err(|e| JwksError::Malformed(crate::json_error::describe(&e)))?;
         let mut keys = Vec::new();
         for jwk in &raw.keys {
             if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
