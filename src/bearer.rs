@@ -52,24 +52,67 @@ pub fn is_b64token(token: &str) -> bool {
         })
 }
 
-/// Whether a request target carries an `access_token` query parameter (RFC 6750 §2.3). The
-/// filter never accepts a token there (URIs end up in logs and `Referer`s), and never forwards
-/// one: such a request is refused as malformed. The parameter name is compared after
-/// percent-decoding, so `access%5Ftoken` is caught too.
-pub fn query_has_access_token(path: &str) -> bool {
-    let Some((_, query)) = path.split_once('?') else {
-        return false;
-    };
-    let query = query.split('#').next().unwrap_or("");
-    query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("");
-        name.len() >= 12 && percent_decoded_eq(name, b"access_token")
-    })
+/// Whether a request target carries an access token parameter (RFC 6750 §2.3), in the query
+/// or as a path parameter. The filter never accepts a token there (URIs end up in logs and
+/// `Referer`s), and never forwards one: such a request is refused as malformed.
+///
+/// Frameworks read parameter names loosely, so the rule is broad: a parameter is any piece of
+/// the query between `&` or `;`, or any `;`-parameter of a path segment; its name (up to `=`),
+/// percent-decoded up to three times (`+` as a space), is an access token parameter when its
+/// letters and digits alone, in any case, spell `accesstoken`. That catches `access_token[]`
+/// (PHP, Rails), ` access_token`, `access_token.`, `ACCESS_TOKEN`, `accessToken` and
+/// `access.token` (PHP reads `.` and spaces as `_`), `access_token[0]` (what follows a `[` is an
+/// array index), while `my_access_token` and
+/// `access_token_hint` are other names.
+pub fn uri_carries_access_token(target: &str) -> bool {
+    let target = target.split('#').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let in_query = query.split(['&', ';']).any(is_token_parameter);
+    // Path parameters (`/a;access_token=T/b`, `/..;access_token=T`), also when the `;` or
+    // `/` is percent-encoded and a framework decodes the path before splitting it.
+    in_query
+        || [path.to_owned(), decoded(path)].iter().any(|p| {
+            p.split('/')
+                .any(|segment| segment.split(';').skip(1).any(is_token_parameter))
+        })
 }
 
-/// `name`, percent-decoded (`+` as a space), equals `want`.
-fn percent_decoded_eq(name: &str, want: &[u8]) -> bool {
-    let bytes = name.as_bytes();
+/// Whether a `name=value` (or bare `name`) parameter names an access token.
+fn is_token_parameter(parameter: &str) -> bool {
+    let name = parameter.split('=').next().unwrap_or("");
+    // Cheap exit: the shortest spelling has 11 letters.
+    if name.len() < 11 {
+        return false;
+    }
+    // PHP and Rails read `name[...]` as the array `name`: what follows a `[` is not the name.
+    let letters = |s: &str| -> String {
+        let s = s.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+        s.split('[')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let mut name = name.to_owned();
+    for _ in 0..3 {
+        if letters(&name) == "accesstoken" {
+            return true;
+        }
+        let next = decoded(&name);
+        if next == name {
+            return false;
+        }
+        name = next;
+    }
+    letters(&name) == "accesstoken"
+}
+
+/// `s` percent-decoded once, `+` read as a space; invalid escapes and bytes that do not form
+/// UTF-8 are kept as they are (lossily).
+fn decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
@@ -89,7 +132,7 @@ fn percent_decoded_eq(name: &str, want: &[u8]) -> bool {
             }
         }
     }
-    out == want
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -171,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn access_token_in_the_query_is_found() {
+    fn access_token_in_the_uri_is_found() {
         for path in [
             "/x?access_token=abc",
             "/x?a=1&access_token=abc",
@@ -179,20 +222,42 @@ mod tests {
             "/x?access%5Ftoken=abc",
             "/x?%61ccess_token=abc",
             "/x?b=2&access_token=&c=3",
+            // The variants, each forwarded before.
+            "/x?a=1;access_token=T",
+            "/x?access_token[]=T",
+            "/x?access_token%5B%5D=T",
+            "/x?%20access_token=T",
+            "/x?access_token.=T",
+            "/..;access_token=T",
+            // And their relatives.
+            "/x;access_token=T",
+            "/a;v=1;access_token=T/b",
+            "/a%3Baccess_token=T",
+            "/x?ACCESS_TOKEN=T",
+            "/x?accessToken=T",
+            "/x?access.token=T",
+            "/x?access+token=T",
+            "/x?access_token[0]=T",
+            "/x?access%255Ftoken=T",
+            "/x?access%25255Ftoken=T",
+            "/x?a=1&&access_token=T",
         ] {
-            assert!(query_has_access_token(path), "{path}");
+            assert!(uri_carries_access_token(path), "{path}");
         }
         for path in [
             "/x",
             "/access_token",
+            "/access_token/x",
             "/x?my_access_token=1",
             "/x?access_token_hint=1",
             "/x?a=access_token",
             "/x#access_token=abc",
             "/x?access%5token=1",
             "/x?%",
+            "/x;a=access_token",
+            "/x?refresh_token=1",
         ] {
-            assert!(!query_has_access_token(path), "{path}");
+            assert!(!uri_carries_access_token(path), "{path}");
         }
     }
 }
