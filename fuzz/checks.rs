@@ -183,12 +183,13 @@ pub fn token_response(data: &[u8]) {
         return;
     };
     let body = data.get(1..).unwrap_or(&[]);
-    let content_type = if a & 1 == 0 {
-        "application/json"
-    } else {
-        "application/vnd.example+json; charset=utf-8"
-    };
-    match split::rewrite_token_response(Some("200"), Some(content_type), body, NOW_MS) {
+    // Whatever the body, a success with a content coding never passes.
+    let coding = if a & 1 == 0 { "gzip" } else { "deflate" };
+    assert!(matches!(
+        split::rewrite_token_response(Some("201"), Some(coding), body, NOW_MS),
+        Rewrite::Refuse(_)
+    ));
+    match split::rewrite_token_response(Some("200"), None, body, NOW_MS) {
         Rewrite::Split { body: out, entry } => {
             assert!(entry.expires_at_ms > NOW_MS);
             // Exactly one `header.payload.` left the body, replaced by the signature alone.

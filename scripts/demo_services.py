@@ -14,9 +14,13 @@ so tests need no set-up calls:
   anything else an active token: JWT with scope "read write", exp = now+300
 
 Token service, token endpoint (POST /oauth/token, RFC 6749 §5.1): issues a JWT access token
-in a JSON response. The form field `scenario` picks another answer: `opaque` (an opaque
+in a JSON response, compressed with gzip or deflate when the request's Accept-Encoding allows it
+(as most servers do). The form field `scenario` picks another answer: `opaque` (an opaque
 access token), `error` (400 invalid_client), `text` (the JWT as text/plain), `chunked` (the
-JSON response without Content-Length), `noexp` (a JWT without exp, expires_in 120).
+JSON response without Content-Length), `noexp` (a JWT without exp, expires_in 120), and
+misbehaviours: `gzip-always` and `deflate-always` (compressed whatever the request asks),
+`notype` (no Content-Type), `textjson` (text/json), `twotypes` (two Content-Type headers),
+`utf16` (the JSON in UTF-16), `created` (status 201).
 
 Tests can script an answer: `scripted[token] = jwt` makes introspection of `token` return `jwt`.
 
@@ -29,6 +33,7 @@ Echo API: answers every request with JSON describing what it received.
 
 import argparse
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -37,6 +42,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEMO_KEY = b"test-only-demo-key-not-a-secret"
@@ -190,6 +196,7 @@ class TokenService(_Service):
         self.raw = {}
         self.issued = 0
         self.issued_tokens = []
+        self.token_requests = []  # the headers of every token endpoint request
         service = self
 
         class Handler(_Handler):
@@ -198,6 +205,8 @@ class TokenService(_Service):
                 body = self.rfile.read(length).decode("latin-1")
                 form = urllib.parse.parse_qs(body, keep_blank_values=True)
                 if self.path.split("?")[0] == "/oauth/token":
+                    with service.lock:
+                        service.token_requests.append([(k.lower(), v) for k, v in self.headers.items()])
                     return service.token_endpoint(self, form.get("scenario", [""])[0])
                 token = form.get("token", [""])[0]
                 call = {
@@ -344,12 +353,40 @@ class TokenService(_Service):
         body = json.dumps({"access_token": access_token, "token_type": "Bearer",
                            "expires_in": 120 if scenario == "noexp" else 300,
                            "scope": "read write", "refresh_token": f"refresh-{n}"}).encode()
+        extra = []
         if scenario == "error":
             status, body = 400, b'{"error":"invalid_client"}'
         if scenario == "text":
             ctype, body = "text/plain", access_token.encode()
+        if scenario == "notype":
+            ctype = None
+        if scenario == "textjson":
+            ctype = "text/json"
+        if scenario == "twotypes":
+            extra.append(("content-type", "text/plain"))
+        if scenario == "utf16":
+            ctype, body = "application/json; charset=utf-16", body.decode().encode("utf-16")
+        if scenario == "created":
+            status = 201
+        coding = None
+        accepted = h.headers.get("accept-encoding", "").lower()
+        if scenario.endswith("-always"):
+            coding = scenario.split("-")[0]
+        elif "gzip" in accepted:
+            coding = "gzip"
+        elif "deflate" in accepted:
+            coding = "deflate"
+        if coding == "gzip":
+            body = gzip.compress(body)
+        elif coding == "deflate":
+            body = zlib.compress(body)
         h.send_response(status)
-        h.send_header("content-type", ctype)
+        if ctype:
+            h.send_header("content-type", ctype)
+        for k, v in extra:
+            h.send_header(k, v)
+        if coding:
+            h.send_header("content-encoding", coding)
         h.send_header("cache-control", "no-store")
         if scenario == "chunked":
             h.send_header("transfer-encoding", "chunked")

@@ -89,13 +89,51 @@ pub enum Step {
     },
 }
 
-/// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and
-/// `Access-Control-Request-Method`. Browsers send it without credentials, so it passes
-/// unauthenticated, as with Envoy's `jwt_authn`.
-pub fn is_cors_preflight(method: &str, origin: Option<&str>, request_method: Option<&str>) -> bool {
-    method == "OPTIONS"
+/// What a request that may be a CORS preflight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    /// Not a preflight: authenticate it like any request.
+    No,
+    /// A preflight (Fetch standard: `OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`). Browsers send it without credentials, so it passes
+    /// unauthenticated, as with Envoy's `jwt_authn`.
+    Pass,
+    /// Shaped like a preflight but with a body or a method-override header, which no browser
+    /// sends: an API that honours overrides on `OPTIONS` would act on it unauthenticated.
+    Refuse,
+}
+
+/// Method-override headers some frameworks honour (Rails, Express, ASP.NET...).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Classifies a request as a CORS preflight. `has_body`: the request has a body or trailers
+/// (its headers did not end the stream); `has_override`: one of
+/// [`METHOD_OVERRIDE_HEADERS`] is present.
+pub fn preflight(
+    method: &str,
+    origin: Option<&str>,
+    request_method: Option<&str>,
+    has_body: bool,
+    has_override: bool,
+) -> Preflight {
+    let shaped = method == "OPTIONS"
         && origin.is_some_and(|o| !o.is_empty())
-        && request_method.is_some_and(|m| !m.is_empty())
+        && request_method.is_some_and(|m| !m.is_empty());
+    match (shaped, has_body || has_override) {
+        (false, _) => Preflight::No,
+        (true, false) => Preflight::Pass,
+        (true, true) => Preflight::Refuse,
+    }
+}
+
+/// The request headers the filter owns: whatever a client sends under these names is replaced
+/// or removed, in the headers and in the trailers, so it never reaches the API as sent.
+pub fn owned_request_headers(_cfg: &Config) -> impl Iterator<Item = &str> {
+    ["authorization"].into_iter()
 }
 
 /// Decides what to do with a request given its `Authorization` header.
@@ -468,14 +506,14 @@ pub fn on_token_response(
     cfg: &Config,
     host: &dyn Host,
     status: Option<&str>,
-    content_type: Option<&str>,
+    content_encoding: Option<&str>,
     body: &[u8],
 ) -> TokenResponse {
     let Some(split) = &cfg.split else {
         return TokenResponse::Unchanged;
     };
     let now = host.now_ms();
-    match split::rewrite_token_response(status, content_type, body, now) {
+    match split::rewrite_token_response(status, content_encoding, body, now) {
         Rewrite::Unchanged => TokenResponse::Unchanged,
         Rewrite::Refuse(_) => {
             host.count(Counter::SplitRefused);
@@ -890,15 +928,40 @@ mod tests {
 
     #[test]
     fn cors_preflight_detection() {
-        assert!(is_cors_preflight(
-            "OPTIONS",
-            Some("https://a"),
-            Some("POST")
-        ));
-        assert!(!is_cors_preflight("OPTIONS", Some("https://a"), None));
-        assert!(!is_cors_preflight("OPTIONS", None, Some("POST")));
-        assert!(!is_cors_preflight("GET", Some("https://a"), Some("POST")));
-        assert!(!is_cors_preflight("OPTIONS", Some(""), Some("POST")));
+        let p = |m, o, r, body, ovr| preflight(m, o, r, body, ovr);
+        assert_eq!(
+            p("OPTIONS", Some("https://a"), Some("POST"), false, false),
+            Preflight::Pass
+        );
+        assert_eq!(
+            p("OPTIONS", Some("https://a"), None, false, false),
+            Preflight::No
+        );
+        assert_eq!(
+            p("OPTIONS", None, Some("POST"), false, false),
+            Preflight::No
+        );
+        assert_eq!(
+            p("OPTIONS", Some(""), Some("POST"), false, false),
+            Preflight::No
+        );
+        assert_eq!(
+            p("GET", Some("https://a"), Some("POST"), false, false),
+            Preflight::No
+        );
+        // A body or a method override makes it something no browser sends.
+        assert_eq!(
+            p("OPTIONS", Some("https://a"), Some("POST"), true, false),
+            Preflight::Refuse
+        );
+        assert_eq!(
+            p("OPTIONS", Some("https://a"), Some("POST"), false, true),
+            Preflight::Refuse
+        );
+        assert_eq!(
+            p("GET", Some("https://a"), Some("POST"), true, true),
+            Preflight::No
+        );
     }
 
     // ---- split token ------------------------------------------------------------------------
@@ -1111,13 +1174,7 @@ mod tests {
         let TokenResponse::Replace {
             body: out,
             remote: None,
-        } = on_token_response(
-            &cfg,
-            &host,
-            Some("200"),
-            Some("application/json"),
-            body.as_bytes(),
-        )
+        } = on_token_response(&cfg, &host, Some("200"), None, body.as_bytes())
         else {
             panic!("not split")
         };
@@ -1131,24 +1188,12 @@ mod tests {
         );
         assert_eq!(host.count_of(Counter::ResponsesSplit), 1);
         assert_eq!(
-            on_token_response(
-                &cfg,
-                &host,
-                Some("401"),
-                Some("application/json"),
-                body.as_bytes()
-            ),
+            on_token_response(&cfg, &host, Some("401"), None, body.as_bytes()),
             TokenResponse::Unchanged
         );
         let no_lifetime = format!(r#"{{"access_token":"{}"}}"#, signed("{}", "Tm9MaWZl"));
         assert_eq!(
-            on_token_response(
-                &cfg,
-                &host,
-                Some("200"),
-                Some("application/json"),
-                no_lifetime.as_bytes()
-            ),
+            on_token_response(&cfg, &host, Some("200"), None, no_lifetime.as_bytes()),
             TokenResponse::Refuse(SplitReply::SplitFailed)
         );
     }
@@ -1438,13 +1483,7 @@ mod tests {
             let body = format!(r#"{{"access_token":"{jwt}","expires_in":600}}"#);
             let TokenResponse::Replace {
                 remote: Some(put), ..
-            } = on_token_response(
-                &cfg,
-                &host,
-                Some("200"),
-                Some("application/json"),
-                body.as_bytes(),
-            )
+            } = on_token_response(&cfg, &host, Some("200"), None, body.as_bytes())
             else {
                 panic!("not split with a remote write")
             };

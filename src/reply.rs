@@ -13,7 +13,9 @@
 //! | signed introspection answer (RFC 9701) that fails verification | 502 | none |
 //! | `split.remote` unreachable or failing, no phantom fallback (`store_unavailable`) | 502 | none |
 //!
-//! (Two `Authorization` headers and an `access_token` query parameter are malformed
+//! | CORS preflight with a body or a method-override header | 400 | none |
+//!
+//! (Two `Authorization` headers and an `access_token` parameter in the URI are malformed
 //! credentials: 400.)
 
 use crate::introspection::Failure;
@@ -31,6 +33,8 @@ pub enum Denial {
     KeysUnavailable,
     /// `split.remote` could not be read (and no phantom fallback is configured).
     StoreUnavailable,
+    /// A CORS preflight with a body or a method-override header.
+    InvalidPreflight,
 }
 
 impl Denial {
@@ -45,6 +49,7 @@ impl Denial {
             Denial::TokenService(_) => Counter::TokenServiceError,
             Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
             Denial::StoreUnavailable => Counter::TokenServiceError,
+            Denial::InvalidPreflight => Counter::DeniedMalformed,
         }
     }
 }
@@ -109,9 +114,22 @@ pub fn local_reply(
             "store_unavailable",
             "The token store could not be reached",
         ),
+        Denial::InvalidPreflight => (
+            400,
+            None,
+            "invalid_request",
+            "A CORS preflight has no body and no method override",
+        ),
     };
     let mut headers = Vec::with_capacity(3);
-    if status == 401 || status == 400 || status == 403 {
+    let challenged = matches!(
+        denial,
+        Denial::NoCredentials
+            | Denial::MalformedCredentials
+            | Denial::InvalidToken
+            | Denial::InsufficientScope
+    );
+    if challenged {
         let mut challenge = format!("Bearer realm=\"{realm}\"");
         if let Some(error) = error {
             challenge.push_str(&format!(", error=\"{error}\""));

@@ -9,13 +9,13 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::bearer;
 use crate::cache::TokenHash;
-use crate::flow::{self, Host as _, Route, Step, TokenResponse, Verdict};
+use crate::flow::{self, Host as _, Preflight, Route, Step, TokenResponse, Verdict};
 use crate::held::Kind;
 use crate::inflight::{Join, Waiter};
 use crate::metrics::Counter;
 use crate::remote::{self, Got};
 use crate::reply::{Denial, SplitReply};
-use crate::split::{self, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
+use crate::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::host::{log, Shared};
 
@@ -229,12 +229,12 @@ impl Http {
             super::read_body(BufferType::HttpResponseBody, size, usize::MAX).unwrap_or_default();
         let headers = super::Headers::read(MapType::HttpResponseHeaders);
         let status = headers.get(":status");
-        let content_type = headers.get("content-type");
+        let coding = headers.get("content-encoding");
         match flow::on_token_response(
             &shared.cfg,
             shared,
             status.as_deref(),
-            content_type.as_deref(),
+            coding.as_deref(),
             &body,
         ) {
             TokenResponse::Unchanged => Action::Continue,
@@ -471,7 +471,18 @@ impl HttpContext for Http {
                 Route::Publish => return self.start_publish(&shared, &headers, end_of_stream),
                 Route::TokenEndpoint => {
                     // A token request authenticates the client to the token service; it
-                    // carries no access token. Forwarded as it is.
+                    // carries no access token. Forwarded, asking for an uncompressed answer:
+                    // a compressed one could not be split, and is refused.
+                    let identity = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        "accept-encoding",
+                        Some("identity"),
+                    );
+                    if identity.is_err() {
+                        shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+                        self.state = State::Done;
+                        return Action::Pause;
+                    }
                     self.state = State::TokenRequest;
                     return Action::Continue;
                 }
@@ -484,7 +495,7 @@ impl HttpContext for Http {
                 Route::Protected => {}
             }
         }
-        let uri_token = bearer::query_has_access_token(&path);
+        let uri_token = bearer::uri_carries_access_token(&path);
         let step = if uri_token {
             // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
             Step::Done(Verdict::Reject(Denial::MalformedCredentials))
@@ -502,19 +513,39 @@ impl HttpContext for Http {
                 Action::Pause
             };
         }
-        if method == "OPTIONS"
-            && !uri_token
-            && flow::is_cors_preflight(
+        let preflight = if method == "OPTIONS" && !uri_token {
+            flow::preflight(
                 &method,
                 headers.get("origin").as_deref(),
                 headers.get("access-control-request-method").as_deref(),
+                !end_of_stream,
+                flow::METHOD_OVERRIDE_HEADERS
+                    .iter()
+                    .any(|h| headers.get(h).is_some()),
             )
-        {
-            // Passes unauthenticated; never forward the opaque token, even on a preflight.
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
-            shared.metrics.count(Counter::CorsPreflight);
-            self.state = State::Done;
-            return Action::Continue;
+        } else {
+            Preflight::No
+        };
+        match preflight {
+            Preflight::Pass => {
+                // Passes unauthenticated; never forward the opaque token, even on a preflight.
+                let _ =
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
+                shared.metrics.count(Counter::CorsPreflight);
+                self.state = State::Done;
+                return Action::Continue;
+            }
+            Preflight::Refuse => {
+                self.state = State::Done;
+                shared.apply(
+                    self.id,
+                    head,
+                    &Verdict::Reject(Denial::InvalidPreflight),
+                    false,
+                );
+                return Action::Pause;
+            }
+            Preflight::No => {}
         }
         match step {
             Step::Done(verdict) => {
@@ -578,6 +609,17 @@ impl HttpContext for Http {
         if let (State::Publishing { .. }, Some(shared)) = (&self.state, self.shared.clone()) {
             return self.publish_body(&shared, None, true);
         }
+        // Trailers reach HTTP/2 and gRPC upstreams as they are: a header the filter owns must
+        // not ride in them (the client's opaque token in an `authorization` trailer, beside
+        // the JWT in the headers). A token request is the client's own business.
+        if let (false, Some(shared)) = (
+            matches!(self.state, State::TokenRequest),
+            self.shared.as_ref(),
+        ) {
+            for name in flow::owned_request_headers(&shared.cfg) {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestTrailers, name, None);
+            }
+        }
         self.hold_while_waiting()
     }
 
@@ -585,19 +627,34 @@ impl HttpContext for Http {
         if !matches!(self.state, State::TokenRequest) {
             return Action::Continue;
         }
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
         let headers = super::Headers::read(MapType::HttpResponseHeaders);
         let status = headers.get(":status");
-        let content_type = headers.get("content-type");
-        if end_of_stream || !split::may_split(status.as_deref(), content_type.as_deref()) {
-            self.state = State::Done;
-            return Action::Continue;
+        let coding = headers.get("content-encoding");
+        match split::token_response_gate(status.as_deref(), coding.as_deref(), end_of_stream) {
+            ResponseGate::Pass => {
+                self.state = State::Done;
+                Action::Continue
+            }
+            ResponseGate::Refuse(why) => {
+                self.state = State::Done;
+                shared.metrics.count(Counter::SplitRefused);
+                log(
+                    LogLevel::Warn,
+                    &format!("#{} token response refused: {why}", self.id),
+                );
+                shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+                Action::Pause
+            }
+            ResponseGate::Hold => {
+                self.hold(&shared, Kind::TokenResponse);
+                self.state = State::SplittingResponse { body_size: 0 };
+                // Hold the headers too: Content-Length changes with the body.
+                Action::Pause
+            }
         }
-        if let Some(shared) = &self.shared {
-            self.hold(shared, Kind::TokenResponse);
-        }
-        self.state = State::SplittingResponse { body_size: 0 };
-        // Hold the headers too: Content-Length changes with the body.
-        Action::Pause
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {

@@ -85,12 +85,17 @@ def listener(name, http_filters, routes=(("/", "api"),)):
     }
 
 
-def cluster(name, port):
-    return {
+def cluster(name, port, http2=False):
+    c = {
         "name": name, "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
     }
+    if http2:
+        c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    return c
 
 
 def closed_port():
@@ -103,20 +108,35 @@ def closed_port():
 
 class Envoy:
     """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string),
-    or to a pair (plugin configuration, routes) for routes other than everything to `api`."""
+    to a pair (plugin configuration, routes) for routes other than everything to `api`, or to a
+    dict with `plugin`, and optionally `routes` and the filters to place `before` and `after`
+    the token filter. `clusters` maps a name to a port, or to a pair (port, "h2") for an
+    HTTP/2 upstream."""
 
     def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True,
                  log_args=("--log-level", "info", "--component-log-level", "wasm:debug")):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+        def make_listener(name, spec):
+            if isinstance(spec, tuple):
+                spec = {"plugin": spec[0], "routes": spec[1]}
+            elif not (isinstance(spec, dict) and "plugin" in spec):
+                spec = {"plugin": spec}
+            ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration)
+            filters = list(spec.get("before", [])) + [ours] + list(spec.get("after", []))
+            return listener(name, filters, spec.get("routes", (("/", "api"),)))
+
+        def make_cluster(name, port):
+            if isinstance(port, tuple):
+                return cluster(name, port[0], http2=port[1] == "h2")
+            return cluster(name, port)
+
         self.config = {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
-                "listeners": [listener(n, [plugin_filter(c[0], stop_iteration=stop_iteration)], c[1])
-                              if isinstance(c, tuple)
-                              else listener(n, [plugin_filter(c, stop_iteration=stop_iteration)])
-                              for n, c in listeners.items()],
-                "clusters": [cluster(n, p) for n, p in clusters.items()],
+                "listeners": [make_listener(n, c) for n, c in listeners.items()],
+                "clusters": [make_cluster(n, p) for n, p in clusters.items()],
             },
         }
         self.concurrency = concurrency

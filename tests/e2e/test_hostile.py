@@ -7,15 +7,18 @@ Rows whose refusal comes from Envoy's own codec (NUL, obs-fold, oversized header
 the table on purpose: whatever layer refuses, nothing may reach the API or the token service."""
 
 import base64
+import gzip
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+import zlib
 
 import pytest
 
-from conftest import Envoy, base_config
+from conftest import Envoy, base_config, request
 from demo_services import TokenService
 from test_split import PUBLISH, SECRET, new_jwt, publish, split_jwt
 
@@ -137,6 +140,17 @@ ROWS = [
     ("query-and-header", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?access_token={t}"),
     ("query-token-encoded-name", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?a=1&access%5Ftoken={t}"),
     ("query-similar-name", PH, lambda t: auth(f"Bearer {t}"), 200, "jwt", "?my_access_token=1"),
+    # The other forms frameworks read as access_token, each with a valid Authorization.
+    ("uri-semicolon-separator", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?a=1;access_token={t}"),
+    ("uri-php-array", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?access_token[]={t}"),
+    ("uri-php-array-encoded", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?access_token%5B%5D={t}"),
+    ("uri-leading-space", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?%20access_token={t}"),
+    ("uri-trailing-dot", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?access_token.={t}"),
+    ("uri-path-parameter-dotdot", PH, lambda t: auth(f"Bearer {t}"), 400, None, "/..;access_token={t}"),
+    ("uri-path-parameter", PH, lambda t: auth(f"Bearer {t}"), 400, None, ";access_token={t}"),
+    ("uri-upper-case", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?ACCESS_TOKEN={t}"),
+    ("uri-double-encoded", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?access%255Ftoken={t}"),
+    ("uri-php-dot-for-underscore", PH, lambda t: auth(f"Bearer {t}"), 400, None, "?access.token={t}"),
     # Split tokens: signatures that are not in the store, of every wrong shape.
     ("split-unknown-86", SP, lambda t: auth("Bearer " + base64.urlsafe_b64encode(os.urandom(64)).rstrip(b"=").decode()), 401, None),
     ("split-not-base64url", SP, auth("Bearer abc$def"), 400, None),
@@ -180,7 +194,7 @@ def test_hostile_request(henv, echo, token_service, row):
 
 
 def test_the_table_has_at_least_60_requests():
-    assert len(ROWS) + len(H2_ROWS) + len(ANSWERS) >= 60
+    assert len(ROWS) + len(H2_ROWS) + len(ANSWERS) + len(TOKEN_ANSWERS) >= 60
 
 
 # --- HTTP/2: header values no HTTP/2 client library would send ---------------------------------
@@ -306,10 +320,267 @@ def test_split_store_still_works_after_the_table(henv, echo):
     assert raw_http1(henv.ports[PH], auth(f"Bearer {tok()}"), f"/{uuid.uuid4().hex}") == 200
 
 
-def test_no_token_or_jwt_in_the_log_at_the_filters_most_verbose_level(henv, echo, token_service):
+# --- Token endpoint answers on a split path: a success leaves split, or not at all -------------
+# A token endpoint that compresses when asked (as most do) and misbehaving ones. Whatever the
+# client's Accept-Encoding and whatever the answer's Content-Type, the full JWT never reaches
+# the client: the answer is split (200/201 with the signature alone) or refused (502).
+
+TOKEN_PATH = "/oauth/token"
+TOKEN_ROUTES = ((TOKEN_PATH, "token_service"), ("/", "api"))
+
+
+def _split_listener(before=(), after=()):
+    return {"plugin": {"split": {"max_entries": 1000, "split_responses": {"paths": [TOKEN_PATH]}}},
+            "routes": TOKEN_ROUTES, "before": list(before), "after": list(after)}
+
+
+def _compressor():
+    return {"name": "envoy.filters.http.compressor", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+        "response_direction_config": {"common_config": {"min_content_length": 10}},
+        "compressor_library": {"name": "gzip", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip"}}}}
+
+
+@pytest.fixture(scope="module")
+def tenv(tmp_path_factory, token_service, echo):
+    e = Envoy(tmp_path_factory.mktemp("envoy-token-endpoint"),
+              listeners={"split": _split_listener(),
+                         "compressor_before": _split_listener(before=[_compressor()]),
+                         "compressor_after": _split_listener(after=[_compressor()])},
+              clusters={"api": echo.port, "token_service": token_service.port},
+              log_args=("--log-level", "info", "--component-log-level", "wasm:trace"))
+    e.start()
+    yield e
+    e.stop()
+
+
+def token_endpoint(port, scenario, accept_encoding=None):
+    headers = [("authorization", "Basic " + base64.b64encode(b"client:client-secret").decode()),
+               ("content-type", "application/x-www-form-urlencoded")]
+    if accept_encoding:
+        headers.append(("accept-encoding", accept_encoding))
+    return request(port, TOKEN_PATH, headers, method="POST",
+                   body=f"grant_type=client_credentials&scenario={scenario}".encode())
+
+
+def decoded_body(reply):
+    coding = reply.header("content-encoding")
+    if coding == "gzip":
+        return gzip.decompress(reply.body)
+    if coding == "deflate":
+        return zlib.decompress(reply.body)
+    return reply.body
+
+
+# (id, scenario, client's Accept-Encoding, expected status)
+TOKEN_ANSWERS = [
+    ("client-asks-gzip", "", "gzip", 200),
+    ("client-asks-deflate", "", "deflate", 200),
+    ("client-asks-br-gzip-q", "", "br, gzip;q=0.8, deflate", 200),
+    ("no-content-type", "notype", None, 200),
+    ("text-json", "textjson", None, 200),
+    ("two-content-types", "twotypes", None, 200),
+    ("status-201", "created", None, 201),
+    ("jwt-as-text-plain", "text", None, 502),
+    ("utf16-json", "utf16", None, 502),
+    ("gzip-whatever-asked", "gzip-always", None, 502),
+    ("deflate-whatever-asked", "deflate-always", "identity", 502),
+    ("gzip-chunked-client-asks-gzip", "gzip-always", "gzip", 502),
+]
+
+
+@pytest.mark.parametrize("row", TOKEN_ANSWERS, ids=[r[0] for r in TOKEN_ANSWERS])
+def test_hostile_token_endpoint_answer(tenv, token_service, row):
+    name, scenario, accept, status = row
+    r = token_endpoint(tenv.ports["split"], scenario, accept)
+    assert r.status == status, f"{name}: {r.status} {r.body[:200]!r}"
+    issued = token_service.issued_tokens[-1]
+    SENT.append(issued)
+    header_payload, signature = split_jwt(issued)
+    # What the token service was asked: never a compressed answer.
+    with token_service.lock:
+        asked = dict(token_service.token_requests[-1])
+    assert asked.get("accept-encoding") == "identity", f"{name}: {asked}"
+    body = decoded_body(r)
+    for text in (body, body.decode("utf-16", errors="ignore").encode(), r.body):
+        assert header_payload.encode() not in text, f"{name}: the JWT reached the client"
+    if status == 502:
+        assert r.json()["code"] == "token_split_failed"
+        return
+    assert json.loads(body)["access_token"] == signature
+    # And the signature works: the store has the rest.
+    api = request(tenv.ports["split"], f"/{uuid.uuid4().hex}", [("authorization", f"Bearer {signature}")])
+    assert api.status == 200 and dict(api.json()["headers"])["authorization"] == f"Bearer {issued}"
+
+
+@pytest.mark.parametrize("listener", ["compressor_before", "compressor_after"])
+def test_a_compressor_filter_cannot_undo_the_split(tenv, token_service, listener):
+    """Envoy's compressor, placed before ours (it compresses the split answer) or after ours (it
+    sees the `identity` we set and leaves the answer alone): the client never gets the JWT."""
+    r = token_endpoint(tenv.ports[listener], "", "gzip")
+    assert r.status == 200, r.body
+    issued = token_service.issued_tokens[-1]
+    SENT.append(issued)
+    header_payload, signature = split_jwt(issued)
+    body = decoded_body(r)
+    assert header_payload.encode() not in body
+    assert json.loads(body)["access_token"] == signature
+    if listener == "compressor_before":
+        assert r.header("content-encoding") == "gzip", "the compressor did compress the split answer"
+
+
+# --- Trailers: the opaque token never rides to the API in a trailer ----------------------------
+
+class H2Echo:
+    """An HTTP/2 (prior knowledge) upstream that records each request's headers and trailers, as
+    a gRPC or HTTP/2 API would receive them. A stub of ours: the hostile part is the client."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, s):
+        import h2.config
+        import h2.connection
+        import h2.events
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        streams = {}
+        with s:
+            while True:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        streams[ev.stream_id] = {"headers": [(k.decode(), v.decode()) for k, v in ev.headers],
+                                                 "trailers": [], "body": b""}
+                    elif isinstance(ev, h2.events.DataReceived):
+                        streams[ev.stream_id]["body"] += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        streams[ev.stream_id]["trailers"] = [(k.decode(), v.decode()) for k, v in ev.headers]
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        with self.lock:
+                            self.requests.append(streams.pop(ev.stream_id))
+                        conn.send_headers(ev.stream_id, [(":status", "200"), ("content-length", "2")])
+                        conn.send_data(ev.stream_id, b"ok", end_stream=True)
+                s.sendall(conn.data_to_send())
+
+    def stop(self):
+        self.sock.close()
+
+
+def h2_request_with_trailers(port, headers, body, trailers):
+    """Headers, a body, then trailers, on one HTTP/2 stream; returns the status."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, headers)
+        conn.send_data(sid, body)
+        conn.send_headers(sid, trailers, end_stream=True)
+        s.sendall(conn.data_to_send())
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            data = s.recv(65536)
+            if not data:
+                return "reset"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    return int(dict(ev.headers)[b":status"])
+                if isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    return "reset"
+            s.sendall(conn.data_to_send())
+    return "timeout"
+
+
+@pytest.fixture(scope="module")
+def h2env(tmp_path_factory, token_service):
+    upstream = H2Echo()
+    e = Envoy(tmp_path_factory.mktemp("envoy-trailers"),
+              listeners={PH: base_config()},
+              clusters={"api": (upstream.port, "h2"), "token_service": token_service.port})
+    e.start()
+    yield e, upstream
+    e.stop()
+    upstream.stop()
+
+
+def test_authorization_in_request_trailers_never_reaches_the_api(h2env, token_service):
+    e, upstream = h2env
+    token = tok()
+    marker = uuid.uuid4().hex
+    status = h2_request_with_trailers(
+        e.ports[PH], h2_base(marker)[:1] + [(b":scheme", b"http"), (b":authority", b"api.example.com"),
+                                            (b":path", f"/{marker}".encode()),
+                                            (b"authorization", f"Bearer {token}".encode())],
+        b"payload", [(b"authorization", f"Bearer {token}".encode()), (b"x-checksum", b"kept")])
+    assert status == 200
+    with upstream.lock:
+        seen = [r for r in upstream.requests if dict(r["headers"]).get(":path") == f"/{marker}"]
+    assert len(seen) == 1
+    headers, trailers = dict(seen[0]["headers"]), dict(seen[0]["trailers"])
+    assert headers["authorization"].startswith("Bearer ") and token not in headers["authorization"]
+    assert "authorization" not in trailers, f"the client's token rode in a trailer: {trailers}"
+    assert trailers.get("x-checksum") == "kept", "other trailers pass"
+    assert seen[0]["body"] == b"payload"
+    assert token not in repr(seen[0])
+
+
+# --- CORS preflights: only what a browser sends passes unauthenticated --------------------------
+
+PREFLIGHT = [("origin", "https://app.example.com"), ("access-control-request-method", "DELETE")]
+
+
+@pytest.mark.parametrize("extra,body,status", [
+    ([], None, 200),
+    ([], b"", 200),
+    ([], b"{\"delete\": \"everything\"}", 400),
+    ([("x-http-method-override", "DELETE")], None, 400),
+    ([("x-http-method", "DELETE")], None, 400),
+    ([("x-method-override", "DELETE")], None, 400),
+], ids=["preflight", "preflight-empty-body", "preflight-with-body", "override-x-http-method-override",
+        "override-x-http-method", "override-x-method-override"])
+def test_only_a_real_preflight_passes_unauthenticated(henv, echo, extra, body, status):
+    marker = uuid.uuid4().hex
+    token = tok()
+    r = request(henv.ports[PH], f"/{marker}", PREFLIGHT + extra + [("authorization", f"Bearer {token}x")],
+                method="OPTIONS", body=body)
+    assert r.status == status, r.body
+    seen = seen_by_api(echo, marker)
+    if status == 400:
+        assert seen == [] and r.json()["code"] == "invalid_request"
+        return
+    assert len(seen) == 1
+    assert "authorization" not in dict(seen[0]["headers"]), "the opaque token is removed on a preflight"
+
+
+def test_no_token_or_jwt_in_the_log_at_the_filters_most_verbose_level(henv, tenv, echo, token_service):
     """Runs last in this module: every opaque token, signature and JWT used above, and the raw
     answers' JWT, must be absent from Envoy's log (wasm at trace: every line the filter writes)."""
-    log = henv.log_path.read_text(errors="replace")
+    log = henv.log_path.read_text(errors="replace") + tenv.log_path.read_text(errors="replace")
     assert "wasm log" in log and "introspection of token" in log, "the filter did log at debug level"
     values = SENT + [LONGEST, CLIENT_JWT, _GOOD, SECRET, "e2e-test-secret"]
     values += [v for v in split_jwt(CLIENT_JWT)]
