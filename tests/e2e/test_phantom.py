@@ -434,3 +434,29 @@ def test_envoy_refuses_a_bad_configuration(tmp_path, token_service, echo, config
     log = e.log_path.read_text(errors="replace")
     assert "invalid configuration" in log and field in log, log[-3000:]
     assert "client_secret\": \"x" not in log
+
+
+@pytest.mark.parametrize("config, field", [
+    ('{"phantom": {"cluster": "token_service", "path": "/i", "client_id": "gw", "client_secret": 7777123456789}}',
+     "phantom.client_secret"),
+    ('{"split": {"publish": {"path": "/p", "secret": [7777123456789]}}}', "split.publish.secret"),
+    ('{"phantom": {"cluster": "token_service", "path": "/i", "client_id": "gw", "client_secret": "x"},'
+     ' "verify": {"issuer": "i", "audiences": ["a"], "algorithms": ["HS256"],'
+     ' "jwks_inline": {"keys": [{"kty": "oct", "k": 7777123456789}]}}}', "verify.jwks_inline"),
+], ids=["numeric-client-secret", "array-publish-secret", "numeric-oct-k"])
+def test_a_refused_configuration_never_logs_a_secret_value(tmp_path, token_service, echo, config, field):
+    """A secret of the wrong type is refused, and the critical log line names the field and the
+    expected type, never the value (serde's own message quotes it)."""
+    e = Envoy(tmp_path, {"main": config}, {"api": echo.port, "token_service": token_service.port})
+    e.start(expect_ready=False)
+    try:
+        rc = e.proc.wait(timeout=30)
+    except Exception:
+        e.stop()
+        pytest.fail("Envoy started with an invalid filter configuration")
+    e.log.close()
+    assert rc != 0
+    log = e.log_path.read_text(errors="replace")
+    refused = [line for line in log.splitlines() if "invalid configuration" in line]
+    assert refused and field in refused[0], log[-3000:]
+    assert "7777123456789" not in log
