@@ -1,0 +1,174 @@
+//! Golden tests: the shared-data key and value formats, byte for byte.
+//!
+//! Envoy keeps shared data across a configuration reload (and across listeners of one `vm_id`):
+//! a filter built from other code reads what the previous one wrote. A change to any of these
+//! formats would make a reload serve garbage or miss everything, so each is pinned here. A
+//! change that is meant must change the magic (`pt1`, `st1`) or the key prefix, and this file.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use envoy_token_filter::cache;
+use envoy_token_filter::config::{Config, KeySource};
+use envoy_token_filter::flow::{CasMismatch, Host};
+use envoy_token_filter::jwks::{self, KeyState};
+use envoy_token_filter::local::LocalCache;
+use envoy_token_filter::metrics::Counter;
+use envoy_token_filter::split::Entry;
+use envoy_token_filter::store::Store;
+
+/// Shared data as a map, with versions: enough to see what the filter writes.
+#[derive(Default)]
+struct Data {
+    map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    keys: KeyState,
+    local: LocalCache,
+}
+
+impl Host for Data {
+    fn now_ms(&self) -> u64 {
+        1_700_000_000_000
+    }
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared_get_cas(key).0
+    }
+    fn shared_get_cas(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.map.borrow().get(key) {
+            Some((v, cas)) => ((!v.is_empty()).then(|| v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn shared_set(&self, key: &str, value: &[u8]) {
+        let _ = self.shared_set_cas(key, value, None);
+    }
+    fn shared_set_cas(
+        &self,
+        key: &str,
+        value: &[u8],
+        _cas: Option<u32>,
+    ) -> Result<(), CasMismatch> {
+        let mut map = self.map.borrow_mut();
+        let version = map.get(key).map_or(1, |(_, v)| v + 1);
+        map.insert(key.to_owned(), (value.to_vec(), version));
+        Ok(())
+    }
+    fn count_by(&self, _counter: Counter, _n: u64) {}
+    fn key_state(&self) -> &KeyState {
+        &self.keys
+    }
+    fn local_cache(&self) -> &LocalCache {
+        &self.local
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256("abc"), the hash every value below is keyed by.
+const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+#[test]
+fn token_hash_is_sha256_of_the_token() {
+    assert_eq!(hex(&cache::token_hash("abc")), ABC);
+}
+
+#[test]
+fn phantom_cache_slot_keys() {
+    let h = cache::token_hash("abc");
+    assert_eq!(cache::slot_key("a1b2c3d4", &h, 100_000), "pt:a1b2c3d4:74");
+    assert_eq!(cache::slot_key("a1b2c3d4", &h, 1), "pt:a1b2c3d4:0");
+}
+
+#[test]
+fn phantom_cache_values() {
+    let h = cache::token_hash("abc");
+    let active = cache::encode_active(&h, 1_700_000_000_123, "read write", "h.p.s");
+    // magic "pt1" | kind 1 | expires_at_ms u64 BE | sha256 | scope_len u16 BE | scope | jwt
+    let want = [
+        "707431",
+        "01",
+        "0000018bcfe5687b",
+        ABC,
+        "000a",
+        "72656164207772697465",
+        "682e702e73",
+    ]
+    .concat();
+    assert_eq!(hex(&active), want);
+    let inactive = cache::encode_inactive(&h, 1_700_000_000_123);
+    let want = ["707431", "02", "0000018bcfe5687b", ABC, "0000"].concat();
+    assert_eq!(hex(&inactive), want);
+}
+
+#[test]
+fn namespaces_derived_from_the_configuration() {
+    let cfg = Config::from_slice(
+        br#"{"phantom": {"cluster": "ts", "authority": "login.example.com", "path": "/i",
+        "client_id": "gw", "client_secret": "s"},
+        "verify": {"issuer": "i", "audiences": ["a"], "algorithms": ["ES256"],
+        "jwks": {"cluster": "ts", "path": "/jwks"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.cache.namespace, "daf71959");
+    let Some(KeySource::Remote(src)) = cfg.verify.as_ref().map(|v| &v.keys) else {
+        panic!("remote keys")
+    };
+    assert_eq!(src.namespace, "jwksb22b7c58:");
+}
+
+#[test]
+fn split_store_keys_and_values() {
+    let h = cache::token_hash("abc");
+    let store = Store::new(64);
+    let keys: Vec<String> = store.slot_keys(&h).collect();
+    assert_eq!(keys, ["st64:42", "st64:43", "st64:44", "st64:45"]);
+    let data = Data::default();
+    assert!(store.initialize(&data));
+    assert_eq!(data.map.borrow().len(), 65, "64 slots and the marker");
+    assert_eq!(data.map.borrow()["st64:ready"].0, b"1");
+    assert!(data.map.borrow()["st64:0"].0.is_empty());
+    let entry = Entry {
+        hash: h,
+        header_payload: "h.p".to_owned(),
+        expires_at_ms: 1_700_000_000_123,
+        scope: "read".to_owned(),
+    };
+    store.put(&data, &entry, 1_700_000_000_000).unwrap();
+    // magic "st1" | kind 1 (live) | expires_at_ms | sha256 | scope_len | scope | header.payload
+    let live = [
+        "737431",
+        "01",
+        "0000018bcfe5687b",
+        ABC,
+        "0004",
+        "72656164",
+        "682e70",
+    ]
+    .concat();
+    assert_eq!(hex(&data.map.borrow()[&keys[0]].0), live);
+    store.revoke(&data, &h, 1_700_000_000_000).unwrap();
+    // kind 2 (revoked): the expiry stays, scope and header.payload go.
+    let revoked = ["737431", "02", "0000018bcfe5687b", ABC, "0000"].concat();
+    assert_eq!(hex(&data.map.borrow()[&keys[0]].0), revoked);
+}
+
+#[test]
+fn jwks_lease_and_set_keys() {
+    let cfg = Config::from_slice(
+        br#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"},
+        "verify": {"issuer": "i", "audiences": ["a"], "algorithms": ["ES256"],
+        "jwks": {"cluster": "ts", "path": "/jwks"}}}"#,
+    )
+    .unwrap();
+    let Some(KeySource::Remote(src)) = cfg.verify.as_ref().map(|v| &v.keys) else {
+        panic!("remote keys")
+    };
+    let data = Data::default();
+    jwks::initialize(src, &data);
+    let map = data.map.borrow();
+    let (key, (value, _)) = map.iter().next().unwrap();
+    assert_eq!(key, &format!("{}lease", src.namespace));
+    // generation | lease_until_ms | last_start_ms | next_due_ms (u64 BE each) | early u8
+    assert_eq!(hex(value), "00".repeat(33));
+}
