@@ -10,12 +10,12 @@
 // Test code: an index out of range is a failed check, like any other assertion.
 #![allow(clippy::indexing_slicing)]
 
-use envoy_token_filter::bearer::{self, MAX_TOKEN_LEN};
 use envoy_token_filter::config::{Config, Contract};
-use envoy_token_filter::introspection::{self, Outcome, Response};
-use envoy_token_filter::jwt;
-use envoy_token_filter::split::{self, HashEncoding, PublishOp, Rewrite};
-use envoy_token_filter::verify::{Alg, KeySet, Policy};
+use envoy_token_filter::token::bearer::{self, MAX_TOKEN_LEN};
+use envoy_token_filter::token::introspection::{self, Outcome, Response};
+use envoy_token_filter::token::jws::{Alg, KeySet, Policy};
+use envoy_token_filter::token::jwt;
+use envoy_token_filter::token::split::{self, HashEncoding, PublishOp, Rewrite};
 use serde_json::Value;
 
 /// A fixed instant (2030) for every check that needs a clock.

@@ -4,27 +4,16 @@
 //! The core modules never name `proxy_wasm` and are tested natively; only [`wasm`] (compiled
 //! for `wasm32`) talks to the host.
 
-pub mod bearer;
-pub mod cache;
 pub mod config;
-pub mod flow;
-pub mod held;
-pub mod inflight;
-pub mod introspection;
+pub mod hash;
+pub mod header_map;
+pub mod host;
 pub mod json_error;
-pub mod jwks;
-pub mod jwt;
-pub mod local;
 pub mod metrics;
-pub mod mint;
-pub mod pairs;
-pub mod record;
-pub mod remote;
+pub mod pipeline;
 pub mod reply;
-pub mod scope;
-pub mod split;
-pub mod store;
-pub mod verify;
+pub mod storage;
+pub mod token;
 
 #[cfg(test)]
 mod testing;

@@ -18,8 +18,8 @@
 //! (Two `Authorization` headers and an `access_token` parameter in the URI are malformed
 //! credentials: 400.)
 
-use crate::introspection::Failure;
 use crate::metrics::Counter;
+use crate::token::introspection::Failure;
 
 /// Why a request is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

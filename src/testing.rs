@@ -3,10 +3,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::flow::{CasMismatch, Host};
-use crate::jwks::KeyState;
-use crate::local::LocalCache;
+use crate::host::{CasMismatch, Host};
 use crate::metrics::Counter;
+use crate::storage::keys::KeyState;
+use crate::storage::local::LocalCache;
 
 /// A write hook: runs once, just before the n-th write, to play another worker racing.
 type Interference = (usize, Box<dyn FnOnce(&FakeHost)>);

@@ -8,14 +8,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use envoy_token_filter::cache;
 use envoy_token_filter::config::{Config, KeySource};
-use envoy_token_filter::flow::{CasMismatch, Host};
-use envoy_token_filter::jwks::{self, KeyState};
-use envoy_token_filter::local::LocalCache;
+use envoy_token_filter::hash;
+use envoy_token_filter::host::{CasMismatch, Host};
 use envoy_token_filter::metrics::Counter;
-use envoy_token_filter::split::Entry;
-use envoy_token_filter::store::Store;
+use envoy_token_filter::storage::keys::{self, KeyState};
+use envoy_token_filter::storage::local::LocalCache;
+use envoy_token_filter::storage::phantom_cache as cache;
+use envoy_token_filter::storage::split_store::Store;
+use envoy_token_filter::token::split::Entry;
 
 /// Shared data as a map, with versions: enough to see what the filter writes.
 #[derive(Default)]
@@ -70,19 +71,19 @@ const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2001
 
 #[test]
 fn token_hash_is_sha256_of_the_token() {
-    assert_eq!(hex(&cache::token_hash("abc")), ABC);
+    assert_eq!(hex(&hash::token_hash("abc")), ABC);
 }
 
 #[test]
 fn phantom_cache_slot_keys() {
-    let h = cache::token_hash("abc");
+    let h = hash::token_hash("abc");
     assert_eq!(cache::slot_key("a1b2c3d4", &h, 100_000), "pt:a1b2c3d4:74");
     assert_eq!(cache::slot_key("a1b2c3d4", &h, 1), "pt:a1b2c3d4:0");
 }
 
 #[test]
 fn phantom_cache_values() {
-    let h = cache::token_hash("abc");
+    let h = hash::token_hash("abc");
     let active = cache::encode_active(&h, 1_700_000_000_123, "read write", "h.p.s");
     // magic "pt1" | kind 1 | expires_at_ms u64 BE | sha256 | scope_len u16 BE | scope | jwt
     let want = [
@@ -119,7 +120,7 @@ fn namespaces_derived_from_the_configuration() {
 
 #[test]
 fn split_store_keys_and_values() {
-    let h = cache::token_hash("abc");
+    let h = hash::token_hash("abc");
     let store = Store::new(64);
     let keys: Vec<String> = store.slot_keys(&h).collect();
     assert_eq!(keys, ["st64:42", "st64:43", "st64:44", "st64:45"]);
@@ -165,7 +166,7 @@ fn jwks_lease_and_set_keys() {
         panic!("remote keys")
     };
     let data = Data::default();
-    jwks::initialize(src, &data);
+    keys::initialize(src, &data);
     let map = data.map.borrow();
     let (key, (value, _)) = map.iter().next().unwrap();
     assert_eq!(key, &format!("{}lease", src.namespace));

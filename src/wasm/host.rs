@@ -8,18 +8,20 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
-use crate::cache::{self, TokenHash};
 use crate::config::{Config, Contract, JwksSource, KeySource};
-use crate::flow::{self, CasMismatch, Host, Verdict};
-use crate::held::{self, Held};
-use crate::inflight::{InFlight, Waiter};
-use crate::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
-use crate::jwks::{self, KeyState};
-use crate::local::LocalCache;
+use crate::hash::TokenHash;
+use crate::host::{CasMismatch, Host};
 use crate::metrics::Counter;
-use crate::remote;
+use crate::pipeline::{self, Verdict};
 use crate::reply::{self, Denial, LocalReply, SplitReply};
-use crate::verify::MAX_JWKS_BYTES;
+use crate::storage::held::{self, Held};
+use crate::storage::inflight::{InFlight, Waiter};
+use crate::storage::keys::{self, KeyState};
+use crate::storage::local::LocalCache;
+
+use crate::storage::remote;
+use crate::token::introspection::{self, Failure, Response, MAX_RESPONSE_BYTES};
+use crate::token::jws::MAX_JWKS_BYTES;
 
 pub fn log(level: LogLevel, message: &str) {
     // Nothing sensible to do if logging itself fails.
@@ -190,7 +192,7 @@ impl Shared {
     /// lease. Returns the call id of a fetch started.
     pub fn jwks_tick(&self, context_id: u32) -> Option<u32> {
         let (src, verify) = (self.jwks_source()?, self.cfg.verify.as_ref()?);
-        if jwks::on_tick(src, &verify.policy, self, &self.keys) != jwks::TickAction::Fetch {
+        if keys::on_tick(src, &verify.policy, self, &self.keys) != keys::TickAction::Fetch {
             return None;
         }
         let headers = vec![
@@ -215,7 +217,7 @@ impl Shared {
                         src.cluster
                     ),
                 );
-                let _ = jwks::on_fetched(src, &verify.policy, self, &self.keys, None);
+                let _ = keys::on_fetched(src, &verify.policy, self, &self.keys, None);
                 None
             }
         }
@@ -237,7 +239,7 @@ impl Shared {
         } else {
             None
         };
-        match jwks::on_fetched(src, &verify.policy, self, &self.keys, body.as_deref()) {
+        match keys::on_fetched(src, &verify.policy, self, &self.keys, body.as_deref()) {
             Ok(_) => log(
                 LogLevel::Info,
                 &format!(
@@ -310,7 +312,7 @@ impl Shared {
             },
             contract.unwrap_or(&Contract::Jwt),
         );
-        let verdict = flow::on_introspection(&self.cfg, self, &hash, outcome);
+        let verdict = pipeline::on_introspection(&self.cfg, self, &hash, outcome);
         let level = match verdict {
             Verdict::Reject(Denial::TokenService(_)) => LogLevel::Warn,
             _ => LogLevel::Debug,
@@ -320,7 +322,7 @@ impl Shared {
                 level,
                 &format!(
                 "#{context_id} introspection of token {} answered {} ({} bytes): {}, {} waiting",
-                cache::hash_prefix(&hash),
+                crate::hash::hash_prefix(&hash),
                 status.as_deref().unwrap_or("no headers"),
                 body_size,
                 describe(&verdict),
@@ -449,7 +451,7 @@ impl Shared {
 
     /// Answers a request for the gateway's JWK Set.
     pub fn send_gateway_jwks(&self, context_id: u32, method: &str) {
-        if let Some((_, jwks)) = flow::gateway_jwks(&self.cfg) {
+        if let Some((_, jwks)) = pipeline::gateway_jwks(&self.cfg) {
             self.metrics.count(Counter::GatewayJwksServed);
             Self::send(context_id, &reply::gateway_jwks_reply(method, jwks));
         }

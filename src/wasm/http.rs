@@ -7,15 +7,16 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use crate::bearer;
-use crate::cache::TokenHash;
-use crate::flow::{self, Host as _, Preflight, Route, Step, TokenResponse, Verdict};
-use crate::held::Kind;
-use crate::inflight::{Join, Waiter};
+use crate::hash::TokenHash;
+use crate::host::Host as _;
 use crate::metrics::Counter;
-use crate::remote::{self, Got};
+use crate::pipeline::{self, Preflight, Route, Step, TokenResponse, Verdict};
 use crate::reply::{Denial, SplitReply};
-use crate::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
+use crate::storage::held::Kind;
+use crate::storage::inflight::{Join, Waiter};
+use crate::storage::remote::{self, Got};
+use crate::token::bearer;
+use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::host::{log, Shared};
 
@@ -79,12 +80,12 @@ impl Http {
     ) -> Action {
         let method = headers.get(":method").unwrap_or_default();
         let head = method == "HEAD";
-        if let Err(refusal) = flow::publish_gate(
+        if let Err(refusal) = pipeline::publish_gate(
             &shared.cfg,
             &method,
             headers.get("authorization").as_deref(),
         ) {
-            flow::count_publish(shared, &refusal);
+            pipeline::count_publish(shared, &refusal);
             shared.send_split_reply(self.id, head, &refusal);
             self.state = State::Done;
             return Action::Pause;
@@ -128,7 +129,7 @@ impl Http {
 
     fn finish_publish(&mut self, shared: &Shared, method: &str, body: &[u8]) {
         self.release(shared);
-        let (answer, remote) = flow::publish(&shared.cfg, shared, method, body);
+        let (answer, remote) = pipeline::publish(&shared.cfg, shared, method, body);
         if let SplitReply::Invalid(why) = &answer {
             log(
                 LogLevel::Info,
@@ -148,7 +149,7 @@ impl Http {
                 }
                 Err(e) => {
                     log(LogLevel::Warn, &format!("#{} {e}", self.id));
-                    let failed = flow::after_remote_write(shared, answer, false);
+                    let failed = pipeline::after_remote_write(shared, answer, false);
                     shared.send_split_reply(self.id, false, &failed);
                     self.state = State::Done;
                     return;
@@ -174,7 +175,7 @@ impl Http {
         if size > MAX_PUBLISH_BODY {
             self.release(shared);
             let answer = SplitReply::TooLarge;
-            flow::count_publish(shared, &answer);
+            pipeline::count_publish(shared, &answer);
             shared.send_split_reply(self.id, false, &answer);
             self.state = State::Done;
             return Action::Pause;
@@ -230,7 +231,7 @@ impl Http {
         let headers = super::Headers::read(MapType::HttpResponseHeaders);
         let status = headers.get(":status");
         let coding = headers.get("content-encoding");
-        match flow::on_token_response(
+        match pipeline::on_token_response(
             &shared.cfg,
             shared,
             status.as_deref(),
@@ -390,7 +391,8 @@ impl Http {
                     None => Got::Failed,
                 };
                 let latency = shared.now_ms().saturating_sub(started_ms);
-                let step = flow::on_remote_get(&shared.cfg, shared, &hash, &token, got, latency);
+                let step =
+                    pipeline::on_remote_get(&shared.cfg, shared, &hash, &token, got, latency);
                 self.after_remote_get(shared, step, head, true);
             }
             State::PublishWrite { reply, delete, .. } => {
@@ -399,7 +401,7 @@ impl Http {
                 } else {
                     remote::put_succeeded(status.as_deref())
                 };
-                let answer = flow::after_remote_write(shared, reply, written);
+                let answer = pipeline::after_remote_write(shared, reply, written);
                 shared.send_split_reply(self.id, false, &answer);
             }
             State::SplitWrite { body, size, .. } => {
@@ -466,8 +468,8 @@ impl HttpContext for Http {
         // One read of the whole map: each header read separately costs as much.
         let headers = super::Headers::read(MapType::HttpRequestHeaders);
         let path = headers.get(":path").unwrap_or_default();
-        if flow::has_routes(&shared.cfg) {
-            match flow::route(&shared.cfg, &path) {
+        if pipeline::has_routes(&shared.cfg) {
+            match pipeline::route(&shared.cfg, &path) {
                 Route::Publish => return self.start_publish(&shared, &headers, end_of_stream),
                 Route::TokenEndpoint => {
                     // A token request authenticates the client to the token service; it
@@ -501,7 +503,7 @@ impl HttpContext for Http {
             Step::Done(Verdict::Reject(Denial::MalformedCredentials))
         } else {
             let authorization = headers.get("authorization");
-            flow::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref())
+            pipeline::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref())
         };
         let method = headers.get(":method").unwrap_or_default();
         let head = method == "HEAD";
@@ -514,12 +516,12 @@ impl HttpContext for Http {
             };
         }
         let preflight = if method == "OPTIONS" && !uri_token {
-            flow::preflight(
+            pipeline::preflight(
                 &method,
                 headers.get("origin").as_deref(),
                 headers.get("access-control-request-method").as_deref(),
                 !end_of_stream,
-                flow::METHOD_OVERRIDE_HEADERS
+                pipeline::METHOD_OVERRIDE_HEADERS
                     .iter()
                     .any(|h| headers.get(h).is_some()),
             )
@@ -583,7 +585,7 @@ impl HttpContext for Http {
                         if let Some(Err(e)) = other {
                             log(LogLevel::Error, &format!("#{} {e}", self.id));
                         }
-                        let step = flow::on_remote_get(
+                        let step = pipeline::on_remote_get(
                             &shared.cfg,
                             shared.as_ref(),
                             &hash,
@@ -616,7 +618,7 @@ impl HttpContext for Http {
             matches!(self.state, State::TokenRequest),
             self.shared.as_ref(),
         ) {
-            for name in flow::owned_request_headers(&shared.cfg) {
+            for name in pipeline::owned_request_headers(&shared.cfg) {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestTrailers, name, None);
             }
         }

@@ -34,7 +34,7 @@ pub(crate) fn read_body(buffer: BufferType, size: usize, max: usize) -> Option<V
     )
 }
 
-/// A header map read whole, with one call to the proxy (see [`crate::pairs`]): a request's
+/// A header map read whole, with one call to the proxy (see [`crate::header_map`]): a request's
 /// headers are looked up here rather than read one by one, as every value read is the proxy
 /// calling back into the VM to allocate it.
 pub(crate) struct Headers(Vec<u8>);
@@ -70,7 +70,7 @@ impl Headers {
     /// with obs-text bytes, which HTTP allows and Envoy passes on. Invalid UTF-8 becomes U+FFFD,
     /// which no grammar the filter checks accepts (an `Authorization` with it is malformed: 400).
     pub(crate) fn get(&self, name: &str) -> Option<String> {
-        crate::pairs::get(&self.0, name).map(|v| text(v.into_owned()))
+        crate::header_map::get(&self.0, name).map(|v| text(v.into_owned()))
     }
 
     /// No headers (a call answered without any).

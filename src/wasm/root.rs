@@ -10,11 +10,11 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::config::{Config, KeySource};
-use crate::held::Held;
-use crate::inflight::InFlight;
-use crate::jwks::{self, KeyState};
-use crate::local::LocalCache;
-use crate::verify::KeySet;
+use crate::storage::held::Held;
+use crate::storage::inflight::InFlight;
+use crate::storage::keys::{self, KeyState};
+use crate::storage::local::LocalCache;
+use crate::token::jws::KeySet;
 
 use super::host::{log, Metrics, Shared};
 use super::http::Http;
@@ -64,7 +64,7 @@ impl Root {
             debug_logs: Cell::new(true),
         });
         if let Some(src) = shared.jwks_source() {
-            jwks::initialize(src, shared.as_ref());
+            keys::initialize(src, shared.as_ref());
         }
         if let Some(split) = &shared.cfg.split {
             // Before any request: creates the store's slots so every write can be a

@@ -20,11 +20,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::cache::TokenHash;
 use crate::config::JwksSource;
-use crate::flow::Host;
+use crate::hash::TokenHash;
+use crate::host::Host;
 use crate::metrics::Counter;
-use crate::verify::{JwksError, KeySet, Policy};
+use crate::token::jws::{JwksError, KeySet, Policy};
 
 /// Entries of the per-worker memo of verified split tokens.
 pub const MEMO_MAX: usize = 10_000;
@@ -275,8 +275,8 @@ pub fn on_fetched(
 mod tests {
     use super::*;
     use crate::testing::FakeHost;
-    use crate::verify::tests::{jwks, keys, policy};
-    use crate::verify::Alg;
+    use crate::token::jws::tests::{jwks, keys, policy};
+    use crate::token::jws::Alg;
 
     const T0: u64 = 1_700_000_000_000;
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::cache::TokenHash;
+use crate::hash::TokenHash;
 
 /// A request waiting for an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,47 +20,22 @@
 //! Host effects (shared data, clock, counters) go through [`Host`], so the whole flow runs
 //! natively in tests with a fake host and a fixed clock.
 
-use crate::bearer::{self, BearerError};
-use crate::cache::{self, Cached, TokenHash};
 use crate::config::{Config, SplitConfig};
-use crate::introspection::{Failure as CallFailure, Outcome};
-use crate::jwks::KeyState;
-use crate::jwt;
-use crate::local::LocalCache;
+use crate::hash::TokenHash;
+use crate::host::Host;
 use crate::metrics::Counter;
-use crate::mint::{self, MintError, Minted};
-use crate::remote::{self, Got};
 use crate::reply::{Denial, SplitReply};
-use crate::scope;
-use crate::split::Entry;
-use crate::split::{self, PublishOp, Rewrite};
-use crate::store::{Found, Stored};
-use crate::verify::Failure;
-
-/// What the core needs from the proxy.
-pub trait Host {
-    fn now_ms(&self) -> u64;
-    /// A shared-data value; `None` when absent or empty.
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
-    /// A shared-data value and its version (`None`: the key was never written).
-    fn shared_get_cas(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes a shared-data value unconditionally; failures are logged by the host.
-    fn shared_set(&self, key: &str, value: &[u8]);
-    /// Writes a shared-data value if its version is still `cas` (always, when `None`).
-    fn shared_set_cas(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch>;
-    fn count(&self, counter: Counter) {
-        self.count_by(counter, 1);
-    }
-    fn count_by(&self, counter: Counter, n: u64);
-    /// This worker's verification keys and verified-token memo.
-    fn key_state(&self) -> &KeyState;
-    /// This worker's copy of recent phantom cache hits.
-    fn local_cache(&self) -> &LocalCache;
-}
-
-/// A compare-and-swap write lost: the value changed since it was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CasMismatch;
+use crate::storage::phantom_cache::{self, Cached};
+use crate::storage::remote::{self, Got};
+use crate::storage::split_store::{Found, Stored};
+use crate::token::bearer::{self, BearerError};
+use crate::token::introspection::{Failure as CallFailure, Outcome};
+use crate::token::jws::Failure;
+use crate::token::jwt;
+use crate::token::mint::{self, MintError, Minted};
+use crate::token::scope;
+use crate::token::split::Entry;
+use crate::token::split::{self, PublishOp, Rewrite};
 
 /// The final word on a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +122,7 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
     };
     // One hash serves both flows: the split store key is the SHA-256 of the signature, the
     // phantom cache key the SHA-256 of the opaque token.
-    let hash = cache::token_hash(token);
+    let hash = crate::hash::token_hash(token);
     if let Some(split) = &cfg.split {
         if let Some(verdict) = split_lookup(cfg, split, host, token, &hash) {
             return Step::Done(verdict);
@@ -174,9 +149,9 @@ pub fn on_request(cfg: &Config, host: &dyn Host, authorization: Option<&str>) ->
             authorization: authorization.as_ref().to_owned(),
         });
     }
-    let key = cache::slot_key(&cfg.cache.namespace, &hash, cfg.cache.max_entries);
+    let key = phantom_cache::slot_key(&cfg.cache.namespace, &hash, cfg.cache.max_entries);
     if let Some(value) = host.shared_get(&key) {
-        match cache::lookup(&value, &hash, now) {
+        match phantom_cache::lookup(&value, &hash, now) {
             Some(Cached::Active {
                 jwt,
                 scope,
@@ -419,8 +394,8 @@ pub fn publish_gate(
     }
     let presented =
         bearer::parse_authorization(authorization).map_err(|_| SplitReply::Unauthorized)?;
-    let presented = cache::token_hash(presented);
-    if cache::constant_time_eq(&presented, &publish.secret_hash) {
+    let presented = crate::hash::token_hash(presented);
+    if crate::hash::constant_time_eq(&presented, &publish.secret_hash) {
         Ok(())
     } else {
         Err(SplitReply::Unauthorized)
@@ -545,7 +520,7 @@ pub fn on_introspection(
     outcome: Outcome,
 ) -> Verdict {
     let now = host.now_ms();
-    let key = || cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
+    let key = || phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
     let inactive = || {
         cache_inactive(cfg, host, &key(), hash, now);
         Verdict::Reject(Denial::InvalidToken)
@@ -603,10 +578,12 @@ pub fn on_introspection(
     };
     let verdict = authorize(cfg, &jwt, &claims.scope);
     if !no_store {
-        if let Some(until) = cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s) {
+        if let Some(until) =
+            phantom_cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
+        {
             host.shared_set(
                 &key(),
-                &cache::encode_active(hash, until, &claims.scope, &jwt),
+                &phantom_cache::encode_active(hash, until, &claims.scope, &jwt),
             );
             if let Verdict::Forward { authorization } = &verdict {
                 host.local_cache().put(hash, until, authorization);
@@ -671,7 +648,7 @@ fn check_signed_response(
 fn cache_inactive(cfg: &Config, host: &dyn Host, key: &str, hash: &TokenHash, now: u64) {
     if cfg.cache.negative_ttl_s > 0 {
         let until = now.saturating_add(cfg.cache.negative_ttl_s.saturating_mul(1_000));
-        host.shared_set(key, &cache::encode_inactive(hash, until));
+        host.shared_set(key, &phantom_cache::encode_inactive(hash, until));
     }
 }
 
@@ -729,10 +706,10 @@ fn authorize_with(cfg: &Config, granted: &str, authorization: impl FnOnce() -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::introspection::Failure;
-    use crate::jwt::tests::make;
-    use crate::jwt::Claims;
     use crate::testing::FakeHost;
+    use crate::token::introspection::Failure;
+    use crate::token::jwt::tests::make;
+    use crate::token::jwt::Claims;
 
     const T0: u64 = 1_700_000_000_000;
 
@@ -805,12 +782,13 @@ mod tests {
             forward(&jwt)
         );
         assert_eq!(host.count_of(Counter::CacheHit), 1);
-        host.now.set(exp * 1000 - crate::cache::EXP_SKEW_MS - 1);
+        host.now
+            .set(exp * 1000 - crate::token::jwt::EXP_SKEW_MS - 1);
         assert_eq!(
             on_request(&cfg, &host, Some("Bearer opaque")),
             forward(&jwt)
         );
-        host.now.set(exp * 1000 - crate::cache::EXP_SKEW_MS);
+        host.now.set(exp * 1000 - crate::token::jwt::EXP_SKEW_MS);
         introspect(&cfg, &host, "Bearer opaque");
         let stored: Vec<u8> = host.values().remove(0);
         assert!(
@@ -917,7 +895,7 @@ mod tests {
         }
         assert_eq!(on_request(&cfg, &host, Some("Bearer t")), forward("x.y.z"));
         // Never past the shared entry's expiry.
-        host.now.set(exp * 1000 - crate::cache::EXP_SKEW_MS);
+        host.now.set(exp * 1000 - crate::token::jwt::EXP_SKEW_MS);
         introspect(&cfg, &host, "Bearer t");
         // A forbidden scope is not kept locally.
         host.local.clear();
@@ -1200,7 +1178,7 @@ mod tests {
 
     mod verification {
         use super::*;
-        use crate::verify::tests::{claims, jwks, keys, Keys};
+        use crate::token::jws::tests::{claims, jwks, keys, Keys};
         use jwt_simple::prelude::*;
 
         /// Phantom and split with `verify` on inline keys (the host holds them, as the
@@ -1241,7 +1219,7 @@ mod tests {
 
         fn introspected(cfg: &Config, host: &FakeHost, opaque: &str, jwt: &str) -> Verdict {
             let hash = introspect(cfg, host, &format!("Bearer {opaque}"));
-            let claims = crate::jwt::parse(jwt).unwrap();
+            let claims = crate::token::jwt::parse(jwt).unwrap();
             on_introspection(cfg, host, &hash, active(jwt, claims.exp, &claims.scope))
         }
 
@@ -1347,7 +1325,7 @@ mod tests {
     /// `split.remote`: the second-level store.
     mod remote_store {
         use super::*;
-        use crate::remote::Got;
+        use crate::storage::remote::Got;
 
         const REMOTE: &str = r#", "remote": {"cluster": "webdis", "get_path": "/GET/s:{key}.txt",
             "put_path": "/SETEX/s:{key}/{ttl}", "delete_path": "/DEL/s:{key}",
@@ -1447,7 +1425,7 @@ mod tests {
             let (reply, call) = publish(&cfg, &host, "POST", body.to_string().as_bytes());
             assert_eq!(reply, SplitReply::Accepted);
             let call = call.unwrap();
-            let enc = crate::remote::encode_segment(&key);
+            let enc = crate::storage::remote::encode_segment(&key);
             // The remote TTL is the token's own (exp minus the skew), not local_ttl_s.
             assert_eq!(call.method, "PUT");
             assert!(
@@ -1494,10 +1472,10 @@ mod tests {
     /// `phantom.response` "json" and "rfc9701": JWTs from introspected claims.
     mod contracts {
         use super::*;
-        use crate::introspection::{classify, Response};
-        use crate::mint::tests::EC_PEM;
-        use crate::verify::tests::{jwks, keys, signed_introspection, Keys};
-        use crate::verify::{Alg, KeySet, Policy};
+        use crate::token::introspection::{classify, Response};
+        use crate::token::jws::tests::{jwks, keys, signed_introspection, Keys};
+        use crate::token::jws::{Alg, KeySet, Policy};
+        use crate::token::mint::tests::EC_PEM;
 
         const GATEWAY: &str = "https://gateway.example.com";
 

@@ -10,6 +10,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
 
+/// Served JWTs stop `EXP_SKEW_MS` before their `exp`, so the API never receives one that
+/// expires in flight.
+pub const EXP_SKEW_MS: u64 = 1_000;
+
 /// Longest JWT accepted from the token service.
 pub const MAX_JWT_LEN: usize = 16 * 1024;
 /// Longest normalised `scope` kept for a token.
@@ -158,7 +162,7 @@ fn numeric_date(v: &Value) -> Option<u64> {
 fn normalise_scope<'a>(names: impl Iterator<Item = &'a str>) -> Result<String, JwtError> {
     let mut out = String::new();
     for name in names {
-        if !crate::scope::is_scope_token(name) {
+        if !crate::token::scope::is_scope_token(name) {
             return Err(JwtError::Scope);
         }
         if !out.is_empty() {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use crate::cache::TokenHash;
+use crate::hash::TokenHash;
 
 /// Entries kept per worker.
 pub const MAX_ENTRIES: usize = 2_048;

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::jwt::{self, Claims};
+use crate::token::jwt::{self, Claims};
 
 /// Claims the gateway always sets itself: naming them in `claims` has no effect.
 pub const GATEWAY_CLAIMS: [&str; 5] = ["iss", "aud", "iat", "exp", "nbf"];
@@ -179,7 +179,7 @@ pub fn jwks_document(key: &SigningKey, kid: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::verify::{Alg, KeySet, Policy};
+    use crate::token::jws::{Alg, KeySet, Policy};
 
     /// Test-only keys, generated for these tests (`openssl genpkey`); never used anywhere else.
     pub(crate) const EC_PEM: &str = "-----BEGIN PRIVATE KEY-----
@@ -247,7 +247,7 @@ zdNdzUcR6g3iBRM+ImoDCMmhYuo7XNRY3mZmxR0uA0PPCFdE7C8qWmoB
             keys.verify(&gateway_policy(alg), &m.jwt, NOW + 1).unwrap();
             // The verification keys of another party do not verify it.
             let other = KeySet::parse(
-                crate::verify::tests::jwks(&crate::verify::tests::keys()).as_bytes(),
+                crate::token::jws::tests::jwks(&crate::token::jws::tests::keys()).as_bytes(),
                 &[alg],
                 false,
             )

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::config::{Contract, PhantomConfig};
-use crate::jwt::{self, Claims, MAX_JWT_LEN};
+use crate::token::jwt::{self, Claims, MAX_JWT_LEN};
 
 /// Largest response body read from the token service.
 pub const MAX_RESPONSE_BYTES: usize = MAX_JWT_LEN;
@@ -293,7 +293,7 @@ fn cache_control(value: Option<&str>) -> (Option<u64>, bool) {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::jwt::tests::make;
+    use crate::token::jwt::tests::make;
 
     /// The default contract (`"jwt"`).
     fn classify(resp: &Response<'_>) -> Outcome {

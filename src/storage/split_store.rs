@@ -13,14 +13,14 @@
 //! loaded, before any request can write. The store's memory is therefore allocated up front
 //! and never grows: `max_entries` keys, each holding at most one entry.
 //!
-//! Entries use [`crate::record`]'s layout with magic `st1`; the body is `header.payload`. A
+//! Entries use [`crate::storage::record`]'s layout with magic `st1`; the body is `header.payload`. A
 //! revoked entry keeps its expiry (so the slot frees itself when the token would have expired
 //! anyway) and loses its `header.payload`.
 
-use crate::cache::{constant_time_eq, TokenHash};
-use crate::flow::Host;
-use crate::record::{self, Record};
-use crate::split::Entry;
+use crate::hash::{constant_time_eq, TokenHash};
+use crate::host::Host;
+use crate::storage::record::{self, Record};
+use crate::token::split::Entry;
 
 /// Slots a hash may occupy.
 pub const WAYS: u32 = 4;
@@ -248,8 +248,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::split::signature_hash;
     use crate::testing::FakeHost;
+    use crate::token::split::signature_hash;
 
     const NOW: u64 = 1_700_000_000_000;
 

@@ -7,38 +7,21 @@
 //! direct-mapped cache). The entry carries the full token hash, compared in constant time, so a
 //! slot collision is a miss, never another token's JWT. The opaque token itself is never stored.
 //!
-//! Entries use [`crate::record`]'s layout with magic `pt1`; the body is the JWT.
+//! Entries use [`crate::storage::record`]'s layout with magic `pt1`; the body is the JWT.
 
-use sha2::{Digest, Sha256};
+use crate::hash::{self, constant_time_eq, TokenHash};
+use crate::storage::record;
+use crate::token::jwt::EXP_SKEW_MS;
 
-use crate::record;
-
-use crate::jwt::Claims;
-
-/// Served JWTs stop `EXP_SKEW_MS` before their `exp`, so the API never receives one that
-/// expires in flight.
-pub const EXP_SKEW_MS: u64 = 1_000;
+use crate::token::jwt::Claims;
 
 const MAGIC: &[u8; 3] = b"pt1";
 const KIND_ACTIVE: u8 = 1;
 const KIND_INACTIVE: u8 = 2;
 
-pub type TokenHash = [u8; 32];
-
-pub fn token_hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// First bytes of the hash in hex: enough to correlate log lines, useless to an attacker.
-pub fn hash_prefix(hash: &TokenHash) -> String {
-    hash.iter().take(4).map(|b| format!("{b:02x}")).collect()
-}
-
 /// The shared-data key of the slot a token hash maps to.
 pub fn slot_key(namespace: &str, hash: &TokenHash, max_entries: u32) -> String {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(hash.get(..8).unwrap_or(&[0; 8]));
-    let slot = u64::from_be_bytes(first) % u64::from(max_entries.max(1));
+    let slot = hash::slot_of(hash, u64::from(max_entries));
     format!("pt:{namespace}:{slot}")
 }
 
@@ -101,19 +84,10 @@ pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cach
     }
 }
 
-/// Compares two byte strings in time that depends only on their length.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimiser from turning the fold into an early exit.
-    std::hint::black_box(diff) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::token_hash;
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -122,12 +96,6 @@ mod tests {
             exp,
             scope: String::new(),
         }
-    }
-
-    #[test]
-    fn token_hash_is_sha256() {
-        // sha256("abc")
-        assert_eq!(hash_prefix(&token_hash("abc")), "ba7816bf",);
     }
 
     #[test]
@@ -198,7 +166,10 @@ mod tests {
         assert_eq!(lookup(&v, &h, NOW + 5), None, "expiry is exclusive");
         assert_eq!(lookup(&v, &other, NOW), None, "slot collision");
         assert_eq!(lookup(b"", &h, NOW), None, "shared data 'removed' value");
-        assert_eq!(lookup(&v[..crate::record::HEADER_LEN - 1], &h, NOW), None);
+        assert_eq!(
+            lookup(&v[..crate::storage::record::HEADER_LEN - 1], &h, NOW),
+            None
+        );
         let mut bad = v.clone();
         bad[0] = b'x';
         assert_eq!(lookup(&bad, &h, NOW), None);
@@ -208,14 +179,7 @@ mod tests {
         let empty_jwt = encode_active(&h, NOW + 5, "", "");
         assert_eq!(lookup(&empty_jwt, &h, NOW), None);
         let mut long_scope = encode_active(&h, NOW + 5, "", "a.b.c");
-        long_scope[crate::record::HEADER_LEN - 2] = 0xff;
+        long_scope[crate::storage::record::HEADER_LEN - 2] = 0xff;
         assert_eq!(lookup(&long_scope, &h, NOW), None);
-    }
-
-    #[test]
-    fn constant_time_eq_works() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

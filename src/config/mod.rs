@@ -11,14 +11,14 @@ use std::rc::Rc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::bearer;
-use crate::introspection;
-use crate::mint::{self, MintConfig, SigningKey};
-use crate::remote::RemoteConfig;
-use crate::scope;
-use crate::split::HashEncoding;
-use crate::store::Store;
-use crate::verify::{Alg, KeySet, Policy};
+use crate::storage::remote::RemoteConfig;
+use crate::storage::split_store::Store;
+use crate::token::bearer;
+use crate::token::introspection;
+use crate::token::jws::{Alg, KeySet, Policy};
+use crate::token::mint::{self, MintConfig, SigningKey};
+use crate::token::scope;
+use crate::token::split::HashEncoding;
 
 /// Default `realm` in `WWW-Authenticate` (RFC 6750 §3).
 pub const DEFAULT_REALM: &str = "api";
@@ -807,7 +807,7 @@ impl RawSplit {
                 }
                 Some(PublishConfig {
                     path: p.path,
-                    secret_hash: crate::cache::token_hash(&p.secret),
+                    secret_hash: crate::hash::token_hash(&p.secret),
                 })
             }
         };
@@ -1058,7 +1058,7 @@ mod tests {
     }
 
     fn mint_json(extra: &str) -> String {
-        let pem = crate::mint::tests::EC_PEM.replace('\n', "\\n");
+        let pem = crate::token::mint::tests::EC_PEM.replace('\n', "\\n");
         format!(
             r#", "mint": {{"issuer": "gw-iss", "audience": "apis", "algorithm": "ES256",
             "private_key_pem": "{pem}", "key_id": "k1" {extra}}}"#

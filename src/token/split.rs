@@ -3,7 +3,7 @@
 //!
 //! This module is the pure part: the store key encodings publishers use, the publish API's
 //! request parser, and the rewriter that splits tokens in token endpoint responses. The store
-//! itself is [`crate::store`].
+//! itself is [`crate::storage::split_store`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,12 +15,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::cache::{self, TokenHash, EXP_SKEW_MS};
-use crate::jwt::{self, Claims, JwtError, MAX_JWT_LEN};
+use crate::hash::TokenHash;
+use crate::token::jwt::EXP_SKEW_MS;
+use crate::token::jwt::{self, Claims, JwtError, MAX_JWT_LEN};
 
 /// Longest `header.payload` accepted: with a signature of at most
-/// [`crate::bearer::MAX_TOKEN_LEN`] bytes, the joined JWT stays within [`MAX_JWT_LEN`].
-pub const MAX_HEADER_PAYLOAD_LEN: usize = MAX_JWT_LEN - crate::bearer::MAX_TOKEN_LEN - 1;
+/// [`crate::token::bearer::MAX_TOKEN_LEN`] bytes, the joined JWT stays within [`MAX_JWT_LEN`].
+pub const MAX_HEADER_PAYLOAD_LEN: usize = MAX_JWT_LEN - crate::token::bearer::MAX_TOKEN_LEN - 1;
 /// Longest `signature_hash` accepted in a publish request (hex of SHA-256 is 64).
 pub const MAX_KEY_LEN: usize = 128;
 /// Largest publish request body.
@@ -91,7 +92,7 @@ impl HashEncoding {
 
 /// The store key of a presented signature: SHA-256 of its ASCII bytes.
 pub fn signature_hash(signature: &str) -> TokenHash {
-    cache::token_hash(signature)
+    crate::hash::token_hash(signature)
 }
 
 /// What the store holds for one token.
@@ -394,7 +395,7 @@ pub fn rewrite_token_response(
     let Ok(claims) = jwt::parse_header_payload(header, payload) else {
         return Rewrite::Refuse("access_token has the shape of a JWT but is not a valid one");
     };
-    if signature.len() > crate::bearer::MAX_TOKEN_LEN {
+    if signature.len() > crate::token::bearer::MAX_TOKEN_LEN {
         return Rewrite::Refuse("access_token signature is too long to be a bearer token");
     }
     let lifetime_limit = match (
@@ -509,7 +510,7 @@ fn nests_a_jwt_access_token(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::tests::make;
+    use crate::token::jwt::tests::make;
 
     const NOW: u64 = 1_700_000_000_000;
 

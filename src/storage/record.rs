@@ -4,7 +4,7 @@
 //! Layout (big-endian): `magic [3] | kind u8 | expires_at_ms u64 | sha256 [32] | scope_len u16 |
 //! scope | body`.
 
-use crate::cache::TokenHash;
+use crate::hash::TokenHash;
 
 /// Bytes before the scope.
 pub const HEADER_LEN: usize = 3 + 1 + 8 + 32 + 2;

@@ -1,0 +1,12 @@
+//! State kept between requests: shared data through [`crate::host::Host`] (the phantom cache,
+//! the split store, the JWKS lease and set) and one worker's own state (keys, local copies,
+//! calls in flight, held requests). Every key space is bounded.
+
+pub mod held;
+pub mod inflight;
+pub mod keys;
+pub mod local;
+pub mod phantom_cache;
+pub mod record;
+pub mod remote;
+pub mod split_store;

@@ -1,0 +1,10 @@
+//! Token formats, pure: no host, no storage. What a bearer credential, a JWT, a signature
+//! check, a minted JWT, an introspection answer and a split token response are.
+
+pub mod bearer;
+pub mod introspection;
+pub mod jws;
+pub mod jwt;
+pub mod mint;
+pub mod scope;
+pub mod split;
