@@ -9,6 +9,43 @@
 
 use std::borrow::Cow;
 
+/// A serialized header map, owned: what the glue reads with one host call, and what the
+/// pipeline looks names up in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMap(Vec<u8>);
+
+impl HeaderMap {
+    /// A map as the proxy serialized it.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// A map of these (name, value) pairs (tests, and requests the filter builds).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let pairs: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        Self(serialize(&pairs))
+    }
+
+    /// Header `name` (lowercase) as text. Values are bytes: a value with obs-text bytes, which
+    /// HTTP allows and Envoy passes on, must never trap the VM (the SDK's string getters unwrap
+    /// `String::from_utf8`). Invalid UTF-8 becomes U+FFFD, which no grammar the filter checks
+    /// accepts (an `Authorization` with it is malformed: 400).
+    pub fn get(&self, name: &str) -> Option<String> {
+        get(&self.0, name).map(|v| match String::from_utf8(v.into_owned()) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    /// Whether header `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        entries(&self.0).any(|(n, _)| n == name.as_bytes())
+    }
+}
+
 /// Every (name, value) of a serialized map, in order. Stops at the first entry that does not
 /// fit in `buf`.
 pub fn entries(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {

@@ -4,8 +4,6 @@
 //! every layer above may use it, and it uses nothing of theirs but the counter names.
 
 use crate::metrics::Counter;
-use crate::storage::keys::KeyState;
-use crate::storage::local::LocalCache;
 
 /// What the core needs from the proxy.
 pub trait Host {
@@ -22,10 +20,6 @@ pub trait Host {
         self.count_by(counter, 1);
     }
     fn count_by(&self, counter: Counter, n: u64);
-    /// This worker's verification keys and verified-token memo.
-    fn key_state(&self) -> &KeyState;
-    /// This worker's copy of recent phantom cache hits.
-    fn local_cache(&self) -> &LocalCache;
 }
 
 /// A compare-and-swap write lost: the value changed since it was read.

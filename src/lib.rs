@@ -15,8 +15,8 @@ pub mod reply;
 pub mod storage;
 pub mod token;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

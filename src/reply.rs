@@ -19,7 +19,9 @@
 //! credentials: 400.)
 
 use crate::metrics::Counter;
-use crate::token::introspection::Failure;
+use crate::token::introspection::CallFailure;
+use crate::token::jws::VerifyFailure;
+use crate::token::split::PublishError;
 
 /// Why a request is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub enum Denial {
     MalformedCredentials,
     InvalidToken,
     InsufficientScope,
-    TokenService(Failure),
+    TokenService(CallFailure),
     /// `verify` is configured but no key set was ever loaded.
     KeysUnavailable,
     /// `split.remote` could not be read (and no phantom fallback is configured).
@@ -45,12 +47,60 @@ impl Denial {
             Denial::MalformedCredentials => Counter::DeniedMalformed,
             Denial::InvalidToken => Counter::DeniedInvalidToken,
             Denial::InsufficientScope => Counter::DeniedInsufficientScope,
-            Denial::TokenService(Failure::Unavailable) => Counter::TokenServiceUnavailable,
+            Denial::TokenService(CallFailure::Unavailable) => Counter::TokenServiceUnavailable,
             Denial::TokenService(_) => Counter::TokenServiceError,
             Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
             Denial::StoreUnavailable => Counter::TokenServiceError,
             Denial::InvalidPreflight => Counter::DeniedMalformed,
         }
+    }
+}
+
+/// What became of a request the filter is done with: the one table of terminal outcomes and
+/// their counters. (The events inside a stage, such as a cache hit or a call made, are counted
+/// by that stage; a verification failure's reason by [`verify_failure_counter`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// Forwarded with the filter's `Authorization`.
+    Forwarded,
+    /// A CORS preflight forwarded unauthenticated.
+    PreflightPassed,
+    /// Refused with the denial's local reply.
+    Denied(Denial),
+    /// A publish API request answered.
+    PublishAnswered(&'a SplitReply),
+    /// A token endpoint response replaced by a local reply (the JWT never left).
+    TokenResponseRefused,
+    /// The gateway's JWK Set served.
+    GatewayJwksServed,
+}
+
+impl Outcome<'_> {
+    pub fn counter(&self) -> Counter {
+        match self {
+            Outcome::Forwarded => Counter::Allowed,
+            Outcome::PreflightPassed => Counter::CorsPreflight,
+            Outcome::Denied(denial) => denial.counter(),
+            Outcome::PublishAnswered(SplitReply::Accepted) => Counter::PublishAccepted,
+            Outcome::PublishAnswered(_) => Counter::PublishRefused,
+            Outcome::TokenResponseRefused => Counter::SplitRefused,
+            Outcome::GatewayJwksServed => Counter::GatewayJwksServed,
+        }
+    }
+}
+
+/// The counter of each reason a JWT fails verification (counted beside the
+/// `denied_invalid_token` of the reply).
+pub fn verify_failure_counter(failure: VerifyFailure) -> Counter {
+    match failure {
+        VerifyFailure::BadSignature => Counter::VerifyBadSignature,
+        VerifyFailure::UnknownKey => Counter::VerifyUnknownKey,
+        VerifyFailure::DisallowedAlgorithm => Counter::VerifyDisallowedAlgorithm,
+        VerifyFailure::WrongIssuer => Counter::VerifyWrongIssuer,
+        VerifyFailure::WrongAudience => Counter::VerifyWrongAudience,
+        VerifyFailure::Expired => Counter::VerifyExpired,
+        VerifyFailure::NotYetValid => Counter::VerifyNotYetValid,
+        VerifyFailure::Malformed => Counter::VerifyMalformed,
     }
 }
 
@@ -90,7 +140,7 @@ pub fn local_reply(
             "insufficient_scope",
             "The access token lacks a required scope",
         ),
-        Denial::TokenService(Failure::Unavailable) => (
+        Denial::TokenService(CallFailure::Unavailable) => (
             503,
             None,
             "token_service_unavailable",
@@ -213,7 +263,7 @@ pub enum SplitReply {
     Unauthorized,
     MethodNotAllowed,
     TooLarge,
-    Invalid(String),
+    Invalid(PublishError),
     Busy,
     BodyTimeout,
     BodyNotDelivered,
@@ -223,6 +273,11 @@ pub enum SplitReply {
 }
 
 impl SplitReply {
+    /// The counter of a publish API answer.
+    pub fn publish_counter(&self) -> Counter {
+        Outcome::PublishAnswered(self).counter()
+    }
+
     pub fn local_reply(&self, realm: &str, head: bool) -> LocalReply {
         match self {
             SplitReply::Accepted => LocalReply {
@@ -251,8 +306,8 @@ impl SplitReply {
                 "The request body is too large",
                 head,
             ),
-            SplitReply::Invalid(message) => {
-                json_reply(400, vec![], "invalid_request", message, head)
+            SplitReply::Invalid(why) => {
+                json_reply(400, vec![], "invalid_request", &why.to_string(), head)
             }
             SplitReply::Busy => json_reply(
                 503,
@@ -333,43 +388,43 @@ mod tests {
                 "insufficient_scope",
             ),
             (
-                Denial::TokenService(Failure::Reset),
+                Denial::TokenService(CallFailure::Reset),
                 502,
                 None,
                 "token_service_error",
             ),
             (
-                Denial::TokenService(Failure::Unreachable),
+                Denial::TokenService(CallFailure::Unreachable),
                 502,
                 None,
                 "token_service_error",
             ),
             (
-                Denial::TokenService(Failure::Timeout),
+                Denial::TokenService(CallFailure::Timeout),
                 502,
                 None,
                 "token_service_error",
             ),
             (
-                Denial::TokenService(Failure::Status(401)),
+                Denial::TokenService(CallFailure::Status(401)),
                 502,
                 None,
                 "token_service_error",
             ),
             (
-                Denial::TokenService(Failure::Status(500)),
+                Denial::TokenService(CallFailure::Status(500)),
                 502,
                 None,
                 "token_service_error",
             ),
             (
-                Denial::TokenService(Failure::Malformed),
+                Denial::TokenService(CallFailure::Malformed),
                 502,
                 None,
                 "token_service_error",
             ),
             (
-                Denial::TokenService(Failure::Unavailable),
+                Denial::TokenService(CallFailure::Unavailable),
                 503,
                 None,
                 "token_service_unavailable",
@@ -410,11 +465,11 @@ mod tests {
     #[test]
     fn each_denial_has_its_counter() {
         assert_eq!(
-            Denial::TokenService(Failure::Unavailable).counter(),
+            Denial::TokenService(CallFailure::Unavailable).counter(),
             Counter::TokenServiceUnavailable
         );
         assert_eq!(
-            Denial::TokenService(Failure::Timeout).counter(),
+            Denial::TokenService(CallFailure::Timeout).counter(),
             Counter::TokenServiceError
         );
         assert_eq!(

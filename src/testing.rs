@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use crate::host::{CasMismatch, Host};
 use crate::metrics::Counter;
-use crate::storage::keys::KeyState;
-use crate::storage::local::LocalCache;
+use crate::pipeline::Worker;
 
 /// A write hook: runs once, just before the n-th write, to play another worker racing.
 type Interference = (usize, Box<dyn FnOnce(&FakeHost)>);
@@ -22,8 +21,8 @@ pub struct FakeHost {
     writes: Cell<usize>,
     interfere: RefCell<Option<Interference>>,
     counts: RefCell<HashMap<Counter, u32>>,
-    pub keys: KeyState,
-    pub local: LocalCache,
+    /// The worker state the pipeline is handed beside this host.
+    pub worker: Worker,
 }
 
 impl Host for FakeHost {
@@ -66,12 +65,6 @@ impl Host for FakeHost {
         *self.counts.borrow_mut().entry(counter).or_default() +=
             u32::try_from(n).unwrap_or(u32::MAX);
     }
-    fn key_state(&self) -> &KeyState {
-        &self.keys
-    }
-    fn local_cache(&self) -> &LocalCache {
-        &self.local
-    }
 }
 
 impl FakeHost {
@@ -93,6 +86,10 @@ impl FakeHost {
             .values()
             .map(|(v, _)| v.clone())
             .collect()
+    }
+    /// The value of `key` as written (an empty value included), if it was ever written.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.data.borrow().get(key).map(|(v, _)| v.clone())
     }
     pub fn data_keys(&self) -> Vec<String> {
         self.data.borrow().keys().cloned().collect()

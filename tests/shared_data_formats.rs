@@ -5,62 +5,13 @@
 //! formats would make a reload serve garbage or miss everything, so each is pinned here. A
 //! change that is meant must change the magic (`pt1`, `st1`) or the key prefix, and this file.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use envoy_token_filter::config::{Config, KeySource};
 use envoy_token_filter::hash;
-use envoy_token_filter::host::{CasMismatch, Host};
-use envoy_token_filter::metrics::Counter;
-use envoy_token_filter::storage::keys::{self, KeyState};
-use envoy_token_filter::storage::local::LocalCache;
+use envoy_token_filter::testing::FakeHost;
+use envoy_token_filter::storage::keys;
 use envoy_token_filter::storage::phantom_cache as cache;
 use envoy_token_filter::storage::split_store::Store;
 use envoy_token_filter::token::split::Entry;
-
-/// Shared data as a map, with versions: enough to see what the filter writes.
-#[derive(Default)]
-struct Data {
-    map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    keys: KeyState,
-    local: LocalCache,
-}
-
-impl Host for Data {
-    fn now_ms(&self) -> u64 {
-        1_700_000_000_000
-    }
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared_get_cas(key).0
-    }
-    fn shared_get_cas(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.map.borrow().get(key) {
-            Some((v, cas)) => ((!v.is_empty()).then(|| v.clone()), Some(*cas)),
-            None => (None, None),
-        }
-    }
-    fn shared_set(&self, key: &str, value: &[u8]) {
-        let _ = self.shared_set_cas(key, value, None);
-    }
-    fn shared_set_cas(
-        &self,
-        key: &str,
-        value: &[u8],
-        _cas: Option<u32>,
-    ) -> Result<(), CasMismatch> {
-        let mut map = self.map.borrow_mut();
-        let version = map.get(key).map_or(1, |(_, v)| v + 1);
-        map.insert(key.to_owned(), (value.to_vec(), version));
-        Ok(())
-    }
-    fn count_by(&self, _counter: Counter, _n: u64) {}
-    fn key_state(&self) -> &KeyState {
-        &self.keys
-    }
-    fn local_cache(&self) -> &LocalCache {
-        &self.local
-    }
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -124,11 +75,11 @@ fn split_store_keys_and_values() {
     let store = Store::new(64);
     let keys: Vec<String> = store.slot_keys(&h).collect();
     assert_eq!(keys, ["st64:42", "st64:43", "st64:44", "st64:45"]);
-    let data = Data::default();
+    let data = FakeHost::at(1_700_000_000_000);
     assert!(store.initialize(&data));
-    assert_eq!(data.map.borrow().len(), 65, "64 slots and the marker");
-    assert_eq!(data.map.borrow()["st64:ready"].0, b"1");
-    assert!(data.map.borrow()["st64:0"].0.is_empty());
+    assert_eq!(data.key_count(), 65, "64 slots and the marker");
+    assert_eq!(data.value("st64:ready").unwrap(), b"1");
+    assert!(data.value("st64:0").unwrap().is_empty());
     let entry = Entry {
         hash: h,
         header_payload: "h.p".to_owned(),
@@ -147,11 +98,11 @@ fn split_store_keys_and_values() {
         "682e70",
     ]
     .concat();
-    assert_eq!(hex(&data.map.borrow()[&keys[0]].0), live);
+    assert_eq!(hex(&data.value(&keys[0]).unwrap()), live);
     store.revoke(&data, &h, 1_700_000_000_000).unwrap();
     // kind 2 (revoked): the expiry stays, scope and header.payload go.
     let revoked = ["737431", "02", "0000018bcfe5687b", ABC, "0000"].concat();
-    assert_eq!(hex(&data.map.borrow()[&keys[0]].0), revoked);
+    assert_eq!(hex(&data.value(&keys[0]).unwrap()), revoked);
 }
 
 #[test]
@@ -165,11 +116,10 @@ fn jwks_lease_and_set_keys() {
     let Some(KeySource::Remote(src)) = cfg.verify.as_ref().map(|v| &v.keys) else {
         panic!("remote keys")
     };
-    let data = Data::default();
+    let data = FakeHost::at(1_700_000_000_000);
     keys::initialize(src, &data);
-    let map = data.map.borrow();
-    let (key, (value, _)) = map.iter().next().unwrap();
-    assert_eq!(key, &format!("{}lease", src.namespace));
+    assert_eq!(data.data_keys(), [format!("{}lease", src.namespace)]);
+    let value = data.value(&format!("{}lease", src.namespace)).unwrap();
     // generation | lease_until_ms | last_start_ms | next_due_ms (u64 BE each) | early u8
-    assert_eq!(hex(value), "00".repeat(33));
+    assert_eq!(hex(&value), "00".repeat(33));
 }

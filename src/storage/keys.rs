@@ -17,21 +17,31 @@
 //! good set.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::config::JwksSource;
-use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::token::jws::{JwksError, KeySet, Policy};
 
-/// Entries of the per-worker memo of verified split tokens.
-pub const MEMO_MAX: usize = 10_000;
 /// Added to `timeout_ms` for the lease: the call has surely answered (or failed) by then.
 const LEASE_MARGIN_MS: u64 = 1_000;
 const LEASE_LEN: usize = 8 * 4 + 1;
 const MAX_ATTEMPTS: usize = 16;
+
+/// Where the key set comes from: fetched from the token service (`verify.jwks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSource {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub refresh_s: u64,
+    pub timeout_ms: u64,
+    /// Least time between two fetches that are not the periodic refresh (an unknown `kid`,
+    /// a failed fetch).
+    pub min_refetch_s: u64,
+    /// Prefix of the shared-data keys holding the key set and its fetch schedule.
+    pub namespace: String,
+}
 
 /// What one worker knows about the keys.
 #[derive(Default)]
@@ -39,9 +49,6 @@ pub struct KeyState {
     keys: RefCell<Option<Rc<KeySet>>>,
     generation: Cell<u64>,
     wants_refetch: Cell<bool>,
-    /// Split tokens verified by this worker: signature hash -> (slot version, expiry). A slot
-    /// version changes on every write, so a re-published (or tampered) entry is verified again.
-    memo: RefCell<HashMap<TokenHash, (Option<u32>, u64)>>,
 }
 
 impl KeyState {
@@ -69,30 +76,6 @@ impl KeyState {
     /// Whether an early fetch was asked for since the last call (and clears the request).
     pub fn take_refetch_request(&self) -> bool {
         self.wants_refetch.replace(false)
-    }
-
-    pub fn is_verified(&self, hash: &TokenHash, version: Option<u32>, now_ms: u64) -> bool {
-        self.memo
-            .borrow()
-            .get(hash)
-            .is_some_and(|&(v, until)| v == version && now_ms < until)
-    }
-
-    pub fn remember_verified(
-        &self,
-        hash: &TokenHash,
-        version: Option<u32>,
-        until_ms: u64,
-        now_ms: u64,
-    ) {
-        let mut memo = self.memo.borrow_mut();
-        if memo.len() >= MEMO_MAX && !memo.contains_key(hash) {
-            memo.retain(|_, &mut (_, until)| now_ms < until);
-            if memo.len() >= MEMO_MAX {
-                memo.clear();
-            }
-        }
-        memo.insert(*hash, (version, until_ms));
     }
 }
 
@@ -392,20 +375,5 @@ mod tests {
         });
         let won_a = on_tick(&s, &p, &host, &a) == TickAction::Fetch;
         assert!(won_b.get() && !won_a);
-    }
-
-    #[test]
-    fn the_memo_is_bound_to_the_slot_version_and_bounded() {
-        let st = KeyState::default();
-        st.remember_verified(&[1; 32], Some(7), T0 + 10, T0);
-        assert!(st.is_verified(&[1; 32], Some(7), T0));
-        assert!(!st.is_verified(&[1; 32], Some(8), T0), "rewritten slot");
-        assert!(!st.is_verified(&[1; 32], Some(7), T0 + 10), "expired");
-        for i in 0..(MEMO_MAX as u32 + 5) {
-            let mut h = [0u8; 32];
-            h[..4].copy_from_slice(&i.to_be_bytes());
-            st.remember_verified(&h, None, T0 + 10, T0);
-        }
-        assert!(st.memo.borrow().len() <= MEMO_MAX);
     }
 }

@@ -10,3 +10,4 @@ pub mod phantom_cache;
 pub mod record;
 pub mod remote;
 pub mod split_store;
+pub mod verified;

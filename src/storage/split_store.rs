@@ -74,10 +74,11 @@ impl Stored {
 #[error("store busy: slot kept changing after {MAX_ATTEMPTS} attempts")]
 pub struct Busy;
 
-/// Where a store lives: its key prefix and size.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a store lives: its size, which is also its key prefix (`st<max_entries>:`), so two
+/// configurations of one `vm_id` with the same size share a store and others never meet. A
+/// value, made where it is needed: the slots themselves are the store's only state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Store {
-    prefix: String,
     max_entries: u32,
 }
 
@@ -91,22 +92,24 @@ fn decode(value: &[u8]) -> Option<Record<'_>> {
 
 impl Store {
     pub fn new(max_entries: u32) -> Self {
-        let max_entries = max_entries.max(1);
         Self {
-            prefix: format!("st{max_entries}:"),
-            max_entries,
+            max_entries: max_entries.max(1),
         }
+    }
+
+    fn key(&self, slot: impl std::fmt::Display) -> String {
+        format!("st{}:{slot}", self.max_entries)
     }
 
     /// Creates every slot that does not exist yet, empty, and a marker so that later
     /// configurations (other workers, reloads) skip the work. Returns whether it did the work.
     pub fn initialize(&self, host: &dyn Host) -> bool {
-        let marker = format!("{}ready", self.prefix);
+        let marker = self.key("ready");
         if host.shared_get_cas(&marker).1.is_some() {
             return false;
         }
         for slot in 0..self.max_entries {
-            let key = format!("{}{slot}", self.prefix);
+            let key = self.key(slot);
             if host.shared_get_cas(&key).1.is_none() {
                 let _ = host.shared_set_cas(&key, &[], None);
             }
@@ -117,14 +120,9 @@ impl Store {
 
     /// The shared-data keys of the slots `hash` may occupy, in probe order.
     pub fn slot_keys(&self, hash: &TokenHash) -> impl Iterator<Item = String> + '_ {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(hash.get(..8).unwrap_or(&[0; 8]));
         let n = u64::from(self.max_entries);
-        let base = u64::from_be_bytes(first) % n;
-        (0..u64::from(WAYS.min(self.max_entries))).map(move |i| {
-            let slot = (base + i) % n;
-            format!("{}{slot}", self.prefix)
-        })
+        let base = crate::hash::slot_of(hash, n);
+        (0..u64::from(WAYS.min(self.max_entries))).map(move |i| self.key((base + i) % n))
     }
 
     /// Looks a signature hash up. Stops at the first slot holding that hash.
@@ -240,7 +238,7 @@ impl Store {
         match best {
             Some((key, cas, _)) => (key, cas),
             // WAYS >= 1 and max_entries >= 1: there is always a slot.
-            None => (format!("{}0", self.prefix), None),
+            None => (self.key(0), None),
         }
     }
 }
@@ -360,7 +358,7 @@ mod tests {
         // Writing `c` evicts `a` (expires soonest). Another worker does the same with `b`
         // between our read and our write: our compare-and-swap fails, we read again and evict
         // `d` instead. A blind write would have replaced `b`.
-        let store2 = store.clone();
+        let store2 = store;
         host.interfere_at(host.writes() + 1, move |h| {
             store2.put(h, &entry("b", "h.b", NOW + 300), NOW).unwrap();
         });
@@ -384,7 +382,7 @@ mod tests {
         // the slot we picked between our read and our write. We must not overwrite it.
         let a = entry("x1", "h.x1", NOW + 100);
         let b = entry("x2", "h.x2", NOW + 100);
-        let store2 = store.clone();
+        let store2 = store;
         let b2 = b.clone();
         host.interfere_at(2, move |h| store2.put(h, &b2, NOW).unwrap());
         store.put(&host, &a, NOW).unwrap();

@@ -15,8 +15,39 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::config::{Contract, PhantomConfig};
 use crate::token::jwt::{self, Claims, MAX_JWT_LEN};
+
+/// The introspection response contract, `phantom.response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contract {
+    /// `"jwt"`: `Accept: application/jwt`, the answer is the JWT to forward (Curity).
+    Jwt,
+    /// `"json"`: RFC 7662 JSON claims; the JWT is the claim `jwt_claim` when present, else
+    /// minted by the gateway.
+    Json { jwt_claim: Option<String> },
+    /// `"rfc9701"`: a signed JWT response, verified with the `verify` keys; the JWT forwarded
+    /// is minted.
+    Rfc9701,
+}
+
+impl Contract {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Contract::Jwt => "jwt",
+            Contract::Json { .. } => "json",
+            Contract::Rfc9701 => "rfc9701",
+        }
+    }
+
+    /// The `Accept` header of the introspection request.
+    pub fn accept(&self) -> &'static str {
+        match self {
+            Contract::Jwt => "application/jwt",
+            Contract::Json { .. } => "application/json",
+            Contract::Rfc9701 => "application/token-introspection+jwt",
+        }
+    }
+}
 
 /// Largest response body read from the token service.
 pub const MAX_RESPONSE_BYTES: usize = MAX_JWT_LEN;
@@ -46,15 +77,21 @@ pub fn form_urlencode(value: &str) -> String {
     out
 }
 
-/// Headers of the introspection request.
-pub fn request_headers(cfg: &PhantomConfig) -> [(&str, &str); 6] {
+/// Headers of the introspection request: `POST path` to `authority`, form-encoded, asking for
+/// the contract's media type, with the gateway's Basic credentials.
+pub fn request_headers<'a>(
+    path: &'a str,
+    authority: &'a str,
+    contract: &Contract,
+    basic_authorization: &'a str,
+) -> [(&'a str, &'a str); 6] {
     [
         (":method", "POST"),
-        (":path", cfg.path.as_str()),
-        (":authority", cfg.authority.as_str()),
+        (":path", path),
+        (":authority", authority),
         ("content-type", "application/x-www-form-urlencoded"),
-        ("accept", cfg.contract.accept()),
-        ("authorization", cfg.basic_authorization.as_str()),
+        ("accept", contract.accept()),
+        ("authorization", basic_authorization),
     ]
 }
 
@@ -78,7 +115,7 @@ pub struct Response<'a> {
 
 /// Why the token service could not tell whether the token is active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum CallFailure {
     /// The call was reset: a response without headers.
     Reset,
     /// Envoy could not connect (synthesized 503).
@@ -122,7 +159,7 @@ pub enum Outcome {
         max_age_s: Option<u64>,
     },
     Inactive,
-    Failed(Failure),
+    Failed(CallFailure),
 }
 
 /// Whether a response was synthesized by Envoy rather than sent by the token service. Envoy's
@@ -135,10 +172,10 @@ pub fn is_synthesized(upstream_service_time: Option<&str>) -> bool {
 /// Classifies the token service's answer under the configured contract.
 pub fn classify(resp: &Response<'_>, contract: &Contract) -> Outcome {
     let Some(status) = resp.status else {
-        return Outcome::Failed(Failure::Reset);
+        return Outcome::Failed(CallFailure::Reset);
     };
     let Ok(status) = status.parse::<u16>() else {
-        return Outcome::Failed(Failure::Malformed);
+        return Outcome::Failed(CallFailure::Malformed);
     };
     match status {
         200 => match contract {
@@ -147,15 +184,15 @@ pub fn classify(resp: &Response<'_>, contract: &Contract) -> Outcome {
             Contract::Rfc9701 => classify_signed(resp),
         },
         204 => Outcome::Inactive,
-        503 if resp.synthesized => Outcome::Failed(Failure::Unreachable),
-        503 => Outcome::Failed(Failure::Unavailable),
-        504 => Outcome::Failed(Failure::Timeout),
-        other => Outcome::Failed(Failure::Status(other)),
+        503 if resp.synthesized => Outcome::Failed(CallFailure::Unreachable),
+        503 => Outcome::Failed(CallFailure::Unavailable),
+        504 => Outcome::Failed(CallFailure::Timeout),
+        other => Outcome::Failed(CallFailure::Status(other)),
     }
 }
 
 fn classify_ok(resp: &Response<'_>) -> Outcome {
-    let malformed = Outcome::Failed(Failure::Malformed);
+    let malformed = Outcome::Failed(CallFailure::Malformed);
     let Some(body) = resp.body else {
         return malformed;
     };
@@ -174,7 +211,7 @@ fn classify_ok(resp: &Response<'_>) -> Outcome {
                         no_store,
                     }
                 }
-                Err(jwt::JwtError::Alg) => Outcome::Failed(Failure::Unsigned),
+                Err(jwt::JwtError::Alg) => Outcome::Failed(CallFailure::Unsigned),
                 Err(_) => malformed,
             }
         }
@@ -191,7 +228,7 @@ fn classify_ok(resp: &Response<'_>) -> Outcome {
 
 /// RFC 7662 §2.2: a JSON object whose `active` is a boolean.
 fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
-    let malformed = Outcome::Failed(Failure::Malformed);
+    let malformed = Outcome::Failed(CallFailure::Malformed);
     let Some(body) = resp.body else {
         return malformed;
     };
@@ -221,7 +258,7 @@ fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
                 max_age_s,
                 no_store: false,
             },
-            Err(jwt::JwtError::Alg) => Outcome::Failed(Failure::Unsigned),
+            Err(jwt::JwtError::Alg) => Outcome::Failed(CallFailure::Unsigned),
             Err(_) => malformed,
         };
     }
@@ -231,7 +268,7 @@ fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
 /// RFC 9701 §5: `application/token-introspection+jwt`, one compact JWS. It is only shape
 /// checked here; it says nothing until its signature is verified.
 fn classify_signed(resp: &Response<'_>) -> Outcome {
-    let malformed = Outcome::Failed(Failure::Malformed);
+    let malformed = Outcome::Failed(CallFailure::Malformed);
     let Some(body) = resp.body else {
         return malformed;
     };
@@ -292,7 +329,12 @@ fn cache_control(value: Option<&str>) -> (Option<u64>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, PhantomConfig};
+
+    /// The request headers for a configuration's `phantom` section.
+    fn request_headers(p: &PhantomConfig) -> [(&str, &str); 6] {
+        p.request_headers()
+    }
     use crate::token::jwt::tests::make;
 
     /// The default contract (`"jwt"`).
@@ -405,7 +447,7 @@ mod tests {
                 ..
             }
         ));
-        let m = Outcome::Failed(Failure::Malformed);
+        let m = Outcome::Failed(CallFailure::Malformed);
         for (ct, body) in [
             ("application/jwt", r#"{"active":true}"#),
             ("application/json", r#"{"active":1}"#),
@@ -492,7 +534,7 @@ mod tests {
     #[test]
     fn malformed_200_answers_are_failures() {
         let jwt = make("{}");
-        let m = Outcome::Failed(Failure::Malformed);
+        let m = Outcome::Failed(CallFailure::Malformed);
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("application/jwt", vec![]),
             (
@@ -541,15 +583,24 @@ mod tests {
                 ..Response::default()
             })
         };
-        assert_eq!(f(None, true), Outcome::Failed(Failure::Reset));
-        assert_eq!(f(Some("503"), true), Outcome::Failed(Failure::Unreachable));
-        assert_eq!(f(Some("503"), false), Outcome::Failed(Failure::Unavailable));
-        assert_eq!(f(Some("504"), true), Outcome::Failed(Failure::Timeout));
-        assert_eq!(f(Some("abc"), false), Outcome::Failed(Failure::Malformed));
+        assert_eq!(f(None, true), Outcome::Failed(CallFailure::Reset));
+        assert_eq!(
+            f(Some("503"), true),
+            Outcome::Failed(CallFailure::Unreachable)
+        );
+        assert_eq!(
+            f(Some("503"), false),
+            Outcome::Failed(CallFailure::Unavailable)
+        );
+        assert_eq!(f(Some("504"), true), Outcome::Failed(CallFailure::Timeout));
+        assert_eq!(
+            f(Some("abc"), false),
+            Outcome::Failed(CallFailure::Malformed)
+        );
         for s in [301u16, 302, 400, 401, 403, 404, 500, 502] {
             assert_eq!(
                 f(Some(&s.to_string()), false),
-                Outcome::Failed(Failure::Status(s)),
+                Outcome::Failed(CallFailure::Status(s)),
                 "{s}"
             );
         }

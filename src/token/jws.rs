@@ -106,7 +106,7 @@ impl Alg {
 
 /// Why a JWT is refused. Each has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum VerifyFailure {
     /// The signature does not verify with any key that could have made it.
     BadSignature,
     /// No configured key has the token's `kid` (or, without `kid`, its algorithm).
@@ -316,12 +316,12 @@ impl KeySet {
     }
 
     /// Verifies `jwt` (signature first, then claims) at `now_s`.
-    pub fn verify(&self, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), Failure> {
+    pub fn verify(&self, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), VerifyFailure> {
         let claims = self.verify_as::<NoCustomClaims>(policy, jwt, options(policy, now_s))?;
         // RFC 8725 §3.10 leaves it to the application; a gateway caches by `exp`, so it is
         // required.
         if claims.expires_at.is_none() {
-            return Err(Failure::Malformed);
+            return Err(VerifyFailure::Malformed);
         }
         Ok(())
     }
@@ -336,17 +336,17 @@ impl KeySet {
         audience: &str,
         jwt: &str,
         now_s: u64,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, VerifyFailure> {
         if jwt.len() > MAX_TOKEN_BYTES {
-            return Err(Failure::Malformed);
+            return Err(VerifyFailure::Malformed);
         }
-        let meta = Token::decode_metadata(jwt).map_err(|_| Failure::Malformed)?;
+        let meta = Token::decode_metadata(jwt).map_err(|_| VerifyFailure::Malformed)?;
         // RFC 7515 §4.1.9: the `application/` prefix may be present; media types are
         // case-insensitive.
         let typ = meta.signature_type().unwrap_or("").to_ascii_lowercase();
         let typ = typ.strip_prefix("application/").unwrap_or(&typ);
         if typ != "token-introspection+jwt" {
-            return Err(Failure::Malformed);
+            return Err(VerifyFailure::Malformed);
         }
         let mut o = options(policy, now_s);
         o.allowed_audiences = Some(HashSet::from([audience.to_owned()]));
@@ -355,7 +355,7 @@ impl KeySet {
         ));
         let claims = self.verify_as::<IntrospectionClaims>(policy, jwt, o)?;
         if claims.issued_at.is_none() {
-            return Err(Failure::Malformed);
+            return Err(VerifyFailure::Malformed);
         }
         Ok(claims.custom.token_introspection)
     }
@@ -365,17 +365,17 @@ impl KeySet {
         policy: &Policy,
         jwt: &str,
         options: VerificationOptions,
-    ) -> Result<JWTClaims<C>, Failure> {
+    ) -> Result<JWTClaims<C>, VerifyFailure> {
         if jwt.len() > MAX_TOKEN_BYTES {
-            return Err(Failure::Malformed);
+            return Err(VerifyFailure::Malformed);
         }
-        let meta = Token::decode_metadata(jwt).map_err(|_| Failure::Malformed)?;
+        let meta = Token::decode_metadata(jwt).map_err(|_| VerifyFailure::Malformed)?;
         let alg = Alg::from_name(meta.algorithm())
             .filter(|a| policy.algorithms.contains(a))
-            .ok_or(Failure::DisallowedAlgorithm)?;
+            .ok_or(VerifyFailure::DisallowedAlgorithm)?;
         let kid = meta.key_id();
         let mut named = false;
-        let mut last = Failure::UnknownKey;
+        let mut last = VerifyFailure::UnknownKey;
         for key in &self.keys {
             if kid.is_some() && key.kid.as_deref() != kid {
                 continue;
@@ -388,13 +388,15 @@ impl KeySet {
                 // Anything but a bad signature means the signature was good (jwt-simple
                 // checks it before the claims): that is the answer. Otherwise try the next
                 // key.
-                Err(Failure::BadSignature) => last = Failure::BadSignature,
+                Err(VerifyFailure::BadSignature) => last = VerifyFailure::BadSignature,
                 other => return other,
             }
         }
         Err(match last {
             // A key has the token's `kid` but is for another algorithm.
-            Failure::UnknownKey if named && kid.is_some() => Failure::DisallowedAlgorithm,
+            VerifyFailure::UnknownKey if named && kid.is_some() => {
+                VerifyFailure::DisallowedAlgorithm
+            }
             other => other,
         })
     }
@@ -427,7 +429,7 @@ fn check<C: Serialize + DeserializeOwned>(
     key: &PublicKey,
     jwt: &str,
     options: &VerificationOptions,
-) -> Result<JWTClaims<C>, Failure> {
+) -> Result<JWTClaims<C>, VerifyFailure> {
     let o = Some(options.clone());
     match key {
         PublicKey::Rs256(k) => k.verify_token::<C>(jwt, o),
@@ -446,25 +448,25 @@ fn check<C: Serialize + DeserializeOwned>(
     .map_err(|e| classify(&e))
 }
 
-fn classify(e: &jwt_simple::Error) -> Failure {
+fn classify(e: &jwt_simple::Error) -> VerifyFailure {
     match e.downcast_ref::<JWTError>() {
         Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
-            Failure::BadSignature
+            VerifyFailure::BadSignature
         }
-        Some(JWTError::AlgorithmMismatch) => Failure::DisallowedAlgorithm,
-        Some(JWTError::TokenHasExpired) => Failure::Expired,
-        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => Failure::NotYetValid,
+        Some(JWTError::AlgorithmMismatch) => VerifyFailure::DisallowedAlgorithm,
+        Some(JWTError::TokenHasExpired) => VerifyFailure::Expired,
+        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => VerifyFailure::NotYetValid,
         Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
-            Failure::WrongIssuer
+            VerifyFailure::WrongIssuer
         }
         Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => {
-            Failure::WrongAudience
+            VerifyFailure::WrongAudience
         }
-        Some(_) => Failure::Malformed,
+        Some(_) => VerifyFailure::Malformed,
         // Undecodable JSON is a malformed token; any other error comes from the signature
         // primitive (a signature of the wrong length or out of range): a bad signature.
-        None if e.downcast_ref::<serde_json::Error>().is_some() => Failure::Malformed,
-        None => Failure::BadSignature,
+        None if e.downcast_ref::<serde_json::Error>().is_some() => VerifyFailure::Malformed,
+        None => VerifyFailure::BadSignature,
     }
 }
 
@@ -691,11 +693,11 @@ pub(crate) mod tests {
             f(&mut c);
             k.ec.sign(c).unwrap()
         };
-        let cases: Vec<(&str, String, Failure)> = vec![
+        let cases: Vec<(&str, String, VerifyFailure)> = vec![
             (
                 "bad signature",
                 other.sign(claims()).unwrap(),
-                Failure::BadSignature,
+                VerifyFailure::BadSignature,
             ),
             (
                 "signature of another token",
@@ -704,12 +706,12 @@ pub(crate) mod tests {
                     let (hp, _) = good.rsplit_once('.').unwrap();
                     format!("{hp}.{}", other_sig.rsplit_once('.').unwrap().1)
                 },
-                Failure::BadSignature,
+                VerifyFailure::BadSignature,
             ),
             (
                 "truncated signature",
                 good[..good.len() - 4].to_owned(),
-                Failure::BadSignature,
+                VerifyFailure::BadSignature,
             ),
             (
                 "unknown kid",
@@ -717,17 +719,17 @@ pub(crate) mod tests {
                     .with_key_id("new")
                     .sign(claims())
                     .unwrap(),
-                Failure::UnknownKey,
+                VerifyFailure::UnknownKey,
             ),
             (
                 "alg none",
                 with_header(&good, r#"{"alg":"none","kid":"ec-1"}"#),
-                Failure::DisallowedAlgorithm,
+                VerifyFailure::DisallowedAlgorithm,
             ),
             (
                 "alg lower case",
                 with_header(&good, r#"{"alg":"es256","kid":"ec-1"}"#),
-                Failure::DisallowedAlgorithm,
+                VerifyFailure::DisallowedAlgorithm,
             ),
             (
                 "disallowed algorithm",
@@ -737,38 +739,42 @@ pub(crate) mod tests {
                         .with_key_id("rsa-1");
                     ps.sign(claims()).unwrap()
                 },
-                Failure::DisallowedAlgorithm,
+                VerifyFailure::DisallowedAlgorithm,
             ),
             (
                 "kid of a key for another algorithm",
                 with_header(&good, r#"{"alg":"ES256","kid":"rsa-1"}"#),
-                Failure::DisallowedAlgorithm,
+                VerifyFailure::DisallowedAlgorithm,
             ),
             (
                 "wrong issuer",
                 c(|c| c.issuer = Some("https://evil.example.com".into())),
-                Failure::WrongIssuer,
+                VerifyFailure::WrongIssuer,
             ),
-            ("no issuer", c(|c| c.issuer = None), Failure::WrongIssuer),
+            (
+                "no issuer",
+                c(|c| c.issuer = None),
+                VerifyFailure::WrongIssuer,
+            ),
             (
                 "wrong audience",
                 c(|c| c.audiences = Some(Audiences::AsString("other-api".into()))),
-                Failure::WrongAudience,
+                VerifyFailure::WrongAudience,
             ),
             (
                 "no audience",
                 c(|c| c.audiences = None),
-                Failure::WrongAudience,
+                VerifyFailure::WrongAudience,
             ),
             (
                 "expired",
                 c(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 31))),
-                Failure::Expired,
+                VerifyFailure::Expired,
             ),
             (
                 "nbf in the future",
                 c(|c| c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 31))),
-                Failure::NotYetValid,
+                VerifyFailure::NotYetValid,
             ),
             (
                 "iat in the future",
@@ -776,20 +782,24 @@ pub(crate) mod tests {
                     c.issued_at = Some(UnixTimeStamp::from_secs(NOW + 31));
                     c.invalid_before = None;
                 }),
-                Failure::NotYetValid,
+                VerifyFailure::NotYetValid,
             ),
-            ("no exp", c(|c| c.expires_at = None), Failure::Malformed),
+            (
+                "no exp",
+                c(|c| c.expires_at = None),
+                VerifyFailure::Malformed,
+            ),
             (
                 "two segments",
                 good.rsplit_once('.').unwrap().0.to_owned(),
-                Failure::Malformed,
+                VerifyFailure::Malformed,
             ),
             (
                 "crit",
                 with_header(&good, r#"{"alg":"ES256","kid":"ec-1","crit":["x"]}"#),
-                Failure::Malformed,
+                VerifyFailure::Malformed,
             ),
-            ("empty", String::new(), Failure::Malformed),
+            ("empty", String::new(), VerifyFailure::Malformed),
         ];
         for (name, jwt, want) in cases {
             assert_eq!(s.verify(&p, &jwt, NOW), Err(want), "{name}");
@@ -818,20 +828,20 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(
             set(&k).verify(&policy(&all()), &forged, NOW),
-            Err(Failure::DisallowedAlgorithm)
+            Err(VerifyFailure::DisallowedAlgorithm)
         );
         let with_hs = [Alg::Rs256, Alg::Hs256];
         let s = KeySet::parse(jwks(&k).as_bytes(), &with_hs, false).unwrap();
         assert_eq!(
             s.verify(&policy(&with_hs), &forged, NOW),
-            Err(Failure::DisallowedAlgorithm)
+            Err(VerifyFailure::DisallowedAlgorithm)
         );
         let forged_no_kid = HS256Key::from_bytes(pem.as_bytes())
             .authenticate(claims())
             .unwrap();
         assert_eq!(
             s.verify(&policy(&with_hs), &forged_no_kid, NOW),
-            Err(Failure::UnknownKey)
+            Err(VerifyFailure::UnknownKey)
         );
     }
 
@@ -849,7 +859,7 @@ pub(crate) mod tests {
                 &wrong.authenticate(claims()).unwrap(),
                 NOW
             ),
-            Err(Failure::BadSignature)
+            Err(VerifyFailure::BadSignature)
         );
     }
 
@@ -864,7 +874,7 @@ pub(crate) mod tests {
         let forged = format!("{}.{rest}", b64u(header.as_bytes()));
         assert_eq!(
             set(&k).verify(&policy(&all()), &forged, NOW),
-            Err(Failure::BadSignature)
+            Err(VerifyFailure::BadSignature)
         );
     }
 
@@ -926,27 +936,27 @@ pub(crate) mod tests {
                     true,
                 ),
                 NOW,
-                Failure::WrongAudience,
+                VerifyFailure::WrongAudience,
             ),
             // Wrong type: an access token or ID token is not an introspection response.
             (
                 signed_introspection(&k.ec, "JWT", "gw", Some(NOW), true),
                 NOW,
-                Failure::Malformed,
+                VerifyFailure::Malformed,
             ),
             // No iat, and a replayed old answer.
             (
                 signed_introspection(&k.ec, "token-introspection+jwt", "gw", None, true),
                 NOW,
-                Failure::Malformed,
+                VerifyFailure::Malformed,
             ),
             (
                 good.clone(),
                 NOW + INTROSPECTION_MAX_AGE_S + 31,
-                Failure::Malformed,
+                VerifyFailure::Malformed,
             ),
             // From the future.
-            (good.clone(), NOW - 31, Failure::NotYetValid),
+            (good.clone(), NOW - 31, VerifyFailure::NotYetValid),
         ];
         for (jwt, at, want) in cases {
             assert_eq!(keys.verify_introspection(&p, "gw", &jwt, at), Err(want));
@@ -959,7 +969,7 @@ pub(crate) mod tests {
         let forged = format!("{}.{}.{}", g[0], g[1], i[2]);
         assert_eq!(
             keys.verify_introspection(&p, "gw", &forged, NOW),
-            Err(Failure::BadSignature)
+            Err(VerifyFailure::BadSignature)
         );
         // Signed by a key that is not in the set.
         let stranger = ES256KeyPair::generate().with_key_id("ec-1");
@@ -967,7 +977,7 @@ pub(crate) mod tests {
             signed_introspection(&stranger, "token-introspection+jwt", "gw", Some(NOW), true);
         assert_eq!(
             keys.verify_introspection(&p, "gw", &other, NOW),
-            Err(Failure::BadSignature)
+            Err(VerifyFailure::BadSignature)
         );
     }
 }

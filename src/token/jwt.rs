@@ -16,6 +16,9 @@ pub const EXP_SKEW_MS: u64 = 1_000;
 
 /// Longest JWT accepted from the token service.
 pub const MAX_JWT_LEN: usize = 16 * 1024;
+/// Longest `header.payload` of a split token: with a signature of at most
+/// [`crate::token::bearer::MAX_TOKEN_LEN`] bytes, the joined JWT stays within [`MAX_JWT_LEN`].
+pub const MAX_HEADER_PAYLOAD_LEN: usize = MAX_JWT_LEN - crate::token::bearer::MAX_TOKEN_LEN - 1;
 /// Longest normalised `scope` kept for a token.
 pub const MAX_SCOPE_LEN: usize = 4 * 1024;
 
@@ -109,11 +112,28 @@ struct Payload {
 /// Checks the shape of `jwt` and returns the claims the gateway uses.
 pub fn parse(jwt: &str) -> Result<Claims, JwtError> {
     let [header, payload, _signature] = segments(jwt)?;
-    parse_header_payload(header, payload)
+    segment_claims(header, payload)
 }
 
-/// Checks a JWS header and payload segment (already shape-checked) and returns the claims.
-pub fn parse_header_payload(header: &str, payload: &str) -> Result<Claims, JwtError> {
+/// Checks a split token's `header.payload` (two base64url segments, at most
+/// [`MAX_HEADER_PAYLOAD_LEN`] bytes, JSON objects, an `alg` other than `none`) and returns its
+/// claims: what a store may hold, from the publish API, the remote store or a token response.
+pub fn parse_header_payload(header_payload: &str) -> Result<Claims, JwtError> {
+    if header_payload.len() > MAX_HEADER_PAYLOAD_LEN {
+        return Err(JwtError::TooLong);
+    }
+    let mut parts = header_payload.split('.');
+    let (Some(h), Some(p), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Shape);
+    };
+    if !is_segment(h) || !is_segment(p) {
+        return Err(JwtError::Shape);
+    }
+    segment_claims(h, p)
+}
+
+/// The claims of a JWS header and payload segment, already shape-checked.
+fn segment_claims(header: &str, payload: &str) -> Result<Claims, JwtError> {
     let header: Header = decode_object(header)?;
     match header.alg {
         Some(Value::String(alg)) if !alg.eq_ignore_ascii_case("none") => {}

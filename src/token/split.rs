@@ -16,12 +16,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::hash::TokenHash;
-use crate::token::jwt::EXP_SKEW_MS;
-use crate::token::jwt::{self, Claims, JwtError, MAX_JWT_LEN};
+use crate::token::jwt::{self, Claims, JwtError};
+use crate::token::jwt::{parse_header_payload, EXP_SKEW_MS, MAX_HEADER_PAYLOAD_LEN};
 
-/// Longest `header.payload` accepted: with a signature of at most
-/// [`crate::token::bearer::MAX_TOKEN_LEN`] bytes, the joined JWT stays within [`MAX_JWT_LEN`].
-pub const MAX_HEADER_PAYLOAD_LEN: usize = MAX_JWT_LEN - crate::token::bearer::MAX_TOKEN_LEN - 1;
 /// Longest `signature_hash` accepted in a publish request (hex of SHA-256 is 64).
 pub const MAX_KEY_LEN: usize = 128;
 /// Largest publish request body.
@@ -114,22 +111,6 @@ pub fn serve_until(limit_ms: u64, claims: &Claims) -> u64 {
     }
 }
 
-/// Checks `header.payload` (two base64url segments, JSON objects, an `alg` other than `none`)
-/// and returns its claims.
-pub fn parse_header_payload(header_payload: &str) -> Result<Claims, JwtError> {
-    if header_payload.len() > MAX_HEADER_PAYLOAD_LEN {
-        return Err(JwtError::TooLong);
-    }
-    let mut parts = header_payload.split('.');
-    let (Some(h), Some(p), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Shape);
-    };
-    if !jwt::is_segment(h) || !jwt::is_segment(p) {
-        return Err(JwtError::Shape);
-    }
-    jwt::parse_header_payload(h, p)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Publish API
 
@@ -141,10 +122,28 @@ pub enum PublishOp {
 }
 
 /// Why a publish request is refused with 400; the message is safe to return (it never
-/// echoes a value).
+/// echoes a value: a field is named only when it is one of ours).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PublishError(pub String);
+pub enum PublishError {
+    #[error("body is larger than {MAX_PUBLISH_BODY} bytes")]
+    TooLarge,
+    #[error("body is not a JSON object")]
+    NotJson,
+    #[error("body has a missing, unknown or mistyped field{}", field.map(|f| format!(": {f}")).unwrap_or_default())]
+    Field { field: Option<&'static str> },
+    #[error("body has trailing characters")]
+    Trailing,
+    #[error("signature_hash is longer than {MAX_KEY_LEN} characters")]
+    KeyTooLong,
+    #[error("signature_hash is not a {0} SHA-256 hash")]
+    BadKey(&'static str),
+    #[error("header_payload is longer than {MAX_HEADER_PAYLOAD_LEN} bytes")]
+    HeaderPayloadTooLong,
+    #[error("header_payload is not a JWT header and payload: {0}")]
+    NotHeaderPayload(JwtError),
+    #[error("expires_at (or the payload's exp) is in the past")]
+    Expired,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,22 +166,16 @@ pub fn parse_publish(
     encoding: HashEncoding,
     now_ms: u64,
 ) -> Result<PublishOp, PublishError> {
-    let refuse = |m: String| Err(PublishError(m));
     if body.len() > MAX_PUBLISH_BODY {
-        return refuse(format!("body is larger than {MAX_PUBLISH_BODY} bytes"));
+        return Err(PublishError::TooLarge);
     }
     let key = |k: &str| {
         if k.len() > MAX_KEY_LEN {
-            return Err(PublishError(format!(
-                "signature_hash is longer than {MAX_KEY_LEN} characters"
-            )));
+            return Err(PublishError::KeyTooLong);
         }
-        encoding.decode(k).ok_or_else(|| {
-            PublishError(format!(
-                "signature_hash is not a {} SHA-256 hash",
-                encoding.name()
-            ))
-        })
+        encoding
+            .decode(k)
+            .ok_or(PublishError::BadKey(encoding.name()))
     };
     match method {
         "DELETE" => {
@@ -193,18 +186,13 @@ pub fn parse_publish(
             let raw: RawPublish = json_body(body)?;
             let hash = key(&raw.signature_hash)?;
             if raw.header_payload.len() > MAX_HEADER_PAYLOAD_LEN {
-                return refuse(format!(
-                    "header_payload is longer than {MAX_HEADER_PAYLOAD_LEN} bytes"
-                ));
+                return Err(PublishError::HeaderPayloadTooLong);
             }
-            let claims = parse_header_payload(&raw.header_payload).map_err(|e| {
-                PublishError(format!(
-                    "header_payload is not a JWT header and payload: {e}"
-                ))
-            })?;
+            let claims = parse_header_payload(&raw.header_payload)
+                .map_err(PublishError::NotHeaderPayload)?;
             let expires_at_ms = serve_until(raw.expires_at.saturating_mul(1_000), &claims);
             if expires_at_ms <= now_ms {
-                return refuse("expires_at (or the payload's exp) is in the past".to_owned());
+                return Err(PublishError::Expired);
             }
             Ok(PublishOp::Store(Entry {
                 hash,
@@ -220,23 +208,18 @@ pub fn parse_publish(
 fn json_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PublishError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let what = match inner.classify() {
-            serde_json::error::Category::Data => "has a missing, unknown or mistyped field",
-            _ => "is not a JSON object",
-        };
+        if e.inner().classify() != serde_json::error::Category::Data {
+            return PublishError::NotJson;
+        }
         // The path names a field of ours, or says nothing: an unknown key is the sender's
         // text and is not echoed.
-        let known = ["signature_hash", "header_payload", "expires_at"];
-        PublishError(if known.contains(&path.as_str()) {
-            format!("body {what}: {path}")
-        } else {
-            format!("body {what}")
-        })
+        let path = e.path().to_string();
+        let field = ["signature_hash", "header_payload", "expires_at"]
+            .into_iter()
+            .find(|known| *known == path);
+        PublishError::Field { field }
     })?;
-    de.end()
-        .map_err(|_| PublishError("body has trailing characters".to_owned()))?;
+    de.end().map_err(|_| PublishError::Trailing)?;
     Ok(value)
 }
 
@@ -392,7 +375,7 @@ pub fn rewrite_token_response(
         // Opaque: not a JWT, nothing to split.
         return Rewrite::Unchanged;
     };
-    let Ok(claims) = jwt::parse_header_payload(header, payload) else {
+    let Ok(claims) = jwt::parse(&token) else {
         return Rewrite::Refuse("access_token has the shape of a JWT but is not a valid one");
     };
     if signature.len() > crate::token::bearer::MAX_TOKEN_LEN {
@@ -736,7 +719,7 @@ mod tests {
         for (name, body) in cases {
             let e = publish(&body).expect_err(name);
             assert!(
-                !e.0.contains(&key) && !e.0.contains(&good_hp),
+                !e.to_string().contains(&key) && !e.to_string().contains(&good_hp),
                 "{name}: {e}"
             );
         }

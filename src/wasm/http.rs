@@ -8,17 +8,16 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::hash::TokenHash;
+use crate::header_map::HeaderMap;
 use crate::host::Host as _;
-use crate::metrics::Counter;
-use crate::pipeline::{self, Preflight, Route, Step, TokenResponse, Verdict};
+use crate::pipeline::{self, Request, Step, TokenResponse, Verdict};
 use crate::reply::{Denial, SplitReply};
 use crate::storage::held::Kind;
-use crate::storage::inflight::{Join, Waiter};
 use crate::storage::remote::{self, Got};
-use crate::token::bearer;
 use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
-use super::host::{log, Shared};
+use super::headers::{self, read_body};
+use super::host::{log, Plugin};
 
 enum State {
     /// Headers not seen yet.
@@ -57,12 +56,12 @@ enum State {
 
 pub struct Http {
     id: u32,
-    shared: Option<Rc<Shared>>,
+    shared: Option<Rc<Plugin>>,
     state: State,
 }
 
 impl Http {
-    pub fn new(id: u32, shared: Option<Rc<Shared>>) -> Self {
+    pub fn new(id: u32, shared: Option<Rc<Plugin>>) -> Self {
         Self {
             id,
             shared,
@@ -74,8 +73,8 @@ impl Http {
     /// body is complete, never forwarded.
     fn start_publish(
         &mut self,
-        shared: &Shared,
-        headers: &super::Headers,
+        shared: &Plugin,
+        headers: &HeaderMap,
         end_of_stream: bool,
     ) -> Action {
         let method = headers.get(":method").unwrap_or_default();
@@ -85,8 +84,7 @@ impl Http {
             &method,
             headers.get("authorization").as_deref(),
         ) {
-            pipeline::count_publish(shared, &refusal);
-            shared.send_split_reply(self.id, head, &refusal);
+            shared.answer_publish(self.id, head, &refusal);
             self.state = State::Done;
             return Action::Pause;
         }
@@ -102,7 +100,7 @@ impl Http {
         Action::Pause
     }
 
-    fn hold(&self, shared: &Shared, kind: Kind) {
+    fn hold(&self, shared: &Plugin, kind: Kind) {
         let now = shared.now_ms();
         if let Ok(mut held) = shared.held.try_borrow_mut() {
             held.hold(self.id, kind, now);
@@ -110,7 +108,7 @@ impl Http {
     }
 
     /// A body callback for a held request: false when the deadline already answered it.
-    fn still_held(&mut self, shared: &Shared) -> bool {
+    fn still_held(&mut self, shared: &Plugin) -> bool {
         let held = shared
             .held
             .try_borrow_mut()
@@ -121,13 +119,13 @@ impl Http {
         held
     }
 
-    fn release(&self, shared: &Shared) {
+    fn release(&self, shared: &Plugin) {
         if let Ok(mut held) = shared.held.try_borrow_mut() {
             held.release(self.id);
         }
     }
 
-    fn finish_publish(&mut self, shared: &Shared, method: &str, body: &[u8]) {
+    fn finish_publish(&mut self, shared: &Plugin, method: &str, body: &[u8]) {
         self.release(shared);
         let (answer, remote) = pipeline::publish(&shared.cfg, shared, method, body);
         if let SplitReply::Invalid(why) = &answer {
@@ -161,7 +159,7 @@ impl Http {
     }
 
     /// Buffers the publish body; answers when it is complete (or too large).
-    fn publish_body(&mut self, shared: &Shared, size: Option<usize>, complete: bool) -> Action {
+    fn publish_body(&mut self, shared: &Plugin, size: Option<usize>, complete: bool) -> Action {
         if !self.still_held(shared) {
             return Action::Pause;
         }
@@ -174,9 +172,7 @@ impl Http {
         let size = *body_size;
         if size > MAX_PUBLISH_BODY {
             self.release(shared);
-            let answer = SplitReply::TooLarge;
-            pipeline::count_publish(shared, &answer);
-            shared.send_split_reply(self.id, false, &answer);
+            shared.answer_publish(self.id, false, &SplitReply::TooLarge);
             self.state = State::Done;
             return Action::Pause;
         }
@@ -188,14 +184,13 @@ impl Http {
             return Action::Continue;
         };
         // The size was checked against MAX_PUBLISH_BODY above.
-        let body =
-            super::read_body(BufferType::HttpRequestBody, size, usize::MAX).unwrap_or_default();
+        let body = read_body(BufferType::HttpRequestBody, size, usize::MAX).unwrap_or_default();
         self.finish_publish(shared, &method, &body);
         Action::Pause
     }
 
     /// Holds a token endpoint response until its body is complete, then splits it.
-    fn split_body(&mut self, shared: &Shared, size: Option<usize>, complete: bool) -> Action {
+    fn split_body(&mut self, shared: &Plugin, size: Option<usize>, complete: bool) -> Action {
         if !self.still_held(shared) {
             return Action::Pause;
         }
@@ -209,7 +204,6 @@ impl Http {
         if size > MAX_TOKEN_RESPONSE {
             self.release(shared);
             // It may carry a whole JWT: never pass it on.
-            shared.metrics.count(Counter::SplitRefused);
             log(
                 LogLevel::Warn,
                 &format!(
@@ -217,7 +211,7 @@ impl Http {
                     self.id
                 ),
             );
-            shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+            shared.refuse_token_response(self.id, &SplitReply::SplitFailed);
             self.state = State::Done;
             return Action::Pause;
         }
@@ -226,9 +220,8 @@ impl Http {
         }
         self.state = State::Done;
         self.release(shared);
-        let body =
-            super::read_body(BufferType::HttpResponseBody, size, usize::MAX).unwrap_or_default();
-        let headers = super::Headers::read(MapType::HttpResponseHeaders);
+        let body = read_body(BufferType::HttpResponseBody, size, usize::MAX).unwrap_or_default();
+        let headers = headers::read(MapType::HttpResponseHeaders);
         let status = headers.get(":status");
         let coding = headers.get("content-encoding");
         match pipeline::on_token_response(
@@ -253,8 +246,9 @@ impl Http {
                 }
                 Err(e) => {
                     log(LogLevel::Warn, &format!("#{} {e}", self.id));
-                    shared.metrics.count(Counter::RemoteWriteFailed);
-                    shared.send_split_reply(self.id, false, &SplitReply::StoreUnavailable);
+                    if let Err(answer) = pipeline::split_write_done(shared, false) {
+                        shared.send_split_reply(self.id, false, &answer);
+                    }
                     Action::Pause
                 }
             },
@@ -281,11 +275,10 @@ impl Http {
 
     /// Puts the split body in place of the token response's (and `Content-Length` to match).
     /// False when that failed: the response was replaced by a 502.
-    fn replace_token_response(&self, shared: &Shared, size: usize, new_body: &[u8]) -> bool {
+    fn replace_token_response(&self, shared: &Plugin, size: usize, new_body: &[u8]) -> bool {
         let replaced = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, new_body);
         let length = new_body.len().to_string();
-        let resized = if super::map_value(MapType::HttpResponseHeaders, "content-length").is_some()
-        {
+        let resized = if headers::value(MapType::HttpResponseHeaders, "content-length").is_some() {
             hostcalls::set_map_value(
                 MapType::HttpResponseHeaders,
                 "content-length",
@@ -313,24 +306,12 @@ impl Http {
     }
 
     /// Starts (or joins) the introspection of `token`; the request stays paused.
-    fn introspect(&mut self, shared: &Shared, hash: TokenHash, token: &str, head: bool) {
-        let waiter = Waiter {
-            context_id: self.id,
-            head,
+    fn introspect(&mut self, shared: &Plugin, hash: TokenHash, token: &str, head: bool) {
+        self.state = if shared.introspect(self.id, head, hash, token) {
+            State::Waiting(hash)
+        } else {
+            State::Done
         };
-        let join = shared.inflight.borrow_mut().join(hash, token, waiter);
-        self.state = State::Waiting(hash);
-        match join {
-            Join::Wait => shared.metrics.count(Counter::Coalesced),
-            Join::Lead => match shared.dispatch(token) {
-                Ok(call) => shared.inflight.borrow_mut().started(&hash, self.id, call),
-                Err(e) => {
-                    log(LogLevel::Error, &format!("#{} {e}", self.id));
-                    self.state = State::Done;
-                    shared.abandon(self.id, &hash);
-                }
-            },
-        }
     }
 
     /// Acts on what a remote store read led to: a verdict, or the phantom fallback. `resume`:
@@ -338,7 +319,7 @@ impl Http {
     /// callback and the returned action is what Envoy does.
     fn after_remote_get(
         &mut self,
-        shared: &Shared,
+        shared: &Plugin,
         step: Step,
         head: bool,
         resume: bool,
@@ -349,8 +330,8 @@ impl Http {
                 return Action::Pause;
             }
             Step::Done(verdict) => verdict,
-            // `on_remote_get` never asks for another remote read.
-            Step::Remote { .. } => Verdict::Reject(Denial::StoreUnavailable),
+            // `on_remote_get` only answers with a verdict or the phantom fallback.
+            _ => Verdict::Reject(Denial::StoreUnavailable),
         };
         self.state = State::Done;
         if shared.apply(self.id, head, &verdict, resume) && !resume {
@@ -362,7 +343,7 @@ impl Http {
 
     /// Answers to this context's own calls to the remote split store. False when `call` is not
     /// one of them (an introspection call, handled by the shared state).
-    fn on_remote_response(&mut self, shared: &Shared, call: u32, body_size: usize) -> bool {
+    fn on_remote_response(&mut self, shared: &Plugin, call: u32, body_size: usize) -> bool {
         let mine = match &self.state {
             State::RemoteLookup { call: c, .. }
             | State::PublishWrite { call: c, .. }
@@ -372,7 +353,7 @@ impl Http {
         if !mine {
             return false;
         }
-        let status = super::map_value(MapType::HttpCallResponseHeaders, ":status");
+        let status = headers::value(MapType::HttpCallResponseHeaders, ":status");
         match std::mem::replace(&mut self.state, State::Done) {
             State::RemoteLookup {
                 hash,
@@ -381,18 +362,25 @@ impl Http {
                 started_ms,
                 ..
             } => {
-                let body = super::read_body(
+                let body = read_body(
                     BufferType::HttpCallResponseBody,
                     body_size,
-                    split::MAX_HEADER_PAYLOAD_LEN,
+                    crate::token::jwt::MAX_HEADER_PAYLOAD_LEN,
                 );
                 let got = match body {
                     Some(body) => remote::classify_get(status.as_deref(), &body),
                     None => Got::Failed,
                 };
                 let latency = shared.now_ms().saturating_sub(started_ms);
-                let step =
-                    pipeline::on_remote_get(&shared.cfg, shared, &hash, &token, got, latency);
+                let step = pipeline::on_remote_get(
+                    &shared.cfg,
+                    &shared.worker,
+                    shared,
+                    &hash,
+                    &token,
+                    got,
+                    latency,
+                );
                 self.after_remote_get(shared, step, head, true);
             }
             State::PublishWrite { reply, delete, .. } => {
@@ -406,17 +394,61 @@ impl Http {
             }
             State::SplitWrite { body, size, .. } => {
                 if remote::put_succeeded(status.as_deref()) {
+                    // Written: the split body replaces the response.
                     if self.replace_token_response(shared, size, &body) {
                         let _ = hostcalls::resume_http_response();
                     }
-                } else {
-                    shared.metrics.count(Counter::RemoteWriteFailed);
-                    shared.send_split_reply(self.id, false, &SplitReply::StoreUnavailable);
+                } else if let Err(answer) = pipeline::split_write_done(shared, false) {
+                    shared.send_split_reply(self.id, false, &answer);
                 }
             }
             other => self.state = other,
         }
         true
+    }
+
+    /// Starts the remote store read of a split token missing from the gateway's own store.
+    fn remote_lookup(
+        &mut self,
+        shared: &Plugin,
+        hash: TokenHash,
+        token: String,
+        key: &str,
+        head: bool,
+    ) -> Action {
+        let call = shared
+            .cfg
+            .split
+            .as_ref()
+            .and_then(|s| s.remote.as_ref())
+            .map(|r| r.get(key));
+        match call.map(|c| shared.dispatch_remote(&c)) {
+            Some(Ok(call)) => {
+                self.state = State::RemoteLookup {
+                    call,
+                    hash,
+                    token,
+                    head,
+                    started_ms: shared.now_ms(),
+                };
+                Action::Pause
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    log(LogLevel::Error, &format!("#{} {e}", self.id));
+                }
+                let step = pipeline::on_remote_get(
+                    &shared.cfg,
+                    &shared.worker,
+                    shared,
+                    &hash,
+                    &token,
+                    Got::Failed,
+                    0,
+                );
+                self.after_remote_get(shared, step, head, false)
+            }
+        }
     }
 
     /// Body and trailers must not flow while headers are paused: Envoy would continue the
@@ -466,136 +498,67 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         // One read of the whole map: each header read separately costs as much.
-        let headers = super::Headers::read(MapType::HttpRequestHeaders);
-        let path = headers.get(":path").unwrap_or_default();
-        if pipeline::has_routes(&shared.cfg) {
-            match pipeline::route(&shared.cfg, &path) {
-                Route::Publish => return self.start_publish(&shared, &headers, end_of_stream),
-                Route::TokenEndpoint => {
-                    // A token request authenticates the client to the token service; it
-                    // carries no access token. Forwarded, asking for an uncompressed answer:
-                    // a compressed one could not be split, and is refused.
-                    let identity = hostcalls::set_map_value(
-                        MapType::HttpRequestHeaders,
-                        "accept-encoding",
-                        Some("identity"),
-                    );
-                    if identity.is_err() {
-                        shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
-                        self.state = State::Done;
-                        return Action::Pause;
-                    }
-                    self.state = State::TokenRequest;
-                    return Action::Continue;
-                }
-                Route::GatewayJwks => {
-                    let method = headers.get(":method").unwrap_or_default();
-                    shared.send_gateway_jwks(self.id, &method);
-                    self.state = State::Done;
-                    return Action::Pause;
-                }
-                Route::Protected => {}
-            }
-        }
-        let uri_token = bearer::uri_carries_access_token(&path);
-        let step = if uri_token {
-            // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
-            Step::Done(Verdict::Reject(Denial::MalformedCredentials))
-        } else {
-            let authorization = headers.get("authorization");
-            pipeline::on_request(&shared.cfg, shared.as_ref(), authorization.as_deref())
+        let headers = headers::read(MapType::HttpRequestHeaders);
+        let request = Request {
+            headers: &headers,
+            end_of_stream,
         };
-        let method = headers.get(":method").unwrap_or_default();
-        let head = method == "HEAD";
-        if let Step::Done(Verdict::Forward { authorization }) = &step {
-            self.state = State::Done;
-            return if shared.apply_forward(self.id, head, authorization) {
-                Action::Continue
-            } else {
-                Action::Pause
-            };
-        }
-        let preflight = if method == "OPTIONS" && !uri_token {
-            pipeline::preflight(
-                &method,
-                headers.get("origin").as_deref(),
-                headers.get("access-control-request-method").as_deref(),
-                !end_of_stream,
-                pipeline::METHOD_OVERRIDE_HEADERS
-                    .iter()
-                    .any(|h| headers.get(h).is_some()),
-            )
-        } else {
-            Preflight::No
-        };
-        match preflight {
-            Preflight::Pass => {
-                // Passes unauthenticated; never forward the opaque token, even on a preflight.
-                let _ =
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
-                shared.metrics.count(Counter::CorsPreflight);
-                self.state = State::Done;
-                return Action::Continue;
-            }
-            Preflight::Refuse => {
-                self.state = State::Done;
-                shared.apply(
-                    self.id,
-                    head,
-                    &Verdict::Reject(Denial::InvalidPreflight),
-                    false,
-                );
-                return Action::Pause;
-            }
-            Preflight::No => {}
-        }
+        let step = pipeline::on_request(&shared.cfg, &shared.worker, shared.as_ref(), &request);
+        // The method is only read when a reply may be needed (no body for HEAD).
+        let head = || headers.get(":method").as_deref() == Some("HEAD");
         match step {
+            Step::Done(Verdict::Forward { authorization }) => {
+                self.state = State::Done;
+                if shared.apply_forward(self.id, head(), &authorization) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            }
             Step::Done(verdict) => {
                 self.state = State::Done;
                 // Decided synchronously: returning Continue is the resume.
-                if shared.apply(self.id, head, &verdict, false) {
+                if shared.apply(self.id, head(), &verdict, false) {
                     Action::Continue
                 } else {
                     Action::Pause
                 }
             }
             Step::Introspect { hash, token } => {
-                self.introspect(&shared, hash, &token, head);
+                self.introspect(&shared, hash, &token, head());
                 Action::Pause
             }
             Step::Remote { hash, token, key } => {
-                let call = shared
-                    .cfg
-                    .split
-                    .as_ref()
-                    .and_then(|s| s.remote.as_ref())
-                    .map(|r| r.get(&key));
-                match call.map(|c| shared.dispatch_remote(&c)) {
-                    Some(Ok(call)) => {
-                        self.state = State::RemoteLookup {
-                            call,
-                            hash,
-                            token,
-                            head,
-                            started_ms: shared.now_ms(),
-                        };
-                        Action::Pause
-                    }
-                    other => {
-                        if let Some(Err(e)) = other {
-                            log(LogLevel::Error, &format!("#{} {e}", self.id));
-                        }
-                        let step = pipeline::on_remote_get(
-                            &shared.cfg,
-                            shared.as_ref(),
-                            &hash,
-                            &token,
-                            Got::Failed,
-                            0,
-                        );
-                        self.after_remote_get(&shared, step, head, false)
-                    }
+                self.remote_lookup(&shared, hash, token, &key, head())
+            }
+            Step::Publish => self.start_publish(&shared, &headers, end_of_stream),
+            Step::TokenRequest => {
+                // A token request authenticates the client to the token service; it carries
+                // no access token. Forwarded, asking for an uncompressed answer: a compressed
+                // one could not be split, and is refused.
+                let identity = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "accept-encoding",
+                    Some("identity"),
+                );
+                if identity.is_err() {
+                    shared.refuse_token_response(self.id, &SplitReply::SplitFailed);
+                    self.state = State::Done;
+                    return Action::Pause;
                 }
+                self.state = State::TokenRequest;
+                Action::Continue
+            }
+            Step::GatewayJwks => {
+                let method = headers.get(":method").unwrap_or_default();
+                shared.send_gateway_jwks(self.id, &method);
+                self.state = State::Done;
+                Action::Pause
+            }
+            Step::Preflight => {
+                shared.pass_preflight();
+                self.state = State::Done;
+                Action::Continue
             }
         }
     }
@@ -632,7 +595,7 @@ impl HttpContext for Http {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let headers = super::Headers::read(MapType::HttpResponseHeaders);
+        let headers = headers::read(MapType::HttpResponseHeaders);
         let status = headers.get(":status");
         let coding = headers.get("content-encoding");
         match split::token_response_gate(status.as_deref(), coding.as_deref(), end_of_stream) {
@@ -642,12 +605,11 @@ impl HttpContext for Http {
             }
             ResponseGate::Refuse(why) => {
                 self.state = State::Done;
-                shared.metrics.count(Counter::SplitRefused);
                 log(
                     LogLevel::Warn,
                     &format!("#{} token response refused: {why}", self.id),
                 );
-                shared.send_split_reply(self.id, false, &SplitReply::SplitFailed);
+                shared.refuse_token_response(self.id, &SplitReply::SplitFailed);
                 Action::Pause
             }
             ResponseGate::Hold => {

@@ -1,5 +1,6 @@
 //! Root context: parses and validates the configuration (fail closed), defines the counters,
-//! creates the split token store, and re-dispatches orphaned introspections on its tick.
+//! creates the split token store, and on its timer flushes counters, runs the key set schedule,
+//! answers held requests past their deadline and re-dispatches orphaned introspections.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -7,25 +8,36 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, Status};
 
-use crate::config::{Config, KeySource};
+use crate::config::{Config, ConfigError, KeySource};
+use crate::pipeline::Worker;
 use crate::storage::held::Held;
 use crate::storage::inflight::InFlight;
 use crate::storage::keys::{self, KeyState};
-use crate::storage::local::LocalCache;
-use crate::token::jws::KeySet;
+use crate::storage::split_store::Store;
 
-use super::host::{log, Metrics, Shared};
+use super::host::{log, MetricError, Metrics, Plugin};
 use super::http::Http;
 
 /// How often the root looks for introspections orphaned by a client reset, and for held
 /// requests past their deadline.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+enum ConfigureError {
+    #[error("cannot read configuration: {0:?}")]
+    Read(Status),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+}
+
 pub struct Root {
     context_id: u32,
-    shared: Option<Rc<Shared>>,
+    plugin: Option<Rc<Plugin>>,
     /// The JWKS fetch this root started, if one is in flight.
     jwks_call: Option<u32>,
 }
@@ -34,42 +46,45 @@ impl Root {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
-            shared: None,
+            plugin: None,
             jwks_call: None,
         }
     }
 
-    fn configure(&self) -> Result<Rc<Shared>, String> {
+    fn configure(&self) -> Result<Rc<Plugin>, ConfigureError> {
         let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .map_err(|s| format!("cannot read configuration: {s:?}"))?
+            .map_err(ConfigureError::Read)?
             .unwrap_or_default();
-        let cfg = Config::from_slice(&bytes).map_err(|e| format!("invalid configuration: {e}"))?;
+        let cfg = Config::from_slice(&bytes)?;
         let metrics = Metrics::define()?;
         log(
             LogLevel::Info,
             &format!("#{} configured: {}", self.context_id, cfg.summary()),
         );
-        let inline = shared_keys(&cfg);
-        let shared = Rc::new(Shared {
+        let keys = match cfg.verify.as_ref().map(|v| &v.keys) {
+            // Inline verification keys, fixed by the configuration.
+            Some(KeySource::Inline(keys)) => KeyState::with_keys(keys.clone()),
+            _ => KeyState::default(),
+        };
+        let plugin = Rc::new(Plugin {
             root_id: self.context_id,
             cfg,
+            worker: Worker {
+                keys,
+                ..Worker::default()
+            },
             metrics,
             inflight: RefCell::new(InFlight::default()),
             held: RefCell::new(Held::default()),
-            keys: match inline {
-                Some(keys) => KeyState::with_keys(keys),
-                None => KeyState::default(),
-            },
-            local: LocalCache::default(),
             debug_logs: Cell::new(true),
         });
-        if let Some(src) = shared.jwks_source() {
-            keys::initialize(src, shared.as_ref());
+        if let Some(src) = plugin.jwks_source() {
+            keys::initialize(src, plugin.as_ref());
         }
-        if let Some(split) = &shared.cfg.split {
+        if let Some(split) = &plugin.cfg.split {
             // Before any request: creates the store's slots so every write can be a
             // compare-and-swap.
-            if split.store.initialize(shared.as_ref()) {
+            if Store::new(split.max_entries).initialize(plugin.as_ref()) {
                 log(
                     LogLevel::Info,
                     &format!(
@@ -79,7 +94,7 @@ impl Root {
                 );
             }
         }
-        Ok(shared)
+        Ok(plugin)
     }
 }
 
@@ -91,12 +106,12 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(shared) = &self.shared else { return };
+        let Some(plugin) = &self.plugin else { return };
         if self.jwks_call == Some(call) {
             self.jwks_call = None;
-            shared.on_jwks_response(self.context_id, num_headers, body_size);
+            plugin.on_jwks_response(self.context_id, num_headers, body_size);
         } else {
-            shared.on_call_response(self.context_id, call, num_headers, body_size);
+            plugin.on_call_response(self.context_id, call, num_headers, body_size);
         }
     }
 }
@@ -104,9 +119,9 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         match self.configure() {
-            Ok(shared) => {
-                shared.refresh_log_level();
-                self.shared = Some(shared);
+            Ok(plugin) => {
+                plugin.refresh_log_level();
+                self.plugin = Some(plugin);
                 if let Err(s) = hostcalls::set_tick_period(TICK) {
                     log(LogLevel::Warn, &format!("cannot set tick period: {s:?}"));
                 }
@@ -121,43 +136,35 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = self.shared.clone() else {
+        let Some(plugin) = self.plugin.clone() else {
             return;
         };
-        shared.metrics.flush();
-        shared.refresh_log_level();
+        plugin.metrics.flush();
+        plugin.refresh_log_level();
         if self.jwks_call.is_none() {
-            self.jwks_call = shared.jwks_tick(self.context_id);
+            self.jwks_call = plugin.jwks_tick(self.context_id);
         }
-        shared.expire_held();
-        let orphans = shared.inflight.borrow().orphans();
+        plugin.expire_held();
+        let orphans = plugin.inflight.borrow().orphans();
         for (hash, token) in orphans {
-            match shared.dispatch(&token) {
-                Ok(call) => shared
+            match plugin.dispatch(&token) {
+                Ok(call) => plugin
                     .inflight
                     .borrow_mut()
-                    .started(&hash, shared.root_id, call),
+                    .started(&hash, plugin.root_id, call),
                 Err(e) => {
                     log(LogLevel::Warn, &format!("#{} {e}", self.context_id));
-                    shared.abandon(self.context_id, &hash);
+                    plugin.abandon(self.context_id, &hash);
                 }
             }
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(context_id, self.shared.clone())))
+        Some(Box::new(Http::new(context_id, self.plugin.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-/// Inline verification keys, fixed by the configuration.
-fn shared_keys(cfg: &Config) -> Option<Rc<KeySet>> {
-    match cfg.verify.as_ref().map(|v| &v.keys) {
-        Some(KeySource::Inline(keys)) => Some(keys.clone()),
-        _ => None,
     }
 }

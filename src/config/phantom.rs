@@ -1,0 +1,213 @@
+//! `phantom`: where and how opaque tokens are introspected, and how the gateway mints JWTs.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+use crate::token::introspection::{self, Contract};
+use crate::token::mint::{self, MintConfig, SigningKey};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPhantom {
+    cluster: String,
+    authority: Option<String>,
+    path: String,
+    client_id: String,
+    client_secret: String,
+    timeout_ms: Option<u64>,
+    response: Option<String>,
+    jwt_claim: Option<String>,
+    mint: Option<RawMint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMint {
+    issuer: String,
+    audience: String,
+    algorithm: String,
+    private_key_pem: String,
+    key_id: String,
+    #[serde(default)]
+    claims: Vec<String>,
+    max_lifetime_s: Option<u64>,
+    jwks_path: Option<String>,
+}
+
+/// Where and how to introspect opaque tokens (RFC 7662, Curity's `application/jwt` variant,
+/// RFC 9701).
+#[derive(Clone)]
+pub struct PhantomConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub client_id: String,
+    /// Precomputed `Authorization: Basic ...` value (RFC 6749 §2.3.1); holds the secret.
+    pub basic_authorization: String,
+    pub timeout_ms: u64,
+    /// What the introspection answer is (`phantom.response`).
+    pub contract: Contract,
+    /// How the gateway mints a JWT from introspected claims (`phantom.mint`).
+    pub mint: Option<MintConfig>,
+}
+
+impl PhantomConfig {
+    /// The headers of an introspection request (RFC 7662 §2.1).
+    pub fn request_headers(&self) -> [(&str, &str); 6] {
+        introspection::request_headers(
+            &self.path,
+            &self.authority,
+            &self.contract,
+            &self.basic_authorization,
+        )
+    }
+}
+
+// The secret is inside `basic_authorization`: never print it.
+impl fmt::Debug for PhantomConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhantomConfig")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("client_id", &self.client_id)
+            .field("basic_authorization", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("contract", &self.contract)
+            .field("mint", &self.mint)
+            .finish()
+    }
+}
+
+impl RawPhantom {
+    pub(super) fn validate(self) -> Result<PhantomConfig, ConfigError> {
+        check_name("phantom.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("phantom.authority", &authority)?;
+        // The introspection path may carry a query; paths matched against requests may not.
+        check_call_path("phantom.path", &self.path)?;
+        check_credential("phantom.client_id", &self.client_id)?;
+        check_credential("phantom.client_secret", &self.client_secret)?;
+        let timeout_ms = in_range(
+            "phantom.timeout_ms",
+            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        if let Some(claim) = &self.jwt_claim {
+            check_name("phantom.jwt_claim", claim)?;
+        }
+        let contract = match self.response.as_deref().unwrap_or("jwt") {
+            "jwt" => Contract::Jwt,
+            "json" => Contract::Json {
+                jwt_claim: self.jwt_claim.clone(),
+            },
+            "rfc9701" => Contract::Rfc9701,
+            _ => {
+                return Err(ConfigError::new(
+                    "phantom.response",
+                    "must be \"jwt\", \"json\" or \"rfc9701\"",
+                ))
+            }
+        };
+        if self.jwt_claim.is_some() && !matches!(contract, Contract::Json { .. }) {
+            return Err(ConfigError::new(
+                "phantom.jwt_claim",
+                "is only used with phantom.response \"json\"",
+            ));
+        }
+        let mint = self.mint.map(RawMint::validate).transpose()?;
+        match (&contract, &mint) {
+            (Contract::Jwt, Some(_)) => {
+                return Err(ConfigError::new(
+                    "phantom.mint",
+                    "is only used with phantom.response \"json\" or \"rfc9701\"",
+                ))
+            }
+            (Contract::Rfc9701, None) => {
+                return Err(ConfigError::new(
+                    "phantom.mint",
+                    "is required with phantom.response \"rfc9701\"",
+                ))
+            }
+            (Contract::Json { jwt_claim: None }, None) => {
+                return Err(ConfigError::new(
+                    "phantom.mint",
+                    "is required with phantom.response \"json\" unless phantom.jwt_claim is set",
+                ))
+            }
+            _ => {}
+        }
+        Ok(PhantomConfig {
+            basic_authorization: introspection::basic_authorization(
+                &self.client_id,
+                &self.client_secret,
+            ),
+            cluster: self.cluster,
+            authority,
+            path: self.path,
+            client_id: self.client_id,
+            timeout_ms,
+            contract,
+            mint,
+        })
+    }
+}
+
+impl RawMint {
+    pub(super) fn validate(self) -> Result<MintConfig, ConfigError> {
+        check_name("phantom.mint.issuer", &self.issuer)?;
+        check_name("phantom.mint.audience", &self.audience)?;
+        check_name("phantom.mint.key_id", &self.key_id)?;
+        if !SigningKey::NAMES.contains(&self.algorithm.as_str()) {
+            return Err(ConfigError::new(
+                "phantom.mint.algorithm",
+                format!("must be one of {}", SigningKey::NAMES.join(", ")),
+            ));
+        }
+        // The error names the field, never the key.
+        let key = SigningKey::from_pem(&self.algorithm, &self.private_key_pem, &self.key_id)
+            .map_err(|e| ConfigError::new("phantom.mint.private_key_pem", e))?;
+        if self.claims.len() > MAX_MINT_CLAIMS {
+            return Err(ConfigError::new(
+                "phantom.mint.claims",
+                format!("has more than {MAX_MINT_CLAIMS} entries"),
+            ));
+        }
+        for (i, c) in self.claims.iter().enumerate() {
+            check_name(&format!("phantom.mint.claims[{i}]"), c)?;
+        }
+        let max_lifetime_s = in_range(
+            "phantom.mint.max_lifetime_s",
+            self.max_lifetime_s.unwrap_or(DEFAULT_MINT_LIFETIME_S),
+            1,
+            MAX_TTL_S,
+        )?;
+        if let Some(p) = &self.jwks_path {
+            check_path("phantom.mint.jwks_path", p)?;
+        }
+        let jwks = mint::jwks_document(&key, &self.key_id);
+        let fingerprint = namespace_of(&[
+            &self.issuer,
+            &self.audience,
+            &self.key_id,
+            &self.claims.join(" "),
+            &max_lifetime_s.to_string(),
+            &jwks,
+        ]);
+        Ok(MintConfig {
+            issuer: self.issuer,
+            audience: self.audience,
+            key,
+            key_id: self.key_id,
+            claims: self.claims,
+            max_lifetime_s,
+            jwks_path: self.jwks_path,
+            jwks,
+            fingerprint,
+        })
+    }
+}

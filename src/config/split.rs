@@ -1,0 +1,192 @@
+//! `split`: the split token store, the publish API, splitting at issuance, the remote store.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+use crate::storage::remote::RemoteConfig;
+use crate::token::bearer;
+use crate::token::split::HashEncoding;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSplit {
+    #[serde(default)]
+    hash_encoding: HashEncoding,
+    max_entries: Option<u32>,
+    #[serde(default)]
+    fallback_to_phantom: bool,
+    publish: Option<RawPublish>,
+    split_responses: Option<RawSplitResponses>,
+    remote: Option<RawRemote>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRemote {
+    cluster: String,
+    authority: Option<String>,
+    get_path: String,
+    put_path: String,
+    put_method: Option<String>,
+    delete_path: String,
+    delete_method: Option<String>,
+    timeout_ms: Option<u64>,
+    local_ttl_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    path: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSplitResponses {
+    paths: Vec<String>,
+}
+
+/// The Split Token pattern: the client's token is a JWT's signature, the rest is in the store.
+#[derive(Debug, Clone)]
+pub struct SplitConfig {
+    pub hash_encoding: HashEncoding,
+    pub max_entries: u32,
+    /// On a store miss, introspect the presented value (requires `phantom`).
+    pub fallback_to_phantom: bool,
+    pub publish: Option<PublishConfig>,
+    /// Token endpoint paths whose responses are split; empty when none.
+    pub split_responses: Vec<String>,
+    /// The second-level store shared by a fleet of gateways (`split.remote`).
+    pub remote: Option<RemoteConfig>,
+}
+
+/// The publish API, answered by the filter on `path`.
+#[derive(Clone)]
+pub struct PublishConfig {
+    pub path: String,
+    /// SHA-256 of the secret: compared in constant time to the hash of the presented bearer
+    /// token, so neither the comparison time nor the length reveals anything.
+    pub secret_hash: [u8; 32],
+}
+
+impl fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("path", &self.path)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl RawSplit {
+    pub(super) fn validate(self, has_phantom: bool) -> Result<SplitConfig, ConfigError> {
+        let max_entries = entries(
+            "split.max_entries",
+            self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+            MAX_SPLIT_ENTRIES,
+        )?;
+        if self.fallback_to_phantom && !has_phantom {
+            return Err(ConfigError::new(
+                "split.fallback_to_phantom",
+                "is true but phantom is not configured",
+            ));
+        }
+        let publish = match self.publish {
+            None => None,
+            Some(p) => {
+                check_path("split.publish.path", &p.path)?;
+                if p.secret.len() < MIN_PUBLISH_SECRET_LEN || !bearer::is_b64token(&p.secret) {
+                    return Err(ConfigError::new(
+                        "split.publish.secret",
+                        format!(
+                            "must be at least {MIN_PUBLISH_SECRET_LEN} characters, usable as a \
+                             bearer token (letters, digits, -._~+/ and trailing =)"
+                        ),
+                    ));
+                }
+                Some(PublishConfig {
+                    path: p.path,
+                    secret_hash: crate::hash::token_hash(&p.secret),
+                })
+            }
+        };
+        let split_responses = match self.split_responses {
+            None => Vec::new(),
+            Some(r) => {
+                if r.paths.is_empty() || r.paths.len() > MAX_SPLIT_PATHS {
+                    return Err(ConfigError::new(
+                        "split.split_responses.paths",
+                        format!("must hold 1 to {MAX_SPLIT_PATHS} paths"),
+                    ));
+                }
+                for (i, path) in r.paths.iter().enumerate() {
+                    let field = format!("split.split_responses.paths[{i}]");
+                    check_path(&field, path)?;
+                    if publish.as_ref().is_some_and(|p| &p.path == path) {
+                        return Err(ConfigError::new(&field, "is also split.publish.path"));
+                    }
+                }
+                r.paths
+            }
+        };
+        Ok(SplitConfig {
+            hash_encoding: self.hash_encoding,
+            max_entries,
+            fallback_to_phantom: self.fallback_to_phantom,
+            publish,
+            split_responses,
+            remote: self.remote.map(RawRemote::validate).transpose()?,
+        })
+    }
+}
+
+impl RawRemote {
+    pub(super) fn validate(self) -> Result<RemoteConfig, ConfigError> {
+        check_name("split.remote.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("split.remote.authority", &authority)?;
+        for (field, path) in [
+            ("split.remote.get_path", &self.get_path),
+            ("split.remote.put_path", &self.put_path),
+            ("split.remote.delete_path", &self.delete_path),
+        ] {
+            check_call_path(field, path)?;
+            if !path.contains("{key}") {
+                return Err(ConfigError::new(field, "must contain {key}"));
+            }
+        }
+        let method = |field: &str, value: Option<String>, default: &str| {
+            let m = value.unwrap_or_else(|| default.to_owned());
+            if ["GET", "POST", "PUT", "DELETE"].contains(&m.as_str()) {
+                Ok(m)
+            } else {
+                Err(ConfigError::new(field, "must be GET, POST, PUT or DELETE"))
+            }
+        };
+        Ok(RemoteConfig {
+            put_method: method("split.remote.put_method", self.put_method, "PUT")?,
+            delete_method: method("split.remote.delete_method", self.delete_method, "DELETE")?,
+            timeout_ms: in_range(
+                "split.remote.timeout_ms",
+                self.timeout_ms.unwrap_or(DEFAULT_REMOTE_TIMEOUT_MS),
+                1,
+                MAX_TIMEOUT_MS,
+            )?,
+            local_ttl_s: in_range(
+                "split.remote.local_ttl_s",
+                self.local_ttl_s.unwrap_or(DEFAULT_LOCAL_TTL_S),
+                1,
+                MAX_TTL_S,
+            )?,
+            cluster: self.cluster,
+            authority,
+            get_path: self.get_path,
+            put_path: self.put_path,
+            delete_path: self.delete_path,
+        })
+    }
+}

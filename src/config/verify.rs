@@ -1,0 +1,170 @@
+//! `verify`: the rules and keys every JWT is checked against before it leaves the gateway.
+
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+use crate::storage::keys::JwksSource;
+use crate::token::jws::{Alg, KeySet, Policy};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    jwks: Option<RawJwksSource>,
+    jwks_inline: Option<Box<serde_json::value::RawValue>>,
+    clock_skew_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwksSource {
+    cluster: String,
+    authority: Option<String>,
+    path: String,
+    refresh_s: Option<u64>,
+    timeout_ms: Option<u64>,
+    min_refetch_s: Option<u64>,
+}
+
+/// `verify`: every JWT is checked against these keys and claims before it leaves the gateway.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub policy: Policy,
+    pub keys: KeySource,
+    /// Identifies the rules and the keys (inline key material included).
+    pub fingerprint: String,
+}
+
+/// Where the verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Pinned in the configuration (`jwks_inline`).
+    Inline(Rc<KeySet>),
+    /// Fetched from the token service and shared by every worker (`jwks`).
+    Remote(JwksSource),
+}
+
+impl RawVerify {
+    pub(super) fn validate(self) -> Result<VerifyConfig, ConfigError> {
+        check_name("verify.issuer", &self.issuer)?;
+        if self.audiences.is_empty() || self.audiences.len() > MAX_AUDIENCES {
+            return Err(ConfigError::new(
+                "verify.audiences",
+                format!("must hold 1 to {MAX_AUDIENCES} audiences"),
+            ));
+        }
+        for (i, a) in self.audiences.iter().enumerate() {
+            check_name(&format!("verify.audiences[{i}]"), a)?;
+        }
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::new("verify.algorithms", "must not be empty"));
+        }
+        let mut algorithms = Vec::with_capacity(self.algorithms.len());
+        for (i, name) in self.algorithms.iter().enumerate() {
+            let alg = Alg::from_name(name).ok_or_else(|| {
+                let supported: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
+                ConfigError::new(
+                    &format!("verify.algorithms[{i}]"),
+                    format!("must be one of {} (never none)", supported.join(", ")),
+                )
+            })?;
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        let clock_skew_s = in_range(
+            "verify.clock_skew_s",
+            self.clock_skew_s.unwrap_or(DEFAULT_CLOCK_SKEW_S),
+            0,
+            MAX_CLOCK_SKEW_S,
+        )?;
+        let policy = Policy {
+            issuer: self.issuer,
+            audiences: self.audiences,
+            algorithms,
+            clock_skew_s,
+        };
+        let inline_json = self.jwks_inline.as_ref().map_or("", |j| j.get());
+        let remote = self.jwks.as_ref().map_or_else(String::new, |j| {
+            format!("{} {:?} {}", j.cluster, j.authority, j.path)
+        });
+        let fingerprint = namespace_of(&[&format!("{policy:?}"), inline_json, &remote]);
+        let keys = match (self.jwks, self.jwks_inline) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(ConfigError::new(
+                    "verify.jwks",
+                    "exactly one of verify.jwks and verify.jwks_inline is required",
+                ))
+            }
+            (None, Some(inline)) => {
+                let set = KeySet::parse(inline.get().as_bytes(), &policy.algorithms, true)
+                    .map_err(|e| ConfigError::new("verify.jwks_inline", e.to_string()))?;
+                KeySource::Inline(Rc::new(set))
+            }
+            (Some(remote), None) => KeySource::Remote(remote.validate()?),
+        };
+        // HMAC needs a shared secret: only ever one configured on purpose (RFC 8725 §3.1).
+        if let Some(hmac) = policy.algorithms.iter().find(|a| a.is_hmac()) {
+            if !matches!(keys, KeySource::Inline(_)) {
+                return Err(ConfigError::new(
+                    "verify.algorithms",
+                    format!(
+                        "{} needs its secret in verify.jwks_inline (a fetched key set never \
+                         provides HMAC keys)",
+                        hmac.name()
+                    ),
+                ));
+            }
+        }
+        Ok(VerifyConfig {
+            policy,
+            keys,
+            fingerprint,
+        })
+    }
+}
+
+impl RawJwksSource {
+    pub(super) fn validate(self) -> Result<JwksSource, ConfigError> {
+        check_name("verify.jwks.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("verify.jwks.authority", &authority)?;
+        check_call_path("verify.jwks.path", &self.path)?;
+        let refresh_s = in_range(
+            "verify.jwks.refresh_s",
+            self.refresh_s.unwrap_or(DEFAULT_JWKS_REFRESH_S),
+            1,
+            MAX_TTL_S,
+        )?;
+        let timeout_ms = in_range(
+            "verify.jwks.timeout_ms",
+            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        let min_refetch_s = in_range(
+            "verify.jwks.min_refetch_s",
+            self.min_refetch_s.unwrap_or(DEFAULT_JWKS_MIN_REFETCH_S),
+            1,
+            refresh_s,
+        )?;
+        let namespace = format!(
+            "jwks{}:",
+            namespace_of(&[&self.cluster, &authority, &self.path])
+        );
+        Ok(JwksSource {
+            cluster: self.cluster,
+            authority,
+            path: self.path,
+            refresh_s,
+            timeout_ms,
+            min_refetch_s,
+            namespace,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Stage: the token service's answer to an introspection (RFC 7662, Curity's
+//! `application/jwt`, RFC 9701), turned into a verdict and cached as the TTL rule allows. The
+//! call itself is made by the glue from [`crate::config::PhantomConfig`]; concurrent requests
+//! for one token share it.
+
+use crate::config::Config;
+use crate::hash::TokenHash;
+use crate::host::Host;
+use crate::metrics::Counter;
+use crate::reply::Denial;
+use crate::storage::phantom_cache;
+use crate::token::introspection::{CallFailure, Outcome};
+use crate::token::jws::VerifyFailure;
+use crate::token::mint::{self, MintError, Minted};
+
+use super::authorize::authorize;
+use super::verify::{check_jwt, check_signed_response, refused};
+use super::{Verdict, Worker};
+
+/// Turns the token service's answer into a verdict, caching it as the TTL rule allows.
+pub fn on_introspection(
+    cfg: &Config,
+    worker: &Worker,
+    host: &dyn Host,
+    hash: &TokenHash,
+    outcome: Outcome,
+) -> Verdict {
+    let now = host.now_ms();
+    let key = || phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
+    let inactive = || {
+        cache_inactive(cfg, host, &key(), hash, now);
+        Verdict::Reject(Denial::InvalidToken)
+    };
+    let (jwt, claims, max_age_s, no_store) = match outcome {
+        Outcome::Active { claims, .. }
+            if claims
+                .exp
+                .is_some_and(|exp| exp.saturating_mul(1_000) <= now) =>
+        {
+            // The token service handed out an already expired JWT: the API would refuse it.
+            return inactive();
+        }
+        Outcome::Active {
+            jwt,
+            claims,
+            max_age_s,
+            no_store,
+        } => {
+            // Verified before it is cached: a cache hit never verifies again, and a JWT
+            // that fails is neither cached nor forwarded.
+            if let Err(denial) = check_jwt(cfg, worker, host, &jwt) {
+                return Verdict::Reject(denial);
+            }
+            (jwt, claims, max_age_s, no_store)
+        }
+        Outcome::Claims { claims, max_age_s } => match mint_for(cfg, host, &claims) {
+            Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
+            Ok(None) => return inactive(),
+            Err(denial) => return Verdict::Reject(denial),
+        },
+        Outcome::Signed { jwt, max_age_s } => {
+            let introspected = match check_signed_response(cfg, worker, host, &jwt) {
+                Ok(claims) => claims,
+                Err(denial) => return Verdict::Reject(denial),
+            };
+            // RFC 9701 §5: inactive tokens are answered with 200 too.
+            match introspected.get("active") {
+                Some(serde_json::Value::Bool(true)) => {}
+                Some(serde_json::Value::Bool(false)) => return inactive(),
+                _ => return Verdict::Reject(Denial::TokenService(CallFailure::Malformed)),
+            }
+            match mint_for(cfg, host, &introspected) {
+                Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
+                Ok(None) => return inactive(),
+                Err(denial) => return Verdict::Reject(denial),
+            }
+        }
+        Outcome::Inactive => return inactive(),
+        // An unsigned JWT (`alg: none`) is a token that fails verification when the gateway
+        // verifies; without `verify` it is a broken answer.
+        Outcome::Failed(CallFailure::Unsigned) if cfg.verify.is_some() => {
+            return Verdict::Reject(refused(worker, host, VerifyFailure::DisallowedAlgorithm));
+        }
+        Outcome::Failed(failure) => return Verdict::Reject(Denial::TokenService(failure)),
+    };
+    let verdict = authorize(cfg, &jwt, &claims.scope);
+    if !no_store {
+        if let Some(until) =
+            phantom_cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
+        {
+            host.shared_set(
+                &key(),
+                &phantom_cache::encode_active(hash, until, &claims.scope, &jwt),
+            );
+            if let Verdict::Forward { authorization } = &verdict {
+                worker.local.put(hash, until, authorization);
+            }
+        }
+    }
+    verdict
+}
+
+/// Mints the JWT for an active token from its introspected claims; `None` when the claims
+/// say it has expired. Signing is paid once per token per cache lifetime.
+fn mint_for(
+    cfg: &Config,
+    host: &dyn Host,
+    introspected: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Minted>, Denial> {
+    let Some(mint_cfg) = cfg.phantom.as_ref().and_then(|p| p.mint.as_ref()) else {
+        // `json` with `jwt_claim` and no `mint`: the claim was missing.
+        return Err(Denial::TokenService(CallFailure::Malformed));
+    };
+    match mint::mint(mint_cfg, introspected, host.now_ms() / 1_000) {
+        Ok(m) => {
+            host.count(Counter::Minted);
+            Ok(Some(m))
+        }
+        Err(MintError::Expired) => Ok(None),
+        Err(MintError::BadClaims | MintError::Signing) => {
+            Err(Denial::TokenService(CallFailure::Malformed))
+        }
+    }
+}
+
+fn cache_inactive(cfg: &Config, host: &dyn Host, key: &str, hash: &TokenHash, now: u64) {
+    if cfg.cache.negative_ttl_s > 0 {
+        let until = now.saturating_add(cfg.cache.negative_ttl_s.saturating_mul(1_000));
+        host.shared_set(key, &phantom_cache::encode_inactive(hash, until));
+    }
+}

@@ -1,0 +1,136 @@
+//! Stage: what a request is, before any token is looked at. The filter's own paths (the publish
+//! API, the gateway's JWK Set), token endpoint requests, an access token in the URI (refused),
+//! and CORS preflights (passed unauthenticated, when they are real ones).
+
+use crate::config::Config;
+use crate::reply::Denial;
+use crate::token::bearer;
+
+use super::{Request, Step, Verdict};
+
+/// Where a request goes, by its path (query and fragment ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// An API request: a token is required.
+    Protected,
+    /// `split.publish.path`: answered by the filter.
+    Publish,
+    /// One of `split.split_responses.paths`: forwarded without a token check; the response
+    /// is split.
+    TokenEndpoint,
+    /// `phantom.mint.jwks_path`: the public keys of the gateway's minted JWTs, answered by
+    /// the filter and never forwarded.
+    GatewayJwks,
+}
+
+/// What a request that may be a CORS preflight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    /// Not a preflight: authenticate it like any request.
+    No,
+    /// A preflight (Fetch standard: `OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`). Browsers send it without credentials, so it passes
+    /// unauthenticated, as with Envoy's `jwt_authn`.
+    Pass,
+    /// Shaped like a preflight but with a body or a method-override header, which no browser
+    /// sends: an API that honours overrides on `OPTIONS` would act on it unauthenticated.
+    Refuse,
+}
+
+/// Method-override headers some frameworks honour (Rails, Express, ASP.NET...).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The stage: `None` for a protected request, which goes on to the token stages.
+pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
+    let headers = request.headers;
+    let path = headers.get(":path").unwrap_or_default();
+    if has_routes(cfg) {
+        match route(cfg, &path) {
+            Route::Protected => {}
+            Route::Publish => return Some(Step::Publish),
+            Route::TokenEndpoint => return Some(Step::TokenRequest),
+            Route::GatewayJwks => return Some(Step::GatewayJwks),
+        }
+    }
+    // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
+    if bearer::uri_carries_access_token(&path) {
+        return Some(Step::Done(Verdict::Reject(Denial::MalformedCredentials)));
+    }
+    let method = headers.get(":method").unwrap_or_default();
+    if method != "OPTIONS" {
+        return None;
+    }
+    match preflight(
+        &method,
+        headers.get("origin").as_deref(),
+        headers.get("access-control-request-method").as_deref(),
+        !request.end_of_stream,
+        METHOD_OVERRIDE_HEADERS.iter().any(|h| headers.contains(h)),
+    ) {
+        Preflight::No => None,
+        Preflight::Pass => Some(Step::Preflight),
+        Preflight::Refuse => Some(Step::Done(Verdict::Reject(Denial::InvalidPreflight))),
+    }
+}
+
+/// Classifies a request as a CORS preflight. `has_body`: the request has a body or trailers
+/// (its headers did not end the stream); `has_override`: one of
+/// [`METHOD_OVERRIDE_HEADERS`] is present.
+pub fn preflight(
+    method: &str,
+    origin: Option<&str>,
+    request_method: Option<&str>,
+    has_body: bool,
+    has_override: bool,
+) -> Preflight {
+    let shaped = method == "OPTIONS"
+        && origin.is_some_and(|o| !o.is_empty())
+        && request_method.is_some_and(|m| !m.is_empty());
+    match (shaped, has_body || has_override) {
+        (false, _) => Preflight::No,
+        (true, false) => Preflight::Pass,
+        (true, true) => Preflight::Refuse,
+    }
+}
+
+/// The request headers the filter owns: whatever a client sends under these names is replaced
+/// or removed, in the headers and in the trailers, so it never reaches the API as sent.
+pub fn owned_request_headers(_cfg: &Config) -> impl Iterator<Item = &str> {
+    ["authorization"].into_iter()
+}
+
+/// Whether some path is the filter's own (split routes, the gateway's JWK Set).
+pub fn has_routes(cfg: &Config) -> bool {
+    gateway_jwks(cfg).is_some()
+        || cfg
+            .split
+            .as_ref()
+            .is_some_and(|s| s.publish.is_some() || !s.split_responses.is_empty())
+}
+
+/// `(path, document)` of the JWK Set of the gateway's minting key, when it is served.
+pub fn gateway_jwks(cfg: &Config) -> Option<(&str, &str)> {
+    let mint = cfg.phantom.as_ref()?.mint.as_ref()?;
+    Some((mint.jwks_path.as_deref()?, mint.jwks.as_str()))
+}
+
+pub fn route(cfg: &Config, path: &str) -> Route {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if gateway_jwks(cfg).is_some_and(|(p, _)| p == path) {
+        return Route::GatewayJwks;
+    }
+    let Some(split) = &cfg.split else {
+        return Route::Protected;
+    };
+    if split.publish.as_ref().is_some_and(|p| p.path == path) {
+        Route::Publish
+    } else if split.split_responses.iter().any(|p| p == path) {
+        Route::TokenEndpoint
+    } else {
+        Route::Protected
+    }
+}

@@ -1,0 +1,205 @@
+//! Stage: the split token store. The presented token is a JWS signature; `header.payload`
+//! waits in the store under its SHA-256 (level 1: shared data; level 2: `split.remote`).
+
+use crate::config::{Config, SplitConfig};
+use crate::hash::TokenHash;
+use crate::host::Host;
+use crate::metrics::Counter;
+use crate::reply::Denial;
+use crate::storage::remote::{self, Got};
+use crate::storage::split_store::{Found, Store, Stored};
+use crate::token::jwt;
+use crate::token::split::{self, Entry};
+
+use super::authorize::authorize_with;
+use super::verify::check_jwt;
+use super::{Step, Verdict, Worker};
+
+/// The stage: `None` to go on to the phantom flow (a miss with `fallback_to_phantom`).
+pub fn lookup(
+    cfg: &Config,
+    split: &SplitConfig,
+    worker: &Worker,
+    host: &dyn Host,
+    token: &str,
+    hash: &TokenHash,
+) -> Option<Step> {
+    if let Some(verdict) = local_lookup(cfg, split, worker, host, token, hash) {
+        return Some(Step::Done(verdict));
+    }
+    // Only a base64url string can be a JWS signature, in any store.
+    if split.remote.is_some() && jwt::is_segment(token) {
+        return Some(Step::Remote {
+            hash: *hash,
+            token: token.to_owned(),
+            key: split.hash_encoding.encode(hash),
+        });
+    }
+    if split.fallback_to_phantom && cfg.phantom.is_some() {
+        None
+    } else {
+        Some(Step::Done(Verdict::Reject(Denial::InvalidToken)))
+    }
+}
+
+/// The gateway's own store. `None`: a miss to hand to the next level.
+fn local_lookup(
+    cfg: &Config,
+    split: &SplitConfig,
+    worker: &Worker,
+    host: &dyn Host,
+    token: &str,
+    hash: &TokenHash,
+) -> Option<Verdict> {
+    // Only a base64url string can be a JWS signature; anything else cannot be in the store.
+    let found = if jwt::is_segment(token) {
+        Store::new(split.max_entries).lookup(host, hash, host.now_ms())
+    } else {
+        Found::Miss
+    };
+    match found {
+        Found::Hit(stored) => {
+            host.count(Counter::SplitHit);
+            Some(split_hit(cfg, worker, host, token, hash, &stored))
+        }
+        // An explicit revocation is final: no fallback.
+        Found::Revoked => {
+            host.count(Counter::SplitRevoked);
+            Some(Verdict::Reject(Denial::InvalidToken))
+        }
+        Found::Expired => {
+            host.count(Counter::SplitExpired);
+            None
+        }
+        Found::Miss => {
+            host.count(Counter::SplitMiss);
+            None
+        }
+    }
+}
+
+/// The verdict for a live split entry: scopes, then verification (once per entry and worker).
+fn split_hit(
+    cfg: &Config,
+    worker: &Worker,
+    host: &dyn Host,
+    token: &str,
+    hash: &TokenHash,
+    stored: &Stored,
+) -> Verdict {
+    let verdict = authorize_with(cfg, stored.scope(), || {
+        format!("Bearer {}.{token}", stored.header_payload())
+    });
+    let Verdict::Forward { authorization } = &verdict else {
+        return verdict;
+    };
+    // Verified once per entry and worker: the memo is bound to the slot's version, so a
+    // re-published or tampered entry is verified again.
+    if cfg.verify.is_some() {
+        let now = host.now_ms();
+        if stored.version.is_none() || !worker.verified.is_verified(hash, stored.version, now) {
+            let jwt = authorization.get(BEARER_PREFIX.len()..).unwrap_or("");
+            if let Err(denial) = check_jwt(cfg, worker, host, jwt) {
+                return Verdict::Reject(denial);
+            }
+            if stored.version.is_some() {
+                worker
+                    .verified
+                    .remember_verified(hash, stored.version, stored.expires_at_ms, now);
+            }
+        }
+    }
+    verdict
+}
+
+const BEARER_PREFIX: &str = "Bearer ";
+
+/// The remote store's answer to a [`Step::Remote`] lookup. A found entry is copied into the
+/// gateway's own store for at most `local_ttl_s`, then treated as a hit; a miss goes on to the
+/// phantom fallback when configured (else 401); a store failure too (else 502).
+pub fn on_remote_get(
+    cfg: &Config,
+    worker: &Worker,
+    host: &dyn Host,
+    hash: &TokenHash,
+    token: &str,
+    got: Got,
+    latency_ms: u64,
+) -> Step {
+    let Some(split) = &cfg.split else {
+        return Step::Done(Verdict::Reject(Denial::InvalidToken));
+    };
+    host.count_by(Counter::RemoteLatencyMs, latency_ms);
+    let now = host.now_ms();
+    let failed = || {
+        host.count(Counter::RemoteError);
+        fallback_or(cfg, split, hash, token, Denial::StoreUnavailable)
+    };
+    let header_payload = match got {
+        Got::Found(hp) => hp,
+        Got::Missing => {
+            host.count(Counter::RemoteMiss);
+            return fallback_or(cfg, split, hash, token, Denial::InvalidToken);
+        }
+        Got::Failed => return failed(),
+    };
+    // Whatever the remote store holds is checked like a publish would be.
+    let Ok(claims) = jwt::parse_header_payload(&header_payload) else {
+        return failed();
+    };
+    let entry = Entry {
+        hash: *hash,
+        expires_at_ms: split::serve_until(u64::MAX, &claims),
+        header_payload,
+        scope: claims.scope,
+    };
+    if entry.expires_at_ms <= now {
+        host.count(Counter::RemoteMiss);
+        return fallback_or(cfg, split, hash, token, Denial::InvalidToken);
+    }
+    host.count(Counter::RemoteHit);
+    let local = local_entry(split, &entry, now);
+    // A failed copy only costs the next request another remote read.
+    let _ = Store::new(split.max_entries).put(host, &local, now);
+    let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
+    Step::Done(split_hit(cfg, worker, host, token, hash, &stored))
+}
+
+fn fallback_or(
+    cfg: &Config,
+    split: &SplitConfig,
+    hash: &TokenHash,
+    token: &str,
+    denial: Denial,
+) -> Step {
+    if split.fallback_to_phantom && cfg.phantom.is_some() {
+        Step::Introspect {
+            hash: *hash,
+            token: token.to_owned(),
+        }
+    } else {
+        Step::Done(Verdict::Reject(denial))
+    }
+}
+
+/// The copy of `entry` kept in the gateway's own store: with a remote store, at most
+/// `local_ttl_s`, so that a revocation made at another gateway is seen within that bound.
+pub(super) fn local_entry(split: &SplitConfig, entry: &Entry, now: u64) -> Entry {
+    let mut local = entry.clone();
+    if let Some(remote) = &split.remote {
+        let bound = now.saturating_add(remote.local_ttl_s.saturating_mul(1_000));
+        local.expires_at_ms = local.expires_at_ms.min(bound);
+    }
+    local
+}
+
+/// The remote write that stores `entry` for the rest of its life.
+pub(super) fn remote_put(split: &SplitConfig, entry: &Entry, now: u64) -> Option<remote::Call> {
+    let remote = split.remote.as_ref()?;
+    let ttl_s = entry.expires_at_ms.saturating_sub(now).div_ceil(1_000);
+    Some(remote.put(
+        &split.hash_encoding.encode(&entry.hash),
+        &entry.header_payload,
+        ttl_s,
+    ))
+}

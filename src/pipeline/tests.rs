@@ -1,0 +1,1095 @@
+//! The pipeline's tests: whole requests through the stages, with a fake host (Envoy's
+//! shared-data rules, a clock the test moves) that carries the worker's state too.
+
+use super::*;
+use crate::hash::TokenHash;
+use crate::metrics::Counter;
+use crate::reply::SplitReply;
+use crate::testing::FakeHost;
+use crate::token::introspection::{CallFailure as Failure, Outcome};
+use crate::token::jwt::tests::make;
+use crate::token::jwt::Claims;
+use crate::token::split;
+
+/// A GET of `/api` with this `Authorization`, through every stage.
+fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Step {
+    let mut pairs = vec![(":method", "GET"), (":path", "/api")];
+    if let Some(value) = authorization {
+        pairs.push(("authorization", value));
+    }
+    let headers = HeaderMap::from_pairs(&pairs);
+    super::on_request(
+        cfg,
+        &host.worker,
+        host,
+        &Request {
+            headers: &headers,
+            end_of_stream: true,
+        },
+    )
+}
+
+fn on_introspection(cfg: &Config, host: &FakeHost, hash: &TokenHash, outcome: Outcome) -> Verdict {
+    super::on_introspection(cfg, &host.worker, host, hash, outcome)
+}
+
+fn on_remote_get(
+    cfg: &Config,
+    host: &FakeHost,
+    hash: &TokenHash,
+    token: &str,
+    got: crate::storage::remote::Got,
+    latency_ms: u64,
+) -> Step {
+    super::on_remote_get(cfg, &host.worker, host, hash, token, got, latency_ms)
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+fn config(extra: &str) -> Config {
+    let json = format!(
+        r#"{{"required_scopes": ["read"], "phantom": {{"cluster": "ts", "path": "/i",
+        "client_id": "gw", "client_secret": "s"}}{extra}}}"#
+    );
+    Config::from_slice(json.as_bytes()).unwrap()
+}
+
+fn active(jwt: &str, exp: Option<u64>, scope: &str) -> Outcome {
+    Outcome::Active {
+        jwt: jwt.to_owned(),
+        claims: Claims {
+            exp,
+            scope: scope.to_owned(),
+        },
+        max_age_s: None,
+        no_store: false,
+    }
+}
+
+fn introspect(cfg: &Config, host: &FakeHost, header: &str) -> TokenHash {
+    match on_request(cfg, host, Some(header)) {
+        Step::Introspect { hash, token } => {
+            assert_eq!(format!("Bearer {token}"), header);
+            hash
+        }
+        other => panic!("expected a cache miss for {header}, got {other:?}"),
+    }
+}
+
+fn forward(jwt: &str) -> Step {
+    Step::Done(Verdict::Forward {
+        authorization: format!("Bearer {jwt}"),
+    })
+}
+
+#[test]
+fn missing_and_malformed_credentials_never_reach_the_cache() {
+    let (cfg, host) = (config(""), FakeHost::at(T0));
+    assert_eq!(
+        on_request(&cfg, &host, None),
+        Step::Done(Verdict::Reject(Denial::NoCredentials))
+    );
+    assert_eq!(
+        on_request(&cfg, &host, Some("Bearer a b")),
+        Step::Done(Verdict::Reject(Denial::MalformedCredentials))
+    );
+    assert_eq!(host.count_of(Counter::CacheMiss), 0);
+    assert_eq!(host.key_count(), 0);
+}
+
+#[test]
+fn active_answer_is_cached_and_served_until_exp_minus_skew() {
+    let (cfg, host) = (config(""), FakeHost::at(T0));
+    let jwt = make(r#"{"scope":"read"}"#);
+    let exp = T0 / 1000 + 60;
+    let hash = introspect(&cfg, &host, "Bearer opaque");
+    let v = on_introspection(&cfg, &host, &hash, active(&jwt, Some(exp), "read"));
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            authorization: format!("Bearer {jwt}")
+        }
+    );
+    assert_eq!(
+        on_request(&cfg, &host, Some("Bearer opaque")),
+        forward(&jwt)
+    );
+    assert_eq!(host.count_of(Counter::CacheHit), 1);
+    host.now
+        .set(exp * 1000 - crate::token::jwt::EXP_SKEW_MS - 1);
+    assert_eq!(
+        on_request(&cfg, &host, Some("Bearer opaque")),
+        forward(&jwt)
+    );
+    host.now.set(exp * 1000 - crate::token::jwt::EXP_SKEW_MS);
+    introspect(&cfg, &host, "Bearer opaque");
+    let stored: Vec<u8> = host.values().remove(0);
+    assert!(
+        !stored.windows(6).any(|w| w == b"opaque"),
+        "the opaque token is never stored"
+    );
+}
+
+#[test]
+fn scopes_are_checked_on_cache_hits() {
+    let (cfg, host) = (config(""), FakeHost::at(T0));
+    let hash = introspect(&cfg, &host, "Bearer t");
+    let v = on_introspection(&cfg, &host, &hash, active("a.b.c", None, "write"));
+    assert_eq!(v, Verdict::Reject(Denial::InsufficientScope));
+    assert_eq!(
+        on_request(&cfg, &host, Some("Bearer t")),
+        Step::Done(Verdict::Reject(Denial::InsufficientScope))
+    );
+    assert_eq!(host.count_of(Counter::CacheHit), 1);
+}
+
+#[test]
+fn inactive_answers_are_cached_for_negative_ttl() {
+    let (cfg, host) = (
+        config(r#", "cache": {"negative_ttl_s": 5}"#),
+        FakeHost::at(T0),
+    );
+    let hash = introspect(&cfg, &host, "Bearer t");
+    assert_eq!(
+        on_introspection(&cfg, &host, &hash, Outcome::Inactive),
+        Verdict::Reject(Denial::InvalidToken)
+    );
+    assert_eq!(
+        on_request(&cfg, &host, Some("Bearer t")),
+        Step::Done(Verdict::Reject(Denial::InvalidToken))
+    );
+    host.now.set(T0 + 5_000);
+    introspect(&cfg, &host, "Bearer t");
+}
+
+#[test]
+fn negative_ttl_zero_and_failures_and_no_store_are_not_cached() {
+    let cfg = config(r#", "cache": {"negative_ttl_s": 0}"#);
+    let host = FakeHost::at(T0);
+    let hash = introspect(&cfg, &host, "Bearer t");
+    on_introspection(&cfg, &host, &hash, Outcome::Inactive);
+    let v = on_introspection(&cfg, &host, &hash, Outcome::Failed(Failure::Timeout));
+    assert_eq!(v, Verdict::Reject(Denial::TokenService(Failure::Timeout)));
+    let no_store = Outcome::Active {
+        jwt: "a.b.c".into(),
+        claims: Claims {
+            exp: None,
+            scope: "read".into(),
+        },
+        max_age_s: None,
+        no_store: true,
+    };
+    assert!(matches!(
+        on_introspection(&cfg, &host, &hash, no_store),
+        Verdict::Forward { .. }
+    ));
+    assert_eq!(host.key_count(), 0);
+}
+
+#[test]
+fn an_already_expired_jwt_is_an_invalid_token() {
+    let (cfg, host) = (config(""), FakeHost::at(T0));
+    let hash = introspect(&cfg, &host, "Bearer t");
+    let v = on_introspection(
+        &cfg,
+        &host,
+        &hash,
+        active("a.b.c", Some(T0 / 1000 - 1), "read"),
+    );
+    assert_eq!(v, Verdict::Reject(Denial::InvalidToken));
+}
+
+#[test]
+fn a_slot_holds_one_token_and_collisions_are_misses() {
+    let (cfg, host) = (config(r#", "cache": {"max_entries": 1}"#), FakeHost::at(T0));
+    let a = introspect(&cfg, &host, "Bearer a");
+    on_introspection(&cfg, &host, &a, active("a.a.a", None, "read"));
+    let b = introspect(&cfg, &host, "Bearer b");
+    on_introspection(&cfg, &host, &b, active("b.b.b", None, "read"));
+    assert_eq!(host.key_count(), 1, "one slot, one key");
+    assert_eq!(on_request(&cfg, &host, Some("Bearer b")), forward("b.b.b"));
+    // This worker still has a's JWT in its local copy (valid until its expiry); another
+    // worker (no local copy) finds the slot taken by b: a miss.
+    assert_eq!(on_request(&cfg, &host, Some("Bearer a")), forward("a.a.a"));
+    host.worker.local.clear();
+    introspect(&cfg, &host, "Bearer a");
+}
+
+#[test]
+fn cache_hits_are_served_from_the_local_copy_after_the_first() {
+    let (cfg, host) = (config(""), FakeHost::at(T0));
+    let exp = T0 / 1000 + 60;
+    let hash = introspect(&cfg, &host, "Bearer t");
+    on_introspection(&cfg, &host, &hash, active("x.y.z", Some(exp), "read"));
+    assert_eq!(host.worker.local.len(), 1, "filled by the answer");
+    // The shared entry is gone (another token took the slot): the local copy still serves.
+    for key in host.data_keys() {
+        host.remove(&key);
+    }
+    assert_eq!(on_request(&cfg, &host, Some("Bearer t")), forward("x.y.z"));
+    // Never past the shared entry's expiry.
+    host.now.set(exp * 1000 - crate::token::jwt::EXP_SKEW_MS);
+    introspect(&cfg, &host, "Bearer t");
+    // A forbidden scope is not kept locally.
+    host.worker.local.clear();
+    let h2 = introspect(&cfg, &host, "Bearer w");
+    on_introspection(&cfg, &host, &h2, active("w.w.w", Some(exp + 60), "write"));
+    assert!(host.worker.local.is_empty());
+}
+
+#[test]
+fn cors_preflight_detection() {
+    let p = |m, o, r, body, ovr| preflight(m, o, r, body, ovr);
+    assert_eq!(
+        p("OPTIONS", Some("https://a"), Some("POST"), false, false),
+        Preflight::Pass
+    );
+    assert_eq!(
+        p("OPTIONS", Some("https://a"), None, false, false),
+        Preflight::No
+    );
+    assert_eq!(
+        p("OPTIONS", None, Some("POST"), false, false),
+        Preflight::No
+    );
+    assert_eq!(
+        p("OPTIONS", Some(""), Some("POST"), false, false),
+        Preflight::No
+    );
+    assert_eq!(
+        p("GET", Some("https://a"), Some("POST"), false, false),
+        Preflight::No
+    );
+    // A body or a method override makes it something no browser sends.
+    assert_eq!(
+        p("OPTIONS", Some("https://a"), Some("POST"), true, false),
+        Preflight::Refuse
+    );
+    assert_eq!(
+        p("OPTIONS", Some("https://a"), Some("POST"), false, true),
+        Preflight::Refuse
+    );
+    assert_eq!(
+        p("GET", Some("https://a"), Some("POST"), true, true),
+        Preflight::No
+    );
+}
+
+// ---- split token ------------------------------------------------------------------------
+
+const SECRET: &str = "publisher-secret";
+
+fn split_config(split: &str, with_phantom: bool) -> Config {
+    let phantom = if with_phantom {
+        r#""phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"},"#
+    } else {
+        ""
+    };
+    let json = format!(
+        r#"{{"required_scopes": ["read"], {phantom} "split": {{"max_entries": 64,
+        "publish": {{"path": "/_split-token", "secret": "{SECRET}"}},
+        "split_responses": {{"paths": ["/oauth/token"]}} {split}}}}}"#
+    );
+    Config::from_slice(json.as_bytes()).unwrap()
+}
+
+/// The key a publisher writes for `signature`, in the configured encoding.
+fn store_key(cfg: &Config, signature: &str) -> String {
+    let split = cfg.split.as_ref().unwrap();
+    split
+        .hash_encoding
+        .encode(&split::signature_hash(signature))
+}
+
+/// Publishes `jwt` through the publish API; returns its signature.
+fn publish_jwt(cfg: &Config, host: &FakeHost, jwt: &str, expires_at: u64) -> String {
+    let (hp, sig) = jwt.rsplit_once('.').unwrap();
+    let key = store_key(cfg, sig);
+    let body = serde_json::json!({
+        "signature_hash": key, "header_payload": hp, "expires_at": expires_at,
+    });
+    assert_eq!(
+        publish_gate(cfg, "POST", Some(&format!("Bearer {SECRET}"))),
+        Ok(())
+    );
+    assert_eq!(
+        publish(cfg, host, "POST", body.to_string().as_bytes()),
+        (SplitReply::Accepted, None)
+    );
+    sig.to_owned()
+}
+
+fn revoke(cfg: &Config, host: &FakeHost, sig: &str) -> SplitReply {
+    let body = serde_json::json!({ "signature_hash": store_key(cfg, sig) }).to_string();
+    publish(cfg, host, "DELETE", body.as_bytes()).0
+}
+
+fn signed(payload: &str, sig: &str) -> String {
+    let jwt = make(payload);
+    format!("{}.{sig}", jwt.rsplit_once('.').unwrap().0)
+}
+
+#[test]
+fn published_split_token_is_reassembled() {
+    let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+    let jwt = signed(r#"{"sub":"a","scope":"read"}"#, "U2lnbmF0dXJlT25l");
+    let sig = publish_jwt(&cfg, &host, &jwt, T0 / 1000 + 60);
+    assert_eq!(
+        on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+        forward(&jwt)
+    );
+    assert_eq!(host.count_of(Counter::SplitHit), 1);
+    assert_eq!(host.count_of(Counter::PublishAccepted), 1);
+}
+
+#[test]
+fn split_refusals() {
+    let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+    let good = signed(r#"{"scope":"read"}"#, "QUJDREVGR0hJSktM");
+    let sig = publish_jwt(&cfg, &host, &good, T0 / 1000 + 60);
+    let noscope = signed(r#"{"scope":"write"}"#, "Tm9TY29wZVNpZw");
+    let noscope_sig = publish_jwt(&cfg, &host, &noscope, T0 / 1000 + 60);
+    // One character changed.
+    let tampered = format!("{}N", &sig[..sig.len() - 1]);
+    assert_ne!(tampered, sig);
+    let reject = |d| Step::Done(Verdict::Reject(d));
+    let cases: Vec<(&str, String, Step)> = vec![
+        ("tampered", tampered, reject(Denial::InvalidToken)),
+        ("unknown", "VW5rbm93bg".into(), reject(Denial::InvalidToken)),
+        (
+            "not base64url",
+            "abc+/=".into(),
+            reject(Denial::InvalidToken),
+        ),
+        ("whole jwt", good.clone(), reject(Denial::InvalidToken)),
+        ("scope", noscope_sig, reject(Denial::InsufficientScope)),
+    ];
+    for (name, token, want) in cases {
+        assert_eq!(
+            on_request(&cfg, &host, Some(&format!("Bearer {token}"))),
+            want,
+            "{name}"
+        );
+    }
+    assert_eq!(host.count_of(Counter::SplitMiss), 4);
+    // Expired, then revoked.
+    host.now.set((T0 / 1000 + 60) * 1000);
+    assert_eq!(
+        on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+        reject(Denial::InvalidToken)
+    );
+    assert_eq!(host.count_of(Counter::SplitExpired), 1);
+    host.now.set(T0);
+    assert_eq!(revoke(&cfg, &host, &sig), SplitReply::Accepted);
+    assert_eq!(
+        on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+        reject(Denial::InvalidToken)
+    );
+    assert_eq!(host.count_of(Counter::SplitRevoked), 1);
+    assert_eq!(host.count_of(Counter::Revocations), 1);
+}
+
+#[test]
+fn miss_falls_back_to_phantom_only_when_configured() {
+    let host = FakeHost::at(T0);
+    let with = split_config(r#", "fallback_to_phantom": true"#, true);
+    let without = split_config("", true);
+    introspect(&with, &host, "Bearer opaque-token");
+    assert_eq!(
+        on_request(&without, &host, Some("Bearer opaque-token")),
+        Step::Done(Verdict::Reject(Denial::InvalidToken))
+    );
+    // A revocation is final, even with the fallback.
+    let jwt = signed(r#"{"scope":"read"}"#, "UmV2b2tlZA");
+    let sig = publish_jwt(&with, &host, &jwt, T0 / 1000 + 60);
+    revoke(&with, &host, &sig);
+    assert_eq!(
+        on_request(&with, &host, Some(&format!("Bearer {sig}"))),
+        Step::Done(Verdict::Reject(Denial::InvalidToken))
+    );
+}
+
+#[test]
+fn publish_gate_checks_method_and_secret() {
+    let cfg = split_config("", false);
+    let ok = format!("Bearer {SECRET}");
+    assert_eq!(publish_gate(&cfg, "POST", Some(&ok)), Ok(()));
+    assert_eq!(publish_gate(&cfg, "DELETE", Some(&ok)), Ok(()));
+    let cases: Vec<(&str, Option<String>, SplitReply)> = vec![
+        ("GET", Some(ok.clone()), SplitReply::MethodNotAllowed),
+        ("PUT", Some(ok.clone()), SplitReply::MethodNotAllowed),
+        ("POST", None, SplitReply::Unauthorized),
+        (
+            "POST",
+            Some("Bearer publisher-secreT".into()),
+            SplitReply::Unauthorized,
+        ),
+        (
+            "POST",
+            Some("Bearer publisher-secret2".into()),
+            SplitReply::Unauthorized,
+        ),
+        (
+            "POST",
+            Some(format!("Basic {SECRET}")),
+            SplitReply::Unauthorized,
+        ),
+        ("POST", Some(SECRET.into()), SplitReply::Unauthorized),
+    ];
+    for (method, auth, want) in cases {
+        assert_eq!(
+            publish_gate(&cfg, method, auth.as_deref()),
+            Err(want),
+            "{method} {auth:?}"
+        );
+    }
+}
+
+#[test]
+fn refused_publish_leaves_the_store_unchanged() {
+    let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+    let before = host.writes();
+    let (reply, _) = publish(&cfg, &host, "POST", b"{\"signature_hash\": 1}");
+    assert!(matches!(reply, SplitReply::Invalid(_)), "{reply:?}");
+    assert_eq!(host.writes(), before);
+    assert_eq!(host.count_of(Counter::PublishRefused), 1);
+}
+
+#[test]
+fn routes_by_path_without_query() {
+    let cfg = split_config("", false);
+    assert!(has_routes(&cfg));
+    assert!(!has_routes(&config("")));
+    for (path, want) in [
+        ("/_split-token", Route::Publish),
+        ("/_split-token?x=1", Route::Publish),
+        ("/_split-token/", Route::Protected),
+        ("/oauth/token", Route::TokenEndpoint),
+        ("/oauth/token#f", Route::TokenEndpoint),
+        ("/oauth/tokens", Route::Protected),
+        ("/api", Route::Protected),
+    ] {
+        assert_eq!(route(&cfg, path), want, "{path}");
+    }
+    assert_eq!(route(&config(""), "/_split-token"), Route::Protected);
+}
+
+#[test]
+fn issued_token_is_split_and_then_works() {
+    let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+    let jwt = signed(
+        &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 60),
+        "SXNzdWVk",
+    );
+    let body = format!(r#"{{"access_token":"{jwt}","token_type":"Bearer","expires_in":60}}"#);
+    let TokenResponse::Replace {
+        body: out,
+        remote: None,
+    } = on_token_response(&cfg, &host, Some("200"), None, body.as_bytes())
+    else {
+        panic!("not split")
+    };
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"access_token":"SXNzdWVk","token_type":"Bearer","expires_in":60}"#
+    );
+    assert_eq!(
+        on_request(&cfg, &host, Some("Bearer SXNzdWVk")),
+        forward(&jwt)
+    );
+    assert_eq!(host.count_of(Counter::ResponsesSplit), 1);
+    assert_eq!(
+        on_token_response(&cfg, &host, Some("401"), None, body.as_bytes()),
+        TokenResponse::Unchanged
+    );
+    let no_lifetime = format!(r#"{{"access_token":"{}"}}"#, signed("{}", "Tm9MaWZl"));
+    assert_eq!(
+        on_token_response(&cfg, &host, Some("200"), None, no_lifetime.as_bytes()),
+        TokenResponse::Refuse(SplitReply::SplitFailed)
+    );
+}
+
+mod verification {
+    use super::*;
+    use crate::token::jws::tests::{claims, jwks, keys, Keys};
+    use jwt_simple::prelude::*;
+
+    /// Phantom and split with `verify` on inline keys (the host holds them, as the
+    /// root context would after configuration).
+    fn setup(k: &Keys, jwks_json: Option<&str>) -> (Config, FakeHost) {
+        let doc = jwks_json.map_or_else(|| jwks(k), str::to_owned);
+        let json = format!(
+            r#"{{"required_scopes": ["read"],
+            "phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}},
+            "split": {{"max_entries": 64, "fallback_to_phantom": true,
+              "publish": {{"path": "/_split-token", "secret": "{SECRET}"}}}},
+            "verify": {{"issuer": "https://login.example.com", "audiences": ["api.example.com"],
+              "algorithms": ["RS256", "ES256", "EdDSA"], "jwks_inline": {doc}}}}}"#
+        );
+        let cfg = Config::from_slice(json.as_bytes()).unwrap();
+        let host = FakeHost::at(T0);
+        if let Some(crate::config::KeySource::Inline(keys)) = cfg.verify.as_ref().map(|v| &v.keys) {
+            host.worker.keys.set_keys(keys.clone());
+        }
+        (cfg, host)
+    }
+
+    fn with_scope() -> JWTClaims<serde_json::Value> {
+        let c = claims();
+        let mut out = jwt_simple::claims::Claims::with_custom_claims(
+            serde_json::json!({"scope": "read"}),
+            Duration::from_secs(300),
+        );
+        out.issuer = c.issuer;
+        out.audiences = c.audiences;
+        out.issued_at = c.issued_at;
+        out.invalid_before = c.invalid_before;
+        out.expires_at = c.expires_at;
+        out
+    }
+
+    fn introspected(cfg: &Config, host: &FakeHost, opaque: &str, jwt: &str) -> Verdict {
+        let hash = introspect(cfg, host, &format!("Bearer {opaque}"));
+        let claims = crate::token::jwt::parse(jwt).unwrap();
+        on_introspection(cfg, host, &hash, active(jwt, claims.exp, &claims.scope))
+    }
+
+    #[test]
+    fn a_verified_jwt_is_cached_and_hits_do_not_verify_again() {
+        let k = keys();
+        let (cfg, host) = setup(&k, None);
+        let jwt = k.rsa.sign(with_scope()).unwrap();
+        let want = Verdict::Forward {
+            authorization: format!("Bearer {jwt}"),
+        };
+        assert_eq!(introspected(&cfg, &host, "opaque", &jwt), want);
+        for _ in 0..3 {
+            assert_eq!(
+                on_request(&cfg, &host, Some("Bearer opaque")),
+                forward(&jwt)
+            );
+        }
+        assert_eq!(host.count_of(Counter::Verified), 1);
+        assert_eq!(host.count_of(Counter::CacheHit), 3);
+    }
+
+    #[test]
+    fn a_jwt_that_fails_is_neither_forwarded_nor_cached() {
+        let k = keys();
+        let (cfg, host) = setup(&k, None);
+        let forged = ES256KeyPair::generate()
+            .with_key_id("ec-1")
+            .sign(with_scope())
+            .unwrap();
+        assert_eq!(
+            introspected(&cfg, &host, "opaque", &forged),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        assert_eq!(host.count_of(Counter::VerifyBadSignature), 1);
+        introspect(&cfg, &host, "Bearer opaque");
+        let unknown = ES256KeyPair::generate()
+            .with_key_id("rotated")
+            .sign(with_scope())
+            .unwrap();
+        assert_eq!(
+            introspected(&cfg, &host, "other", &unknown),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        assert_eq!(host.count_of(Counter::VerifyUnknownKey), 1);
+        assert!(
+            host.worker.keys.take_refetch_request(),
+            "unknown kid asks for a fetch"
+        );
+    }
+
+    #[test]
+    fn without_keys_requests_fail_closed_with_502() {
+        let k = keys();
+        let (cfg, _) = setup(&k, None);
+        let host = FakeHost::at(T0);
+        let jwt = k.ed.sign(with_scope()).unwrap();
+        assert_eq!(
+            introspected(&cfg, &host, "opaque", &jwt),
+            Verdict::Reject(Denial::KeysUnavailable)
+        );
+        introspect(&cfg, &host, "Bearer opaque");
+    }
+
+    #[test]
+    fn split_entries_are_verified_once_and_poisoned_entries_refused() {
+        let k = keys();
+        let (cfg, host) = setup(&k, None);
+        let jwt = k.ec.sign(with_scope()).unwrap();
+        let exp = T0 / 1000 + 300;
+        let sig = publish_jwt(&cfg, &host, &jwt, exp);
+        for _ in 0..3 {
+            assert_eq!(
+                on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+                forward(&jwt)
+            );
+        }
+        assert_eq!(host.count_of(Counter::Verified), 1);
+        // Poisoned: a payload with more privileges under the same signature hash.
+        let richer_jwt = {
+            let mut c = with_scope();
+            c.custom = serde_json::json!({"scope": "read admin"});
+            k.ec.sign(c).unwrap()
+        };
+        let poisoned = format!("{}.{sig}", richer_jwt.rsplit_once('.').unwrap().0);
+        publish_jwt(&cfg, &host, &poisoned, exp);
+        assert_eq!(
+            on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+            Step::Done(Verdict::Reject(Denial::InvalidToken)),
+            "no fallback to phantom for an entry that fails verification"
+        );
+        assert_eq!(host.count_of(Counter::VerifyBadSignature), 1);
+        // Re-published correctly: verified again, and served.
+        publish_jwt(&cfg, &host, &jwt, exp);
+        assert_eq!(
+            on_request(&cfg, &host, Some(&format!("Bearer {sig}"))),
+            forward(&jwt)
+        );
+        assert_eq!(host.count_of(Counter::Verified), 2);
+    }
+}
+
+/// `split.remote`: the second-level store.
+mod remote_store {
+    use super::*;
+    use crate::storage::remote::Got;
+
+    const REMOTE: &str = r#", "remote": {"cluster": "webdis", "get_path": "/GET/s:{key}.txt",
+        "put_path": "/SETEX/s:{key}/{ttl}", "delete_path": "/DEL/s:{key}",
+        "delete_method": "GET", "local_ttl_s": 10}"#;
+
+    fn remote_step(cfg: &Config, host: &FakeHost, sig: &str) -> (TokenHash, String) {
+        match on_request(cfg, host, Some(&format!("Bearer {sig}"))) {
+            Step::Remote { hash, token, key } => {
+                assert_eq!(token, sig);
+                assert_eq!(key, store_key(cfg, sig));
+                (hash, token)
+            }
+            other => panic!("expected a remote lookup, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_local_miss_asks_the_remote_store_and_keeps_a_bounded_copy() {
+        let (cfg, host) = (split_config(REMOTE, false), FakeHost::at(T0));
+        let hp = signed(
+            &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 600),
+            "",
+        );
+        let hp = hp.trim_end_matches('.');
+        let (hash, token) = remote_step(&cfg, &host, "UmVtb3Rl");
+        let step = on_remote_get(&cfg, &host, &hash, &token, Got::Found(hp.into()), 3);
+        assert_eq!(step, forward(&format!("{hp}.UmVtb3Rl")));
+        assert_eq!(host.count_of(Counter::RemoteHit), 1);
+        assert_eq!(host.count_of(Counter::RemoteLatencyMs), 3);
+        // Served locally for local_ttl_s (10 s), then asked again.
+        host.now.set(T0 + 9_000);
+        assert_eq!(
+            on_request(&cfg, &host, Some("Bearer UmVtb3Rl")),
+            forward(&format!("{hp}.UmVtb3Rl"))
+        );
+        host.now.set(T0 + 10_001);
+        remote_step(&cfg, &host, "UmVtb3Rl");
+    }
+
+    #[test]
+    fn misses_failures_and_garbage() {
+        let (cfg, host) = (split_config(REMOTE, false), FakeHost::at(T0));
+        let (hash, token) = remote_step(&cfg, &host, "TWlzcw");
+        let reject = |d| Step::Done(Verdict::Reject(d));
+        assert_eq!(
+            on_remote_get(&cfg, &host, &hash, &token, Got::Missing, 1),
+            reject(Denial::InvalidToken)
+        );
+        assert_eq!(
+            on_remote_get(&cfg, &host, &hash, &token, Got::Failed, 1),
+            reject(Denial::StoreUnavailable)
+        );
+        // Not a header.payload, or an expired one: never forwarded.
+        assert_eq!(
+            on_remote_get(&cfg, &host, &hash, &token, Got::Found("x".into()), 1),
+            reject(Denial::StoreUnavailable)
+        );
+        let old = signed(
+            &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 - 5),
+            "",
+        );
+        let old = Got::Found(old.trim_end_matches('.').into());
+        assert_eq!(
+            on_remote_get(&cfg, &host, &hash, &token, old, 1),
+            reject(Denial::InvalidToken)
+        );
+        // With the phantom fallback, misses and failures are introspected instead.
+        let (cfg, host) = (
+            split_config(&format!(r#", "fallback_to_phantom": true{REMOTE}"#), true),
+            FakeHost::at(T0),
+        );
+        let (hash, token) = remote_step(&cfg, &host, "RmFsbA");
+        for got in [Got::Missing, Got::Failed] {
+            assert!(matches!(
+                on_remote_get(&cfg, &host, &hash, &token, got, 1),
+                Step::Introspect { .. }
+            ));
+        }
+        // Not a signature at all: no remote read, straight to the fallback.
+        assert!(matches!(
+            on_request(&cfg, &host, Some("Bearer not~a~signature")),
+            Step::Introspect { .. }
+        ));
+    }
+
+    #[test]
+    fn publish_revoke_and_issuance_write_through() {
+        let (cfg, host) = (split_config(REMOTE, false), FakeHost::at(T0));
+        let jwt = signed(
+            &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 600),
+            "U2ln",
+        );
+        let hp = jwt.rsplit_once('.').unwrap().0.to_owned();
+        let key = store_key(&cfg, "U2ln");
+        let body = serde_json::json!({"signature_hash": key, "header_payload": hp,
+                                      "expires_at": T0 / 1000 + 3600});
+        let (reply, call) = publish(&cfg, &host, "POST", body.to_string().as_bytes());
+        assert_eq!(reply, SplitReply::Accepted);
+        let call = call.unwrap();
+        let enc = crate::storage::remote::encode_segment(&key);
+        // The remote TTL is the token's own (exp minus the skew), not local_ttl_s.
+        assert_eq!(call.method, "PUT");
+        assert!(
+            call.path.starts_with(&format!("/SETEX/s:{enc}/")),
+            "{}",
+            call.path
+        );
+        let ttl: u64 = call.path.rsplit('/').next().unwrap().parse().unwrap();
+        assert!((595..=600).contains(&ttl), "{ttl}");
+        assert_eq!(call.body.as_deref(), Some(hp.as_bytes()));
+        // Not counted until the remote write is done.
+        assert_eq!(host.count_of(Counter::PublishAccepted), 0);
+        assert_eq!(
+            after_remote_write(&host, reply.clone(), false),
+            SplitReply::StoreUnavailable
+        );
+        assert_eq!(host.count_of(Counter::RemoteWriteFailed), 1);
+        assert_eq!(after_remote_write(&host, reply, true), SplitReply::Accepted);
+        let (reply, call) = publish(
+            &cfg,
+            &host,
+            "DELETE",
+            serde_json::json!({"signature_hash": key})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(reply, SplitReply::Accepted);
+        let call = call.unwrap();
+        assert_eq!(
+            (call.method.as_str(), call.path),
+            ("GET", format!("/DEL/s:{enc}"))
+        );
+        let body = format!(r#"{{"access_token":"{jwt}","expires_in":600}}"#);
+        let TokenResponse::Replace {
+            remote: Some(put), ..
+        } = on_token_response(&cfg, &host, Some("200"), None, body.as_bytes())
+        else {
+            panic!("not split with a remote write")
+        };
+        assert!(put.path.starts_with(&format!("/SETEX/s:{enc}/")));
+    }
+}
+
+/// `phantom.response` "json" and "rfc9701": JWTs from introspected claims.
+mod contracts {
+    use super::*;
+    use crate::token::introspection::{classify, Response};
+    use crate::token::jws::tests::{jwks, keys, signed_introspection, Keys};
+    use crate::token::jws::{Alg, KeySet, Policy};
+    use crate::token::mint::tests::EC_PEM;
+
+    const GATEWAY: &str = "https://gateway.example.com";
+
+    fn setup(k: &Keys, response: &str, extra_phantom: &str) -> (Config, FakeHost) {
+        let pem = EC_PEM.replace('\n', "\\n");
+        let verify = if response == "rfc9701" {
+            format!(
+                r#", "verify": {{"issuer": "https://login.example.com",
+                "audiences": ["api.example.com"], "algorithms": ["ES256"],
+                "jwks_inline": {}}}"#,
+                jwks(k)
+            )
+        } else {
+            String::new()
+        };
+        let json = format!(
+            r#"{{"required_scopes": ["read"],
+            "phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s",
+              "response": "{response}" {extra_phantom},
+              "mint": {{"issuer": "{GATEWAY}", "audience": "internal-apis",
+                "algorithm": "ES256", "private_key_pem": "{pem}", "key_id": "gw-1",
+                "claims": ["sub", "scope", "client_id"], "max_lifetime_s": 120,
+                "jwks_path": "/.well-known/gateway-jwks.json"}}}}{verify}}}"#
+        );
+        let cfg = Config::from_slice(json.as_bytes()).unwrap();
+        let host = FakeHost::at(T0);
+        if let Some(crate::config::KeySource::Inline(keys)) = cfg.verify.as_ref().map(|v| &v.keys) {
+            host.worker.keys.set_keys(keys.clone());
+        }
+        (cfg, host)
+    }
+
+    fn answer(cfg: &Config, content_type: &str, body: &str) -> Outcome {
+        classify(
+            &Response {
+                status: Some("200"),
+                content_type: Some(content_type),
+                body: Some(body.as_bytes()),
+                ..Response::default()
+            },
+            &cfg.phantom.as_ref().unwrap().contract,
+        )
+    }
+
+    /// The minted JWT in a forward verdict, checked against the gateway's served JWK Set.
+    fn minted(cfg: &Config, v: &Verdict) -> serde_json::Value {
+        let Verdict::Forward { authorization } = v else {
+            panic!("expected a forward, got {v:?}");
+        };
+        let jwt = authorization.strip_prefix("Bearer ").unwrap();
+        let (_, doc) = gateway_jwks(cfg).unwrap();
+        let keys = KeySet::parse(doc.as_bytes(), &[Alg::Es256], false).unwrap();
+        let policy = Policy {
+            issuer: GATEWAY.into(),
+            audiences: vec!["internal-apis".into()],
+            algorithms: vec![Alg::Es256],
+            clock_skew_s: 0,
+        };
+        keys.verify(&policy, jwt, T0 / 1_000).unwrap();
+        let payload = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn json_claims_are_minted_once_and_cached() {
+        let k = keys();
+        let (cfg, host) = setup(&k, "json", "");
+        let hash = introspect(&cfg, &host, "Bearer opaque-1");
+        let body = r#"{"active":true,"sub":"alice","scope":"read write","client_id":"app",
+            "exp":1700000600,"iat":1699999000,"iss":"https://as","token_type":"Bearer"}"#;
+        let v = on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", body));
+        let p = minted(&cfg, &v);
+        assert_eq!(p["sub"], "alice");
+        assert_eq!(p["client_id"], "app");
+        assert_eq!(p["iss"], GATEWAY);
+        assert_eq!(p["aud"], "internal-apis");
+        // Capped at max_lifetime_s (the token lives 600 s).
+        assert_eq!(p["exp"], T0 / 1_000 + 120);
+        assert!(p.get("token_type").is_none());
+        // Cache hits forward the same JWT and mint nothing.
+        for _ in 0..3 {
+            assert_eq!(
+                on_request(&cfg, &host, Some("Bearer opaque-1")),
+                Step::Done(v.clone())
+            );
+        }
+        assert_eq!(host.count_of(Counter::Minted), 1);
+    }
+
+    #[test]
+    fn json_scopes_inactive_and_expired_answers() {
+        let k = keys();
+        let (cfg, host) = setup(&k, "json", "");
+        let mut n = 0;
+        let mut run = |body: &str| {
+            n += 1;
+            let hash = introspect(&cfg, &host, &format!("Bearer t{n}"));
+            on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", body))
+        };
+        // Scopes are the introspected ones.
+        assert_eq!(
+            run(r#"{"active":true,"scope":"write"}"#),
+            Verdict::Reject(Denial::InsufficientScope)
+        );
+        assert_eq!(
+            run(r#"{"active":false}"#),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        assert_eq!(
+            run(r#"{"active":true,"scope":"read","exp":1699999999}"#),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        // Not a usable RFC 7662 answer: the token service is at fault.
+        for bad in [
+            r#"{"active":"true"}"#,
+            r#"{"scope":"read"}"#,
+            r#"{"active":true,"scope":7}"#,
+            r#"{"active":true,"exp":"soon"}"#,
+            "[]",
+        ] {
+            assert_eq!(
+                run(bad),
+                Verdict::Reject(Denial::TokenService(Failure::Malformed)),
+                "{bad}"
+            );
+        }
+        assert_eq!(host.count_of(Counter::Minted), 1);
+    }
+
+    #[test]
+    fn json_with_a_jwt_claim_forwards_that_jwt() {
+        let k = keys();
+        let (cfg, host) = setup(&k, "json", r#", "jwt_claim": "access_token_jwt""#);
+        let jwt = make(r#"{"exp":1700000300,"scope":"read"}"#);
+        let hash = introspect(&cfg, &host, "Bearer with-claim");
+        let body = format!(r#"{{"active":true,"scope":"read","access_token_jwt":"{jwt}"}}"#);
+        assert_eq!(
+            on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", &body)),
+            Verdict::Forward {
+                authorization: format!("Bearer {jwt}")
+            }
+        );
+        // Without the claim, the gateway mints.
+        let hash = introspect(&cfg, &host, "Bearer without-claim");
+        let v = on_introspection(
+            &cfg,
+            &host,
+            &hash,
+            answer(
+                &cfg,
+                "application/json",
+                r#"{"active":true,"scope":"read"}"#,
+            ),
+        );
+        assert_eq!(minted(&cfg, &v)["scope"], "read");
+        // A claim that is not a JWT is a broken answer.
+        let hash = introspect(&cfg, &host, "Bearer broken-claim");
+        let body = r#"{"active":true,"scope":"read","access_token_jwt":"not-a-jwt"}"#;
+        assert_eq!(
+            on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", body)),
+            Verdict::Reject(Denial::TokenService(Failure::Malformed))
+        );
+    }
+
+    #[test]
+    fn rfc9701_answers_are_verified_then_minted() {
+        let k = keys();
+        let (cfg, host) = setup(&k, "rfc9701", "");
+        let ct = "application/token-introspection+jwt";
+        let now = T0 / 1_000;
+        let good = signed_introspection(&k.ec, "token-introspection+jwt", "gw", Some(now), true);
+        let hash = introspect(&cfg, &host, "Bearer signed");
+        let v = on_introspection(&cfg, &host, &hash, answer(&cfg, ct, &good));
+        let p = minted(&cfg, &v);
+        assert_eq!(p["sub"], "alice");
+        assert_eq!(p["client_id"], "app");
+        assert_eq!(host.count_of(Counter::Minted), 1);
+        assert_eq!(
+            on_request(&cfg, &host, Some("Bearer signed")),
+            Step::Done(v.clone())
+        );
+        // Inactive: 401, cached as inactive.
+        let off = signed_introspection(&k.ec, "token-introspection+jwt", "gw", Some(now), false);
+        let hash = introspect(&cfg, &host, "Bearer revoked");
+        assert_eq!(
+            on_introspection(&cfg, &host, &hash, answer(&cfg, ct, &off)),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        assert_eq!(
+            on_request(&cfg, &host, Some("Bearer revoked")),
+            Step::Done(Verdict::Reject(Denial::InvalidToken))
+        );
+        // Wrong audience, wrong type, unsigned JSON, a forged signature: 502, not cached.
+        let g: Vec<&str> = good.split('.').collect();
+        let o: Vec<&str> = off.split('.').collect();
+        let bad = [
+            (
+                ct,
+                signed_introspection(
+                    &k.ec,
+                    "token-introspection+jwt",
+                    "api.example.com",
+                    Some(now),
+                    true,
+                ),
+            ),
+            (
+                ct,
+                signed_introspection(&k.ec, "JWT", "gw", Some(now), true),
+            ),
+            (ct, format!("{}.{}.{}", o[0], g[1], o[2])),
+            (
+                "application/json",
+                r#"{"active":true,"sub":"alice","scope":"read"}"#.to_owned(),
+            ),
+            ("application/jwt", good.clone()),
+        ];
+        for (i, (content_type, body)) in bad.iter().enumerate() {
+            let token = format!("Bearer bad-{i}");
+            let hash = introspect(&cfg, &host, &token);
+            assert_eq!(
+                on_introspection(&cfg, &host, &hash, answer(&cfg, content_type, body)),
+                Verdict::Reject(Denial::TokenService(if i < 3 {
+                    Failure::Unverified
+                } else {
+                    Failure::Malformed
+                })),
+                "case {i}"
+            );
+            // Not cached: the next request asks again.
+            introspect(&cfg, &host, &token);
+        }
+        assert_eq!(host.count_of(Counter::IntrospectionUnverified), 3);
+        assert_eq!(host.count_of(Counter::Minted), 1);
+    }
+
+    #[test]
+    fn rfc9701_without_keys_fails_closed() {
+        let k = keys();
+        let (cfg, _) = setup(&k, "rfc9701", "");
+        let host = FakeHost::at(T0);
+        let good = signed_introspection(
+            &k.ec,
+            "token-introspection+jwt",
+            "gw",
+            Some(T0 / 1_000),
+            true,
+        );
+        let hash = introspect(&cfg, &host, "Bearer early");
+        assert_eq!(
+            on_introspection(
+                &cfg,
+                &host,
+                &hash,
+                answer(&cfg, "application/token-introspection+jwt", &good)
+            ),
+            Verdict::Reject(Denial::KeysUnavailable)
+        );
+    }
+
+    #[test]
+    fn gateway_jwks_route() {
+        let k = keys();
+        let (cfg, _) = setup(&k, "json", "");
+        assert!(has_routes(&cfg));
+        assert_eq!(
+            route(&cfg, "/.well-known/gateway-jwks.json?x=1"),
+            Route::GatewayJwks
+        );
+        assert_eq!(
+            route(&cfg, "/.well-known/gateway-jwks.jsonx"),
+            Route::Protected
+        );
+        let doc: serde_json::Value = serde_json::from_str(gateway_jwks(&cfg).unwrap().1).unwrap();
+        let key = &doc["keys"][0];
+        assert_eq!(key["kid"], "gw-1");
+        assert_eq!(key["kty"], "EC");
+        // Public only: no private member.
+        assert!(key.get("d").is_none());
+        assert!(!doc.to_string().contains("PRIVATE"));
+    }
+}

@@ -1,0 +1,56 @@
+//! Reading from the proxy: a whole header map with one host call, and bodies.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+use crate::header_map::HeaderMap;
+
+/// A body of `size` bytes (a request, a response, a call's answer): `None` when it is larger
+/// than `max` and is not read at all; empty when it could not be read.
+pub(crate) fn read_body(buffer: BufferType, size: usize, max: usize) -> Option<Vec<u8>> {
+    if size > max {
+        return None;
+    }
+    if size == 0 {
+        return Some(Vec::new());
+    }
+    Some(
+        hostcalls::get_buffer(buffer, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    )
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// Map `map` of the current context, read whole with one call to the proxy (see
+/// [`crate::header_map`]): headers are looked up in it rather than read one by one, as every
+/// value read is the proxy calling back into the VM to allocate it. Empty when the proxy has
+/// none to give.
+pub(crate) fn read(map: MapType) -> HeaderMap {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the proxy writes the address and size of a buffer it allocated in this VM
+    // through `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes), which
+    // becomes ours; the SDK takes these buffers over the same way.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    // 0 is `Ok`; the status is read as a number, never as a Rust enum that a value it does not
+    // list would make undefined.
+    if status != 0 || data.is_null() {
+        return HeaderMap::default();
+    }
+    HeaderMap::from_bytes(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// One header of `map` (reading the whole map costs the same).
+pub(crate) fn value(map: MapType, name: &str) -> Option<String> {
+    read(map).get(name)
+}
