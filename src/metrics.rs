@@ -58,6 +58,7 @@ counters! {
     VerifyNotYetValid => "verify_failed_not_yet_valid",
     VerifyMalformed => "verify_failed_malformed",
     DeniedJwksUnavailable => "denied_jwks_unavailable",
+    DeniedStoreUnavailable => "denied_store_unavailable",
     JwksFetched => "jwks_fetched",
     JwksFetchFailed => "jwks_fetch_failed",
     Minted => "minted",

@@ -50,7 +50,7 @@ impl Denial {
             Denial::TokenService(CallFailure::Unavailable) => Counter::TokenServiceUnavailable,
             Denial::TokenService(_) => Counter::TokenServiceError,
             Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
-            Denial::StoreUnavailable => Counter::TokenServiceError,
+            Denial::StoreUnavailable => Counter::DeniedStoreUnavailable,
             Denial::InvalidPreflight => Counter::DeniedMalformed,
         }
     }
@@ -475,6 +475,11 @@ mod tests {
         assert_eq!(
             Denial::InsufficientScope.counter(),
             Counter::DeniedInsufficientScope
+        );
+        // A split store outage is the store's, not the token service's.
+        assert_eq!(
+            Denial::StoreUnavailable.counter(),
+            Counter::DeniedStoreUnavailable
         );
     }
 }

@@ -190,7 +190,11 @@ def test_store_down_level_one_hits_served_unknown_refused_then_recovery(fleet, r
         r = request(port(fleet, "b"), f"/{marker}", bearer(later_sig))
         assert r.status == 502 and r.json()["code"] == "store_unavailable"
         assert not [q for q in echo.requests if marker in q["path"]]
-        assert fleet["b"].counters()["remote_error"] - before.get("remote_error", 0) >= 1
+        after = fleet["b"].counters()
+        assert after["remote_error"] - before.get("remote_error", 0) >= 1
+        # Blamed on the store, not on the token service.
+        assert after["denied_store_unavailable"] - before.get("denied_store_unavailable", 0) == 1
+        assert after["token_service_error"] == before.get("token_service_error", 0)
         # Publishing while the store is down: refused, so the publisher retries.
         assert publish(port(fleet, "a"), new_jwt()).status == 502
     finally:
