@@ -59,6 +59,7 @@ counters! {
     VerifyMalformed => "verify_failed_malformed",
     DeniedJwksUnavailable => "denied_jwks_unavailable",
     DeniedStoreUnavailable => "denied_store_unavailable",
+    InternalError => "internal_error",
     JwksFetched => "jwks_fetched",
     JwksFetchFailed => "jwks_fetch_failed",
     Minted => "minted",

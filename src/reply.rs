@@ -14,6 +14,7 @@
 //! | `split.remote` unreachable or failing, no phantom fallback (`store_unavailable`) | 502 | none |
 //!
 //! | CORS preflight with a body or a method-override header | 400 | none |
+//! | the proxy refused to set `Authorization` (the gateway's own failure) | 500 | none |
 //!
 //! (Two `Authorization` headers and an `access_token` parameter in the URI are malformed
 //! credentials: 400.)
@@ -37,6 +38,9 @@ pub enum Denial {
     StoreUnavailable,
     /// A CORS preflight with a body or a method-override header.
     InvalidPreflight,
+    /// The proxy refused an edit the filter must make (writing `Authorization`): the
+    /// gateway's own failure, neither the client's nor the token service's.
+    Internal,
 }
 
 impl Denial {
@@ -52,6 +56,7 @@ impl Denial {
             Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
             Denial::StoreUnavailable => Counter::DeniedStoreUnavailable,
             Denial::InvalidPreflight => Counter::DeniedMalformed,
+            Denial::Internal => Counter::InternalError,
         }
     }
 }
@@ -169,6 +174,12 @@ pub fn local_reply(
             None,
             "invalid_request",
             "A CORS preflight has no body and no method override",
+        ),
+        Denial::Internal => (
+            500,
+            None,
+            "internal_error",
+            "The gateway could not complete the request",
         ),
     };
     let mut headers = Vec::with_capacity(3);
@@ -476,6 +487,10 @@ mod tests {
             Denial::InsufficientScope.counter(),
             Counter::DeniedInsufficientScope
         );
+        assert_eq!(Denial::Internal.counter(), Counter::InternalError);
+        let r = local_reply(Denial::Internal, "api", &[], false);
+        assert_eq!(r.status, 500);
+        assert_eq!(www(&r), None);
         // A split store outage is the store's, not the token service's.
         assert_eq!(
             Denial::StoreUnavailable.counter(),

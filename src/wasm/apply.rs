@@ -57,7 +57,7 @@ impl Plugin {
 
     /// Sets `authorization` on the current request (overwritten, never appended: any
     /// client-sent value is replaced). False when the header could not be set: the request was
-    /// answered with a 502 instead.
+    /// answered with a 500 instead (the gateway's failure, not the token service's).
     pub fn apply_forward(&self, context_id: u32, head: bool, authorization: &str) -> bool {
         let set = hostcalls::set_map_value(
             MapType::HttpRequestHeaders,
@@ -69,11 +69,7 @@ impl Plugin {
                 LogLevel::Error,
                 &format!("#{context_id} cannot set authorization header"),
             );
-            self.reject(
-                context_id,
-                head,
-                Denial::TokenService(crate::token::introspection::CallFailure::Malformed),
-            );
+            self.reject(context_id, head, Denial::Internal);
             return false;
         }
         self.count(Outcome::Forwarded.counter());
