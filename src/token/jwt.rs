@@ -109,10 +109,34 @@ struct Payload {
     scope: Option<Value>,
 }
 
-/// Checks the shape of `jwt` and returns the claims the gateway uses.
+/// Checks the shape of `jwt` and returns the claims the gateway uses. An unsecured JWT
+/// (RFC 7519 §6: `alg` `none`) is [`JwtError::Alg`] in both its forms, with a signature
+/// segment or with the empty one the standard gives it: one rule, whatever the shape.
 pub fn parse(jwt: &str) -> Result<Claims, JwtError> {
-    let [header, payload, _signature] = segments(jwt)?;
+    let [header, payload, _signature] = match segments(jwt) {
+        Ok(parts) => parts,
+        Err(JwtError::Shape) if is_unsecured(jwt) => return Err(JwtError::Alg),
+        Err(e) => return Err(e),
+    };
     segment_claims(header, payload)
+}
+
+/// `header.payload.` whose header says `alg: none`: the standard form of an unsecured JWT.
+fn is_unsecured(jwt: &str) -> bool {
+    let Some(header_payload) = jwt.strip_suffix('.') else {
+        return false;
+    };
+    let mut parts = header_payload.split('.');
+    let (Some(h), Some(p), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if !is_segment(h) || !is_segment(p) {
+        return false;
+    }
+    matches!(
+        decode_object::<Header>(h).map(|header| header.alg),
+        Ok(Some(Value::String(alg))) if alg.eq_ignore_ascii_case("none")
+    )
 }
 
 /// Checks a split token's `header.payload` (two base64url segments, at most
@@ -273,6 +297,12 @@ pub(crate) mod tests {
             URL_SAFE_NO_PAD.encode(b"{}")
         );
         assert_eq!(parse(&none), Err(JwtError::Alg));
+        // The unsecured form RFC 7519 §6.1 gives it (empty signature): the same answer.
+        let (unsecured, _) = none.rsplit_once('.').unwrap();
+        assert_eq!(parse(&format!("{unsecured}.")), Err(JwtError::Alg));
+        // An empty signature under a signing algorithm is just a bad shape.
+        let (signed, _) = make("{}").rsplit_once('.').map(|(a, b)| (a.to_owned(), b)).unwrap();
+        assert_eq!(parse(&format!("{signed}.")), Err(JwtError::Shape));
         let no_alg = format!(
             "{}.{}.c2ln",
             URL_SAFE_NO_PAD.encode(b"{}"),
