@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmark (scripts/bench.py): builds the filter and the reference filters, installs
+# Runs the benchmark (bench/bench.py): builds the filter and the reference filters, installs
 # wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
 # only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
 # --connections, --only, --profile, --compare-wasm, --hostcalls).
@@ -17,4 +17,4 @@ for f in noop-filter minimal-filter hostcall-filter; do
   cargo build --locked --release --target wasm32-wasip1 --manifest-path "bench/$f/Cargo.toml" >&2
 done
 say "running the benchmark"
-exec "$VENV/bin/python" scripts/bench.py "$@"
+PYTHONPATH="$ROOT/tests" exec "$VENV/bin/python" bench/bench.py "$@"

@@ -13,7 +13,7 @@ for port in 10000 10001 9901 18080 18081; do
   fi
 done
 
-"$VENV/bin/python" -u scripts/demo_services.py --echo-port 18080 --token-port 18081 --sign ES256 &
+"$VENV/bin/python" -u tests/harness/services.py --echo-port 18080 --token-port 18081 --sign ES256 &
 services=$!
 trap 'kill $services 2>/dev/null || true' EXIT
 

@@ -1,8 +1,27 @@
 //! Envoy proxy-wasm filter for the phantom token and split token patterns: clients present
 //! opaque access tokens, APIs receive JWTs.
 //!
-//! The core modules never name `proxy_wasm` and are tested natively; only [`wasm`] (compiled
-//! for `wasm32`) talks to the host.
+//! The layers, each importing only from those below it (`tests/module_graph.rs` checks it):
+//!
+//! ```text
+//! wasm/       the only code that calls proxy-wasm (compiled for wasm32 only): headers, host
+//!             (Plugin: one configuration on one worker), calls, apply, root, http
+//! testing     (test support) a fake host with Envoy's shared-data rules
+//! pipeline/   the request path, one stage per file; decisions only, behind Host
+//! config/     parse, then validate, one file per section
+//! storage/    state between requests: shared data through Host, and per-worker state
+//! reply       every outcome -> local reply and counter, in one table
+//! token/      pure formats: bearer, scope, jwt, jws, mint, introspection, split
+//! host        the Host trait: clock, shared data, counters
+//! metrics, hash, header_map, json_error
+//! ```
+//!
+//! The request path ([`pipeline::on_request`], one call per stage):
+//!
+//! ```text
+//! route ─► extract ─► split_lookup ─► phantom_cache ─► introspect ─► verify ─► authorize ─► forward
+//! (publish API, token endpoint, JWK Set, URI token, CORS)      (mint)
+//! ```
 
 pub mod config;
 pub mod hash;

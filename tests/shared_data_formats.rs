@@ -7,10 +7,10 @@
 
 use envoy_token_filter::config::{Config, KeySource};
 use envoy_token_filter::hash;
-use envoy_token_filter::testing::FakeHost;
 use envoy_token_filter::storage::keys;
 use envoy_token_filter::storage::phantom_cache as cache;
 use envoy_token_filter::storage::split_store::Store;
+use envoy_token_filter::testing::FakeHost;
 use envoy_token_filter::token::split::Entry;
 
 fn hex(bytes: &[u8]) -> String {

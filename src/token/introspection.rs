@@ -1,13 +1,15 @@
-//! The introspection call to the token service (RFC 7662, with Curity's `application/jwt`
-//! response), and the classification of its answer.
+//! The introspection call to the token service (RFC 7662), and the classification of its
+//! answer under the configured contract ([`Contract`]).
 //!
-//! Request: `POST phantom.path`, `Content-Type: application/x-www-form-urlencoded`,
-//! `Accept: application/jwt`, HTTP Basic client authentication (RFC 6749 §2.3.1), body
-//! `token=<token>`. Nothing from the client's request is sent.
+//! Request: `POST phantom.path`, `Content-Type: application/x-www-form-urlencoded`, an `Accept`
+//! that names the contract (`application/jwt` for Curity's, `application/json` for RFC 7662,
+//! `application/token-introspection+jwt` for RFC 9701), HTTP Basic client authentication
+//! (RFC 6749 §2.3.1), body `token=<token>`. Nothing from the client's request is sent.
 //!
-//! Answers: `200 application/jwt` with a JWT is an active token; `204`, or
-//! `200 application/json` `{"active":false}`, an inactive one; anything else is a failure of the
-//! token service, never a reason to forward the request. Envoy reports failed calls in three
+//! Answers (`"jwt"`): `200 application/jwt` with a JWT is an active token; `204`, or
+//! `200 application/json` `{"active":false}`, an inactive one. (`"json"`: the RFC 7662 object;
+//! `"rfc9701"`: the signed answer, shape-checked here and verified before it is believed.)
+//! Anything else is a failure of the token service, never a reason to forward the request. Envoy reports failed calls in three
 //! shapes, all handled here: a synthesized `503` (connect failure), a synthesized `504`
 //! (timeout), and a response without any header (reset).
 

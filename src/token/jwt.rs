@@ -1,7 +1,8 @@
 //! The JWT received from the token service (RFC 7519 compact JWS serialisation, RFC 7515 §7.1).
 //!
-//! The filter does not verify the signature here (the token service is trusted to have signed
-//! it; the APIs verify it). It checks the shape strictly before decoding anything (three
+//! No signature is checked here: with `verify`, the gateway verifies every JWT before it leaves
+//! ([`crate::token::jws`]); without it, the token service reached through its cluster is
+//! trusted and the APIs verify. This module checks the shape strictly before decoding anything (three
 //! non-empty base64url segments, no padding, bounded size; RFC 8725 §3.11: reject what is not
 //! exactly a JWS), and reads only what the gateway needs: `exp`, to bound caching, and `scope`,
 //! for `required_scopes`.
@@ -301,7 +302,10 @@ pub(crate) mod tests {
         let (unsecured, _) = none.rsplit_once('.').unwrap();
         assert_eq!(parse(&format!("{unsecured}.")), Err(JwtError::Alg));
         // An empty signature under a signing algorithm is just a bad shape.
-        let (signed, _) = make("{}").rsplit_once('.').map(|(a, b)| (a.to_owned(), b)).unwrap();
+        let (signed, _) = make("{}")
+            .rsplit_once('.')
+            .map(|(a, b)| (a.to_owned(), b))
+            .unwrap();
         assert_eq!(parse(&format!("{signed}.")), Err(JwtError::Shape));
         let no_alg = format!(
             "{}.{}.c2ln",

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import Envoy, base_config, bearer, closed_port, request
-from demo_services import TokenService
-from test_split import PUBLISH, SECRET, new_jwt, publish, split_jwt
+from harness.envoy import Envoy, base_config, bearer, closed_port, fresh, request
+from harness.services import TokenService
+from harness.split import PUBLISH, SECRET, new_jwt, publish, split_jwt
 
 TIMEOUT_MS = 500
 MARGIN_S = 1.0
@@ -79,10 +79,6 @@ def timed(port, token, path="/f"):
 def burst(port, tokens, workers=10):
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda t: timed(port, t), tokens))
-
-
-def fresh(prefix="f"):
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def assert_all(results, statuses, limit_s):

@@ -18,9 +18,9 @@ import zlib
 
 import pytest
 
-from conftest import Envoy, base_config, request
-from demo_services import TokenService
-from test_split import PUBLISH, SECRET, new_jwt, publish, split_jwt
+from harness.envoy import Envoy, base_config, request, seen_by_api
+from harness.services import TokenService
+from harness.split import PUBLISH, SECRET, new_jwt, publish, split_jwt
 
 PH = "phantom"
 SP = "split"
@@ -63,11 +63,6 @@ def raw_http1(port, header_lines, path):
             data += chunk
     first = data.split(b"\r\n", 1)[0].split(b" ")
     return int(first[1]) if len(first) > 1 and first[1].isdigit() else 0
-
-
-def seen_by_api(echo, marker):
-    with echo.lock:
-        return [r for r in echo.requests if marker in r["path"]]
 
 
 def auth(value):

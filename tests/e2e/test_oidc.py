@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Envoy, bearer, closed_port, request
-from demo_services import Signer, decode_jwt_payload
+from harness.envoy import ROOT, Envoy, bearer, closed_port, request
+from harness.services import Signer, b64url_decode, decode_jwt_payload
 
 OIDC_DIR = ROOT / "tests" / "oidc"
 APP = ("app", "app-secret-for-e2e-tests")
@@ -127,27 +127,23 @@ def oenv(tmp_path_factory, op, echo, minting_keys):
     e.stop()
 
 
-def b64d(segment):
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
 def verify_jws(jwt, jwks):
     """Checks `jwt`'s signature with the key of its `kid` in `jwks`, as an API would."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
     h, p, s = jwt.split(".")
-    header = json.loads(b64d(h))
+    header = json.loads(b64url_decode(h))
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
     assert header["alg"] == key["alg"]
-    data, sig = f"{h}.{p}".encode(), b64d(s)
+    data, sig = f"{h}.{p}".encode(), b64url_decode(s)
     if key["kty"] == "EC":
-        pub = ec.EllipticCurvePublicNumbers(int.from_bytes(b64d(key["x"]), "big"),
-                                            int.from_bytes(b64d(key["y"]), "big"), ec.SECP256R1()).public_key()
+        pub = ec.EllipticCurvePublicNumbers(int.from_bytes(b64url_decode(key["x"]), "big"),
+                                            int.from_bytes(b64url_decode(key["y"]), "big"), ec.SECP256R1()).public_key()
         der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         pub.verify(der, data, ec.ECDSA(hashes.SHA256()))
     else:
-        ed25519.Ed25519PublicKey.from_public_bytes(b64d(key["x"])).verify(sig, data)
+        ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(key["x"])).verify(sig, data)
     return header
 
 

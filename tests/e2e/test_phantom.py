@@ -1,11 +1,10 @@
 """Phantom token flow, end to end: the real .wasm in a real Envoy 1.40.
 
 Each test uses its own opaque tokens (a fresh suffix), so tests do not share cache entries.
-The stub token service decides its answer from the token's prefix (see scripts/demo_services.py).
+The stub token service decides its answer from the token's prefix (see tests/harness/services.py).
 """
 
 import base64
-import json
 import socket
 import struct
 import threading
@@ -13,24 +12,9 @@ import time
 import uuid
 
 import pytest
-from conftest import Envoy, base_config, bearer, closed_port, request
+from harness.envoy import Envoy, base_config, bearer, fresh, request, seen_by_api
 
 WWW = "www-authenticate"
-
-
-def fresh(prefix="act"):
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def upstream_saw(echo, marker):
-    """The requests the echo API received whose path carries `marker`."""
-    with echo.lock:
-        return [r for r in echo.requests if marker in r["path"]]
-
-
-def jwt_claims(jwt):
-    p = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 
 
 def assert_refused(echo, reply, marker, status, challenge=None, code=None):
@@ -39,7 +23,7 @@ def assert_refused(echo, reply, marker, status, challenge=None, code=None):
     if code is not None:
         assert reply.json()["code"] == code
         assert reply.header("content-type") == "application/json"
-    assert upstream_saw(echo, marker) == [], "a refused request must not reach the API"
+    assert seen_by_api(echo, marker) == [], "a refused request must not reach the API"
 
 
 # --- reply table ---------------------------------------------------------------------------
@@ -143,7 +127,7 @@ def test_forwards_the_jwt_byte_for_byte_and_never_the_opaque_token(envoy, echo, 
     r = request(envoy.ports["main"], f"/{marker}?q=1", bearer(token) + [("x-other", "kept")])
     assert r.status == 200, r.body
     [call] = token_service.calls_for(token)
-    [seen] = upstream_saw(echo, marker)
+    [seen] = seen_by_api(echo, marker)
     auths = [v for k, v in seen["headers"] if k == "authorization"]
     assert auths == [f"Bearer {call['jwt']}"], "exactly one Authorization, the JWT, byte for byte"
     assert seen["path"] == f"/{marker}?q=1"
@@ -225,7 +209,7 @@ def test_8kb_jwt(envoy, echo, token_service):
     assert r.status == 200, r.body
     [call] = token_service.calls_for(token)
     assert len(call["jwt"]) > 8000
-    [seen] = upstream_saw(echo, marker)
+    [seen] = seen_by_api(echo, marker)
     assert dict(seen["headers"])["authorization"] == f"Bearer {call['jwt']}"
     # and from the cache
     again = request(envoy.ports["main"], "/", bearer(token))
@@ -238,7 +222,7 @@ def test_fifty_client_headers_reach_the_api_unchanged(envoy, echo):
     extra += [("accept", "application/vnd.client+json"), ("content-type", "text/csv; charset=utf-8")]
     r = request(envoy.ports["main"], f"/{marker}", bearer(fresh()) + extra, method="POST", body=b"a,b\n1,2\n")
     assert r.status == 200, r.body
-    [seen] = upstream_saw(echo, marker)
+    [seen] = seen_by_api(echo, marker)
     got = seen["headers"]
     for pair in extra:
         assert pair in got, f"{pair} did not reach the API"
@@ -253,7 +237,7 @@ def test_post_body_waits_for_introspection(envoy, echo, token_service):
     r = request(envoy.ports["slow_ok"], f"/{marker}", bearer(token), method="POST", body=b"x" * 100_000)
     assert r.status == 200, r.body
     assert time.monotonic() - t0 >= 2.5
-    [seen] = upstream_saw(echo, marker)
+    [seen] = seen_by_api(echo, marker)
     assert dict(seen["headers"])["authorization"] == f"Bearer {token_service.calls_for(token)[0]['jwt']}"
     assert len(seen["body"]) == 100_000
 
@@ -271,7 +255,7 @@ def test_cors_preflight_passes_without_credentials(envoy, echo):
                                                     ("access-control-request-method", "POST")] + bearer(token),
                 method="OPTIONS")
     assert r.status == 200
-    [seen] = upstream_saw(echo, marker)
+    [seen] = seen_by_api(echo, marker)
     assert "authorization" not in dict(seen["headers"]), "even a preflight never forwards the opaque token"
     # A plain OPTIONS is authenticated like any request.
     marker = uuid.uuid4().hex
@@ -310,7 +294,7 @@ def test_coalesced_requests_with_bodies_all_reach_the_api(envoy, echo, token_ser
                                             method="POST", body=bodies[i]).status)
     assert results == [200] * 6
     assert len(token_service.calls_for(token)) == 1
-    seen = sorted(upstream_saw(echo, tag), key=lambda r: r["path"])
+    seen = sorted(seen_by_api(echo, tag), key=lambda r: r["path"])
     assert [r["body"].encode() for r in seen] == bodies
 
 

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from conftest import Envoy, bearer, closed_port, request
-from test_split import PUBLISH, SECRET, new_jwt, publish, revoke, split_jwt, store_key, token_request
+from harness.envoy import Envoy, bearer, closed_port, forwarded_authorizations, request
+from harness.split import PUBLISH, SECRET, new_jwt, publish, revoke, split_jwt, store_key, token_request
 
 LOCAL_TTL_S = 2
 
@@ -105,10 +105,6 @@ def port(fleet, name):
     return fleet[name].ports["main"]
 
 
-def forwarded(reply):
-    return [v for k, v in reply.json()["headers"] if k == "authorization"]
-
-
 def test_published_on_one_gateway_works_on_the_other(fleet, redis):
     jwt = new_jwt()
     sig = split_jwt(jwt)[1]
@@ -119,7 +115,7 @@ def test_published_on_one_gateway_works_on_the_other(fleet, redis):
     assert 290 <= ttl <= 300
     before = fleet["b"].counters()
     r = request(port(fleet, "b"), "/orders", bearer(sig))
-    assert r.status == 200 and forwarded(r) == [f"Bearer {jwt}"]
+    assert r.status == 200 and forwarded_authorizations(r) == [f"Bearer {jwt}"]
     # Then from B's own store: one remote read.
     assert request(port(fleet, "b"), "/orders", bearer(sig)).status == 200
     after = fleet["b"].counters()
@@ -148,7 +144,7 @@ def test_split_at_issuance_on_one_gateway_works_on_the_other(fleet):
     assert sig.count(".") == 0
     r = request(port(fleet, "b"), "/orders", bearer(sig))
     assert r.status == 200
-    jwt = forwarded(r)[0][len("Bearer "):]
+    jwt = forwarded_authorizations(r)[0][len("Bearer "):]
     assert jwt.endswith("." + sig)
 
 

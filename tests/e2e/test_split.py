@@ -5,75 +5,15 @@ Envoy runs with two workers; every listener of this Envoy shares one VM (`vm_id`
 store for every listener with the same `split.max_entries`."""
 
 import base64
-import hashlib
 import json
 import time
 
 import pytest
 
-from conftest import Envoy, base_config, bearer, request
-from demo_services import mint_jwt
-
-SECRET = "e2e-publisher-secret"
-PUBLISH = "/_split-token"
-
-
-def store_key(signature, encoding="base64"):
-    digest = hashlib.sha256(signature.encode("ascii")).digest()
-    if encoding == "base64":
-        return base64.b64encode(digest).decode()
-    if encoding == "base64url":
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    return digest.hex()
-
-
-def split_jwt(jwt):
-    header_payload, signature = jwt.rsplit(".", 1)
-    return header_payload, signature
-
-
-_serial = [0]
-_minted = []  # every JWT a test made, for the log check
-
-
-def new_jwt(scope="read write", lifetime=300, **extra):
-    """A fresh JWT (HS256, test-only key); `lifetime=None` leaves out exp and iat."""
-    _serial[0] += 1
-    claims = {"iss": "https://login.example.com", "sub": f"split-{_serial[0]}-{time.time()}", "scope": scope}
-    if lifetime is not None:
-        claims["iat"] = int(time.time())
-        claims["exp"] = int(time.time()) + lifetime
-    claims.update(extra)
-    jwt = mint_jwt(claims)
-    _minted.append(jwt)
-    return jwt
-
-
-def publish(port, jwt, expires_at=None, encoding="base64", secret=SECRET, body=None, method="POST"):
-    header_payload, signature = split_jwt(jwt)
-    if body is None:
-        doc = {"signature_hash": store_key(signature, encoding)}
-        if method == "POST":
-            doc["header_payload"] = header_payload
-            doc["expires_at"] = expires_at if expires_at is not None else int(time.time()) + 300
-        body = json.dumps(doc)
-    headers = [("content-type", "application/json")]
-    if secret is not None:
-        headers += bearer(secret)
-    return request(port, PUBLISH, headers, method=method, body=body.encode() if isinstance(body, str) else body)
-
-
-def revoke(port, jwt, encoding="base64"):
-    return publish(port, jwt, encoding=encoding, method="DELETE")
-
-
-def call_api(port, signature, path="/api"):
-    return request(port, path, bearer(signature))
-
-
-def forwarded_authorization(reply):
-    return dict(reply.json()["headers"]).get("authorization")
-
+from harness.envoy import Envoy, base_config, bearer, request
+from harness.services import mint_jwt
+from harness.split import (MINTED, PUBLISH, SECRET, call_api, echo_saw, forwarded_authorization, new_jwt,
+                           publish, revoke, split_jwt, store_key, token_request)
 
 @pytest.fixture(scope="module")
 def split_envoy(tmp_path_factory, token_service, echo):
@@ -109,11 +49,6 @@ def split_envoy(tmp_path_factory, token_service, echo):
     e.start()
     yield e
     e.stop()
-
-
-def echo_saw(echo, path_prefix):
-    with echo.lock:
-        return [r for r in echo.requests if r["path"].startswith(path_prefix)]
 
 
 # ---- the flow --------------------------------------------------------------------------------
@@ -300,14 +235,6 @@ def test_publish_path_is_not_served_on_the_public_listener(split_envoy, echo):
 
 # ---- splitting at issuance -------------------------------------------------------------------
 
-def token_request(port, scenario="", auth=("client", "client-secret")):
-    basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    form = f"grant_type=client_credentials&scenario={scenario}".encode()
-    return request(port, "/oauth/token", [("authorization", f"Basic {basic}"),
-                                          ("content-type", "application/x-www-form-urlencoded")],
-                   method="POST", body=form)
-
-
 @pytest.mark.parametrize("scenario", ["", "chunked", "noexp"])
 def test_token_response_is_split_and_the_signature_works(split_envoy, token_service, scenario):
     port = split_envoy.ports["api"]
@@ -399,7 +326,7 @@ def test_no_token_secret_or_store_key_in_the_log(split_envoy, token_service):
     log = split_envoy.log_path.read_text(errors="replace")
     assert "token response split" in log, "the filter did log at debug level"
     secrets = [SECRET]
-    for jwt in _minted + [t for t in token_service.issued_tokens if t.count(".") == 2]:
+    for jwt in MINTED + [t for t in token_service.issued_tokens if t.count(".") == 2]:
         header_payload, signature = split_jwt(jwt)
         secrets += [header_payload.split(".")[1], signature, store_key(signature)]
     leaked = [x for x in secrets if x in log]

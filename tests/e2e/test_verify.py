@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from conftest import Envoy, base_config, bearer, request
-from demo_services import Signer, TokenService, b64url
-from test_split import PUBLISH, SECRET, store_key
+from harness.envoy import Envoy, base_config, bearer, request, seen_by_api
+from harness.services import Signer, TokenService, b64url
+from harness.split import PUBLISH, SECRET, forwarded_authorization, store_key
 
 ISS = "https://login.example.com"
 AUD = "api.example.com"
@@ -101,11 +101,6 @@ def api_path():
     return f"/v/{uuid.uuid4().hex}"
 
 
-def seen(echo, path):
-    with echo.lock:
-        return [r for r in echo.requests if r["path"] == path]
-
-
 _sent = []  # every token and JWT these tests used, for the log check
 
 
@@ -128,21 +123,17 @@ def publish(venv, jwt):
     return sig
 
 
-def forwarded(reply):
-    return dict(reply.json()["headers"]).get("authorization")
-
-
 @pytest.mark.parametrize("alg", ALGS)
 def test_valid_tokens_pass_by_introspection_and_by_split_token(venv, vts, echo, signers, alg):
     jwt = signers[alg].mint(claims())
     r, path, _ = through_phantom(venv, vts, jwt)
     assert r.status == 200, r.body
-    assert forwarded(r) == f"Bearer {jwt}"
+    assert forwarded_authorization(r) == f"Bearer {jwt}"
     jwt2 = signers[alg].mint(claims())
     sig = publish(venv, jwt2)
     r = request(venv.ports["split"], api_path(), bearer(sig))
     assert r.status == 200, r.body
-    assert forwarded(r) == f"Bearer {jwt2}"
+    assert forwarded_authorization(r) == f"Bearer {jwt2}"
 
 
 def forged_header(jwt, header):
@@ -198,7 +189,7 @@ def test_bad_tokens_by_introspection_are_401_not_forwarded_not_cached(venv, vts,
         assert r.status == 401, f"{name}: {r.status} {r.body}"
         assert r.json()["code"] == "invalid_token", name
         assert 'error="invalid_token"' in r.header("www-authenticate"), name
-        assert seen(echo, path) == [], f"{name}: reached the API"
+        assert seen_by_api(echo, path) == [], f"{name}: reached the API"
         if counter:
             assert venv.counters()[counter] == before.get(counter, 0) + 1, name
         # Not cached as valid: the next request asks the token service again (and is refused).
@@ -206,7 +197,7 @@ def test_bad_tokens_by_introspection_are_401_not_forwarded_not_cached(venv, vts,
         assert r.status == 401, name
         if counter:
             assert len(vts.calls_for(token)) == 2, f"{name}: a refused JWT was cached"
-        assert seen(echo, path) == [], name
+        assert seen_by_api(echo, path) == [], name
 
 
 def test_bad_tokens_by_split_token_are_401(venv, echo, signers):
@@ -223,7 +214,7 @@ def test_bad_tokens_by_split_token_are_401(venv, echo, signers):
         path = api_path()
         r = request(venv.ports["split"], path, bearer(sig))
         assert r.status == 401, f"{name}: {r.status} {r.body}"
-        assert seen(echo, path) == [], name
+        assert seen_by_api(echo, path) == [], name
 
 
 def test_poisoned_store_entry_is_refused(venv, echo, signers):
@@ -239,7 +230,7 @@ def test_poisoned_store_entry_is_refused(venv, echo, signers):
     publish(venv, f"{header}.{b64url(json.dumps(richer).encode())}.{sig}")
     path = api_path()
     r = request(venv.ports["split"], path, bearer(sig))
-    assert r.status == 401 and seen(echo, path) == []
+    assert r.status == 401 and seen_by_api(echo, path) == []
 
 
 def test_cache_hits_are_not_verified_again(venv, vts, signers):
@@ -305,7 +296,7 @@ def test_jwks_down_at_start_is_502_until_it_returns(venv, vts, flaky, echo):
     r = request(venv.ports["down"], path, bearer(token))
     assert r.status == 502, r.body
     assert r.json()["code"] == "jwks_unavailable"
-    assert seen(echo, path) == []
+    assert seen_by_api(echo, path) == []
     assert venv.counters()["denied_jwks_unavailable"] >= 1
     failed_fetches = flaky.jwks_calls
     assert failed_fetches >= 1

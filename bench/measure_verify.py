@@ -6,7 +6,7 @@ connection: the first request verifies the signature, the second is served from 
 memo of verified entries. The median difference of the two latencies is the verification cost
 (the store lookup, proxying and the client are the same in both). Loopback only, about a minute.
 
-Usage: .venv/bin/python scripts/measure_verify.py [N]   (after `bash scripts/build.sh`)
+Usage: PYTHONPATH=tests .venv/bin/python bench/measure_verify.py [N]   (after `bash scripts/build.sh`)
 """
 
 import hashlib
@@ -20,11 +20,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from conftest import Envoy  # noqa: E402
-from demo_services import EchoApi, Signer  # noqa: E402
+from harness.envoy import Envoy
+from harness.services import EchoApi, Signer
 
 SECRET = "measure-publisher-secret"
 

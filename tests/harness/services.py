@@ -115,9 +115,12 @@ class Signer:
         return f"{signing_input}.{b64url(self.sign(signing_input.encode()))}"
 
 
+def b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
 def decode_jwt_payload(jwt: str) -> dict:
-    payload = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return json.loads(b64url_decode(jwt.split(".")[1]))
 
 
 class _Server(ThreadingHTTPServer):

@@ -8,7 +8,7 @@ sent once to each listener in turn on keep-alive connections, so every request i
 with the same introspection round trip; the median latency of a minting listener minus that of
 the claim listener is the minting cost. Loopback only, under a minute.
 
-Usage: .venv/bin/python scripts/measure_mint.py [N]   (after `bash scripts/build.sh`)
+Usage: PYTHONPATH=tests .venv/bin/python bench/measure_mint.py [N]   (after `bash scripts/build.sh`)
 """
 
 import http.client
@@ -22,11 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from conftest import Envoy  # noqa: E402
-from demo_services import EchoApi, Signer, mint_jwt  # noqa: E402
+from harness.envoy import Envoy
+from harness.services import EchoApi, Signer, mint_jwt
 
 
 def introspection_stub():

@@ -26,11 +26,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from conftest import Envoy, cluster, listener, plugin_filter  # noqa: E402
-from demo_services import Signer  # noqa: E402
+from harness.envoy import Envoy, cluster, listener, plugin_filter
+from harness.services import Signer
 
 NOOP_WASM = ROOT / "bench" / "noop-filter" / "target" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
 MINIMAL_WASM = (ROOT / "bench" / "minimal-filter" / "target" / "wasm32-wasip1" / "release"

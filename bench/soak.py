@@ -16,7 +16,7 @@ API, echoed back) a JWT the token service issued or the publisher published. Env
 (tcmalloc allocated and RSS) is sampled from start to end; the caches are bounded
 (`max_entries`), so it must plateau.
 
-Usage: .venv/bin/python scripts/soak.py [--minutes 3] [--clients 8] [--period-s 10] [--down-s 3]
+Usage: PYTHONPATH=tests .venv/bin/python bench/soak.py [--minutes 3] [--clients 8] [--period-s 10] [--down-s 3]
 (after `bash scripts/build.sh`). Exits 1 on any violation or unbounded memory growth.
 """
 
@@ -33,12 +33,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from conftest import Envoy, base_config, closed_port  # noqa: E402
-from demo_services import EchoApi, TokenService  # noqa: E402
-from test_split import PUBLISH, SECRET, new_jwt, publish, split_jwt  # noqa: E402
+from harness.envoy import Envoy, base_config, closed_port
+from harness.services import EchoApi, TokenService
+from harness.split import PUBLISH, SECRET, new_jwt, publish, split_jwt
 
 ALLOWED = {
     "cached": {200, 502},
