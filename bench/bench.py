@@ -270,8 +270,10 @@ def main():
         SCENARIOS.extend([("phantom_hit_b", f"phantom_hit with {COMPARE_WASM}"),
                           ("split_hit_b", f"split_hit with {COMPARE_WASM}"),
                           ("phantom_miss_b", f"phantom_miss with {COMPARE_WASM}")])
-    scenarios = [s for s in SCENARIOS
-                 if not args.only or s[0] == "passthrough" or s[0] in args.only.split(",")]
+    # `--only x` with `--compare-wasm` runs `x_b` too: an A/B is the point of giving a build.
+    only = set(args.only.split(",")) if args.only else set()
+    only |= {f"{name}_b" for name in only}
+    scenarios = [s for s in SCENARIOS if not only or s[0] == "passthrough" or s[0] in only]
     if args.hostcalls:
         conns = [16]
         scenarios = [s for s in SCENARIOS if s[0] in ("passthrough", "wasm_noop")]

@@ -28,6 +28,7 @@ macro_rules! counters {
 
 counters! {
     Allowed => "allowed",
+    AllowedAnonymous => "allowed_anonymous",
     DeniedNoCredentials => "denied_no_credentials",
     DeniedMalformed => "denied_malformed",
     DeniedInvalidToken => "denied_invalid_token",
@@ -60,6 +61,8 @@ counters! {
     DeniedJwksUnavailable => "denied_jwks_unavailable",
     DeniedStoreUnavailable => "denied_store_unavailable",
     InternalError => "internal_error",
+    JwtCacheHit => "jwt_cache_hit",
+    ClaimNotCopied => "claim_not_copied",
     JwksFetched => "jwks_fetched",
     JwksFetchFailed => "jwks_fetch_failed",
     Minted => "minted",

@@ -15,6 +15,8 @@
 //!
 //! | CORS preflight with a body or a method-override header | 400 | none |
 //! | the proxy refused to set `Authorization` (the gateway's own failure) | 500 | none |
+//! | a path or host a policy cannot match unambiguously | 400 | none |
+//! | the route's metadata names a policy the configuration lacks | 500 | none |
 //!
 //! (Two `Authorization` headers and an `access_token` parameter in the URI are malformed
 //! credentials: 400.)
@@ -38,6 +40,10 @@ pub enum Denial {
     StoreUnavailable,
     /// A CORS preflight with a body or a method-override header.
     InvalidPreflight,
+    /// A path or host a policy would have to guess at (`//`, `..`, `%2F`, an invalid host...).
+    AmbiguousRequest,
+    /// The route's metadata names a policy the configuration does not have.
+    UnknownPolicy,
     /// The proxy refused an edit the filter must make (writing `Authorization`): the
     /// gateway's own failure, neither the client's nor the token service's.
     Internal,
@@ -57,6 +63,8 @@ impl Denial {
             Denial::StoreUnavailable => Counter::DeniedStoreUnavailable,
             Denial::InvalidPreflight => Counter::DeniedMalformed,
             Denial::Internal => Counter::InternalError,
+            Denial::AmbiguousRequest => Counter::DeniedMalformed,
+            Denial::UnknownPolicy => Counter::InternalError,
         }
     }
 }
@@ -68,6 +76,8 @@ impl Denial {
 pub enum Outcome<'a> {
     /// Forwarded with the filter's `Authorization`.
     Forwarded,
+    /// Forwarded without credentials, as the policy allows (`token` `none` or `optional`).
+    ForwardedAnonymous,
     /// A CORS preflight forwarded unauthenticated.
     PreflightPassed,
     /// Refused with the denial's local reply.
@@ -84,6 +94,7 @@ impl Outcome<'_> {
     pub fn counter(&self) -> Counter {
         match self {
             Outcome::Forwarded => Counter::Allowed,
+            Outcome::ForwardedAnonymous => Counter::AllowedAnonymous,
             Outcome::PreflightPassed => Counter::CorsPreflight,
             Outcome::Denied(denial) => denial.counter(),
             Outcome::PublishAnswered(SplitReply::Accepted) => Counter::PublishAccepted,
@@ -180,6 +191,18 @@ pub fn local_reply(
             None,
             "internal_error",
             "The gateway could not complete the request",
+        ),
+        Denial::AmbiguousRequest => (
+            400,
+            None,
+            "invalid_request",
+            "The request's path or host is ambiguous",
+        ),
+        Denial::UnknownPolicy => (
+            500,
+            None,
+            "filter_misconfigured",
+            "The gateway is misconfigured",
         ),
     };
     let mut headers = Vec::with_capacity(3);

@@ -19,4 +19,7 @@ pub struct CacheConfig {
     /// service identity, so two filter configurations in one VM never read each other's
     /// entries, while identical configurations (one per worker) share them.
     pub namespace: String,
+    /// Prefix of the entries of JWTs accepted as they are (`accept_jwt`), from the `verify`
+    /// rules they were checked against.
+    pub jwt_namespace: String,
 }

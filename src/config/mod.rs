@@ -8,6 +8,7 @@
 mod cache;
 mod checks;
 mod phantom;
+mod policy;
 mod split;
 mod verify;
 
@@ -15,6 +16,10 @@ use serde::Deserialize;
 
 pub use self::cache::CacheConfig;
 pub use self::phantom::PhantomConfig;
+pub use self::policy::{
+    ClaimHeader, HostMatch, Match, PathMatch, Policies, Policy, TokenRule, DEFAULT_POLICY,
+    MAX_POLICIES,
+};
 pub use self::split::{PublishConfig, SplitConfig};
 pub use self::verify::{KeySource, VerifyConfig};
 pub use crate::token::introspection::Contract;
@@ -22,9 +27,9 @@ pub use crate::token::introspection::Contract;
 use self::cache::RawCache;
 use self::checks::{check_quotable, entries, in_range, namespace_of};
 use self::phantom::RawPhantom;
+use self::policy::{RawClaimHeader, RawDefaults, RawPolicy};
 use self::split::RawSplit;
 use self::verify::RawVerify;
-use crate::token::scope;
 
 /// Default `realm` in `WWW-Authenticate` (RFC 6750 §3).
 pub const DEFAULT_REALM: &str = "api";
@@ -90,6 +95,14 @@ struct RawConfig {
     realm: Option<String>,
     #[serde(default)]
     required_scopes: Vec<String>,
+    token: Option<String>,
+    accept_jwt: Option<bool>,
+    #[serde(default)]
+    policies: Vec<RawPolicy>,
+    #[serde(default)]
+    claims_to_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    claims_to_filter_state: Vec<String>,
     phantom: Option<RawPhantom>,
     #[serde(default)]
     cache: RawCache,
@@ -101,7 +114,9 @@ struct RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub realm: String,
-    pub required_scopes: Vec<String>,
+    /// The policies, the top-level one (`default`: `required_scopes`, `token`, `accept_jwt`,
+    /// `claims_to_headers`) included, and what they need.
+    pub policies: Policies,
     /// Introspection of opaque tokens; `None` when only split tokens are accepted.
     pub phantom: Option<PhantomConfig>,
     pub cache: CacheConfig,
@@ -135,9 +150,18 @@ impl Config {
 
     /// One log line describing the configuration, without the secrets.
     pub fn summary(&self) -> String {
+        let d = &self.policies.default;
         let mut out = format!(
-            "realm={} required_scopes={:?}",
-            self.realm, self.required_scopes
+            "realm={} required_scopes={:?} token={} accept_jwt={} policies={:?}",
+            self.realm,
+            d.required_scopes,
+            d.token.name(),
+            d.accept_jwt,
+            self.policies
+                .list
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
         );
         if let Some(p) = &self.phantom {
             out.push_str(&format!(
@@ -207,21 +231,6 @@ impl RawConfig {
         let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
         check_quotable("realm", &realm)?;
 
-        if self.required_scopes.len() > MAX_SCOPES {
-            return Err(ConfigError::new(
-                "required_scopes",
-                format!("has more than {MAX_SCOPES} entries"),
-            ));
-        }
-        for (i, s) in self.required_scopes.iter().enumerate() {
-            if !scope::is_scope_token(s) {
-                return Err(ConfigError::new(
-                    &format!("required_scopes[{i}]"),
-                    "must be a non-empty scope token (RFC 6749 §3.3: printable ASCII, no space, '\"' or '\\')",
-                ));
-            }
-        }
-
         if self.phantom.is_none() && self.split.is_none() {
             return Err(ConfigError::new(
                 "phantom",
@@ -279,15 +288,30 @@ impl RawConfig {
             .split
             .map(|raw| raw.validate(phantom.is_some()))
             .transpose()?;
+        let policies = policy::validate(
+            RawDefaults {
+                required_scopes: self.required_scopes,
+                token: self.token,
+                accept_jwt: self.accept_jwt,
+                claims_to_headers: self.claims_to_headers,
+            },
+            self.policies,
+            self.claims_to_filter_state,
+            verify.is_some(),
+        )?;
+        // JWTs accepted as they are (`accept_jwt`) are cached apart from introspected ones: a
+        // route that introspects never serves an entry a JWT route made.
+        let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
         Ok(Config {
             realm,
-            required_scopes: self.required_scopes,
+            policies,
             phantom,
             cache: CacheConfig {
                 max_ttl_s,
                 negative_ttl_s,
                 max_entries,
                 namespace,
+                jwt_namespace,
             },
             split,
             verify,
@@ -335,7 +359,7 @@ mod tests {
         let c = Config::from_slice(FULL.as_bytes()).unwrap();
         let p = c.phantom.clone().unwrap();
         assert_eq!(c.realm, "api");
-        assert_eq!(c.required_scopes, vec!["read"]);
+        assert_eq!(c.policies.default.required_scopes, vec!["read"]);
         assert_eq!(p.cluster, "token_service");
         assert_eq!(p.authority, "login.example.com");
         assert_eq!(p.path, "/oauth/v2/oauth-introspect");
@@ -512,7 +536,7 @@ mod tests {
         let c = Config::from_slice(MINIMAL.as_bytes()).unwrap();
         let p = c.phantom.clone().unwrap();
         assert_eq!(c.realm, DEFAULT_REALM);
-        assert!(c.required_scopes.is_empty());
+        assert!(c.policies.default.required_scopes.is_empty());
         assert_eq!(p.authority, "ts", "authority defaults to the cluster");
         assert_eq!(p.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert_eq!(c.cache.max_ttl_s, DEFAULT_MAX_TTL_S);

@@ -3,33 +3,46 @@
 //! call itself is made by the glue from [`crate::config::PhantomConfig`]; concurrent requests
 //! for one token share it.
 
-use crate::config::Config;
+use std::rc::Rc;
+
+use crate::config::{Config, Policy};
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
+use crate::storage::local::Resolved;
 use crate::storage::phantom_cache;
 use crate::token::introspection::{CallFailure, Outcome};
 use crate::token::jws::VerifyFailure;
 use crate::token::mint::{self, MintError, Minted};
 
-use super::authorize::authorize;
+use super::authorize::{authorize, resolved};
 use super::verify::{check_jwt, check_signed_response, refused};
 use super::{Verdict, Worker};
 
-/// Turns the token service's answer into a verdict, caching it as the TTL rule allows.
+/// A token the token service vouched for: what it resolved to, and until when this worker may
+/// keep it ([`after_introspection`]); `None` when it is not cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspected {
+    pub token: Rc<Resolved>,
+    pub cache_until: Option<u64>,
+}
+
+/// Turns the token service's answer into the token it resolves to (or why there is none),
+/// caching it as the TTL rule allows. The same answer serves every request waiting for it:
+/// each is then judged under its own policy ([`after_introspection`]).
 pub fn on_introspection(
     cfg: &Config,
     worker: &Worker,
     host: &dyn Host,
     hash: &TokenHash,
     outcome: Outcome,
-) -> Verdict {
+) -> Result<Introspected, Denial> {
     let now = host.now_ms();
     let key = || phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
     let inactive = || {
         cache_inactive(cfg, host, &key(), hash, now);
-        Verdict::Reject(Denial::InvalidToken)
+        Err(Denial::InvalidToken)
     };
     let (jwt, claims, max_age_s, no_store) = match outcome {
         Outcome::Active { claims, .. }
@@ -48,56 +61,71 @@ pub fn on_introspection(
         } => {
             // Verified before it is cached: a cache hit never verifies again, and a JWT
             // that fails is neither cached nor forwarded.
-            if let Err(denial) = check_jwt(cfg, worker, host, &jwt) {
-                return Verdict::Reject(denial);
-            }
+            check_jwt(cfg, worker, host, &jwt)?;
             (jwt, claims, max_age_s, no_store)
         }
         Outcome::Claims { claims, max_age_s } => match mint_for(cfg, host, &claims) {
             Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
             Ok(None) => return inactive(),
-            Err(denial) => return Verdict::Reject(denial),
+            Err(denial) => return Err(denial),
         },
         Outcome::Signed { jwt, max_age_s } => {
-            let introspected = match check_signed_response(cfg, worker, host, &jwt) {
-                Ok(claims) => claims,
-                Err(denial) => return Verdict::Reject(denial),
-            };
+            let introspected = check_signed_response(cfg, worker, host, &jwt)?;
             // RFC 9701 §5: inactive tokens are answered with 200 too.
             match introspected.get("active") {
                 Some(serde_json::Value::Bool(true)) => {}
                 Some(serde_json::Value::Bool(false)) => return inactive(),
-                _ => return Verdict::Reject(Denial::TokenService(CallFailure::Malformed)),
+                _ => return Err(Denial::TokenService(CallFailure::Malformed)),
             }
             match mint_for(cfg, host, &introspected) {
                 Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
                 Ok(None) => return inactive(),
-                Err(denial) => return Verdict::Reject(denial),
+                Err(denial) => return Err(denial),
             }
         }
         Outcome::Inactive => return inactive(),
         // An unsigned JWT (`alg: none`) is a token that fails verification when the gateway
         // verifies; without `verify` it is a broken answer.
         Outcome::Failed(CallFailure::Unsigned) if cfg.verify.is_some() => {
-            return Verdict::Reject(refused(worker, host, VerifyFailure::DisallowedAlgorithm));
+            return Err(refused(worker, host, VerifyFailure::DisallowedAlgorithm));
         }
-        Outcome::Failed(failure) => return Verdict::Reject(Denial::TokenService(failure)),
+        Outcome::Failed(failure) => return Err(Denial::TokenService(failure)),
     };
-    let verdict = authorize(cfg, &jwt, &claims.scope);
-    if !no_store {
-        if let Some(until) =
-            phantom_cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
-        {
-            host.shared_set(
-                &key(),
-                &phantom_cache::encode_active(hash, until, &claims.scope, &jwt),
-            );
-            if let Verdict::Forward { authorization } = &verdict {
-                worker.local.put(hash, until, authorization);
+    let cache_until = if no_store {
+        None
+    } else {
+        phantom_cache::active_expiry(now, &claims, max_age_s, cfg.cache.max_ttl_s)
+    };
+    if let Some(until) = cache_until {
+        host.shared_set(
+            &key(),
+            &phantom_cache::encode_active(hash, until, &claims.scope, &jwt),
+        );
+    }
+    Ok(Introspected {
+        token: resolved(cfg, &jwt, &claims.scope),
+        cache_until,
+    })
+}
+
+/// The verdict for one request waiting for an introspection, under its policy: a token it
+/// forwards is kept in this worker's copy of recent hits.
+pub fn after_introspection(
+    policy: &Policy,
+    worker: &Worker,
+    hash: &TokenHash,
+    answer: &Result<Introspected, Denial>,
+) -> Verdict {
+    match answer {
+        Err(denial) => Verdict::Reject(*denial),
+        Ok(found) => {
+            let verdict = authorize(policy, &found.token);
+            if let (Verdict::Forward(_), Some(until)) = (&verdict, found.cache_until) {
+                worker.local.put(hash, until, found.token.clone());
             }
+            verdict
         }
     }
-    verdict
 }
 
 /// Mints the JWT for an active token from its introspected claims; `None` when the claims

@@ -10,24 +10,31 @@
 //!   │                   gateway JWK Set ──► Step::GatewayJwks
 //!   │                   access token in the URI ──► Reject(MalformedCredentials)
 //!   │                   CORS preflight ──► Step::Preflight | Reject(InvalidPreflight)
-//!   ▼ extract.rs        Authorization: Bearer (RFC 6750) ──► Reject(NoCredentials | Malformed)
+//!   ▼ policy.rs         route metadata, else the first matching policy, else `default`;
+//!   │                   an ambiguous path or host ──► Reject(AmbiguousRequest)
+//!   ▼ extract.rs        Authorization: Bearer (RFC 6750), under the policy's `token` rule
+//!   │                   ──► Anonymous ("none", "optional" without a token) | Reject(...)
+//!   ▼ accept_jwt.rs     a JWS on an `accept_jwt` route: verified once, forwarded as it is
 //!   ▼ split_lookup.rs   split store by SHA-256(signature) ──► hit: verify.rs, authorize.rs
 //!   │                   revoked ──► Reject(InvalidToken); a local miss with split.remote ──►
 //!   │                   Step::Remote (answer: on_remote_get); a miss ──► fallback or 401
 //!   ▼ phantom_cache.rs  per-worker copy, then the shared slot ──► hit: authorize.rs
 //!   ▼ introspect.rs     Step::Introspect; its answer (on_introspection): verify.rs (a JWT) or
-//!   │                   mint (claims, RFC 9701 after verify.rs), cache, authorize.rs
-//!   ▼ authorize.rs      required scopes ──► Forward(Bearer JWT) | Reject(InsufficientScope)
+//!   │                   mint (claims, RFC 9701 after verify.rs), cache; then, for each request
+//!   │                   waiting, authorize.rs under its own policy (after_introspection)
+//!   ▼ authorize.rs      the policy's scopes ──► Forward(token) | Reject(InsufficientScope)
 //! ```
 //!
 //! Beside the request path: publish.rs (the publish API), token_response.rs (splitting at
 //! issuance). A new stage is a new file here, and one call in [`on_request`] or in the stage
 //! that leads to it.
 
+mod accept_jwt;
 mod authorize;
 mod extract;
 mod introspect;
 mod phantom_cache;
+mod policy;
 mod publish;
 mod route;
 mod split_lookup;
@@ -37,22 +44,25 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
+use std::rc::Rc;
+
 use crate::config::Config;
 use crate::hash::{self, TokenHash};
 use crate::header_map::HeaderMap;
 use crate::host::Host;
 use crate::reply::Denial;
 use crate::storage::keys::KeyState;
-use crate::storage::local::LocalCache;
+use crate::storage::local::{LocalCache, Resolved};
 use crate::storage::verified::Verified;
 
-pub use self::introspect::on_introspection;
+pub use self::authorize::authorize;
+pub use self::introspect::{after_introspection, on_introspection, Introspected};
 pub use self::publish::{after_remote_write, count_publish, publish, publish_gate};
 pub use self::route::{
     gateway_jwks, has_routes, owned_request_headers, preflight, route, Preflight, Route,
     METHOD_OVERRIDE_HEADERS,
 };
-pub use self::split_lookup::on_remote_get;
+pub use self::split_lookup::{on_remote_get, RemoteAnswer};
 pub use self::token_response::{on_token_response, split_write_done, TokenResponse};
 
 /// One worker's own state for one filter configuration, handed to every stage that needs it:
@@ -62,16 +72,22 @@ pub use self::token_response::{on_token_response, split_write_done, TokenRespons
 pub struct Worker {
     pub keys: KeyState,
     pub verified: Verified,
+    /// Recent phantom cache hits.
     pub local: LocalCache,
+    /// Recent JWTs accepted as they are (`accept_jwt`): kept apart, so that a route that
+    /// introspects never serves what a JWT route accepted.
+    pub local_jwt: LocalCache,
 }
 
 /// The final word on a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Replace `Authorization` with this value and continue.
-    Forward {
-        authorization: String,
-    },
+    /// Replace `Authorization` with the token's value (and the policy's claim headers) and
+    /// continue.
+    Forward(Rc<Resolved>),
+    /// Continue without credentials: the policy needs none (`token: "none"`, or
+    /// `"optional"` and the request has none); `Authorization` is removed.
+    Anonymous,
     Reject(Denial),
 }
 
@@ -101,35 +117,85 @@ pub enum Step {
     Preflight,
 }
 
-/// A request as the pipeline sees it: its headers, and whether they end the stream.
+/// A request as the pipeline sees it: its headers, whether they end the stream, and what the
+/// proxy says of its route (read only when some policy needs it).
 pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     /// No body or trailers follow the headers.
     pub end_of_stream: bool,
+    /// The Envoy route's name (`xds.route_name`).
+    pub route_name: Option<&'a str>,
+    /// The policy the route's metadata names (`token_filter` / `policy`).
+    pub route_policy: Option<&'a str>,
+}
+
+/// What [`on_request`] decided, and under which policy (an index of
+/// [`crate::config::Policies::get`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub policy: usize,
+    pub step: Step,
 }
 
 /// Decides what to do with a request whose headers just arrived: one call per stage.
-pub fn on_request(cfg: &Config, worker: &Worker, host: &dyn Host, request: &Request<'_>) -> Step {
+pub fn on_request(
+    cfg: &Config,
+    worker: &Worker,
+    host: &dyn Host,
+    request: &Request<'_>,
+) -> Decision {
+    let default = cfg.policies.list.len();
     if let Some(step) = route::decide(cfg, request) {
-        return step;
+        return Decision {
+            policy: default,
+            step,
+        };
     }
+    let policy = match policy::choose(cfg, request) {
+        Ok(index) => index,
+        Err(denial) => {
+            return Decision {
+                policy: default,
+                step: Step::Done(Verdict::Reject(denial)),
+            }
+        }
+    };
+    Decision {
+        policy,
+        step: authenticate(cfg, policy, worker, host, request),
+    }
+}
+
+/// The token stages, under the chosen policy.
+fn authenticate(
+    cfg: &Config,
+    policy: usize,
+    worker: &Worker,
+    host: &dyn Host,
+    request: &Request<'_>,
+) -> Step {
+    let rules = cfg.policies.get(policy);
     let authorization = request.headers.get("authorization");
-    let token = match extract::bearer_token(authorization.as_deref()) {
-        Ok(token) => token,
+    let token = match extract::bearer_token(rules.token, authorization.as_deref()) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Step::Done(Verdict::Anonymous),
         Err(denial) => return Step::Done(Verdict::Reject(denial)),
     };
-    // One hash serves both flows: the split store key is the SHA-256 of the signature, the
-    // phantom cache key the SHA-256 of the opaque token.
+    // One hash serves every flow: the split store key is the SHA-256 of the signature, the
+    // phantom cache key the SHA-256 of the opaque token, the JWT cache key that of the JWT.
     let hash = hash::token_hash(token);
+    if let Some(verdict) = accept_jwt::lookup(cfg, rules, worker, host, token, &hash) {
+        return Step::Done(verdict);
+    }
     if let Some(split) = &cfg.split {
-        if let Some(step) = split_lookup::lookup(cfg, split, worker, host, token, &hash) {
+        if let Some(step) = split_lookup::lookup(cfg, rules, split, worker, host, token, &hash) {
             return step;
         }
     }
     if cfg.phantom.is_none() {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     }
-    if let Some(verdict) = phantom_cache::lookup(cfg, worker, host, &hash) {
+    if let Some(verdict) = phantom_cache::lookup(cfg, rules, worker, host, &hash) {
         return Step::Done(verdict);
     }
     Step::Introspect {

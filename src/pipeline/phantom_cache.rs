@@ -1,24 +1,28 @@
 //! Stage: the phantom cache. This worker's copy of recent forwarded hits first (no host call),
 //! then the token's shared-data slot (every worker's introspections).
 
-use crate::config::Config;
+use crate::config::{Config, Policy};
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::phantom_cache::{self, Cached};
 
-use super::authorize::authorize;
+use super::authorize::{authorize, resolved};
 use super::{Verdict, Worker};
 
 /// The stage: a verdict on a hit, `None` on a miss (introspect).
-pub fn lookup(cfg: &Config, worker: &Worker, host: &dyn Host, hash: &TokenHash) -> Option<Verdict> {
+pub fn lookup(
+    cfg: &Config,
+    policy: &Policy,
+    worker: &Worker,
+    host: &dyn Host,
+    hash: &TokenHash,
+) -> Option<Verdict> {
     let now = host.now_ms();
-    if let Some(authorization) = worker.local.get(hash, now) {
+    if let Some(known) = worker.local.get(hash, now) {
         host.count(Counter::CacheHit);
-        return Some(Verdict::Forward {
-            authorization: authorization.as_ref().to_owned(),
-        });
+        return Some(authorize(policy, &known));
     }
     let key = phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
     let value = host.shared_get(&key);
@@ -32,9 +36,10 @@ pub fn lookup(cfg: &Config, worker: &Worker, host: &dyn Host, hash: &TokenHash) 
             expires_at_ms,
         }) => {
             host.count(Counter::CacheHit);
-            let verdict = authorize(cfg, jwt, scope);
-            if let Verdict::Forward { authorization } = &verdict {
-                worker.local.put(hash, expires_at_ms, authorization);
+            let token = resolved(cfg, jwt, scope);
+            let verdict = authorize(policy, &token);
+            if matches!(verdict, Verdict::Forward(_)) {
+                worker.local.put(hash, expires_at_ms, token);
             }
             Some(verdict)
         }

@@ -1,7 +1,7 @@
 //! Stage: the split token store. The presented token is a JWS signature; `header.payload`
 //! waits in the store under its SHA-256 (level 1: shared data; level 2: `split.remote`).
 
-use crate::config::{Config, SplitConfig};
+use crate::config::{Config, Policy, SplitConfig};
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
@@ -11,20 +11,21 @@ use crate::storage::split_store::{Found, Store, Stored};
 use crate::token::jwt;
 use crate::token::split::{self, Entry};
 
-use super::authorize::authorize_with;
+use super::authorize::{authorize, resolved_bearer};
 use super::verify::check_jwt;
 use super::{Step, Verdict, Worker};
 
 /// The stage: `None` to go on to the phantom flow (a miss with `fallback_to_phantom`).
 pub fn lookup(
     cfg: &Config,
+    policy: &Policy,
     split: &SplitConfig,
     worker: &Worker,
     host: &dyn Host,
     token: &str,
     hash: &TokenHash,
 ) -> Option<Step> {
-    if let Some(verdict) = local_lookup(cfg, split, worker, host, token, hash) {
+    if let Some(verdict) = local_lookup(cfg, policy, split, worker, host, token, hash) {
         return Some(Step::Done(verdict));
     }
     // Only a base64url string can be a JWS signature, in any store.
@@ -45,6 +46,7 @@ pub fn lookup(
 /// The gateway's own store. `None`: a miss to hand to the next level.
 fn local_lookup(
     cfg: &Config,
+    policy: &Policy,
     split: &SplitConfig,
     worker: &Worker,
     host: &dyn Host,
@@ -60,7 +62,7 @@ fn local_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            Some(split_hit(cfg, worker, host, token, hash, &stored))
+            Some(split_hit(cfg, policy, worker, host, token, hash, &stored))
         }
         // An explicit revocation is final: no fallback.
         Found::Revoked => {
@@ -81,16 +83,16 @@ fn local_lookup(
 /// The verdict for a live split entry: scopes, then verification (once per entry and worker).
 fn split_hit(
     cfg: &Config,
+    policy: &Policy,
     worker: &Worker,
     host: &dyn Host,
     token: &str,
     hash: &TokenHash,
     stored: &Stored,
 ) -> Verdict {
-    let verdict = authorize_with(cfg, stored.scope(), || {
-        format!("Bearer {}.{token}", stored.header_payload())
-    });
-    let Verdict::Forward { authorization } = &verdict else {
+    let authorization = format!("Bearer {}.{token}", stored.header_payload());
+    let verdict = authorize(policy, &resolved_bearer(cfg, authorization, stored.scope()));
+    let Verdict::Forward(resolved) = &verdict else {
         return verdict;
     };
     // Verified once per entry and worker: the memo is bound to the slot's version, so a
@@ -98,7 +100,7 @@ fn split_hit(
     if cfg.verify.is_some() {
         let now = host.now_ms();
         if stored.version.is_none() || !worker.verified.is_verified(hash, stored.version, now) {
-            let jwt = authorization.get(BEARER_PREFIX.len()..).unwrap_or("");
+            let jwt = resolved.authorization.get("Bearer ".len()..).unwrap_or("");
             if let Err(denial) = check_jwt(cfg, worker, host, jwt) {
                 return Verdict::Reject(denial);
             }
@@ -112,20 +114,26 @@ fn split_hit(
     verdict
 }
 
-const BEARER_PREFIX: &str = "Bearer ";
+/// What the remote store answered a lookup, and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAnswer {
+    pub got: Got,
+    pub latency_ms: u64,
+}
 
 /// The remote store's answer to a [`Step::Remote`] lookup. A found entry is copied into the
 /// gateway's own store for at most `local_ttl_s`, then treated as a hit; a miss goes on to the
 /// phantom fallback when configured (else 401); a store failure too (else 502).
 pub fn on_remote_get(
     cfg: &Config,
+    policy: &Policy,
     worker: &Worker,
     host: &dyn Host,
     hash: &TokenHash,
     token: &str,
-    got: Got,
-    latency_ms: u64,
+    answer: RemoteAnswer,
 ) -> Step {
+    let RemoteAnswer { got, latency_ms } = answer;
     let Some(split) = &cfg.split else {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     };
@@ -162,7 +170,7 @@ pub fn on_remote_get(
     // A failed copy only costs the next request another remote read.
     let _ = Store::new(split.max_entries).put(host, &local, now);
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
-    Step::Done(split_hit(cfg, worker, host, token, hash, &stored))
+    Step::Done(split_hit(cfg, policy, worker, host, token, hash, &stored))
 }
 
 fn fallback_or(

@@ -11,26 +11,45 @@ use crate::token::jwt::tests::make;
 use crate::token::jwt::Claims;
 use crate::token::split;
 
-/// A GET of `/api` with this `Authorization`, through every stage.
+/// A GET of `/api` with this `Authorization`, through every stage, under the default policy.
 fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Step {
-    let mut pairs = vec![(":method", "GET"), (":path", "/api")];
+    let mut pairs = vec![
+        (":method", "GET"),
+        (":path", "/api"),
+        (":authority", "api.example.com"),
+    ];
     if let Some(value) = authorization {
         pairs.push(("authorization", value));
     }
     let headers = HeaderMap::from_pairs(&pairs);
-    super::on_request(
+    let decision = super::on_request(
         cfg,
         &host.worker,
         host,
         &Request {
             headers: &headers,
             end_of_stream: true,
+            route_name: None,
+            route_policy: None,
         },
-    )
+    );
+    assert_eq!(
+        decision.policy,
+        cfg.policies.list.len(),
+        "the default policy"
+    );
+    bare_step(decision.step)
 }
 
+/// The answer of an introspection for one request waiting, under the default policy.
 fn on_introspection(cfg: &Config, host: &FakeHost, hash: &TokenHash, outcome: Outcome) -> Verdict {
-    super::on_introspection(cfg, &host.worker, host, hash, outcome)
+    let answer = super::on_introspection(cfg, &host.worker, host, hash, outcome);
+    bare(after_introspection(
+        &cfg.policies.default,
+        &host.worker,
+        hash,
+        &answer,
+    ))
 }
 
 fn on_remote_get(
@@ -41,7 +60,38 @@ fn on_remote_get(
     got: crate::storage::remote::Got,
     latency_ms: u64,
 ) -> Step {
-    super::on_remote_get(cfg, &host.worker, host, hash, token, got, latency_ms)
+    bare_step(super::on_remote_get(
+        cfg,
+        &cfg.policies.default,
+        &host.worker,
+        host,
+        hash,
+        token,
+        RemoteAnswer { got, latency_ms },
+    ))
+}
+
+/// A forward of exactly this `Authorization` value (what these tests compare).
+fn forward_of(authorization: String) -> Verdict {
+    Verdict::Forward(std::rc::Rc::new(crate::storage::local::Resolved {
+        authorization,
+        ..Default::default()
+    }))
+}
+
+/// A verdict with only what these tests compare: the `Authorization` forwarded.
+fn bare(v: Verdict) -> Verdict {
+    match v {
+        Verdict::Forward(token) => forward_of(token.authorization.clone()),
+        other => other,
+    }
+}
+
+fn bare_step(step: Step) -> Step {
+    match step {
+        Step::Done(v) => Step::Done(bare(v)),
+        other => other,
+    }
 }
 
 const T0: u64 = 1_700_000_000_000;
@@ -77,9 +127,7 @@ fn introspect(cfg: &Config, host: &FakeHost, header: &str) -> TokenHash {
 }
 
 fn forward(jwt: &str) -> Step {
-    Step::Done(Verdict::Forward {
-        authorization: format!("Bearer {jwt}"),
-    })
+    Step::Done(forward_of(format!("Bearer {jwt}")))
 }
 
 #[test]
@@ -104,12 +152,7 @@ fn active_answer_is_cached_and_served_until_exp_minus_skew() {
     let exp = T0 / 1000 + 60;
     let hash = introspect(&cfg, &host, "Bearer opaque");
     let v = on_introspection(&cfg, &host, &hash, active(&jwt, Some(exp), "read"));
-    assert_eq!(
-        v,
-        Verdict::Forward {
-            authorization: format!("Bearer {jwt}")
-        }
-    );
+    assert_eq!(v, forward_of(format!("Bearer {jwt}")));
     assert_eq!(
         on_request(&cfg, &host, Some("Bearer opaque")),
         forward(&jwt)
@@ -181,7 +224,7 @@ fn negative_ttl_zero_and_failures_and_no_store_are_not_cached() {
     };
     assert!(matches!(
         on_introspection(&cfg, &host, &hash, no_store),
-        Verdict::Forward { .. }
+        Verdict::Forward(_)
     ));
     assert_eq!(host.key_count(), 0);
 }
@@ -559,9 +602,7 @@ mod verification {
         let k = keys();
         let (cfg, host) = setup(&k, None);
         let jwt = k.rsa.sign(with_scope()).unwrap();
-        let want = Verdict::Forward {
-            authorization: format!("Bearer {jwt}"),
-        };
+        let want = forward_of(format!("Bearer {jwt}"));
         assert_eq!(introspected(&cfg, &host, "opaque", &jwt), want);
         for _ in 0..3 {
             assert_eq!(
@@ -853,10 +894,10 @@ mod contracts {
 
     /// The minted JWT in a forward verdict, checked against the gateway's served JWK Set.
     fn minted(cfg: &Config, v: &Verdict) -> serde_json::Value {
-        let Verdict::Forward { authorization } = v else {
+        let Verdict::Forward(token) = v else {
             panic!("expected a forward, got {v:?}");
         };
-        let jwt = authorization.strip_prefix("Bearer ").unwrap();
+        let jwt = token.authorization.strip_prefix("Bearer ").unwrap();
         let (_, doc) = gateway_jwks(cfg).unwrap();
         let keys = KeySet::parse(doc.as_bytes(), &[Alg::Es256], false).unwrap();
         let policy = Policy {
@@ -949,9 +990,7 @@ mod contracts {
         let body = format!(r#"{{"active":true,"scope":"read","access_token_jwt":"{jwt}"}}"#);
         assert_eq!(
             on_introspection(&cfg, &host, &hash, answer(&cfg, "application/json", &body)),
-            Verdict::Forward {
-                authorization: format!("Bearer {jwt}")
-            }
+            forward_of(format!("Bearer {jwt}"))
         );
         // Without the claim, the gateway mints.
         let hash = introspect(&cfg, &host, "Bearer without-claim");
@@ -1091,5 +1130,365 @@ mod contracts {
         // Public only: no private member.
         assert!(key.get("d").is_none());
         assert!(!doc.to_string().contains("PRIVATE"));
+    }
+}
+
+/// Per-route policy: which policy applies, what it asks of the token, and what cannot bypass it.
+mod policies {
+    use super::*;
+    use crate::token::claims::Claim;
+    use crate::token::jws::tests::{claims, jwks, keys};
+    use jwt_simple::prelude::*;
+
+    const POLICIES: &str = r#""policies": [
+        {"name": "health", "match": {"path_exact": "/healthz"}, "token": "none"},
+        {"name": "catalog", "match": {"path_prefix": "/catalog/", "methods": ["GET", "HEAD"]},
+         "token": "optional"},
+        {"name": "orders-write", "match": {"path_prefix": "/orders/",
+         "methods": ["POST", "PUT", "PATCH", "DELETE"]}, "required_scopes": ["orders:write"]},
+        {"name": "admin", "match": {"hosts": ["admin.example.com", "*.admin.example.com"]},
+         "required_scopes": ["admin"]},
+        {"name": "reports", "match": {"route_name": "reports"}, "required_scopes": ["reports"]}
+    ]"#;
+
+    fn cfg(extra: &str) -> Config {
+        config(&format!(", {POLICIES}{extra}"))
+    }
+
+    struct Req<'a> {
+        method: &'a str,
+        path: &'a str,
+        authority: &'a str,
+        authorization: Option<&'a str>,
+        route_name: Option<&'a str>,
+        route_policy: Option<&'a str>,
+    }
+
+    const GET: Req<'static> = Req {
+        method: "GET",
+        path: "/api",
+        authority: "api.example.com",
+        authorization: None,
+        route_name: None,
+        route_policy: None,
+    };
+
+    fn decide(cfg: &Config, host: &FakeHost, r: Req<'_>) -> (String, Step) {
+        let mut pairs = vec![
+            (":method", r.method),
+            (":path", r.path),
+            (":authority", r.authority),
+        ];
+        if let Some(a) = r.authorization {
+            pairs.push(("authorization", a));
+        }
+        let headers = HeaderMap::from_pairs(&pairs);
+        let d = super::super::on_request(
+            cfg,
+            &host.worker,
+            host,
+            &Request {
+                headers: &headers,
+                end_of_stream: true,
+                route_name: r.route_name,
+                route_policy: r.route_policy,
+            },
+        );
+        (cfg.policies.get(d.policy).name.clone(), bare_step(d.step))
+    }
+
+    fn policy_of(cfg: &Config, host: &FakeHost, r: Req<'_>) -> String {
+        decide(cfg, host, r).0
+    }
+
+    #[test]
+    fn the_first_matching_policy_applies_else_default() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        let cases = [
+            ("GET", "/healthz", "api.example.com", None, "health"),
+            ("GET", "/healthz?probe=1", "api.example.com", None, "health"),
+            ("GET", "/healthz/x", "api.example.com", None, "default"),
+            ("GET", "/catalog/1", "api.example.com", None, "catalog"),
+            ("HEAD", "/catalog/1", "api.example.com", None, "catalog"),
+            ("POST", "/catalog/1", "api.example.com", None, "default"),
+            ("POST", "/orders/1", "api.example.com", None, "orders-write"),
+            ("GET", "/orders/1", "api.example.com", None, "default"),
+            ("GET", "/x", "admin.example.com", None, "admin"),
+            ("GET", "/x", "ADMIN.Example.com:8443", None, "admin"),
+            ("GET", "/x", "admin.example.com.", None, "admin"),
+            ("GET", "/x", "eu.admin.example.com", None, "admin"),
+            ("GET", "/x", "a.b.admin.example.com", None, "admin"),
+            ("GET", "/x", "evil-admin.example.com", None, "default"),
+            ("GET", "/x", "admin.example.com.evil", None, "default"),
+            ("GET", "/x", "api.example.com", Some("reports"), "reports"),
+            ("GET", "/x", "api.example.com", Some("other"), "default"),
+            // Earlier policies win: /healthz on the admin host is still `health`.
+            ("GET", "/healthz", "admin.example.com", None, "health"),
+        ];
+        for (method, path, authority, route_name, want) in cases {
+            let r = Req {
+                method,
+                path,
+                authority,
+                route_name,
+                ..GET
+            };
+            assert_eq!(
+                policy_of(&cfg, &host, r),
+                want,
+                "{method} {path} {authority}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_metadata_names_the_policy_first() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        let r = |route_policy| Req {
+            path: "/healthz",
+            route_policy,
+            ..GET
+        };
+        assert_eq!(policy_of(&cfg, &host, r(Some("admin"))), "admin");
+        assert_eq!(policy_of(&cfg, &host, r(Some("default"))), "default");
+        // A name the configuration lacks: refused, never a guess.
+        assert_eq!(
+            decide(&cfg, &host, r(Some("no-such-policy"))).1,
+            Step::Done(Verdict::Reject(Denial::UnknownPolicy))
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_and_hosts_are_refused_or_made_canonical() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        // Canonical forms match the policy they mean.
+        for path in ["/%6Frders/1", "/orders/%31", "/%6frders/1?x=y"] {
+            let r = Req {
+                method: "POST",
+                path,
+                ..GET
+            };
+            assert_eq!(policy_of(&cfg, &host, r), "orders-write", "{path}");
+        }
+        // Everything two servers could read two ways is refused, whatever the policy.
+        for path in [
+            "//orders/1",
+            "/orders//1",
+            "/public/../orders/1",
+            "/./orders/1",
+            "/%2e%2e/orders/1",
+            "/catalog/%2e%2e/orders/1",
+            "/orders%2F1",
+            "/orders%5c1",
+            "/orders\\1",
+            "/orders;x=1/1",
+            "/orders/1#frag",
+            "/orders/%252F",
+        ] {
+            let r = Req {
+                method: "POST",
+                path,
+                authorization: Some("Bearer t"),
+                ..GET
+            };
+            assert_eq!(
+                decide(&cfg, &host, r).1,
+                Step::Done(Verdict::Reject(Denial::AmbiguousRequest)),
+                "{path}"
+            );
+        }
+        for authority in [
+            "admin example.com",
+            "admin..example.com",
+            "user@admin.example.com",
+            "",
+        ] {
+            let r = Req { authority, ..GET };
+            assert_eq!(
+                decide(&cfg, &host, r).1,
+                Step::Done(Verdict::Reject(Denial::AmbiguousRequest)),
+                "{authority:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_none_and_optional() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        // `none`: no lookup, even with a token (the glue removes it).
+        let r = Req {
+            path: "/healthz",
+            authorization: Some("Bearer opaque"),
+            ..GET
+        };
+        assert_eq!(decide(&cfg, &host, r).1, Step::Done(Verdict::Anonymous));
+        assert_eq!(host.count_of(Counter::CacheMiss), 0, "no lookup");
+        // `optional`: anonymous without a token (or with another scheme)...
+        for authorization in [None, Some("Basic dXNlcjpwYXNz")] {
+            let r = Req {
+                path: "/catalog/1",
+                authorization,
+                ..GET
+            };
+            assert_eq!(decide(&cfg, &host, r).1, Step::Done(Verdict::Anonymous));
+        }
+        // ...but a token that is there must be valid: never a silent downgrade.
+        let r = Req {
+            path: "/catalog/1",
+            authorization: Some("Bearer a b"),
+            ..GET
+        };
+        assert_eq!(
+            decide(&cfg, &host, r).1,
+            Step::Done(Verdict::Reject(Denial::MalformedCredentials))
+        );
+        let r = Req {
+            path: "/catalog/1",
+            authorization: Some("Bearer opaque"),
+            ..GET
+        };
+        let Step::Introspect { hash, .. } = decide(&cfg, &host, r).1 else {
+            panic!("a token on an optional route is looked up")
+        };
+        let answer =
+            super::super::on_introspection(&cfg, &host.worker, &host, &hash, Outcome::Inactive);
+        let catalog = cfg.policies.named("catalog").unwrap().1;
+        assert_eq!(
+            after_introspection(catalog, &host.worker, &hash, &answer),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        // `required` (the default): 401 without a token.
+        assert_eq!(
+            decide(&cfg, &host, GET).1,
+            Step::Done(Verdict::Reject(Denial::NoCredentials))
+        );
+    }
+
+    #[test]
+    fn each_policy_checks_its_own_scopes_on_cache_hits_too() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        let jwt = make(r#"{"scope":"read orders:write"}"#);
+        let write = |method| Req {
+            method,
+            path: "/orders/1",
+            authorization: Some("Bearer t"),
+            ..GET
+        };
+        let Step::Introspect { hash, .. } = decide(&cfg, &host, write("POST")).1 else {
+            panic!("miss")
+        };
+        let answer = super::super::on_introspection(
+            &cfg,
+            &host.worker,
+            &host,
+            &hash,
+            active(&jwt, None, "read orders:write"),
+        );
+        let orders = cfg.policies.named("orders-write").unwrap().1;
+        assert!(matches!(
+            after_introspection(orders, &host.worker, &hash, &answer),
+            Verdict::Forward(_)
+        ));
+        // The same token (now in this worker's copy) on the admin host: no `admin` scope.
+        let admin = Req {
+            authority: "admin.example.com",
+            authorization: Some("Bearer t"),
+            ..GET
+        };
+        assert_eq!(
+            decide(&cfg, &host, admin).1,
+            Step::Done(Verdict::Reject(Denial::InsufficientScope))
+        );
+        assert_eq!(decide(&cfg, &host, write("PUT")).1, forward(&jwt));
+    }
+
+    #[test]
+    fn claims_are_read_once_per_token_for_headers_and_filter_state() {
+        let cfg = cfg(
+            r#", "claims_to_headers": [{"claim": "sub", "header": "x-user-id"},
+            {"claim": "realm_access.roles", "header": "X-Roles"}],
+            "claims_to_filter_state": ["sub", "scope"]"#,
+        );
+        let host = FakeHost::at(T0);
+        assert_eq!(cfg.policies.claim_headers, ["x-user-id", "x-roles"]);
+        let names: Vec<&str> = cfg.policies.claims.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["sub", "realm_access.roles", "scope"]);
+        let jwt = make(
+            r#"{"sub":"alice","scope":"read","realm_access":{"roles":["a","b"]},"x":{"y":1}}"#,
+        );
+        let hash = introspect(&cfg, &host, "Bearer t");
+        let answer = super::super::on_introspection(
+            &cfg,
+            &host.worker,
+            &host,
+            &hash,
+            active(&jwt, None, "read"),
+        );
+        let Ok(found) = answer else { panic!("active") };
+        assert_eq!(
+            found.token.claims,
+            vec![
+                Claim::Value("alice".into()),
+                Claim::Value("a,b".into()),
+                Claim::Value("read".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn accept_jwt_forwards_a_verified_jwt_as_it_is_once_verified() {
+        let k = keys();
+        let json = format!(
+            r#"{{"required_scopes": [], "phantom": {{"cluster": "ts", "path": "/i",
+            "client_id": "gw", "client_secret": "s"}},
+            "verify": {{"issuer": "https://login.example.com", "audiences": ["api.example.com"],
+              "algorithms": ["ES256"], "jwks_inline": {}}},
+            "policies": [{{"name": "reports", "match": {{"path_prefix": "/reports/"}},
+              "accept_jwt": true}}]}}"#,
+            jwks(&k)
+        );
+        let cfg = Config::from_slice(json.as_bytes()).unwrap();
+        let host = FakeHost::at(T0);
+        if let Some(crate::config::KeySource::Inline(keys)) = cfg.verify.as_ref().map(|v| &v.keys) {
+            host.worker.keys.set_keys(keys.clone());
+        }
+        let jwt = k.ec.sign(claims()).unwrap();
+        let on = |path, token: &str| {
+            let authorization = format!("Bearer {token}");
+            decide(
+                &cfg,
+                &host,
+                Req {
+                    path,
+                    authorization: Some(&authorization),
+                    ..GET
+                },
+            )
+            .1
+        };
+        for _ in 0..3 {
+            assert_eq!(on("/reports/1", &jwt), forward(&jwt));
+        }
+        assert_eq!(host.count_of(Counter::Verified), 1, "verified once");
+        assert_eq!(host.count_of(Counter::JwtCacheHit), 2);
+        // A JWT that fails: 401, and cached as such for negative_ttl_s.
+        let forged = ES256KeyPair::generate()
+            .with_key_id("ec-1")
+            .sign(claims())
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                on("/reports/2", &forged),
+                Step::Done(Verdict::Reject(Denial::InvalidToken))
+            );
+        }
+        assert_eq!(host.count_of(Counter::VerifyBadSignature), 1);
+        // Elsewhere the same JWT is an opaque token like any other: introspected.
+        assert!(matches!(on("/orders/1", &jwt), Step::Introspect { .. }));
+        // On the JWT route, what is not a JWS goes on to the other flows.
+        assert!(matches!(
+            on("/reports/3", "opaque"),
+            Step::Introspect { .. }
+        ));
     }
 }

@@ -16,6 +16,8 @@ pub struct Waiter {
     pub context_id: u32,
     /// `HEAD` requests get replies without a body.
     pub head: bool,
+    /// The policy the request is judged under (each waiter may have its own).
+    pub policy: usize,
 }
 
 #[derive(Debug)]
@@ -144,6 +146,7 @@ mod tests {
         Waiter {
             context_id: id,
             head: false,
+            policy: 0,
         }
     }
 

@@ -1,8 +1,9 @@
 //! A per-worker copy of recent phantom cache hits, in front of the shared-data cache: a hit
-//! here costs no host call, no copy out of shared data and no string formatting.
+//! here costs no host call, no copy out of shared data, no decoding and no string formatting.
 //!
-//! Only forwardable answers are kept (an active JWT whose scopes satisfy `required_scopes`),
-//! as the final `Authorization` value, until the shared entry's own expiry; the shared cache
+//! Only tokens that were forwarded are kept, as a [`Resolved`] (the `Authorization` value to
+//! forward, the scopes, the claims the policies copy), until the shared entry's own expiry;
+//! scopes are checked again on every hit, against the policy of that request. The shared cache
 //! stays the source of truth for every other answer. Keyed by the token's SHA-256 (the token
 //! itself is never kept). Bounded in entries and bytes: when either bound is reached the copy
 //! is emptied and refills from the shared cache.
@@ -13,6 +14,33 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::hash::TokenHash;
+use crate::token::claims::Claim;
+
+/// A token the gateway resolved to a JWT: what to forward, and what policies read of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resolved {
+    /// The `Authorization` value to forward: `Bearer <JWT>`.
+    pub authorization: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The configured claims' values (`Policies::claims`, in order); empty when none is.
+    pub claims: Vec<Claim>,
+}
+
+impl Resolved {
+    /// Bytes it holds, for the bound.
+    fn size(&self) -> usize {
+        let claims: usize = self
+            .claims
+            .iter()
+            .map(|c| match c {
+                Claim::Value(v) => v.len(),
+                _ => 0,
+            })
+            .sum();
+        self.authorization.len() + self.scope.len() + claims
+    }
+}
 
 /// Entries kept per worker.
 pub const MAX_ENTRIES: usize = 2_048;
@@ -36,7 +64,7 @@ impl Hasher for DigestHasher {
 
 struct Local {
     expires_at_ms: u64,
-    authorization: Rc<str>,
+    token: Rc<Resolved>,
 }
 
 #[derive(Default)]
@@ -51,30 +79,30 @@ struct Inner {
 }
 
 impl LocalCache {
-    /// The `Authorization` value to forward for `hash`, if a live copy is kept.
-    pub fn get(&self, hash: &TokenHash, now_ms: u64) -> Option<Rc<str>> {
+    /// The token kept for `hash`, if a live copy is kept.
+    pub fn get(&self, hash: &TokenHash, now_ms: u64) -> Option<Rc<Resolved>> {
         let inner = self.inner.try_borrow().ok()?;
         let local = inner.map.get(hash)?;
-        (now_ms < local.expires_at_ms).then(|| local.authorization.clone())
+        (now_ms < local.expires_at_ms).then(|| local.token.clone())
     }
 
-    pub fn put(&self, hash: &TokenHash, expires_at_ms: u64, authorization: &str) {
+    pub fn put(&self, hash: &TokenHash, expires_at_ms: u64, token: Rc<Resolved>) {
         let Ok(mut inner) = self.inner.try_borrow_mut() else {
             return;
         };
-        if inner.map.len() >= MAX_ENTRIES || inner.bytes + authorization.len() > MAX_BYTES {
+        let added = token.size();
+        if inner.map.len() >= MAX_ENTRIES || inner.bytes + added > MAX_BYTES {
             inner.map.clear();
             inner.bytes = 0;
         }
-        let added = authorization.len();
         let old = inner.map.insert(
             *hash,
             Local {
                 expires_at_ms,
-                authorization: Rc::from(authorization),
+                token,
             },
         );
-        inner.bytes = inner.bytes + added - old.map_or(0, |o| o.authorization.len());
+        inner.bytes = inner.bytes + added - old.map_or(0, |o| o.token.size());
     }
 
     pub fn clear(&self) {
@@ -100,20 +128,34 @@ mod tests {
     #[test]
     fn serves_until_expiry_and_stays_bounded() {
         let c = LocalCache::default();
-        c.put(&[1; 32], 100, "Bearer a.b.c");
-        assert_eq!(c.get(&[1; 32], 99).as_deref(), Some("Bearer a.b.c"));
+        let token = |authorization: &str| {
+            Rc::new(Resolved {
+                authorization: authorization.to_owned(),
+                ..Resolved::default()
+            })
+        };
+        c.put(&[1; 32], 100, token("Bearer a.b.c"));
+        assert_eq!(
+            c.get(&[1; 32], 99)
+                .map(|t| t.authorization.clone())
+                .as_deref(),
+            Some("Bearer a.b.c")
+        );
         assert_eq!(c.get(&[1; 32], 100), None);
         assert_eq!(c.get(&[2; 32], 0), None);
         for i in 0..(MAX_ENTRIES as u32 + 10) {
             let mut h = [0u8; 32];
             h[..4].copy_from_slice(&i.to_be_bytes());
-            c.put(&h, 100, "Bearer x");
+            c.put(&h, 100, token("Bearer x"));
         }
         assert!(c.len() <= MAX_ENTRIES);
         let big = "x".repeat(MAX_BYTES / 2 + 1);
-        c.put(&[3; 32], 100, &big);
-        c.put(&[4; 32], 100, &big);
+        c.put(&[3; 32], 100, token(&big));
+        c.put(&[4; 32], 100, token(&big));
         assert_eq!(c.len(), 1, "the byte bound empties the copy");
-        assert_eq!(c.get(&[4; 32], 0).map(|a| a.len()), Some(big.len()));
+        assert_eq!(
+            c.get(&[4; 32], 0).map(|a| a.authorization.len()),
+            Some(big.len())
+        );
     }
 }

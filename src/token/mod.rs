@@ -2,9 +2,12 @@
 //! check, a minted JWT, an introspection answer and a split token response are.
 
 pub mod bearer;
+pub mod claims;
+pub mod host;
 pub mod introspection;
 pub mod jws;
 pub mod jwt;
 pub mod mint;
+pub mod path;
 pub mod scope;
 pub mod split;

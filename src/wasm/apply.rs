@@ -5,17 +5,31 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
+use std::rc::Rc;
+
+use crate::hash::TokenHash;
 use crate::host::Host;
-use crate::pipeline::{self, Verdict};
+use crate::metrics::Counter;
+use crate::pipeline::{self, Introspected, Verdict};
 use crate::reply::{self, Denial, LocalReply, Outcome, SplitReply};
 use crate::storage::held;
 use crate::storage::inflight::Waiter;
+use crate::storage::local::Resolved;
+use crate::token::claims::Claim;
 
+use super::headers;
 use super::host::{log, Plugin};
 
 impl Plugin {
-    /// Applies `verdict` to every waiter, from context `current` (the effective one).
-    pub fn apply_all(&self, current: u32, waiters: &[Waiter], verdict: &Verdict) {
+    /// Applies the answer of an introspection to every request waiting for it, each under its
+    /// own policy, from context `current` (the effective one).
+    pub fn answer_waiters(
+        &self,
+        current: u32,
+        hash: &TokenHash,
+        waiters: &[Waiter],
+        answer: &Result<Introspected, Denial>,
+    ) {
         let mut effective = current;
         for w in waiters {
             // Acting on another request: make it the effective context first. A context that
@@ -26,54 +40,109 @@ impl Plugin {
                 }
                 effective = w.context_id;
             }
-            self.apply(w.context_id, w.head, verdict, true);
+            let policy = self.cfg.policies.get(w.policy);
+            let verdict = pipeline::after_introspection(policy, &self.worker, hash, answer);
+            self.apply(w.context_id, w.head, w.policy, &verdict, true);
         }
     }
 
-    /// Applies a verdict to the current (effective) request: `true` when it may continue.
-    /// `resume`: the request was paused and is resumed here.
-    pub fn apply(&self, context_id: u32, head: bool, verdict: &Verdict, resume: bool) -> bool {
-        match verdict {
-            Verdict::Forward { authorization } => {
-                if !self.apply_forward(context_id, head, authorization) {
-                    return false;
-                }
-                if resume {
-                    if let Err(s) = hostcalls::resume_http_request() {
-                        log(
-                            LogLevel::Debug,
-                            &format!("#{context_id} resume failed: {s:?}"),
-                        );
-                    }
-                }
-                true
-            }
+    /// Applies a verdict to the current (effective) request, under policy `policy`: `true`
+    /// when it may continue. `resume`: the request was paused and is resumed here.
+    pub fn apply(
+        &self,
+        context_id: u32,
+        head: bool,
+        policy: usize,
+        verdict: &Verdict,
+        resume: bool,
+    ) -> bool {
+        let forwarded = match verdict {
+            Verdict::Forward(token) => self.apply_forward(context_id, head, policy, Some(token)),
+            Verdict::Anonymous => self.apply_forward(context_id, head, policy, None),
             Verdict::Reject(denial) => {
-                self.reject(context_id, head, *denial);
+                self.reject(context_id, head, policy, *denial);
                 false
             }
+        };
+        if forwarded && resume {
+            if let Err(s) = hostcalls::resume_http_request() {
+                log(
+                    LogLevel::Debug,
+                    &format!("#{context_id} resume failed: {s:?}"),
+                );
+            }
         }
+        forwarded
     }
 
-    /// Sets `authorization` on the current request (overwritten, never appended: any
-    /// client-sent value is replaced). False when the header could not be set: the request was
-    /// answered with a 500 instead (the gateway's failure, not the token service's).
-    pub fn apply_forward(&self, context_id: u32, head: bool, authorization: &str) -> bool {
+    /// Readies the current request to go on under `policy`: `Authorization` overwritten with
+    /// the token's (never appended) or removed (no token), every claim header the filter owns
+    /// written from the token's claims or removed, and the filter state set. False when the
+    /// proxy refused an edit: the request was answered with a 500 instead.
+    fn apply_forward(
+        &self,
+        context_id: u32,
+        head: bool,
+        policy: usize,
+        token: Option<&Rc<Resolved>>,
+    ) -> bool {
+        let rules = self.cfg.policies.get(policy);
         let set = hostcalls::set_map_value(
             MapType::HttpRequestHeaders,
             "authorization",
-            Some(authorization),
+            token.map(|t| t.authorization.as_str()),
         );
         if set.is_err() {
             log(
                 LogLevel::Error,
                 &format!("#{context_id} cannot set authorization header"),
             );
-            self.reject(context_id, head, Denial::Internal);
+            self.reject(context_id, head, policy, Denial::Internal);
             return false;
         }
-        self.count(Outcome::Forwarded.counter());
+        let claims = token.map_or(&[][..], |t| t.claims.as_slice());
+        let policies = &self.cfg.policies;
+        for name in &policies.claim_headers {
+            let value = rules
+                .claims_to_headers
+                .iter()
+                .find(|h| h.header == *name)
+                .map(|h| self.claim_text(claims, h.claim));
+            let _ = hostcalls::set_map_value(
+                MapType::HttpRequestHeaders,
+                name,
+                value.flatten().map(String::as_str),
+            );
+        }
+        if !policies.filter_state.is_empty() {
+            for (claim, name) in &policies.filter_state {
+                if let Some(value) = self.claim_text(claims, *claim) {
+                    headers::set_filter_state(&format!("token_filter.{name}"), value.as_bytes());
+                }
+            }
+            headers::set_filter_state("token_filter.policy", rules.name.as_bytes());
+        }
+        let outcome = if token.is_some() {
+            Outcome::Forwarded
+        } else {
+            Outcome::ForwardedAnonymous
+        };
+        self.count(outcome.counter());
+        self.metrics.count_policy(policy, true);
         true
+    }
+
+    /// The text of claim `index` of a token's claims; a claim the rules refuse to copy is
+    /// counted, and not copied.
+    fn claim_text<'c>(&self, claims: &'c [Claim], index: usize) -> Option<&'c String> {
+        match claims.get(index) {
+            Some(Claim::Value(v)) => Some(v),
+            Some(Claim::Refused) => {
+                self.count(Counter::ClaimNotCopied);
+                None
+            }
+            _ => None,
+        }
     }
 
     /// A CORS preflight passes unauthenticated: never with the client's token.
@@ -82,9 +151,11 @@ impl Plugin {
         self.count(Outcome::PreflightPassed.counter());
     }
 
-    pub fn reject(&self, context_id: u32, head: bool, denial: Denial) {
+    pub fn reject(&self, context_id: u32, head: bool, policy: usize, denial: Denial) {
         self.count(Outcome::Denied(denial).counter());
-        let r = reply::local_reply(denial, &self.cfg.realm, &self.cfg.required_scopes, head);
+        self.metrics.count_policy(policy, false);
+        let scopes = &self.cfg.policies.get(policy).required_scopes;
+        let r = reply::local_reply(denial, &self.cfg.realm, scopes, head);
         Self::send(context_id, &r);
     }
 

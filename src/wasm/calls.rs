@@ -13,7 +13,7 @@ use crate::hash::{self, TokenHash};
 use crate::header_map::HeaderMap;
 use crate::host::Host;
 use crate::metrics::Counter;
-use crate::pipeline::{self, Verdict};
+use crate::pipeline::{self, Introspected};
 use crate::reply::Denial;
 use crate::storage::inflight::{Join, Waiter};
 use crate::storage::keys::{self, JwksSource};
@@ -210,9 +210,9 @@ impl Plugin {
             },
             contract.unwrap_or(&Contract::Jwt),
         );
-        let verdict = pipeline::on_introspection(&self.cfg, &self.worker, self, &hash, outcome);
-        let level = match verdict {
-            Verdict::Reject(Denial::TokenService(_)) => LogLevel::Warn,
+        let answer = pipeline::on_introspection(&self.cfg, &self.worker, self, &hash, outcome);
+        let level = match answer {
+            Err(Denial::TokenService(_)) => LogLevel::Warn,
             _ => LogLevel::Debug,
         };
         if level == LogLevel::Warn || self.debug_logs.get() {
@@ -223,18 +223,18 @@ impl Plugin {
                     hash::hash_prefix(&hash),
                     status.as_deref().unwrap_or("no headers"),
                     body_size,
-                    describe(&verdict),
+                    describe(&answer),
                     waiters.len(),
                 ),
             );
         }
-        self.apply_all(context_id, &waiters, &verdict);
+        self.answer_waiters(context_id, &hash, &waiters, &answer);
     }
 
     /// Starts (or joins) the introspection of `token` for request `context_id`, which stays
     /// paused. False when the call could not be started: the request was answered (502).
-    pub fn introspect(&self, context_id: u32, head: bool, hash: TokenHash, token: &str) -> bool {
-        let waiter = Waiter { context_id, head };
+    pub fn introspect(&self, waiter: Waiter, hash: TokenHash, token: &str) -> bool {
+        let context_id = waiter.context_id;
         let join = self.inflight.borrow_mut().join(hash, token, waiter);
         match join {
             Join::Wait => {
@@ -258,17 +258,14 @@ impl Plugin {
     /// The call could not be started: everyone waiting on it gets a 502.
     pub fn abandon(&self, context_id: u32, hash: &TokenHash) {
         let waiters = self.inflight.borrow_mut().abandon(hash);
-        self.apply_all(
-            context_id,
-            &waiters,
-            &Verdict::Reject(Denial::TokenService(CallFailure::Unreachable)),
-        );
+        let failed = Err(Denial::TokenService(CallFailure::Unreachable));
+        self.answer_waiters(context_id, hash, &waiters, &failed);
     }
 }
 
-fn describe(v: &Verdict) -> String {
-    match v {
-        Verdict::Forward { .. } => "forward".to_owned(),
-        Verdict::Reject(d) => format!("reject {d:?}"),
+fn describe(answer: &Result<Introspected, Denial>) -> String {
+    match answer {
+        Ok(_) => "active".to_owned(),
+        Err(d) => format!("refused {d:?}"),
     }
 }

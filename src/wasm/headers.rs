@@ -54,3 +54,47 @@ pub(crate) fn read(map: MapType) -> HeaderMap {
 pub(crate) fn value(map: MapType, name: &str) -> Option<String> {
     read(map).get(name)
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+/// A property of the current request (`xds.route_name`, ...), as text; `None` when the proxy
+/// has none, or answers anything but `Ok`. The SDK's own getter panics on a status it does not
+/// expect, which would trap the VM: the status is read as a number here.
+pub(crate) fn property(path: &[&str]) -> Option<String> {
+    let path = path.join("\0");
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as for `proxy_get_header_map_pairs`: a buffer the proxy allocated in this VM.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    if status != 0 || data.is_null() {
+        return None;
+    }
+    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    Some(
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
+}
+
+/// Sets filter state `wasm.<name>` (Envoy prefixes `wasm.`) for the current request. False when
+/// the proxy refused it; the SDK's own setter panics then.
+pub(crate) fn set_filter_state(name: &str, value: &[u8]) -> bool {
+    // SAFETY: both buffers are ours and outlive the call.
+    let status =
+        unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    status == 0
+}

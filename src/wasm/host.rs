@@ -24,11 +24,12 @@ pub fn log(level: LogLevel, message: &str) {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot define metric {name}: {status:?}")]
 pub struct MetricError {
-    name: &'static str,
+    name: String,
     status: Status,
 }
 
-/// Metric ids, defined once per VM and plugin, and the increments not yet handed to Envoy.
+/// Metric ids, defined once per VM and plugin, and the increments not yet handed to Envoy: the
+/// counters of [`Counter`], then `policy.<name>.allowed` and `.denied` for each policy.
 ///
 /// A metric increment is a host call that costs about as much as the rest of a cache hit
 /// (BENCHMARKS.md), so counts are added up in the VM and flushed on the root context's timer
@@ -39,12 +40,17 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn define() -> Result<Self, MetricError> {
-        let mut ids = Vec::with_capacity(Counter::ALL.len());
-        for counter in Counter::ALL {
-            let name = counter.name();
+    /// `policies`: the names of the policies, in index order (the default last).
+    pub fn define(policies: &[&str]) -> Result<Self, MetricError> {
+        let mut names: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_owned()).collect();
+        for policy in policies {
+            names.push(format!("token_filter.policy.{policy}.allowed"));
+            names.push(format!("token_filter.policy.{policy}.denied"));
+        }
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
             ids.push(
-                hostcalls::define_metric(MetricType::Counter, name)
+                hostcalls::define_metric(MetricType::Counter, &name)
                     .map_err(|status| MetricError { name, status })?,
             );
         }
@@ -55,7 +61,17 @@ impl Metrics {
     }
 
     pub fn count_by(&self, counter: Counter, by: u64) {
-        if let Some(n) = self.pending.get(counter.index()) {
+        self.bump(counter.index(), by);
+    }
+
+    /// Counts a request under policy `index`, forwarded or refused.
+    pub fn count_policy(&self, index: usize, allowed: bool) {
+        let offset = Counter::ALL.len() + 2 * index + usize::from(!allowed);
+        self.bump(offset, 1);
+    }
+
+    fn bump(&self, index: usize, by: u64) {
+        if let Some(n) = self.pending.get(index) {
             n.set(n.get().saturating_add(by));
         }
     }
@@ -84,6 +100,8 @@ pub struct Plugin {
     /// Whether Envoy logs the filter at debug level (read on every timer tick): debug lines
     /// are neither formatted nor sent otherwise.
     pub debug_logs: Cell<bool>,
+    /// Route metadata policy names this worker found unknown and logged (each once; bounded).
+    pub unknown_policies: RefCell<Vec<String>>,
 }
 
 impl Host for Plugin {
@@ -123,6 +141,24 @@ impl Host for Plugin {
 }
 
 impl Plugin {
+    /// Logs, once per worker, a route metadata policy name the configuration lacks.
+    pub fn log_unknown_policy(&self, context_id: u32, name: &str) {
+        let Ok(mut seen) = self.unknown_policies.try_borrow_mut() else {
+            return;
+        };
+        if seen.len() >= 64 || seen.iter().any(|n| n == name) {
+            return;
+        }
+        seen.push(name.to_owned());
+        log(
+            LogLevel::Error,
+            &format!(
+                "#{context_id} route metadata names policy {name:?}, which the configuration \
+                 does not define: requests on that route are refused with 500"
+            ),
+        );
+    }
+
     /// Reads Envoy's current log level for the filter.
     pub fn refresh_log_level(&self) {
         let level = hostcalls::get_log_level().unwrap_or(LogLevel::Trace);

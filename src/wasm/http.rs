@@ -10,14 +10,25 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use crate::hash::TokenHash;
 use crate::header_map::HeaderMap;
 use crate::host::Host as _;
-use crate::pipeline::{self, Request, Step, TokenResponse, Verdict};
+use crate::pipeline::{self, RemoteAnswer, Request, Step, TokenResponse, Verdict};
 use crate::reply::{Denial, SplitReply};
 use crate::storage::held::Kind;
+use crate::storage::inflight::Waiter;
 use crate::storage::remote::{self, Got};
 use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::headers::{self, read_body};
 use super::host::{log, Plugin};
+
+/// The property path of the policy a route's metadata names: `filter_metadata`, namespace
+/// `token_filter`, key `policy` (the top-level `route_metadata` attribute is gone since 1.33).
+const ROUTE_POLICY: [&str; 5] = [
+    "xds",
+    "route_metadata",
+    "filter_metadata",
+    "token_filter",
+    "policy",
+];
 
 enum State {
     /// Headers not seen yet.
@@ -36,6 +47,7 @@ enum State {
         hash: TokenHash,
         token: String,
         head: bool,
+        policy: usize,
         started_ms: u64,
     },
     /// A publish or revocation applied locally, waiting for its remote write before answering.
@@ -306,8 +318,20 @@ impl Http {
     }
 
     /// Starts (or joins) the introspection of `token`; the request stays paused.
-    fn introspect(&mut self, shared: &Plugin, hash: TokenHash, token: &str, head: bool) {
-        self.state = if shared.introspect(self.id, head, hash, token) {
+    fn introspect(
+        &mut self,
+        shared: &Plugin,
+        hash: TokenHash,
+        token: &str,
+        head: bool,
+        policy: usize,
+    ) {
+        let waiter = Waiter {
+            context_id: self.id,
+            head,
+            policy,
+        };
+        self.state = if shared.introspect(waiter, hash, token) {
             State::Waiting(hash)
         } else {
             State::Done
@@ -322,11 +346,12 @@ impl Http {
         shared: &Plugin,
         step: Step,
         head: bool,
+        policy: usize,
         resume: bool,
     ) -> Action {
         let verdict = match step {
             Step::Introspect { hash, token } => {
-                self.introspect(shared, hash, &token, head);
+                self.introspect(shared, hash, &token, head, policy);
                 return Action::Pause;
             }
             Step::Done(verdict) => verdict,
@@ -334,7 +359,7 @@ impl Http {
             _ => Verdict::Reject(Denial::StoreUnavailable),
         };
         self.state = State::Done;
-        if shared.apply(self.id, head, &verdict, resume) && !resume {
+        if shared.apply(self.id, head, policy, &verdict, resume) && !resume {
             Action::Continue
         } else {
             Action::Pause
@@ -359,6 +384,7 @@ impl Http {
                 hash,
                 token,
                 head,
+                policy,
                 started_ms,
                 ..
             } => {
@@ -374,14 +400,17 @@ impl Http {
                 let latency = shared.now_ms().saturating_sub(started_ms);
                 let step = pipeline::on_remote_get(
                     &shared.cfg,
+                    shared.cfg.policies.get(policy),
                     &shared.worker,
                     shared,
                     &hash,
                     &token,
-                    got,
-                    latency,
+                    RemoteAnswer {
+                        got,
+                        latency_ms: latency,
+                    },
                 );
-                self.after_remote_get(shared, step, head, true);
+                self.after_remote_get(shared, step, head, policy, true);
             }
             State::PublishWrite { reply, delete, .. } => {
                 let written = if delete {
@@ -415,6 +444,7 @@ impl Http {
         token: String,
         key: &str,
         head: bool,
+        policy: usize,
     ) -> Action {
         let call = shared
             .cfg
@@ -429,6 +459,7 @@ impl Http {
                     hash,
                     token,
                     head,
+                    policy,
                     started_ms: shared.now_ms(),
                 };
                 Action::Pause
@@ -439,14 +470,17 @@ impl Http {
                 }
                 let step = pipeline::on_remote_get(
                     &shared.cfg,
+                    shared.cfg.policies.get(policy),
                     &shared.worker,
                     shared,
                     &hash,
                     &token,
-                    Got::Failed,
-                    0,
+                    RemoteAnswer {
+                        got: Got::Failed,
+                        latency_ms: 0,
+                    },
                 );
-                self.after_remote_get(shared, step, head, false)
+                self.after_remote_get(shared, step, head, policy, false)
             }
         }
     }
@@ -499,37 +533,52 @@ impl HttpContext for Http {
         };
         // One read of the whole map: each header read separately costs as much.
         let headers = headers::read(MapType::HttpRequestHeaders);
+        let policies = &shared.cfg.policies;
+        // What the proxy says of the route, read only when a policy needs it.
+        let route_name = policies
+            .by_route_name
+            .then(|| headers::property(&["xds", "route_name"]))
+            .flatten();
+        let route_policy = (!policies.is_empty())
+            .then(|| headers::property(&ROUTE_POLICY))
+            .flatten();
         let request = Request {
             headers: &headers,
             end_of_stream,
+            route_name: route_name.as_deref(),
+            route_policy: route_policy.as_deref(),
         };
-        let step = pipeline::on_request(&shared.cfg, &shared.worker, shared.as_ref(), &request);
-        // The method is only read when a reply may be needed (no body for HEAD).
-        let head = || headers.get(":method").as_deref() == Some("HEAD");
-        match step {
-            Step::Done(Verdict::Forward { authorization }) => {
-                self.state = State::Done;
-                if shared.apply_forward(self.id, head(), &authorization) {
-                    Action::Continue
-                } else {
-                    Action::Pause
+        let decision = pipeline::on_request(&shared.cfg, &shared.worker, shared.as_ref(), &request);
+        let policy = decision.policy;
+        if decision.step == Step::Done(Verdict::Reject(Denial::UnknownPolicy)) {
+            shared.log_unknown_policy(self.id, route_policy.as_deref().unwrap_or(""));
+        }
+        if policies.by_methods {
+            // A method override would make the API act on a method no policy matched on.
+            for name in pipeline::METHOD_OVERRIDE_HEADERS {
+                if headers.contains(name) {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
                 }
             }
+        }
+        // The method is only read when a reply may be needed (no body for HEAD).
+        let head = || headers.get(":method").as_deref() == Some("HEAD");
+        match decision.step {
             Step::Done(verdict) => {
                 self.state = State::Done;
                 // Decided synchronously: returning Continue is the resume.
-                if shared.apply(self.id, head(), &verdict, false) {
+                if shared.apply(self.id, head(), policy, &verdict, false) {
                     Action::Continue
                 } else {
                     Action::Pause
                 }
             }
             Step::Introspect { hash, token } => {
-                self.introspect(&shared, hash, &token, head());
+                self.introspect(&shared, hash, &token, head(), policy);
                 Action::Pause
             }
             Step::Remote { hash, token, key } => {
-                self.remote_lookup(&shared, hash, token, &key, head())
+                self.remote_lookup(&shared, hash, token, &key, head(), policy)
             }
             Step::Publish => self.start_publish(&shared, &headers, end_of_stream),
             Step::TokenRequest => {

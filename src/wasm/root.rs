@@ -56,7 +56,8 @@ impl Root {
             .map_err(ConfigureError::Read)?
             .unwrap_or_default();
         let cfg = Config::from_slice(&bytes)?;
-        let metrics = Metrics::define()?;
+        let policy_names: Vec<&str> = cfg.policies.all().map(|(_, p)| p.name.as_str()).collect();
+        let metrics = Metrics::define(&policy_names)?;
         log(
             LogLevel::Info,
             &format!("#{} configured: {}", self.context_id, cfg.summary()),
@@ -77,6 +78,7 @@ impl Root {
             inflight: RefCell::new(InFlight::default()),
             held: RefCell::new(Held::default()),
             debug_logs: Cell::new(true),
+            unknown_policies: RefCell::new(Vec::new()),
         });
         if let Some(src) = plugin.jwks_source() {
             keys::initialize(src, plugin.as_ref());

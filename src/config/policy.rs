@@ -1,0 +1,667 @@
+//! `policies`, `claims_to_headers`, `claims_to_filter_state`: per-route policy. Envoy 1.40 has
+//! no per-route configuration for Wasm filters, so the filter chooses the policy itself: by the
+//! route's metadata, else by the first policy whose `match` matches, else the top-level fields
+//! (the policy named `default`).
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+use crate::token::claims::ClaimPath;
+use crate::token::scope;
+
+/// Most policies in one configuration.
+pub const MAX_POLICIES: usize = 256;
+/// Most `claims_to_headers` entries in one list, and most `claims_to_filter_state` claims.
+pub const MAX_CLAIM_MAPPINGS: usize = 32;
+const MAX_POLICY_NAME: usize = 64;
+const MAX_MATCH_ITEMS: usize = 64;
+
+/// Headers a claim may never be copied into: pseudo-headers are refused by their `:`, these by
+/// name (credentials, routing, framing, hop-by-hop).
+const FORBIDDEN_HEADERS: [&str; 15] = [
+    "authorization",
+    "proxy-authorization",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "cookie",
+    "dpop",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    name: String,
+    #[serde(rename = "match", default)]
+    matcher: RawMatch,
+    token: Option<String>,
+    required_scopes: Option<Vec<String>>,
+    accept_jwt: Option<bool>,
+    claims_to_headers: Option<Vec<RawClaimHeader>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    path_exact: Option<String>,
+    path_prefix: Option<String>,
+    methods: Option<Vec<String>>,
+    hosts: Option<Vec<String>>,
+    route_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimHeader {
+    claim: String,
+    header: String,
+}
+
+/// What a route asks of the token (`token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRule {
+    /// A valid token is required (the default).
+    Required,
+    /// No token: forwarded without `Authorization`; a token present must be valid.
+    Optional,
+    /// No lookup at all: the client's `Authorization` is removed.
+    None,
+}
+
+impl TokenRule {
+    fn parse(field: &str, value: Option<&str>) -> Result<Self, ConfigError> {
+        match value.unwrap_or("required") {
+            "required" => Ok(TokenRule::Required),
+            "optional" => Ok(TokenRule::Optional),
+            "none" => Ok(TokenRule::None),
+            _ => Err(ConfigError::new(
+                field,
+                "must be \"required\", \"optional\" or \"none\"",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenRule::Required => "required",
+            TokenRule::Optional => "optional",
+            TokenRule::None => "none",
+        }
+    }
+}
+
+/// A path condition, on the canonical path without its query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// A host condition: lower case, no port, no trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com`: any subdomain of it (the suffix kept with its leading dot).
+    Subdomain(String),
+}
+
+/// `match`: every condition given must hold; an empty match holds for every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    pub path: Option<PathMatch>,
+    pub methods: Vec<String>,
+    pub hosts: Vec<HostMatch>,
+    pub route_name: Option<String>,
+}
+
+/// A claim copied into a request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    /// Index into [`Policies::claims`].
+    pub claim: usize,
+    pub header: String,
+}
+
+/// One policy, the top-level one (`default`) included.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub matcher: Match,
+    pub token: TokenRule,
+    pub required_scopes: Vec<String>,
+    pub accept_jwt: bool,
+    pub claims_to_headers: Vec<ClaimHeader>,
+}
+
+/// Every policy, and what all of them need.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    /// In order: the first that matches applies.
+    pub list: Vec<Policy>,
+    /// The top-level fields, named `default`.
+    pub default: Policy,
+    /// Every claim some policy or the filter state reads, each once.
+    pub claims: Vec<ClaimPath>,
+    /// Every header some `claims_to_headers` writes: the filter owns them, on every route.
+    pub claim_headers: Vec<String>,
+    /// `claims_to_filter_state`: indices into [`Self::claims`], with the claim's name.
+    pub filter_state: Vec<(usize, String)>,
+    /// Which request attributes some policy matches on (nothing else is read or checked).
+    pub by_path: bool,
+    pub by_methods: bool,
+    pub by_hosts: bool,
+    pub by_route_name: bool,
+}
+
+impl Policies {
+    /// The policy `name` names (`default` included).
+    pub fn named(&self, name: &str) -> Option<(usize, &Policy)> {
+        if name == self.default.name {
+            return Some((self.list.len(), &self.default));
+        }
+        self.list.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+
+    /// The policy of an index [`Self::named`] or matching gave (`list.len()` is the default).
+    pub fn get(&self, index: usize) -> &Policy {
+        self.list.get(index).unwrap_or(&self.default)
+    }
+
+    /// Every policy with its index, the default last.
+    pub fn all(&self) -> impl Iterator<Item = (usize, &Policy)> {
+        self.list
+            .iter()
+            .chain(std::iter::once(&self.default))
+            .enumerate()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// The top-level fields that make the default policy.
+pub(super) struct RawDefaults {
+    pub required_scopes: Vec<String>,
+    pub token: Option<String>,
+    pub accept_jwt: Option<bool>,
+    pub claims_to_headers: Vec<RawClaimHeader>,
+}
+
+pub(super) fn validate(
+    defaults: RawDefaults,
+    raw: Vec<RawPolicy>,
+    filter_state: Vec<String>,
+    has_verify: bool,
+) -> Result<Policies, ConfigError> {
+    if raw.len() > MAX_POLICIES {
+        return Err(ConfigError::new(
+            "policies",
+            format!("has more than {MAX_POLICIES} policies"),
+        ));
+    }
+    let mut claims: Vec<ClaimPath> = Vec::new();
+    let mut claim_headers: Vec<String> = Vec::new();
+    let mut intern = |path: ClaimPath| -> usize {
+        if let Some(i) = claims.iter().position(|c| *c == path) {
+            return i;
+        }
+        claims.push(path);
+        claims.len() - 1
+    };
+    let mut headers_of = |field: &str,
+                          list: &[RawClaimHeader],
+                          intern: &mut dyn FnMut(ClaimPath) -> usize|
+     -> Result<Vec<ClaimHeader>, ConfigError> {
+        if list.len() > MAX_CLAIM_MAPPINGS {
+            return Err(ConfigError::new(
+                field,
+                format!("has more than {MAX_CLAIM_MAPPINGS} entries"),
+            ));
+        }
+        let mut out: Vec<ClaimHeader> = Vec::with_capacity(list.len());
+        for (i, entry) in list.iter().enumerate() {
+            let claim = ClaimPath::parse(&entry.claim)
+                .ok_or_else(|| ConfigError::new(&format!("{field}[{i}].claim"), CLAIM_RULE))?;
+            let header = check_claim_header(&format!("{field}[{i}].header"), &entry.header)?;
+            if out.iter().any(|h| h.header == header) {
+                return Err(ConfigError::new(
+                    &format!("{field}[{i}].header"),
+                    "is named twice in this list",
+                ));
+            }
+            if !claim_headers.contains(&header) {
+                claim_headers.push(header.clone());
+            }
+            out.push(ClaimHeader {
+                claim: intern(claim),
+                header,
+            });
+        }
+        Ok(out)
+    };
+    let default_scopes = check_scopes("required_scopes", defaults.required_scopes)?;
+    let default_token = TokenRule::parse("token", defaults.token.as_deref())?;
+    let default_accept_jwt = defaults.accept_jwt.unwrap_or(false);
+    if default_accept_jwt && !has_verify {
+        return Err(ConfigError::new(
+            "accept_jwt",
+            "requires verify: a JWT is only accepted once its signature and claims check out",
+        ));
+    }
+    let default_headers = headers_of(
+        "claims_to_headers",
+        &defaults.claims_to_headers,
+        &mut intern,
+    )?;
+    let default = Policy {
+        name: DEFAULT_POLICY.to_owned(),
+        matcher: Match::default(),
+        token: default_token,
+        required_scopes: default_scopes,
+        accept_jwt: default_accept_jwt,
+        claims_to_headers: default_headers.clone(),
+    };
+    let mut list: Vec<Policy> = Vec::with_capacity(raw.len());
+    for (i, p) in raw.into_iter().enumerate() {
+        let field = format!("policies[{i}]");
+        check_policy_name(&format!("{field}.name"), &p.name)?;
+        if p.name == DEFAULT_POLICY || list.iter().any(|q| q.name == p.name) {
+            return Err(ConfigError::new(
+                &format!("{field}.name"),
+                "must be unique (and not \"default\", the top-level policy)",
+            ));
+        }
+        let matcher = validate_match(&format!("{field}.match"), p.matcher)?;
+        let accept_jwt = p.accept_jwt.unwrap_or(default_accept_jwt);
+        if accept_jwt && !has_verify {
+            return Err(ConfigError::new(
+                &format!("{field}.accept_jwt"),
+                "requires verify: a JWT is only accepted once its signature and claims check out",
+            ));
+        }
+        list.push(Policy {
+            name: p.name,
+            matcher,
+            token: match p.token {
+                Some(t) => TokenRule::parse(&format!("{field}.token"), Some(&t))?,
+                None => default_token,
+            },
+            required_scopes: match p.required_scopes {
+                Some(s) => check_scopes(&format!("{field}.required_scopes"), s)?,
+                None => default.required_scopes.clone(),
+            },
+            accept_jwt,
+            claims_to_headers: match p.claims_to_headers {
+                Some(list) => {
+                    headers_of(&format!("{field}.claims_to_headers"), &list, &mut intern)?
+                }
+                None => default_headers.clone(),
+            },
+        });
+    }
+    if filter_state.len() > MAX_CLAIM_MAPPINGS {
+        return Err(ConfigError::new(
+            "claims_to_filter_state",
+            format!("has more than {MAX_CLAIM_MAPPINGS} entries"),
+        ));
+    }
+    let mut state = Vec::with_capacity(filter_state.len());
+    for (i, name) in filter_state.into_iter().enumerate() {
+        let field = format!("claims_to_filter_state[{i}]");
+        let claim = ClaimPath::parse(&name).ok_or_else(|| ConfigError::new(&field, CLAIM_RULE))?;
+        // `wasm.token_filter.policy` is the policy's name.
+        if name == "policy" || state.iter().any(|(_, n)| *n == name) {
+            return Err(ConfigError::new(
+                &field,
+                "must be unique, and not \"policy\" (the filter state key of the policy's name)",
+            ));
+        }
+        state.push((intern(claim), name));
+    }
+    Ok(Policies {
+        by_path: list.iter().any(|p| p.matcher.path.is_some()),
+        by_methods: list.iter().any(|p| !p.matcher.methods.is_empty()),
+        by_hosts: list.iter().any(|p| !p.matcher.hosts.is_empty()),
+        by_route_name: list.iter().any(|p| p.matcher.route_name.is_some()),
+        list,
+        default,
+        claims,
+        claim_headers,
+        filter_state: state,
+    })
+}
+
+/// The name of the top-level policy.
+pub const DEFAULT_POLICY: &str = "default";
+
+const CLAIM_RULE: &str =
+    "must be a claim name, or a dotted path into objects (realm_access.roles): \
+     1 to 256 visible ASCII characters, no empty part";
+
+fn check_policy_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_POLICY_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("must be 1 to {MAX_POLICY_NAME} characters of [a-z0-9_-]"),
+        ))
+    }
+}
+
+fn check_scopes(field: &str, scopes: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ConfigError::new(
+            field,
+            format!("has more than {MAX_SCOPES} entries"),
+        ));
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if !scope::is_scope_token(s) {
+            return Err(ConfigError::new(
+                &format!("{field}[{i}]"),
+                "must be a non-empty scope token (RFC 6749 §3.3: printable ASCII, no space, '\"' or '\\')",
+            ));
+        }
+    }
+    Ok(scopes)
+}
+
+fn validate_match(field: &str, raw: RawMatch) -> Result<Match, ConfigError> {
+    let path = match (raw.path_exact, raw.path_prefix) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                field,
+                "path_exact and path_prefix cannot both be given",
+            ))
+        }
+        (Some(p), None) => {
+            check_path(&format!("{field}.path_exact"), &p)?;
+            Some(PathMatch::Exact(p))
+        }
+        (None, Some(p)) => {
+            check_path(&format!("{field}.path_prefix"), &p)?;
+            Some(PathMatch::Prefix(p))
+        }
+        (None, None) => None,
+    };
+    let methods = raw.methods.unwrap_or_default();
+    if methods.len() > MAX_MATCH_ITEMS {
+        return Err(ConfigError::new(
+            &format!("{field}.methods"),
+            format!("has more than {MAX_MATCH_ITEMS} entries"),
+        ));
+    }
+    for (i, m) in methods.iter().enumerate() {
+        let ok = !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_uppercase());
+        if !ok {
+            return Err(ConfigError::new(
+                &format!("{field}.methods[{i}]"),
+                "must be an upper-case method name (GET, POST, ...)",
+            ));
+        }
+    }
+    let raw_hosts = raw.hosts.unwrap_or_default();
+    if raw_hosts.len() > MAX_MATCH_ITEMS {
+        return Err(ConfigError::new(
+            &format!("{field}.hosts"),
+            format!("has more than {MAX_MATCH_ITEMS} entries"),
+        ));
+    }
+    let mut hosts = Vec::with_capacity(raw_hosts.len());
+    for (i, h) in raw_hosts.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        let (pattern, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (HostMatch::Subdomain(format!(".{rest}")), rest.to_owned()),
+            None => (HostMatch::Exact(lower.clone()), lower.clone()),
+        };
+        if crate::token::host::canonical(&name).as_deref() != Some(name.as_str()) {
+            return Err(ConfigError::new(
+                &format!("{field}.hosts[{i}]"),
+                "must be a host name (letters, digits, '-' and '.'; no port), optionally starting \
+                 with \"*.\"",
+            ));
+        }
+        hosts.push(pattern);
+    }
+    if let Some(name) = &raw.route_name {
+        check_name(&format!("{field}.route_name"), name)?;
+    }
+    Ok(Match {
+        path,
+        methods,
+        hosts,
+        route_name: raw.route_name,
+    })
+}
+
+/// A header name a claim may be written into: a token (RFC 9110 §5.6.2), lower case, not a
+/// pseudo-header and not one of [`FORBIDDEN_HEADERS`].
+fn check_claim_header(field: &str, name: &str) -> Result<String, ConfigError> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(tchar) {
+        return Err(ConfigError::new(
+            field,
+            "must be a header name (1 to 128 token characters, no ':')",
+        ));
+    }
+    if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+        return Err(ConfigError::new(
+            field,
+            "names a header the filter or the proxy owns (authorization, host, hop-by-hop, \
+             framing, cookie, dpop, x-envoy-*)",
+        ));
+    }
+    Ok(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_slice(
+            format!(
+                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
+                "client_secret": "s"}} {extra}}}"#
+            )
+            .as_bytes(),
+        )
+    }
+
+    fn field_of(extra: &str) -> String {
+        match cfg(extra) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = cfg(r#", "required_scopes": ["read"],
+          "policies": [
+            { "name": "health",  "match": { "path_exact": "/healthz" }, "token": "none" },
+            { "name": "catalog", "match": { "path_prefix": "/catalog/", "methods": ["GET", "HEAD"] }, "token": "optional" },
+            { "name": "orders-write", "match": { "path_prefix": "/orders/", "methods": ["POST", "PUT", "PATCH", "DELETE"] },
+              "required_scopes": ["orders:write"] },
+            { "name": "admin",   "match": { "hosts": ["admin.example.com", "*.admin.example.com"] }, "required_scopes": ["admin"] },
+            { "name": "reports", "match": { "route_name": "reports" }, "required_scopes": ["reports"],
+              "claims_to_headers": [ { "claim": "sub", "header": "x-report-user" } ] }
+          ],
+          "claims_to_headers": [ { "claim": "sub", "header": "x-user-id" }, { "claim": "client_id", "header": "x-client-id" } ],
+          "claims_to_filter_state": ["sub", "client_id", "scope"]"#)
+        .unwrap();
+        let p = &c.policies;
+        assert_eq!(p.list.len(), 5);
+        assert_eq!(p.default.name, "default");
+        assert_eq!(p.default.required_scopes, ["read"]);
+        assert_eq!(p.get(0).token, TokenRule::None);
+        assert_eq!(p.get(1).token, TokenRule::Optional);
+        assert_eq!(p.get(2).token, TokenRule::Required);
+        assert_eq!(p.get(2).required_scopes, ["orders:write"]);
+        assert_eq!(
+            p.get(1).required_scopes,
+            ["read"],
+            "defaults to the top level"
+        );
+        assert_eq!(
+            p.get(3).matcher.hosts,
+            [
+                HostMatch::Exact("admin.example.com".into()),
+                HostMatch::Subdomain(".admin.example.com".into())
+            ]
+        );
+        // Each list replaces the top-level one; every header is owned.
+        assert_eq!(p.get(4).claims_to_headers.len(), 1);
+        assert_eq!(p.get(1).claims_to_headers.len(), 2);
+        assert_eq!(
+            p.claim_headers,
+            ["x-user-id", "x-client-id", "x-report-user"]
+        );
+        let names: Vec<&str> = p.claims.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["sub", "client_id", "scope"]);
+        assert_eq!(p.filter_state.len(), 3);
+        assert!(p.by_path && p.by_methods && p.by_hosts && p.by_route_name);
+        assert_eq!(p.named("reports").map(|(i, _)| i), Some(4));
+        assert_eq!(p.named("default").map(|(i, _)| i), Some(5));
+        assert!(c.summary().contains("policies=[\"health\""));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let many: Vec<String> = (0..=MAX_POLICIES)
+            .map(|i| format!(r#"{{"name": "p{i}"}}"#))
+            .collect();
+        let many = format!(r#", "policies": [{}]"#, many.join(","));
+        let cases = [
+            (
+                r#", "policies": [{"name": "Bad Name"}]"#,
+                "policies[0].name",
+            ),
+            (r#", "policies": [{"name": ""}]"#, "policies[0].name"),
+            (
+                r#", "policies": [{"name": "a"}, {"name": "a"}]"#,
+                "policies[1].name",
+            ),
+            (r#", "policies": [{"name": "default"}]"#, "policies[0].name"),
+            (&many, "policies"),
+            (
+                r#", "policies": [{"name": "a", "match": {"path_prefix": "orders"}}]"#,
+                "policies[0].match.path_prefix",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"path_exact": "/a?b"}}]"#,
+                "policies[0].match.path_exact",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"path_exact": "/a", "path_prefix": "/b"}}]"#,
+                "policies[0].match",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"methods": ["get"]}}]"#,
+                "policies[0].match.methods[0]",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"hosts": ["a b"]}}]"#,
+                "policies[0].match.hosts[0]",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"hosts": ["a.com:80"]}}]"#,
+                "policies[0].match.hosts[0]",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"route_name": ""}}]"#,
+                "policies[0].match.route_name",
+            ),
+            (
+                r#", "policies": [{"name": "a", "match": {"path": "/x"}}]"#,
+                "policies[0].match.path",
+            ),
+            (
+                r#", "policies": [{"name": "a", "token": "maybe"}]"#,
+                "policies[0].token",
+            ),
+            (
+                r#", "policies": [{"name": "a", "accept_jwt": true}]"#,
+                "policies[0].accept_jwt",
+            ),
+            (r#", "accept_jwt": true"#, "accept_jwt"),
+            (r#", "token": "sometimes""#, "token"),
+            (
+                r#", "policies": [{"name": "a", "required_scopes": ["a b"]}]"#,
+                "policies[0].required_scopes[0]",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": ":path"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "Authorization"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "host"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "connection"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "transfer-encoding"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "x-envoy-original-path"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "x user"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "x-a"}, {"claim": "c", "header": "X-A"}]"#,
+                "claims_to_headers[1].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "a..b", "header": "x-a"}]"#,
+                "claims_to_headers[0].claim",
+            ),
+            (
+                r#", "policies": [{"name": "a", "claims_to_headers": [{"claim": "sub", "header": "cookie"}]}]"#,
+                "policies[0].claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_filter_state": ["policy"]"#,
+                "claims_to_filter_state[0]",
+            ),
+            (
+                r#", "claims_to_filter_state": ["sub", "sub"]"#,
+                "claims_to_filter_state[1]",
+            ),
+            (
+                r#", "claims_to_filter_state": [""]"#,
+                "claims_to_filter_state[0]",
+            ),
+        ];
+        for (extra, field) in cases {
+            assert_eq!(field_of(extra), field, "{extra}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Stage: which policy applies. The route's metadata names one (`filter_metadata`
+//! `token_filter` / `policy`), else the first policy whose `match` holds, else `default`.
+//!
+//! What a policy matches on must be what the API will act on: the path is made canonical
+//! ([`crate::token::path`]) and the host too ([`crate::token::host`]); a request whose path
+//! or host is ambiguous is refused, never matched one way and served another. Each is only
+//! read when some policy matches on it.
+
+use crate::config::{Config, HostMatch, Match, PathMatch};
+use crate::reply::Denial;
+use crate::token::{host, path};
+
+use super::Request;
+
+/// The index of the policy that applies (see [`crate::config::Policies::get`]).
+pub fn choose(cfg: &Config, request: &Request<'_>) -> Result<usize, Denial> {
+    let policies = &cfg.policies;
+    if let Some(name) = request.route_policy {
+        // A name the configuration does not know: the operator's mistake, failed closed.
+        return policies
+            .named(name)
+            .map(|(index, _)| index)
+            .ok_or(Denial::UnknownPolicy);
+    }
+    if policies.is_empty() {
+        return Ok(policies.list.len());
+    }
+    let headers = request.headers;
+    let canonical_path = if policies.by_path {
+        let raw = headers.get(":path").unwrap_or_default();
+        Some(path::canonical(&raw).ok_or(Denial::AmbiguousRequest)?)
+    } else {
+        None
+    };
+    let canonical_host = if policies.by_hosts {
+        let raw = headers.get(":authority").unwrap_or_default();
+        Some(host::canonical(&raw).ok_or(Denial::AmbiguousRequest)?)
+    } else {
+        None
+    };
+    let method = if policies.by_methods {
+        headers.get(":method")
+    } else {
+        None
+    };
+    let seen = Seen {
+        path: canonical_path.as_deref(),
+        host: canonical_host.as_deref(),
+        method: method.as_deref(),
+        route_name: request.route_name,
+    };
+    Ok(policies
+        .list
+        .iter()
+        .position(|p| matches(&p.matcher, &seen))
+        .unwrap_or(policies.list.len()))
+}
+
+/// What a request shows the matchers: each canonical, each `None` when no policy reads it.
+struct Seen<'a> {
+    path: Option<&'a str>,
+    host: Option<&'a str>,
+    method: Option<&'a str>,
+    route_name: Option<&'a str>,
+}
+
+fn matches(m: &Match, seen: &Seen<'_>) -> bool {
+    let path_ok = match (&m.path, seen.path) {
+        (None, _) => true,
+        (Some(PathMatch::Exact(p)), Some(path)) => path == p,
+        (Some(PathMatch::Prefix(p)), Some(path)) => path.starts_with(p.as_str()),
+        (Some(_), None) => false,
+    };
+    let method_ok = m.methods.is_empty()
+        || seen
+            .method
+            .is_some_and(|x| m.methods.iter().any(|y| y == x));
+    let host_ok = m.hosts.is_empty()
+        || seen.host.is_some_and(|h| {
+            m.hosts.iter().any(|pattern| match pattern {
+                HostMatch::Exact(name) => h == name,
+                HostMatch::Subdomain(suffix) => {
+                    h.len() > suffix.len() && h.ends_with(suffix.as_str())
+                }
+            })
+        });
+    let route_ok = m
+        .route_name
+        .as_deref()
+        .is_none_or(|name| seen.route_name == Some(name));
+    path_ok && method_ok && host_ok && route_ok
+}

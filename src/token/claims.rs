@@ -1,0 +1,194 @@
+//! Claims copied out of the JWT the gateway forwards, into request headers
+//! (`claims_to_headers`) and Envoy filter state (`claims_to_filter_state`), as `jwt_authn`'s
+//! `claim_to_headers` does.
+//!
+//! A claim is named by a path: a top-level name (`sub`, or a namespaced
+//! `https://example.com/roles`), else a dotted path into objects (`realm_access.roles`). A value
+//! is copied as text: a string as it is, an integer or a boolean as its JSON text, an array of
+//! strings joined with `,`. Anything else is refused, never copied: an object, `null`, a float,
+//! a mixed array, a value with a control character (a header injection), a value over
+//! [`MAX_VALUE_LEN`] bytes.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+/// Longest value copied.
+pub const MAX_VALUE_LEN: usize = 8 * 1024;
+const MAX_PATH_LEN: usize = 256;
+
+/// A claim's name, and its dotted parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath {
+    name: String,
+    parts: Vec<String>,
+}
+
+impl ClaimPath {
+    /// `None` for an empty name, an empty part, or anything but visible ASCII.
+    pub fn parse(name: &str) -> Option<Self> {
+        if name.is_empty()
+            || name.len() > MAX_PATH_LEN
+            || !name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return None;
+        }
+        let parts: Vec<String> = name.split('.').map(str::to_owned).collect();
+        if parts.iter().any(String::is_empty) {
+            return None;
+        }
+        Some(Self {
+            name: name.to_owned(),
+            parts,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value in `claims`: the whole name as a top-level member first (namespaced claims
+    /// are URLs, with dots), else the dotted path.
+    pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+        if let Some(v) = claims.get(&self.name) {
+            return Some(v);
+        }
+        let (first, rest) = self.parts.split_first()?;
+        if rest.is_empty() {
+            return None;
+        }
+        let mut value = claims.get(first)?;
+        for part in rest {
+            value = value.as_object()?.get(part)?;
+        }
+        Some(value)
+    }
+}
+
+/// One claim of one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Value(String),
+    /// The token has no such claim.
+    Absent,
+    /// The token has it, but it cannot be copied (see the module).
+    Refused,
+}
+
+/// A claim value as header text.
+pub fn text(value: &Value) -> Claim {
+    let out = match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) => parts.push(s.as_str()),
+                    _ => return Claim::Refused,
+                }
+            }
+            parts.join(",")
+        }
+        _ => return Claim::Refused,
+    };
+    if out.len() > MAX_VALUE_LEN || out.chars().any(char::is_control) {
+        return Claim::Refused;
+    }
+    Claim::Value(out)
+}
+
+/// The claims `paths` of the JWT `jwt` (its payload decoded), each [`Claim::Absent`] when the
+/// payload cannot be read (a forwarded JWT always can).
+pub fn of_jwt(jwt: &str, paths: &[ClaimPath]) -> Vec<Claim> {
+    let payload = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok());
+    match payload {
+        Some(claims) => of(&claims, paths),
+        None => vec![Claim::Absent; paths.len()],
+    }
+}
+
+/// The claims `paths` of a claims object.
+pub fn of(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<Claim> {
+    paths
+        .iter()
+        .map(|p| p.lookup(claims).map_or(Claim::Absent, text))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn paths_reach_into_objects_and_namespaced_names_win() {
+        let c = claims(json!({
+            "sub": "alice", "realm_access": {"roles": ["a", "b"]},
+            "https://example.com/roles": ["x"], "a": {"b.c": 1}
+        }));
+        let get = |p: &str| ClaimPath::parse(p).unwrap().lookup(&c).cloned();
+        assert_eq!(get("sub"), Some(json!("alice")));
+        assert_eq!(get("realm_access.roles"), Some(json!(["a", "b"])));
+        assert_eq!(get("https://example.com/roles"), Some(json!(["x"])));
+        assert_eq!(get("realm_access.missing"), None);
+        assert_eq!(get("sub.x"), None, "not an object");
+        for bad in ["", ".", "a..b", "a.", " sub", "é"] {
+            assert!(ClaimPath::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn values_become_text_or_are_refused() {
+        let cases = [
+            (json!("alice"), Claim::Value("alice".into())),
+            (json!(42), Claim::Value("42".into())),
+            (json!(-7), Claim::Value("-7".into())),
+            (json!(true), Claim::Value("true".into())),
+            (json!(["a", "b"]), Claim::Value("a,b".into())),
+            (json!([]), Claim::Value(String::new())),
+            (json!({"a": 1}), Claim::Refused),
+            (json!(null), Claim::Refused),
+            (json!(1.5), Claim::Refused),
+            (json!(["a", 1]), Claim::Refused),
+            (json!("a\r\nx-injected: 1"), Claim::Refused),
+            (json!("tab\there"), Claim::Refused),
+            (json!("x".repeat(MAX_VALUE_LEN + 1)), Claim::Refused),
+            (
+                json!("x".repeat(MAX_VALUE_LEN)),
+                Claim::Value("x".repeat(MAX_VALUE_LEN)),
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(text(&value), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn of_a_jwt() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"bob","scope":"read write"}"#);
+        let jwt = format!("eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln");
+        let paths: Vec<ClaimPath> = ["sub", "scope", "client_id"]
+            .iter()
+            .map(|p| ClaimPath::parse(p).unwrap())
+            .collect();
+        assert_eq!(
+            of_jwt(&jwt, &paths),
+            vec![
+                Claim::Value("bob".into()),
+                Claim::Value("read write".into()),
+                Claim::Absent
+            ]
+        );
+        assert_eq!(of_jwt("garbage", &paths), vec![Claim::Absent; 3]);
+    }
+}

@@ -1,0 +1,115 @@
+//! The path a policy compares (`path_exact`, `path_prefix`), made unambiguous first. The policy
+//! decides what is protected, so it must be chosen on the path the API will act on: whatever
+//! two servers could read as two different paths is refused, never guessed at; what every
+//! server reads one way is made canonical.
+//!
+//! - Canonical: the query is dropped; percent-encoded unreserved characters (RFC 3986 §2.3:
+//!   letters, digits, `-._~`) are decoded, so `/%6Frders/1` is `/orders/1`; other escapes keep
+//!   their meaning, with upper-case hex.
+//! - Refused: a fragment; `\` and `;` (path parameters); percent-encoded `/`, `\` and `%` (a
+//!   server that decodes once more would see another path); an empty segment (`//`); a `.` or
+//!   `..` segment, encoded or not; control characters, spaces; a path not starting with `/`.
+//!
+//! Envoy can do part of this itself (`normalize_path`, `merge_slashes`,
+//! `path_with_escaped_slashes_action`): the filter is safe without them, and gives the same
+//! answer with them.
+
+/// The canonical path, without its query; `None` when the path is ambiguous (refused).
+pub fn canonical(target: &str) -> Option<String> {
+    let path = target.split('?').next().unwrap_or("");
+    if !path.starts_with('/') || path.contains(['#', '\\', ';']) {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if !(0x21..0x7f).contains(&b) {
+            return None;
+        }
+        if b != b'%' {
+            out.push(char::from(b));
+            i += 1;
+            continue;
+        }
+        let hex = |j: usize| bytes.get(j).and_then(|c| char::from(*c).to_digit(16));
+        let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2)) else {
+            return None;
+        };
+        let decoded = (h * 16 + l) as u8;
+        match decoded {
+            b'/' | b'\\' | b'%' => return None,
+            c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                out.push(char::from(c));
+            }
+            c => out.push_str(&format!("%{c:02X}")),
+        }
+        i += 3;
+    }
+    let segments: Vec<&str> = out.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (n, segment) in segments.iter().enumerate() {
+        // A trailing slash leaves one empty last segment; any other empty one is `//`.
+        if (segment.is_empty() && n != last) || *segment == "." || *segment == ".." {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths() {
+        for (target, want) in [
+            ("/", "/"),
+            ("/orders/1", "/orders/1"),
+            ("/orders/1?x=/../y", "/orders/1"),
+            ("/orders/", "/orders/"),
+            ("/%6Frders/1", "/orders/1"),
+            ("/%6frders/%31", "/orders/1"),
+            ("/a%7Eb%2D%5F", "/a~b-_"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3ab", "/a%3Ab"),
+            ("/a.b/c..d/.e", "/a.b/c..d/.e"),
+        ] {
+            assert_eq!(canonical(target).as_deref(), Some(want), "{target}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for target in [
+            "",
+            "orders",
+            "*",
+            "//orders/1",
+            "/orders//1",
+            "/./orders",
+            "/public/../orders",
+            "/orders/..",
+            "/orders/.",
+            "/%2e%2e/orders",
+            "/%2E/orders",
+            "/public/%2e%2E/orders",
+            "/orders%2F1",
+            "/orders%2f1",
+            "/orders%5C1",
+            "/orders\\1",
+            "/orders;jsessionid=1",
+            "/orders%3B/x;y",
+            "/orders#frag",
+            "/orders%251",
+            "/orders%2",
+            "/orders%zz",
+            "/orders 1",
+            "/orders\t1",
+            "/orders\u{7f}",
+            "/ordérs",
+        ] {
+            assert_eq!(canonical(target), None, "{target:?}");
+        }
+    }
+}
