@@ -149,6 +149,18 @@ def phantom_cfg(client_id="gateway", verify=None, max_entries=100000):
     return cfg
 
 
+def policies_cfg():
+    """phantom_hit's configuration (its own cache namespace) with 100 policies, of which only
+    the last matches the benchmark's requests, and two claims copied into headers."""
+    cfg = phantom_cfg(client_id="gateway-policies")
+    cfg["policies"] = [{"name": f"p{i}", "match": {"path_prefix": f"/p{i}/", "methods": ["POST"]},
+                        "required_scopes": ["write"]} for i in range(99)]
+    cfg["policies"].append({"name": "last", "match": {"path_prefix": "/"}, "required_scopes": ["read"]})
+    cfg["claims_to_headers"] = [{"claim": "sub", "header": "x-user-id"},
+                                {"claim": "scope", "header": "x-scopes"}]
+    return cfg
+
+
 def split_cfg(verify=None, remote=False):
     cfg = {"split": {"max_entries": 10000, "publish": {"path": "/_split-token", "secret": SECRET}}}
     if verify:
@@ -169,6 +181,7 @@ SCENARIOS = [
     ("wasm_noop", "a proxy-wasm filter that does nothing (the floor)"),
     ("wasm_minimal", "reference: read Authorization, SHA-256, one shared-data read, replace the header"),
     ("phantom_hit", "phantom token, cache hit"),
+    ("phantom_hit_policies", "phantom_hit with 100 policies (the last matches) and 2 claims_to_headers"),
     ("split_hit", "split token, store hit"),
     ("phantom_hit_verify", "phantom token, cache hit, `verify` on (ES256)"),
     ("split_hit_verify", "split token, store hit, `verify` on (ES256)"),
@@ -426,6 +439,8 @@ def filters_for(name, verify, jwks):
         return [wasm_filter("minimal_call", MINIMAL_WASM, "call")]
     if name == "phantom_hit":
         return [plugin_filter(phantom_cfg())]
+    if name == "phantom_hit_policies":
+        return [plugin_filter(policies_cfg())]
     if name == "split_hit":
         return [plugin_filter(split_cfg())]
     if name == "phantom_hit_verify":

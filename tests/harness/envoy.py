@@ -54,9 +54,16 @@ def plugin_filter(plugin_config, name="token_filter", stop_iteration=True):
     }
 
 
-def listener(name, http_filters, routes=(("/", "api"),)):
-    """`routes`: (path prefix, cluster) pairs, first match wins."""
-    return {
+def listener(name, http_filters, routes=(("/", "api"),), hcm=None):
+    """`routes`: (path prefix, cluster) pairs, or whole Envoy route objects, first match wins;
+    `hcm`: more HttpConnectionManager fields (path normalisation, access logs)."""
+    def route(r):
+        if isinstance(r, dict):
+            return r
+        prefix, cluster = r
+        return {"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "10s"}}
+
+    out = {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
         "filter_chains": [{"filters": [{
@@ -67,8 +74,7 @@ def listener(name, http_filters, routes=(("/", "api"),)):
                 "codec_type": "AUTO",
                 "route_config": {"virtual_hosts": [{
                     "name": "all", "domains": ["*"],
-                    "routes": [{"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "10s"}}
-                               for prefix, cluster in routes],
+                    "routes": [route(r) for r in routes],
                 }]},
                 "http_filters": http_filters + [{
                     "name": "envoy.filters.http.router",
@@ -77,6 +83,8 @@ def listener(name, http_filters, routes=(("/", "api"),)):
             },
         }]}],
     }
+    out["filter_chains"][0]["filters"][0]["typed_config"].update(hcm or {})
+    return out
 
 
 def cluster(name, port, http2=False):
@@ -119,7 +127,7 @@ class Envoy:
                 spec = {"plugin": spec}
             ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration)
             filters = list(spec.get("before", [])) + [ours] + list(spec.get("after", []))
-            return listener(name, filters, spec.get("routes", (("/", "api"),)))
+            return listener(name, filters, spec.get("routes", (("/", "api"),)), spec.get("hcm"))
 
         def make_cluster(name, port):
             if isinstance(port, tuple):
@@ -228,7 +236,8 @@ def request(port, path="/", headers=(), method="GET", body=None, timeout=10):
     """One request on a fresh connection; `headers` is a list of pairs (duplicates allowed)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        own_host = any(k.lower() == "host" for k, _ in headers)
+        conn.putrequest(method, path, skip_accept_encoding=True, skip_host=own_host)
         for k, v in headers:
             conn.putheader(k, v)
         if body is not None:
