@@ -207,6 +207,8 @@ HOSTCALLS = [
     ("hostcall_pairs", "pairs", "read the whole request header map"),
     ("hostcall_clock", "clock", "read the clock"),
     ("hostcall_set", "set", "replace `Authorization` (340 bytes)"),
+    ("hostcall_route_name", "route_name", "read the property `xds.route_name`"),
+    ("hostcall_route_policy", "route_policy", "read the route metadata policy name (absent)"),
     ("hostcall_shared", "shared", "read a shared-data key that holds nothing"),
 ]
 
@@ -291,7 +293,8 @@ def main():
         conns = [16]
         scenarios = [s for s in SCENARIOS if s[0] in ("passthrough", "wasm_noop")]
         scenarios += [(name, f"{desc}{'' if cfg.startswith('none') else f', {CALLS_PER_REQUEST} times'}")
-                      for name, cfg, desc in HOSTCALLS]
+                      for name, cfg, desc in HOSTCALLS
+                      if not only or name in only or name == "hostcall_floor"]
 
     signer = Signer("ES256", kid="bench-1")
     now = int(time.time())
@@ -498,6 +501,8 @@ def print_hostcalls(results):
     print("| call | µs per call (medians) | µs per call (minimums) |")
     print("|---|---|---|")
     for name, cfg, desc in HOSTCALLS[1:]:
+        if (name, 16) not in results:
+            continue
         med = (cpu(name, statistics.median) - cpu("hostcall_floor", statistics.median)) / CALLS_PER_REQUEST
         low = (cpu(name, min) - cpu("hostcall_floor", min)) / CALLS_PER_REQUEST
         print(f"| {desc} | {med:.2f} | {low:.2f} |")

@@ -40,6 +40,19 @@ impl HeaderMap {
         })
     }
 
+    /// Header `name` as text, borrowed from the map when it can be (valid UTF-8, one value):
+    /// what the request path reads, with no copy. Invalid UTF-8 becomes U+FFFD, as in
+    /// [`Self::get`].
+    pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        Some(match get(&self.0, name)? {
+            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+            Cow::Owned(bytes) => Cow::Owned(match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            }),
+        })
+    }
+
     /// Whether header `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         entries(&self.0).any(|(n, _)| n == name.as_bytes())

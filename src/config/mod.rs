@@ -17,8 +17,8 @@ use serde::Deserialize;
 pub use self::cache::CacheConfig;
 pub use self::phantom::PhantomConfig;
 pub use self::policy::{
-    ClaimHeader, HostMatch, Match, PathMatch, Policies, Policy, TokenRule, DEFAULT_POLICY,
-    MAX_POLICIES,
+    segment_of, ClaimHeader, HostMatch, Match, PathMatch, Policies, Policy, TokenRule,
+    DEFAULT_POLICY, MAX_POLICIES,
 };
 pub use self::split::{PublishConfig, SplitConfig};
 pub use self::verify::{KeySource, VerifyConfig};

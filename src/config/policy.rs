@@ -155,6 +155,12 @@ pub struct Policies {
     pub claim_headers: Vec<String>,
     /// `claims_to_filter_state`: indices into [`Self::claims`], with the claim's name.
     pub filter_state: Vec<(usize, String)>,
+    /// The policies a path could match, by the path's first segment: the first-match scan only
+    /// visits these (and [`Self::any_path`]), not all of them.
+    pub by_first_segment: std::collections::HashMap<String, Vec<usize>>,
+    /// The policies whose path condition does not fix a first segment (no path condition,
+    /// `path_prefix` `/` or `/ab`): candidates for every path. In order.
+    pub any_path: Vec<usize>,
     /// Which request attributes some policy matches on (nothing else is read or checked).
     pub by_path: bool,
     pub by_methods: bool,
@@ -328,7 +334,18 @@ pub(super) fn validate(
         }
         state.push((intern(claim), name));
     }
+    let mut by_first_segment: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
+    let mut any_path = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        match p.matcher.path.as_ref().and_then(first_segment) {
+            Some(segment) => by_first_segment.entry(segment).or_default().push(i),
+            None => any_path.push(i),
+        }
+    }
     Ok(Policies {
+        by_first_segment,
+        any_path,
         by_path: list.iter().any(|p| p.matcher.path.is_some()),
         by_methods: list.iter().any(|p| !p.matcher.methods.is_empty()),
         by_hosts: list.iter().any(|p| !p.matcher.hosts.is_empty()),
@@ -339,6 +356,27 @@ pub(super) fn validate(
         claim_headers,
         filter_state: state,
     })
+}
+
+/// The first segment every path this condition matches starts with (`/orders/` and
+/// `/orders` exact: `orders`), or `None` when it does not fix one (`/`, a prefix `/ord`).
+fn first_segment(path: &PathMatch) -> Option<String> {
+    let (p, exact) = match path {
+        PathMatch::Exact(p) => (p, true),
+        PathMatch::Prefix(p) => (p, false),
+    };
+    let rest = p.strip_prefix('/')?;
+    match rest.split_once('/') {
+        Some((segment, _)) => Some(segment.to_owned()),
+        None if exact => Some(rest.to_owned()),
+        None => None,
+    }
+}
+
+/// The first segment of a request path, as [`first_segment`] keys it.
+pub fn segment_of(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
 }
 
 /// The name of the top-level policy.

@@ -6,7 +6,7 @@
 //! or host is ambiguous is refused, never matched one way and served another. Each is only
 //! read when some policy matches on it.
 
-use crate::config::{Config, HostMatch, Match, PathMatch};
+use crate::config::{segment_of, Config, HostMatch, Match, PathMatch};
 use crate::reply::Denial;
 use crate::token::{host, path};
 
@@ -26,34 +26,48 @@ pub fn choose(cfg: &Config, request: &Request<'_>) -> Result<usize, Denial> {
         return Ok(policies.list.len());
     }
     let headers = request.headers;
-    let canonical_path = if policies.by_path {
-        let raw = headers.get(":path").unwrap_or_default();
-        Some(path::canonical(&raw).ok_or(Denial::AmbiguousRequest)?)
-    } else {
-        None
+    let raw_path = policies.by_path.then(|| headers.text(":path")).flatten();
+    let canonical_path = match &raw_path {
+        Some(raw) => Some(path::canonical(raw).ok_or(Denial::AmbiguousRequest)?),
+        None if policies.by_path => return Err(Denial::AmbiguousRequest),
+        None => None,
     };
     let canonical_host = if policies.by_hosts {
-        let raw = headers.get(":authority").unwrap_or_default();
+        let raw = headers.text(":authority").unwrap_or_default();
         Some(host::canonical(&raw).ok_or(Denial::AmbiguousRequest)?)
     } else {
         None
     };
-    let method = if policies.by_methods {
-        headers.get(":method")
-    } else {
-        None
-    };
+    let method = policies
+        .by_methods
+        .then(|| headers.text(":method"))
+        .flatten();
     let seen = Seen {
         path: canonical_path.as_deref(),
         host: canonical_host.as_deref(),
         method: method.as_deref(),
         route_name: request.route_name,
     };
-    Ok(policies
-        .list
-        .iter()
-        .position(|p| matches(&p.matcher, &seen))
-        .unwrap_or(policies.list.len()))
+    // First match wins: the candidates of the path's first segment and those of any path,
+    // merged in order (every other policy's path condition cannot hold).
+    let keyed: &[usize] = seen
+        .path
+        .and_then(|p| policies.by_first_segment.get(segment_of(p)))
+        .map_or(&[], Vec::as_slice);
+    let (mut a, mut b) = (policies.any_path.iter().peekable(), keyed.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(&&x), Some(&&y)) if x < y => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => return Ok(policies.list.len()),
+        };
+        if let Some(&index) = next {
+            if matches(&policies.get(index).matcher, &seen) {
+                return Ok(index);
+            }
+        }
+    }
 }
 
 /// What a request shows the matchers: each canonical, each `None` when no policy reads it.

@@ -1242,6 +1242,38 @@ mod policies {
     }
 
     #[test]
+    fn the_segment_index_keeps_the_configured_order() {
+        // Policies that fix a first segment and policies that do not, interleaved: the first in
+        // configuration order still wins.
+        let cfg = config(
+            r#", "policies": [
+            {"name": "any-post", "match": {"path_prefix": "/", "methods": ["POST"]}},
+            {"name": "orders", "match": {"path_prefix": "/orders/"}},
+            {"name": "ord", "match": {"path_prefix": "/ord"}},
+            {"name": "orders-exact", "match": {"path_exact": "/orders"}},
+            {"name": "hosts", "match": {"hosts": ["a.example.com"]}}
+        ]"#,
+        );
+        let host = FakeHost::at(T0);
+        for (method, path, authority, want) in [
+            ("POST", "/orders/1", "b.example.com", "any-post"),
+            ("GET", "/orders/1", "b.example.com", "orders"),
+            ("GET", "/ordinal", "b.example.com", "ord"),
+            ("GET", "/orders", "b.example.com", "ord"),
+            ("GET", "/x", "a.example.com", "hosts"),
+            ("GET", "/x", "b.example.com", "default"),
+        ] {
+            let r = Req {
+                method,
+                path,
+                authority,
+                ..GET
+            };
+            assert_eq!(policy_of(&cfg, &host, r), want, "{method} {path}");
+        }
+    }
+
+    #[test]
     fn route_metadata_names_the_policy_first() {
         let (cfg, host) = (cfg(""), FakeHost::at(T0));
         let r = |route_policy| Req {

@@ -14,11 +14,20 @@
 //! `path_with_escaped_slashes_action`): the filter is safe without them, and gives the same
 //! answer with them.
 
+use std::borrow::Cow;
+
 /// The canonical path, without its query; `None` when the path is ambiguous (refused).
-pub fn canonical(target: &str) -> Option<String> {
+/// Borrowed from `target` when nothing is decoded (the common case: no copy).
+pub fn canonical(target: &str) -> Option<Cow<'_, str>> {
     let path = target.split('?').next().unwrap_or("");
     if !path.starts_with('/') || path.contains(['#', '\\', ';']) {
         return None;
+    }
+    if !path.contains('%') {
+        if !path.bytes().all(|b| (0x21..0x7f).contains(&b)) || !segments_ok(path) {
+            return None;
+        }
+        return Some(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -46,15 +55,19 @@ pub fn canonical(target: &str) -> Option<String> {
         }
         i += 3;
     }
-    let segments: Vec<&str> = out.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    for (n, segment) in segments.iter().enumerate() {
-        // A trailing slash leaves one empty last segment; any other empty one is `//`.
-        if (segment.is_empty() && n != last) || *segment == "." || *segment == ".." {
-            return None;
+    segments_ok(&out).then_some(Cow::Owned(out))
+}
+
+/// No empty segment but a trailing one (`//`), no `.` or `..` segment.
+fn segments_ok(path: &str) -> bool {
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+            return false;
         }
     }
-    Some(out)
+    true
 }
 
 #[cfg(test)]

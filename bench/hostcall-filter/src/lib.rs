@@ -4,7 +4,9 @@
 //!
 //! Calls: `value` (read `Authorization`, which the request has), `missing` (read a header it
 //! has not), `pairs` (read the whole header map), `clock` (the current time), `set` (replace
-//! `Authorization` with a 340-byte value), `shared` (read a shared-data key that holds nothing).
+//! `Authorization` with a 340-byte value), `shared` (read a shared-data key that holds nothing),
+//! `route_name` (the property `xds.route_name`), `route_policy` (the property
+//! `xds.route_metadata.filter_metadata.token_filter.policy`, absent on the benchmark's route).
 //!
 //! Written against the ABI directly, without the SDK, so that the module exports only
 //! `proxy_on_context_create` and `proxy_on_request_headers`: Envoy skips every callback a
@@ -39,6 +41,7 @@ extern "C" {
         vs: usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(t: *mut u64) -> u32;
+    fn proxy_get_property(pp: *const u8, ps: usize, rp: *mut *mut u8, rs: *mut usize) -> u32;
     fn proxy_get_shared_data(
         kp: *const u8,
         ks: usize,
@@ -60,6 +63,8 @@ enum Call {
     Clock,
     Set,
     Shared,
+    RouteName,
+    RoutePolicy,
 }
 
 thread_local! {
@@ -101,6 +106,8 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
         "clock" => Call::Clock,
         "set" => Call::Set,
         "shared" => Call::Shared,
+        "route_name" => Call::RouteName,
+        "route_policy" => Call::RoutePolicy,
         _ => Call::None,
     };
     let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -158,6 +165,14 @@ pub extern "C" fn proxy_on_request_headers(_ctx: u32, _headers: usize, _eos: u32
                     let k = b"hostcall-bench-nothing";
                     let mut cas = 0u32;
                     proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut s, &mut cas);
+                }
+                Call::RouteName | Call::RoutePolicy => {
+                    let path: &[u8] = if matches!(call, Call::RouteName) {
+                        b"xds\0route_name"
+                    } else {
+                        b"xds\0route_metadata\0filter_metadata\0token_filter\0policy"
+                    };
+                    proxy_get_property(path.as_ptr(), path.len(), &mut p, &mut s);
                 }
             }
         }
