@@ -53,6 +53,13 @@ impl HeaderMap {
         })
     }
 
+    /// How many times header `name` is present.
+    pub fn count(&self, name: &str) -> usize {
+        entries(&self.0)
+            .filter(|(n, _)| *n == name.as_bytes())
+            .count()
+    }
+
     /// Whether header `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         entries(&self.0).any(|(n, _)| n == name.as_bytes())

@@ -17,6 +17,10 @@
 //! | the proxy refused to set `Authorization` (the gateway's own failure) | 500 | none |
 //! | a path or host a policy cannot match unambiguously | 400 | none |
 //! | the route's metadata names a policy the configuration lacks | 500 | none |
+//! | a DPoP proof that fails a check, or a replay | 401 | `DPoP error="invalid_dpop_proof", algs="..."` |
+//! | `dpop.nonce` and no current nonce | 401 | `DPoP error="use_dpop_nonce", algs="..."` and `DPoP-Nonce` |
+//! | a bound token without its proof; `proof: "required"` and an unbound token | 401 | `DPoP error="invalid_token", algs="..."` |
+//! | the DPoP replay store full | 503 | none |
 //!
 //! (Two `Authorization` headers and an `access_token` parameter in the URI are malformed
 //! credentials: 400.)
@@ -44,6 +48,17 @@ pub enum Denial {
     AmbiguousRequest,
     /// The route's metadata names a policy the configuration does not have.
     UnknownPolicy,
+    /// A DPoP proof that fails a check of RFC 9449 §4.3, or was seen before.
+    InvalidDpopProof,
+    /// With `dpop.nonce`: the proof has no current server nonce (the reply gives one).
+    UseDpopNonce,
+    /// A bound token without its proof: the wrong scheme, no proof, another key or
+    /// certificate, or a proof with a token not bound to its key.
+    BoundTokenUnproven,
+    /// `proof: "required"` and a token bound to nothing.
+    ProofRequired,
+    /// The DPoP replay store has no room for this proof: refused, never accepted unchecked.
+    ReplayStoreFull,
     /// The proxy refused an edit the filter must make (writing `Authorization`): the
     /// gateway's own failure, neither the client's nor the token service's.
     Internal,
@@ -65,6 +80,9 @@ impl Denial {
             Denial::Internal => Counter::InternalError,
             Denial::AmbiguousRequest => Counter::DeniedMalformed,
             Denial::UnknownPolicy => Counter::InternalError,
+            Denial::InvalidDpopProof | Denial::UseDpopNonce => Counter::DeniedInvalidToken,
+            Denial::BoundTokenUnproven | Denial::ProofRequired => Counter::DeniedUnproven,
+            Denial::ReplayStoreFull => Counter::DeniedReplayStoreFull,
         }
     }
 }
@@ -128,12 +146,33 @@ pub struct LocalReply {
     pub body: Vec<u8>,
 }
 
-/// The one mapping from a denial to what the client sees. `realm` and scopes were validated
-/// at configuration time to be safe inside a quoted-string.
+/// How the `DPoP` scheme is answered when the filter accepts it: the algorithms of its
+/// challenge, and a fresh server nonce for `use_dpop_nonce`.
+#[derive(Debug, Clone, Copy)]
+pub struct DpopChallenge<'a> {
+    pub algs: &'a str,
+    pub nonce: Option<&'a str>,
+}
+
+/// [`local_reply_with`], for a filter that does not accept `DPoP`.
 pub fn local_reply(
     denial: Denial,
     realm: &str,
     required_scopes: &[String],
+    head: bool,
+) -> LocalReply {
+    local_reply_with(denial, realm, required_scopes, None, head)
+}
+
+/// The one mapping from a denial to what the client sees. `realm` and scopes were validated
+/// at configuration time to be safe inside a quoted-string. With `dpop`, the challenges name
+/// the `DPoP` scheme too (RFC 9449 §7.1): beside `Bearer` when no credentials came, alone for
+/// what concerns a proof.
+pub fn local_reply_with(
+    denial: Denial,
+    realm: &str,
+    required_scopes: &[String],
+    dpop: Option<DpopChallenge<'_>>,
     head: bool,
 ) -> LocalReply {
     let (status, error, code, message) = match denial {
@@ -204,16 +243,39 @@ pub fn local_reply(
             "filter_misconfigured",
             "The gateway is misconfigured",
         ),
+        Denial::InvalidDpopProof => (
+            401,
+            Some("invalid_dpop_proof"),
+            "invalid_dpop_proof",
+            "The DPoP proof is invalid",
+        ),
+        Denial::UseDpopNonce => (
+            401,
+            Some("use_dpop_nonce"),
+            "use_dpop_nonce",
+            "The DPoP proof must carry the server's nonce",
+        ),
+        Denial::BoundTokenUnproven => (
+            401,
+            Some("invalid_token"),
+            "invalid_token",
+            "The access token is bound to a key the request does not prove",
+        ),
+        Denial::ProofRequired => (
+            401,
+            Some("invalid_token"),
+            "invalid_token",
+            "This resource needs a token bound to a key, with its proof",
+        ),
+        Denial::ReplayStoreFull => (
+            503,
+            None,
+            "dpop_replay_store_full",
+            "The gateway cannot record more DPoP proofs now; retry",
+        ),
     };
-    let mut headers = Vec::with_capacity(3);
-    let challenged = matches!(
-        denial,
-        Denial::NoCredentials
-            | Denial::MalformedCredentials
-            | Denial::InvalidToken
-            | Denial::InsufficientScope
-    );
-    if challenged {
+    let mut headers = Vec::with_capacity(4);
+    let bearer = |error: Option<&str>| {
         let mut challenge = format!("Bearer realm=\"{realm}\"");
         if let Some(error) = error {
             challenge.push_str(&format!(", error=\"{error}\""));
@@ -221,7 +283,42 @@ pub fn local_reply(
         if denial == Denial::InsufficientScope {
             challenge.push_str(&format!(", scope=\"{}\"", required_scopes.join(" ")));
         }
-        headers.push(("www-authenticate", challenge));
+        challenge
+    };
+    let dpop_challenge = |d: DpopChallenge<'_>, error: Option<&str>| {
+        let mut challenge = String::from("DPoP");
+        if let Some(error) = error {
+            challenge.push_str(&format!(" error=\"{error}\","));
+        }
+        challenge.push_str(&format!(" algs=\"{}\"", d.algs));
+        challenge
+    };
+    match denial {
+        Denial::NoCredentials => {
+            headers.push(("www-authenticate", bearer(None)));
+            if let Some(d) = dpop {
+                headers.push(("www-authenticate", dpop_challenge(d, None)));
+            }
+        }
+        Denial::MalformedCredentials | Denial::InvalidToken | Denial::InsufficientScope => {
+            headers.push(("www-authenticate", bearer(error)));
+        }
+        Denial::InvalidDpopProof
+        | Denial::UseDpopNonce
+        | Denial::BoundTokenUnproven
+        | Denial::ProofRequired => match dpop {
+            Some(d) => {
+                headers.push(("www-authenticate", dpop_challenge(d, error)));
+                if denial == Denial::UseDpopNonce {
+                    if let Some(nonce) = d.nonce {
+                        headers.push(("dpop-nonce", nonce.to_owned()));
+                    }
+                }
+            }
+            None => headers.push(("www-authenticate", bearer(Some("invalid_token")))),
+        },
+        Denial::ReplayStoreFull => headers.push(("retry-after", "1".to_owned())),
+        _ => {}
     }
     json_reply(status, headers, code, message, head)
 }

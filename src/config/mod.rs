@@ -9,6 +9,7 @@ mod cache;
 mod checks;
 mod phantom;
 mod policy;
+mod proof;
 mod split;
 mod verify;
 
@@ -20,6 +21,7 @@ pub use self::policy::{
     segment_of, ClaimHeader, HostMatch, Match, PathMatch, Policies, Policy, TokenRule,
     DEFAULT_POLICY, MAX_POLICIES,
 };
+pub use self::proof::{DpopConfig, MtlsConfig, ProofRule, DPOP_ALGORITHMS};
 pub use self::split::{PublishConfig, SplitConfig};
 pub use self::verify::{KeySource, VerifyConfig};
 pub use crate::token::introspection::Contract;
@@ -28,6 +30,7 @@ use self::cache::RawCache;
 use self::checks::{check_quotable, entries, in_range, namespace_of};
 use self::phantom::RawPhantom;
 use self::policy::{RawClaimHeader, RawDefaults, RawPolicy};
+use self::proof::{RawDpop, RawMtls};
 use self::split::RawSplit;
 use self::verify::RawVerify;
 
@@ -103,6 +106,9 @@ struct RawConfig {
     claims_to_headers: Vec<RawClaimHeader>,
     #[serde(default)]
     claims_to_filter_state: Vec<String>,
+    dpop: Option<RawDpop>,
+    mtls: Option<RawMtls>,
+    proof: Option<String>,
     phantom: Option<RawPhantom>,
     #[serde(default)]
     cache: RawCache,
@@ -123,6 +129,10 @@ pub struct Config {
     pub split: Option<SplitConfig>,
     /// JWT verification before any JWT is forwarded or cached.
     pub verify: Option<VerifyConfig>,
+    /// DPoP proofs (RFC 9449); without it a DPoP-bound token is refused.
+    pub dpop: Option<DpopConfig>,
+    /// Certificate-bound tokens (RFC 8705); without it a certificate-bound token is refused.
+    pub mtls: Option<MtlsConfig>,
 }
 
 impl Config {
@@ -293,6 +303,7 @@ impl RawConfig {
                 required_scopes: self.required_scopes,
                 token: self.token,
                 accept_jwt: self.accept_jwt,
+                proof: self.proof,
                 claims_to_headers: self.claims_to_headers,
             },
             self.policies,
@@ -302,9 +313,13 @@ impl RawConfig {
         // JWTs accepted as they are (`accept_jwt`) are cached apart from introspected ones: a
         // route that introspects never serves an entry a JWT route made.
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
+        let dpop = self.dpop.map(RawDpop::validate).transpose()?;
+        let mtls = self.mtls.map(RawMtls::validate);
         Ok(Config {
             realm,
             policies,
+            dpop,
+            mtls,
             phantom,
             cache: CacheConfig {
                 max_ttl_s,

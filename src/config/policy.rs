@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::checks::*;
+use super::proof::ProofRule;
 use super::*;
 use crate::token::claims::ClaimPath;
 use crate::token::scope;
@@ -46,6 +47,7 @@ pub(super) struct RawPolicy {
     token: Option<String>,
     required_scopes: Option<Vec<String>>,
     accept_jwt: Option<bool>,
+    proof: Option<String>,
     claims_to_headers: Option<Vec<RawClaimHeader>>,
 }
 
@@ -139,6 +141,8 @@ pub struct Policy {
     pub token: TokenRule,
     pub required_scopes: Vec<String>,
     pub accept_jwt: bool,
+    /// What is asked of unbound tokens (bound ones always need their proof).
+    pub proof: ProofRule,
     pub claims_to_headers: Vec<ClaimHeader>,
 }
 
@@ -200,6 +204,7 @@ pub(super) struct RawDefaults {
     pub required_scopes: Vec<String>,
     pub token: Option<String>,
     pub accept_jwt: Option<bool>,
+    pub proof: Option<String>,
     pub claims_to_headers: Vec<RawClaimHeader>,
 }
 
@@ -258,6 +263,7 @@ pub(super) fn validate(
     let default_scopes = check_scopes("required_scopes", defaults.required_scopes)?;
     let default_token = TokenRule::parse("token", defaults.token.as_deref())?;
     let default_accept_jwt = defaults.accept_jwt.unwrap_or(false);
+    let default_proof = ProofRule::parse("proof", defaults.proof.as_deref())?;
     if default_accept_jwt && !has_verify {
         return Err(ConfigError::new(
             "accept_jwt",
@@ -275,6 +281,7 @@ pub(super) fn validate(
         token: default_token,
         required_scopes: default_scopes,
         accept_jwt: default_accept_jwt,
+        proof: default_proof,
         claims_to_headers: default_headers.clone(),
     };
     let mut list: Vec<Policy> = Vec::with_capacity(raw.len());
@@ -307,6 +314,10 @@ pub(super) fn validate(
                 None => default.required_scopes.clone(),
             },
             accept_jwt,
+            proof: match p.proof {
+                Some(rule) => ProofRule::parse(&format!("{field}.proof"), Some(&rule))?,
+                None => default_proof,
+            },
             claims_to_headers: match p.claims_to_headers {
                 Some(list) => {
                     headers_of(&format!("{field}.claims_to_headers"), &list, &mut intern)?

@@ -5,7 +5,7 @@
 //! (`cache.jwt_namespace`), so a route that introspects never serves what a JWT route accepted.
 //! Anything else (an opaque token, a split signature) goes on to the other stages.
 
-use crate::config::{Config, Policy};
+use crate::config::Config;
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
@@ -15,24 +15,24 @@ use crate::token::jwt;
 
 use super::authorize::{authorize, resolved};
 use super::verify::check_jwt;
-use super::{Verdict, Worker};
+use super::{Caller, Verdict, Worker};
 
 /// The stage: `None` when the policy does not accept JWTs or the token is not a JWS.
 pub fn lookup(
     cfg: &Config,
-    policy: &Policy,
+    caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
     token: &str,
     hash: &TokenHash,
 ) -> Option<Verdict> {
-    if !policy.accept_jwt || jwt::segments(token).is_err() {
+    if !caller.policy.accept_jwt || jwt::segments(token).is_err() {
         return None;
     }
     let now = host.now_ms();
     if let Some(known) = worker.local_jwt.get(hash, now) {
         host.count(Counter::JwtCacheHit);
-        return Some(authorize(policy, &known));
+        return Some(authorize(cfg, caller, &known));
     }
     let key = phantom_cache::slot_key(&cfg.cache.jwt_namespace, hash, cfg.cache.max_entries);
     let value = host.shared_get(&key);
@@ -47,7 +47,7 @@ pub fn lookup(
         }) => {
             host.count(Counter::JwtCacheHit);
             let token = resolved(cfg, jwt, scope);
-            let verdict = authorize(policy, &token);
+            let verdict = authorize(cfg, caller, &token);
             if matches!(verdict, Verdict::Forward(_)) {
                 worker.local_jwt.put(hash, expires_at_ms, token);
             }
@@ -73,7 +73,7 @@ pub fn lookup(
             // Verified: its shape and claims are sound.
             let claims = jwt::parse(token).unwrap_or_default();
             let token_ref = resolved(cfg, token, &claims.scope);
-            let verdict = authorize(policy, &token_ref);
+            let verdict = authorize(cfg, caller, &token_ref);
             if let Some(until) =
                 phantom_cache::active_expiry(now, &claims, None, cfg.cache.max_ttl_s)
             {

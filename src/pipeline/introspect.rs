@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use crate::config::{Config, Policy};
+use crate::config::Config;
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
@@ -18,7 +18,7 @@ use crate::token::mint::{self, MintError, Minted};
 
 use super::authorize::{authorize, resolved};
 use super::verify::{check_jwt, check_signed_response, refused};
-use super::{Verdict, Worker};
+use super::{Caller, Verdict, Worker};
 
 /// A token the token service vouched for: what it resolved to, and until when this worker may
 /// keep it ([`after_introspection`]); `None` when it is not cached.
@@ -111,7 +111,8 @@ pub fn on_introspection(
 /// The verdict for one request waiting for an introspection, under its policy: a token it
 /// forwards is kept in this worker's copy of recent hits.
 pub fn after_introspection(
-    policy: &Policy,
+    cfg: &Config,
+    caller: &Caller<'_>,
     worker: &Worker,
     hash: &TokenHash,
     answer: &Result<Introspected, Denial>,
@@ -119,7 +120,7 @@ pub fn after_introspection(
     match answer {
         Err(denial) => Verdict::Reject(*denial),
         Ok(found) => {
-            let verdict = authorize(policy, &found.token);
+            let verdict = authorize(cfg, caller, &found.token);
             if let (Verdict::Forward(_), Some(until)) = (&verdict, found.cache_until) {
                 worker.local.put(hash, until, found.token.clone());
             }

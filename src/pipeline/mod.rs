@@ -35,6 +35,7 @@ mod extract;
 mod introspect;
 mod phantom_cache;
 mod policy;
+mod proof;
 mod publish;
 mod route;
 mod split_lookup;
@@ -46,7 +47,7 @@ mod tests;
 
 use std::rc::Rc;
 
-use crate::config::Config;
+use crate::config::{Config, Policy};
 use crate::hash::{self, TokenHash};
 use crate::header_map::HeaderMap;
 use crate::host::Host;
@@ -57,6 +58,7 @@ use crate::storage::verified::Verified;
 
 pub use self::authorize::authorize;
 pub use self::introspect::{after_introspection, on_introspection, Introspected};
+pub use self::proof::{server_nonce, NONCE_WINDOW_S};
 pub use self::publish::{after_remote_write, count_publish, publish, publish_gate};
 pub use self::route::{
     gateway_jwks, has_routes, owned_request_headers, preflight, route, Preflight, Route,
@@ -64,6 +66,7 @@ pub use self::route::{
 };
 pub use self::split_lookup::{on_remote_get, RemoteAnswer};
 pub use self::token_response::{on_token_response, split_write_done, TokenResponse};
+pub use crate::token::bearer::Presented;
 
 /// One worker's own state for one filter configuration, handed to every stage that needs it:
 /// the verification keys it loaded, the split entries it verified, its copy of recent phantom
@@ -127,6 +130,17 @@ pub struct Request<'a> {
     pub route_name: Option<&'a str>,
     /// The policy the route's metadata names (`token_filter` / `policy`).
     pub route_policy: Option<&'a str>,
+    /// The client certificate's SHA-256 in hex (`connection.sha256_peer_certificate_digest`),
+    /// read only with `mtls`.
+    pub client_cert_sha256: Option<&'a str>,
+}
+
+/// Who asks, and under which rules: the policy the request is judged under, and what the
+/// caller presented besides the token (scheme, proof of possession).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub policy: &'a Policy,
+    pub presented: &'a Presented,
 }
 
 /// What [`on_request`] decided, and under which policy (an index of
@@ -134,6 +148,8 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub policy: usize,
+    /// What the request presented: every later verdict on it (after a call) needs it.
+    pub presented: Presented,
     pub step: Step,
 }
 
@@ -145,24 +161,23 @@ pub fn on_request(
     request: &Request<'_>,
 ) -> Decision {
     let default = cfg.policies.list.len();
+    let decided = |policy, step| Decision {
+        policy,
+        presented: Presented::default(),
+        step,
+    };
     if let Some(step) = route::decide(cfg, request) {
-        return Decision {
-            policy: default,
-            step,
-        };
+        return decided(default, step);
     }
     let policy = match policy::choose(cfg, request) {
         Ok(index) => index,
-        Err(denial) => {
-            return Decision {
-                policy: default,
-                step: Step::Done(Verdict::Reject(denial)),
-            }
-        }
+        Err(denial) => return decided(default, Step::Done(Verdict::Reject(denial))),
     };
+    let (presented, step) = authenticate(cfg, policy, worker, host, request);
     Decision {
         policy,
-        step: authenticate(cfg, policy, worker, host, request),
+        presented,
+        step,
     }
 }
 
@@ -173,29 +188,51 @@ fn authenticate(
     worker: &Worker,
     host: &dyn Host,
     request: &Request<'_>,
-) -> Step {
+) -> (Presented, Step) {
     let rules = cfg.policies.get(policy);
-    let authorization = request.headers.get("authorization");
-    let token = match extract::bearer_token(rules.token, authorization.as_deref()) {
-        Ok(Some(token)) => token,
-        Ok(None) => return Step::Done(Verdict::Anonymous),
-        Err(denial) => return Step::Done(Verdict::Reject(denial)),
+    let authorization = request.headers.text("authorization");
+    let reject = |denial| (Presented::default(), Step::Done(Verdict::Reject(denial)));
+    let (scheme, token) = match extract::token(cfg, rules.token, authorization.as_deref()) {
+        Ok(Some(credentials)) => credentials,
+        Ok(None) => return (Presented::default(), Step::Done(Verdict::Anonymous)),
+        Err(denial) => return reject(denial),
     };
+    let presented = match proof::present(cfg, host, request, scheme, token) {
+        Ok(presented) => presented,
+        Err(denial) => return reject(denial),
+    };
+    let caller = Caller {
+        policy: rules,
+        presented: &presented,
+    };
+    let step = lookup(cfg, &caller, worker, host, token);
+    (presented, step)
+}
+
+/// The token lookups: a JWT accepted as it is, the split store, the phantom cache, else an
+/// introspection.
+fn lookup(
+    cfg: &Config,
+    caller: &Caller<'_>,
+    worker: &Worker,
+    host: &dyn Host,
+    token: &str,
+) -> Step {
     // One hash serves every flow: the split store key is the SHA-256 of the signature, the
     // phantom cache key the SHA-256 of the opaque token, the JWT cache key that of the JWT.
     let hash = hash::token_hash(token);
-    if let Some(verdict) = accept_jwt::lookup(cfg, rules, worker, host, token, &hash) {
+    if let Some(verdict) = accept_jwt::lookup(cfg, caller, worker, host, token, &hash) {
         return Step::Done(verdict);
     }
     if let Some(split) = &cfg.split {
-        if let Some(step) = split_lookup::lookup(cfg, rules, split, worker, host, token, &hash) {
+        if let Some(step) = split_lookup::lookup(cfg, caller, split, worker, host, token, &hash) {
             return step;
         }
     }
     if cfg.phantom.is_none() {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     }
-    if let Some(verdict) = phantom_cache::lookup(cfg, rules, worker, host, &hash) {
+    if let Some(verdict) = phantom_cache::lookup(cfg, caller, worker, host, &hash) {
         return Step::Done(verdict);
     }
     Step::Introspect {

@@ -1,7 +1,7 @@
 //! Stage: the phantom cache. This worker's copy of recent forwarded hits first (no host call),
 //! then the token's shared-data slot (every worker's introspections).
 
-use crate::config::{Config, Policy};
+use crate::config::Config;
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
@@ -9,12 +9,12 @@ use crate::reply::Denial;
 use crate::storage::phantom_cache::{self, Cached};
 
 use super::authorize::{authorize, resolved};
-use super::{Verdict, Worker};
+use super::{Caller, Verdict, Worker};
 
 /// The stage: a verdict on a hit, `None` on a miss (introspect).
 pub fn lookup(
     cfg: &Config,
-    policy: &Policy,
+    caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
     hash: &TokenHash,
@@ -22,7 +22,7 @@ pub fn lookup(
     let now = host.now_ms();
     if let Some(known) = worker.local.get(hash, now) {
         host.count(Counter::CacheHit);
-        return Some(authorize(policy, &known));
+        return Some(authorize(cfg, caller, &known));
     }
     let key = phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
     let value = host.shared_get(&key);
@@ -37,7 +37,7 @@ pub fn lookup(
         }) => {
             host.count(Counter::CacheHit);
             let token = resolved(cfg, jwt, scope);
-            let verdict = authorize(policy, &token);
+            let verdict = authorize(cfg, caller, &token);
             if matches!(verdict, Verdict::Forward(_)) {
                 worker.local.put(hash, expires_at_ms, token);
             }

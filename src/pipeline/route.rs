@@ -99,9 +99,18 @@ pub fn preflight(
 
 /// The request headers the filter owns: whatever a client sends under these names is replaced
 /// or removed, in the headers and in the trailers, on every route, so it never reaches the API
-/// as sent: `Authorization`, and every header a `claims_to_headers` writes.
+/// as sent: `Authorization`, `DPoP` (unless `dpop.forward_proof`), and every header a
+/// `claims_to_headers` writes.
 pub fn owned_request_headers(cfg: &Config) -> impl Iterator<Item = &str> {
-    std::iter::once("authorization").chain(cfg.policies.claim_headers.iter().map(String::as_str))
+    // The client's DPoP proof is for this hop, unless `dpop.forward_proof`.
+    let proof = cfg
+        .dpop
+        .as_ref()
+        .filter(|d| !d.forward_proof)
+        .map(|_| "dpop");
+    std::iter::once("authorization")
+        .chain(proof)
+        .chain(cfg.policies.claim_headers.iter().map(String::as_str))
 }
 
 /// Whether some path is the filter's own (split routes, the gateway's JWK Set).

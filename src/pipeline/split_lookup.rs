@@ -1,7 +1,7 @@
 //! Stage: the split token store. The presented token is a JWS signature; `header.payload`
 //! waits in the store under its SHA-256 (level 1: shared data; level 2: `split.remote`).
 
-use crate::config::{Config, Policy, SplitConfig};
+use crate::config::{Config, SplitConfig};
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
@@ -13,19 +13,19 @@ use crate::token::split::{self, Entry};
 
 use super::authorize::{authorize, resolved_bearer};
 use super::verify::check_jwt;
-use super::{Step, Verdict, Worker};
+use super::{Caller, Step, Verdict, Worker};
 
 /// The stage: `None` to go on to the phantom flow (a miss with `fallback_to_phantom`).
 pub fn lookup(
     cfg: &Config,
-    policy: &Policy,
+    caller: &Caller<'_>,
     split: &SplitConfig,
     worker: &Worker,
     host: &dyn Host,
     token: &str,
     hash: &TokenHash,
 ) -> Option<Step> {
-    if let Some(verdict) = local_lookup(cfg, policy, split, worker, host, token, hash) {
+    if let Some(verdict) = local_lookup(cfg, caller, split, worker, host, token, hash) {
         return Some(Step::Done(verdict));
     }
     // Only a base64url string can be a JWS signature, in any store.
@@ -46,7 +46,7 @@ pub fn lookup(
 /// The gateway's own store. `None`: a miss to hand to the next level.
 fn local_lookup(
     cfg: &Config,
-    policy: &Policy,
+    caller: &Caller<'_>,
     split: &SplitConfig,
     worker: &Worker,
     host: &dyn Host,
@@ -62,7 +62,7 @@ fn local_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            Some(split_hit(cfg, policy, worker, host, token, hash, &stored))
+            Some(split_hit(cfg, caller, worker, host, token, hash, &stored))
         }
         // An explicit revocation is final: no fallback.
         Found::Revoked => {
@@ -83,7 +83,7 @@ fn local_lookup(
 /// The verdict for a live split entry: scopes, then verification (once per entry and worker).
 fn split_hit(
     cfg: &Config,
-    policy: &Policy,
+    caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
     token: &str,
@@ -91,7 +91,11 @@ fn split_hit(
     stored: &Stored,
 ) -> Verdict {
     let authorization = format!("Bearer {}.{token}", stored.header_payload());
-    let verdict = authorize(policy, &resolved_bearer(cfg, authorization, stored.scope()));
+    let verdict = authorize(
+        cfg,
+        caller,
+        &resolved_bearer(cfg, authorization, stored.scope()),
+    );
     let Verdict::Forward(resolved) = &verdict else {
         return verdict;
     };
@@ -126,7 +130,7 @@ pub struct RemoteAnswer {
 /// phantom fallback when configured (else 401); a store failure too (else 502).
 pub fn on_remote_get(
     cfg: &Config,
-    policy: &Policy,
+    caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
     hash: &TokenHash,
@@ -170,7 +174,7 @@ pub fn on_remote_get(
     // A failed copy only costs the next request another remote read.
     let _ = Store::new(split.max_entries).put(host, &local, now);
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
-    Step::Done(split_hit(cfg, policy, worker, host, token, hash, &stored))
+    Step::Done(split_hit(cfg, caller, worker, host, token, hash, &stored))
 }
 
 fn fallback_or(

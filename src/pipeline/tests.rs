@@ -31,6 +31,7 @@ fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Ste
             end_of_stream: true,
             route_name: None,
             route_policy: None,
+            client_cert_sha256: None,
         },
     );
     assert_eq!(
@@ -44,11 +45,29 @@ fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Ste
 /// The answer of an introspection for one request waiting, under the default policy.
 fn on_introspection(cfg: &Config, host: &FakeHost, hash: &TokenHash, outcome: Outcome) -> Verdict {
     let answer = super::on_introspection(cfg, &host.worker, host, hash, outcome);
+    judge(cfg, &cfg.policies.default, host, hash, &answer)
+}
+
+/// The verdict on an introspection answer for a request under `policy` that presented no
+/// proof.
+fn judge(
+    cfg: &Config,
+    policy: &crate::config::Policy,
+    host: &FakeHost,
+    hash: &TokenHash,
+    answer: &Result<Introspected, Denial>,
+) -> Verdict {
+    let presented = Presented::default();
+    let caller = Caller {
+        policy,
+        presented: &presented,
+    };
     bare(after_introspection(
-        &cfg.policies.default,
+        cfg,
+        &caller,
         &host.worker,
         hash,
-        &answer,
+        answer,
     ))
 }
 
@@ -60,9 +79,14 @@ fn on_remote_get(
     got: crate::storage::remote::Got,
     latency_ms: u64,
 ) -> Step {
+    let presented = Presented::default();
+    let caller = Caller {
+        policy: &cfg.policies.default,
+        presented: &presented,
+    };
     bare_step(super::on_remote_get(
         cfg,
-        &cfg.policies.default,
+        &caller,
         &host.worker,
         host,
         hash,
@@ -1192,6 +1216,7 @@ mod policies {
                 end_of_stream: true,
                 route_name: r.route_name,
                 route_policy: r.route_policy,
+                client_cert_sha256: None,
             },
         );
         (cfg.policies.get(d.policy).name.clone(), bare_step(d.step))
@@ -1386,7 +1411,7 @@ mod policies {
             super::super::on_introspection(&cfg, &host.worker, &host, &hash, Outcome::Inactive);
         let catalog = cfg.policies.named("catalog").unwrap().1;
         assert_eq!(
-            after_introspection(catalog, &host.worker, &hash, &answer),
+            judge(&cfg, catalog, &host, &hash, &answer),
             Verdict::Reject(Denial::InvalidToken)
         );
         // `required` (the default): 401 without a token.
@@ -1418,7 +1443,7 @@ mod policies {
         );
         let orders = cfg.policies.named("orders-write").unwrap().1;
         assert!(matches!(
-            after_introspection(orders, &host.worker, &hash, &answer),
+            judge(&cfg, orders, &host, &hash, &answer),
             Verdict::Forward(_)
         ));
         // The same token (now in this worker's copy) on the admin host: no `admin` scope.
@@ -1521,6 +1546,269 @@ mod policies {
         assert!(matches!(
             on("/reports/3", "opaque"),
             Step::Introspect { .. }
+        ));
+    }
+}
+
+/// Proof of possession: DPoP-bound and certificate-bound tokens, on every flow's hits.
+mod possession {
+    use super::*;
+    use crate::token::dpop::tests::ProofKey;
+    use crate::token::dpop::{access_token_hash, nonce};
+
+    const HTU: &str = "https://api.example.com/orders/1";
+
+    fn cfg(extra: &str) -> Config {
+        config(&format!(
+            r#", "dpop": {{"max_age_s": 60, "replay_entries": 1000}}, "mtls": {{}}{extra}"#
+        ))
+    }
+
+    /// A JWT bound with this `cnf`.
+    fn bound_jwt(cnf: &str) -> String {
+        make(&format!(r#"{{"scope":"read","cnf":{cnf}}}"#))
+    }
+
+    struct Call<'a> {
+        authorization: String,
+        proofs: Vec<String>,
+        cert: Option<&'a str>,
+        xfcc: Option<&'a str>,
+    }
+
+    fn send(cfg: &Config, host: &FakeHost, c: &Call<'_>) -> Decision {
+        let mut pairs = vec![
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "api.example.com"),
+            (":path", "/orders/1?x=1"),
+            ("authorization", c.authorization.as_str()),
+        ];
+        for p in &c.proofs {
+            pairs.push(("dpop", p.as_str()));
+        }
+        if let Some(x) = c.xfcc {
+            pairs.push(("x-forwarded-client-cert", x));
+        }
+        let headers = HeaderMap::from_pairs(&pairs);
+        let mut d = super::super::on_request(
+            cfg,
+            &host.worker,
+            host,
+            &Request {
+                headers: &headers,
+                end_of_stream: true,
+                route_name: None,
+                route_policy: None,
+                client_cert_sha256: c.cert,
+            },
+        );
+        d.step = bare_step(d.step);
+        d
+    }
+
+    /// Resolves `token` to `jwt` through an introspection, as a DPoP request with `key`.
+    fn introspected(cfg: &Config, host: &FakeHost, token: &str, jwt: &str) {
+        let hash = crate::hash::token_hash(token);
+        let answer = super::super::on_introspection(
+            cfg,
+            &host.worker,
+            host,
+            &hash,
+            active(jwt, None, "read"),
+        );
+        assert!(answer.is_ok());
+    }
+
+    fn dpop(key: &ProofKey, token: &str, jti: &str) -> Call<'static> {
+        Call {
+            authorization: format!("DPoP {token}"),
+            proofs: vec![key.proof("POST", HTU, token, T0 / 1000, jti)],
+            cert: None,
+            xfcc: None,
+        }
+    }
+
+    fn bearer(token: &str) -> Call<'static> {
+        Call {
+            authorization: format!("Bearer {token}"),
+            proofs: vec![],
+            cert: None,
+            xfcc: None,
+        }
+    }
+
+    fn rejected(d: &Decision) -> Option<Denial> {
+        match &d.step {
+            Step::Done(Verdict::Reject(denial)) => Some(*denial),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_dpop_bound_token_needs_its_proof_on_every_hit() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        let key = ProofKey::es256(7);
+        let jwt = bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, key.jkt()));
+        introspected(&cfg, &host, "opaque-dpop", &jwt);
+        // With its proof: forwarded, as Bearer <JWT> (the JWT keeps cnf).
+        let d = send(&cfg, &host, &dpop(&key, "opaque-dpop", "j1"));
+        assert_eq!(d.step, forward(&jwt));
+        assert_eq!(d.presented.jkt.as_deref(), Some(key.jkt().as_str()));
+        // The same proof again: a replay.
+        assert_eq!(
+            rejected(&send(&cfg, &host, &dpop(&key, "opaque-dpop", "j1"))),
+            Some(Denial::InvalidDpopProof)
+        );
+        assert_eq!(host.count_of(Counter::DpopReplayed), 1);
+        // Sent as Bearer (RFC 9449 §7.2), or proven with another key: refused.
+        assert_eq!(
+            rejected(&send(&cfg, &host, &bearer("opaque-dpop"))),
+            Some(Denial::BoundTokenUnproven)
+        );
+        let other = ProofKey::eddsa(8);
+        assert_eq!(
+            rejected(&send(&cfg, &host, &dpop(&other, "opaque-dpop", "j2"))),
+            Some(Denial::BoundTokenUnproven)
+        );
+        // No proof, two proofs, a proof for another token.
+        let mut none = dpop(&key, "opaque-dpop", "j3");
+        none.proofs.clear();
+        assert_eq!(
+            rejected(&send(&cfg, &host, &none)),
+            Some(Denial::InvalidDpopProof)
+        );
+        let mut two = dpop(&key, "opaque-dpop", "j4");
+        two.proofs
+            .push(key.proof("POST", HTU, "opaque-dpop", T0 / 1000, "j5"));
+        assert_eq!(
+            rejected(&send(&cfg, &host, &two)),
+            Some(Denial::MalformedCredentials)
+        );
+        let mut wrong_ath = dpop(&key, "opaque-dpop", "j6");
+        wrong_ath.proofs = vec![key.proof("POST", HTU, "another-token", T0 / 1000, "j6")];
+        assert_eq!(
+            rejected(&send(&cfg, &host, &wrong_ath)),
+            Some(Denial::InvalidDpopProof)
+        );
+        assert!(access_token_hash("x") != access_token_hash("y"));
+    }
+
+    #[test]
+    fn without_the_dpop_block_a_bound_token_is_refused() {
+        let cfg = config(r#", "mtls": {}"#);
+        let host = FakeHost::at(T0);
+        let key = ProofKey::es256(7);
+        introspected(
+            &cfg,
+            &host,
+            "t",
+            &bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, key.jkt())),
+        );
+        assert_eq!(
+            rejected(&send(&cfg, &host, &bearer("t"))),
+            Some(Denial::BoundTokenUnproven)
+        );
+        // The DPoP scheme is not even accepted: no credentials.
+        assert_eq!(
+            rejected(&send(&cfg, &host, &dpop(&key, "t", "j"))),
+            Some(Denial::NoCredentials)
+        );
+    }
+
+    #[test]
+    fn unbound_tokens_under_optional_and_required() {
+        let cfg = cfg(
+            r#", "policies": [{"name": "payments", "match": {"path_prefix": "/orders/"}, "proof": "required"}]"#,
+        );
+        let host = FakeHost::at(T0);
+        let plain = make(r#"{"scope":"read"}"#);
+        introspected(&cfg, &host, "plain", &plain);
+        assert_eq!(
+            rejected(&send(&cfg, &host, &bearer("plain"))),
+            Some(Denial::ProofRequired)
+        );
+        // A valid proof with an unbound token proves nothing.
+        let key = ProofKey::eddsa(1);
+        assert_eq!(
+            rejected(&send(&cfg, &host, &dpop(&key, "plain", "j"))),
+            Some(Denial::BoundTokenUnproven)
+        );
+        // Under `optional` (the default elsewhere), an unbound token is a bearer token.
+        let optional = self::cfg("");
+        introspected(&optional, &host, "plain", &plain);
+        assert_eq!(
+            send(&optional, &host, &bearer("plain")).step,
+            forward(&plain)
+        );
+    }
+
+    #[test]
+    fn a_certificate_bound_token_needs_its_certificate() {
+        let hex = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+        let x5t = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA";
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        let jwt = bound_jwt(&format!(r#"{{"x5t#S256":"{x5t}"}}"#));
+        introspected(&cfg, &host, "mtls-token", &jwt);
+        let mut c = bearer("mtls-token");
+        c.cert = Some(hex);
+        assert_eq!(send(&cfg, &host, &c).step, forward(&jwt));
+        c.cert = Some("ff02030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20");
+        assert_eq!(
+            rejected(&send(&cfg, &host, &c)),
+            Some(Denial::BoundTokenUnproven)
+        );
+        c.cert = None;
+        assert_eq!(
+            rejected(&send(&cfg, &host, &c)),
+            Some(Denial::BoundTokenUnproven)
+        );
+        // XFCC is never trusted unless configured...
+        c.xfcc = Some("Hash=0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20");
+        assert_eq!(
+            rejected(&send(&cfg, &host, &c)),
+            Some(Denial::BoundTokenUnproven)
+        );
+        // ...and then only its first element.
+        let trusted = config(r#", "mtls": {"forwarded_client_cert": true}"#);
+        introspected(&trusted, &host, "mtls-token", &jwt);
+        assert_eq!(send(&trusted, &host, &c).step, forward(&jwt));
+        c.xfcc =
+            Some("Hash=ffff,Hash=0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20");
+        assert_eq!(
+            rejected(&send(&trusted, &host, &c)),
+            Some(Denial::BoundTokenUnproven)
+        );
+    }
+
+    #[test]
+    fn nonces_are_required_when_configured() {
+        let cfg = config(r#", "dpop": {"nonce": true}"#);
+        let host = FakeHost::at(T0);
+        let key = ProofKey::es256(3);
+        introspected(
+            &cfg,
+            &host,
+            "n",
+            &bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, key.jkt())),
+        );
+        assert_eq!(
+            rejected(&send(&cfg, &host, &dpop(&key, "n", "j1"))),
+            Some(Denial::UseDpopNonce)
+        );
+        let secret =
+            crate::storage::dpop::nonce_key(&host, &cfg.cache.jwt_namespace, || [0; 32]).unwrap();
+        let current = nonce(&secret, T0 / 1000 / super::super::NONCE_WINDOW_S);
+        let proof = key.proof_with(
+            &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk()}),
+            &serde_json::json!({"htm": "POST", "htu": HTU, "iat": T0 / 1000, "jti": "j2",
+                                "ath": access_token_hash("n"), "nonce": current}),
+        );
+        let mut c = dpop(&key, "n", "j2");
+        c.proofs = vec![proof];
+        assert!(matches!(
+            send(&cfg, &host, &c).step,
+            Step::Done(Verdict::Forward(_))
         ));
     }
 }

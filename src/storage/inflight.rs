@@ -9,15 +9,18 @@
 use std::collections::HashMap;
 
 use crate::hash::TokenHash;
+use crate::token::bearer::Presented;
 
 /// A request waiting for an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiter {
     pub context_id: u32,
     /// `HEAD` requests get replies without a body.
     pub head: bool,
     /// The policy the request is judged under (each waiter may have its own).
     pub policy: usize,
+    /// What the request presented besides the token (its proof of possession).
+    pub presented: Presented,
 }
 
 #[derive(Debug)]
@@ -147,6 +150,7 @@ mod tests {
             context_id: id,
             head: false,
             policy: 0,
+            presented: Presented::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::hash::TokenHash;
-use crate::token::claims::Claim;
+use crate::token::claims::{Binding, Claim};
 
 /// A token the gateway resolved to a JWT: what to forward, and what policies read of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -25,6 +25,8 @@ pub struct Resolved {
     pub scope: String,
     /// The configured claims' values (`Policies::claims`, in order); empty when none is.
     pub claims: Vec<Claim>,
+    /// What the token is bound to (`cnf`): enforced on every request, hits included.
+    pub binding: Binding,
 }
 
 impl Resolved {

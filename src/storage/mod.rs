@@ -2,6 +2,7 @@
 //! the split store, the JWKS lease and set) and one worker's own state (keys, local copies,
 //! calls in flight, held requests). Every key space is bounded.
 
+pub mod dpop;
 pub mod held;
 pub mod inflight;
 pub mod keys;

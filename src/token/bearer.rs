@@ -21,23 +21,54 @@ pub enum BearerError {
     Malformed,
 }
 
+/// The authentication scheme an access token comes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1): the token with a proof of possession of its key.
+    Dpop,
+}
+
+/// What a request presents besides its token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presented {
+    /// The scheme the token came with (`None`: no token).
+    pub scheme: Option<Scheme>,
+    /// The thumbprint of the key a valid DPoP proof was signed with.
+    pub jkt: Option<String>,
+    /// The client certificate's SHA-256, base64url (as `x5t#S256` is written).
+    pub cert: Option<String>,
+}
+
 /// Returns the bearer token of an `Authorization` header value.
 pub fn parse_authorization(value: Option<&str>) -> Result<&str, BearerError> {
+    parse_credentials(value, false).map(|(_, token)| token)
+}
+
+/// Returns the scheme and token of an `Authorization` header value: `Bearer`, or `DPoP` when
+/// `dpop` accepts it (otherwise it is another scheme: no credentials). Both take the same
+/// token grammar (RFC 6750 `b64token`, RFC 7235 `token68`); the scheme is case-insensitive.
+pub fn parse_credentials(value: Option<&str>, dpop: bool) -> Result<(Scheme, &str), BearerError> {
     let value = value.ok_or(BearerError::Missing)?;
     if value.bytes().all(|b| b == b' ' || b == b'\t') {
         return Err(BearerError::Missing);
     }
     let scheme_end = value.find([' ', '\t']).unwrap_or(value.len());
     let (scheme, rest) = value.split_at(scheme_end);
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if dpop && scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(BearerError::Missing);
-    }
+    };
     // 1*SP: spaces only; a tab or nothing at all after the scheme is malformed.
     let token = rest.trim_start_matches(' ');
     if token.len() == rest.len() || !is_b64token(token) {
         return Err(BearerError::Malformed);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// The RFC 6750 `b64token` grammar, with the [`MAX_TOKEN_LEN`] bound.
@@ -202,6 +233,35 @@ mod tests {
                 "{header:?}"
             );
         }
+    }
+
+    #[test]
+    fn dpop_scheme_only_when_accepted() {
+        assert_eq!(
+            parse_credentials(Some("DPoP abc"), true),
+            Ok((Scheme::Dpop, "abc"))
+        );
+        assert_eq!(
+            parse_credentials(Some("dpop  abc"), true),
+            Ok((Scheme::Dpop, "abc"))
+        );
+        assert_eq!(
+            parse_credentials(Some("Bearer abc"), true),
+            Ok((Scheme::Bearer, "abc"))
+        );
+        assert_eq!(
+            parse_credentials(Some("DPoP abc"), false),
+            Err(BearerError::Missing)
+        );
+        assert_eq!(
+            parse_credentials(Some("DPoP a b"), true),
+            Err(BearerError::Malformed)
+        );
+        // Both schemes at once (two headers, joined by the proxy): malformed.
+        assert_eq!(
+            parse_credentials(Some("Bearer abc, DPoP abc"), true),
+            Err(BearerError::Malformed)
+        );
     }
 
     #[test]

@@ -99,15 +99,57 @@ pub fn text(value: &Value) -> Claim {
     Claim::Value(out)
 }
 
+/// What a token is bound to (RFC 7800 `cnf`): a DPoP key's thumbprint (RFC 9449 `jkt`), a
+/// client certificate's SHA-256 (RFC 8705 `x5t#S256`), both base64url. A token bound to
+/// either is only honoured with its proof.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    pub jkt: Option<String>,
+    pub x5t: Option<String>,
+}
+
+impl Binding {
+    /// The binding a claims object (a JWT payload, an introspection answer) states. A `cnf`
+    /// that is there but not an object, or a member of the wrong type, binds to nothing that
+    /// can be proven: it is kept as an impossible value, so the token is refused, never taken
+    /// for an unbound one.
+    pub fn of(claims: &Map<String, Value>) -> Self {
+        let Some(cnf) = claims.get("cnf") else {
+            return Self::default();
+        };
+        let member = |name: &str| match cnf.get(name) {
+            None => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => Some(String::new()),
+        };
+        if !cnf.is_object() {
+            return Self {
+                jkt: Some(String::new()),
+                x5t: None,
+            };
+        }
+        Self {
+            jkt: member("jkt"),
+            x5t: member("x5t#S256"),
+        }
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.jkt.is_some() || self.x5t.is_some()
+    }
+}
+
+/// The JWT's payload as a claims object (`None` when it cannot be read: a forwarded JWT always
+/// can).
+pub fn payload_of(jwt: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1)?).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// The claims `paths` of the JWT `jwt` (its payload decoded), each [`Claim::Absent`] when the
-/// payload cannot be read (a forwarded JWT always can).
+/// payload cannot be read.
 pub fn of_jwt(jwt: &str, paths: &[ClaimPath]) -> Vec<Claim> {
-    let payload = jwt
-        .split('.')
-        .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok());
-    match payload {
+    match payload_of(jwt) {
         Some(claims) => of(&claims, paths),
         None => vec![Claim::Absent; paths.len()],
     }
@@ -190,5 +232,35 @@ mod tests {
             ]
         );
         assert_eq!(of_jwt("garbage", &paths), vec![Claim::Absent; 3]);
+    }
+
+    #[test]
+    fn bindings() {
+        let of = |v: Value| Binding::of(v.as_object().unwrap());
+        assert_eq!(of(json!({"sub": "a"})), Binding::default());
+        assert_eq!(
+            of(json!({"cnf": {"jkt": "abc"}})),
+            Binding {
+                jkt: Some("abc".into()),
+                x5t: None
+            }
+        );
+        assert_eq!(
+            of(json!({"cnf": {"x5t#S256": "def"}})),
+            Binding {
+                jkt: None,
+                x5t: Some("def".into())
+            }
+        );
+        // Unusable bindings bind to what nobody can prove.
+        for odd in [
+            json!({"cnf": "abc"}),
+            json!({"cnf": {"jkt": 5}}),
+            json!({"cnf": {"jkt": ""}}),
+        ] {
+            let b = of(odd.clone());
+            assert!(b.is_bound() && b.jkt.as_deref() == Some(""), "{odd}");
+        }
+        assert!(!of(json!({"cnf": {}})).is_bound());
     }
 }

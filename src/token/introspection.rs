@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::token::claims::{self, Binding};
 use crate::token::jwt::{self, Claims, MAX_JWT_LEN};
 
 /// The introspection response contract, `phantom.response`.
@@ -253,6 +254,12 @@ fn classify_json(resp: &Response<'_>, jwt_claim: Option<&str>) -> Outcome {
         let Value::String(text) = value else {
             return malformed;
         };
+        // The JWT must carry the binding the answer states: the gateway enforces what the
+        // forwarded JWT says.
+        let stated = Binding::of(&claims);
+        if stated.is_bound() && claims::payload_of(text).map(|p| Binding::of(&p)) != Some(stated) {
+            return malformed;
+        }
         return match jwt::parse(text) {
             Ok(parsed) => Outcome::Active {
                 jwt: text.clone(),

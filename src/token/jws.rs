@@ -91,7 +91,7 @@ impl Alg {
     }
 
     /// The JWK `kty` (and `crv`, where there is one) a key for this algorithm has.
-    fn key_type(self) -> (&'static str, Option<&'static str>) {
+    pub fn key_type(self) -> (&'static str, Option<&'static str>) {
         match self {
             Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512 => {
                 ("RSA", None)
@@ -399,6 +399,94 @@ impl KeySet {
             }
             other => other,
         })
+    }
+}
+
+/// Verifies a JWS signature (`signature`, decoded) over `signing_input` with the public key
+/// `jwk` for algorithm `alg`: a key the token carries itself, as a DPoP proof's `jwk` header.
+/// `jwt-simple` cannot read such a header (it takes `jwk` for a string), so the signature is
+/// checked with the primitives directly: ES256 (P-256, `r || s`), EdDSA (Ed25519), RS256 and
+/// PS256 (SHA-256). Never HMAC: a shared secret cannot prove possession. The JWK's `kty` (and
+/// `crv`) must be the algorithm's; its `alg`, if any, must be `alg`.
+pub fn verify_with_jwk(
+    jwk: &serde_json::Value,
+    alg: Alg,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<(), VerifyFailure> {
+    use p256::ecdsa::signature::Verifier as _;
+    let raw: RawJwk = serde_json::from_value(jwk.clone()).map_err(|_| VerifyFailure::Malformed)?;
+    let (kty, crv) = alg.key_type();
+    if alg.is_hmac()
+        || raw.kty != kty
+        || crv.is_some_and(|c| raw.crv.as_deref() != Some(c))
+        || raw
+            .alg
+            .as_deref()
+            .is_some_and(|a| a != alg.name() && !(alg == Alg::EdDsa && a == "Ed25519"))
+    {
+        return Err(VerifyFailure::DisallowedAlgorithm);
+    }
+    match alg {
+        Alg::Es256 => {
+            let (x, y) = (b64(raw.x.as_ref()), b64(raw.y.as_ref()));
+            let (Some(x), Some(y)) = (x, y) else {
+                return Err(VerifyFailure::Malformed);
+            };
+            if x.len() != 32 || y.len() != 32 {
+                return Err(VerifyFailure::Malformed);
+            }
+            let mut sec1 = vec![4u8];
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                .map_err(|_| VerifyFailure::Malformed)?;
+            let sig = p256::ecdsa::Signature::from_slice(signature)
+                .map_err(|_| VerifyFailure::BadSignature)?;
+            key.verify(signing_input, &sig)
+                .map_err(|_| VerifyFailure::BadSignature)
+        }
+        Alg::EdDsa => {
+            let x = b64(raw.x.as_ref()).ok_or(VerifyFailure::Malformed)?;
+            let key =
+                ed25519_compact::PublicKey::from_slice(&x).map_err(|_| VerifyFailure::Malformed)?;
+            let sig = ed25519_compact::Signature::from_slice(signature)
+                .map_err(|_| VerifyFailure::BadSignature)?;
+            key.verify(signing_input, &sig)
+                .map_err(|_| VerifyFailure::BadSignature)
+        }
+        Alg::Rs256 | Alg::Ps256 => {
+            use superboring::hash::MessageDigest;
+            use superboring::pkey::PKey;
+            use superboring::rsa::Padding;
+            use superboring::sign::Verifier;
+            let (n, e) = (b64(raw.n.as_ref()), b64(raw.e.as_ref()));
+            let (Some(n), Some(e)) = (n, e) else {
+                return Err(VerifyFailure::Malformed);
+            };
+            let key =
+                RS256PublicKey::from_components(&n, &e).map_err(|_| VerifyFailure::Malformed)?;
+            let pkey = PKey::from_rsa(key.public_key().as_ref().clone())
+                .map_err(|_| VerifyFailure::Malformed)?;
+            let mut verifier = Verifier::new(MessageDigest::sha256(), &pkey)
+                .map_err(|_| VerifyFailure::Malformed)?;
+            let padding = if alg == Alg::Rs256 {
+                Padding::PKCS1
+            } else {
+                Padding::PKCS1_PSS
+            };
+            verifier
+                .set_rsa_padding(padding)
+                .map_err(|_| VerifyFailure::Malformed)?;
+            verifier
+                .update(signing_input)
+                .map_err(|_| VerifyFailure::Malformed)?;
+            match verifier.verify(signature) {
+                Ok(true) => Ok(()),
+                _ => Err(VerifyFailure::BadSignature),
+            }
+        }
+        _ => Err(VerifyFailure::DisallowedAlgorithm),
     }
 }
 
@@ -978,6 +1066,48 @@ pub(crate) mod tests {
         assert_eq!(
             keys.verify_introspection(&p, "gw", &other, NOW),
             Err(VerifyFailure::BadSignature)
+        );
+    }
+
+    #[test]
+    fn signatures_with_a_carried_jwk_rs256_and_ps256() {
+        use superboring::hash::MessageDigest;
+        use superboring::pkey::PKey;
+        use superboring::rsa::Padding;
+        use superboring::sign::Signer;
+        let pair = RS256KeyPair::from_pem(RSA_PEM).unwrap();
+        let c = pair.public_key().to_components();
+        let jwk = serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&c.n),
+                                     "e": URL_SAFE_NO_PAD.encode(&c.e)});
+        let pkey = PKey::from_rsa(pair.key_pair().as_ref().clone()).unwrap();
+        for (alg, padding) in [
+            (Alg::Rs256, Padding::PKCS1),
+            (Alg::Ps256, Padding::PKCS1_PSS),
+        ] {
+            let mut signer = Signer::new(MessageDigest::sha256(), &pkey).unwrap();
+            signer.set_rsa_padding(padding).unwrap();
+            signer.update(b"h.p").unwrap();
+            let sig = signer.sign_to_vec().unwrap();
+            assert_eq!(verify_with_jwk(&jwk, alg, b"h.p", &sig), Ok(()), "{alg:?}");
+            assert_eq!(
+                verify_with_jwk(&jwk, alg, b"h.q", &sig),
+                Err(VerifyFailure::BadSignature),
+                "{alg:?}"
+            );
+        }
+        // A key of another type, or HMAC, never verifies.
+        assert_eq!(
+            verify_with_jwk(&jwk, Alg::Es256, b"h.p", b"x"),
+            Err(VerifyFailure::DisallowedAlgorithm)
+        );
+        assert_eq!(
+            verify_with_jwk(
+                &serde_json::json!({"kty": "oct", "k": "AAAA"}),
+                Alg::Hs256,
+                b"h.p",
+                b"x"
+            ),
+            Err(VerifyFailure::DisallowedAlgorithm)
         );
     }
 }

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
+use crate::token::claims::Binding;
 use crate::token::jwt::{self, Claims};
 
 /// Claims the gateway always sets itself: naming them in `claims` has no effect.
@@ -132,7 +133,22 @@ pub fn mint(
         Some(exp) => exp.min(cap),
         None => cap,
     };
+    // RFC 9449 §6.2: a DPoP-bound token is introspected with `token_type` DPoP and `cnf.jkt`;
+    // one without the other is not an answer to trust.
+    let binding = Binding::of(introspected);
+    let dpop_type = introspected
+        .get("token_type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("dpop"));
+    if dpop_type && binding.jkt.is_none() {
+        return Err(MintError::BadClaims);
+    }
     let mut custom = Map::new();
+    // The binding always travels with the token, whatever `claims` says: the API sees it, and
+    // the gateway enforces it on every hit (it is read back from the minted JWT).
+    if let Some(cnf) = introspected.get("cnf") {
+        custom.insert("cnf".to_owned(), cnf.clone());
+    }
     for name in &cfg.claims {
         if GATEWAY_CLAIMS.contains(&name.as_str()) {
             continue;
@@ -358,5 +374,32 @@ zdNdzUcR6g3iBRM+ImoDCMmhYuo7XNRY3mZmxR0uA0PPCFdE7C8qWmoB
         let shown = format!("{:?}", config(es256(), &[]));
         assert!(shown.contains("redacted"));
         assert!(!shown.contains("MIGH"), "{shown}");
+    }
+
+    #[test]
+    fn the_binding_always_travels_and_dpop_tokens_must_be_bound() {
+        let cfg = config(es256(), &["sub"]);
+        let now = 1_700_000_000;
+        let m = mint(
+            &cfg,
+            &introspected(
+                r#"{"active": true, "sub": "a", "token_type": "DPoP", "cnf": {"jkt": "abc"}}"#,
+            ),
+            now,
+        )
+        .unwrap();
+        assert!(
+            payload(&m.jwt).contains(r#""cnf":{"jkt":"abc"}"#),
+            "{}",
+            payload(&m.jwt)
+        );
+        assert_eq!(
+            mint(
+                &cfg,
+                &introspected(r#"{"active": true, "token_type": "dpop"}"#),
+                now
+            ),
+            Err(MintError::BadClaims)
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bearer;
 pub mod claims;
+pub mod dpop;
 pub mod host;
 pub mod introspection;
 pub mod jws;

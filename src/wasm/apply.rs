@@ -10,8 +10,8 @@ use std::rc::Rc;
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
-use crate::pipeline::{self, Introspected, Verdict};
-use crate::reply::{self, Denial, LocalReply, Outcome, SplitReply};
+use crate::pipeline::{self, Caller, Introspected, Verdict};
+use crate::reply::{self, Denial, DpopChallenge, LocalReply, Outcome, SplitReply};
 use crate::storage::held;
 use crate::storage::inflight::Waiter;
 use crate::storage::local::Resolved;
@@ -40,8 +40,12 @@ impl Plugin {
                 }
                 effective = w.context_id;
             }
-            let policy = self.cfg.policies.get(w.policy);
-            let verdict = pipeline::after_introspection(policy, &self.worker, hash, answer);
+            let caller = Caller {
+                policy: self.cfg.policies.get(w.policy),
+                presented: &w.presented,
+            };
+            let verdict =
+                pipeline::after_introspection(&self.cfg, &caller, &self.worker, hash, answer);
             self.apply(w.context_id, w.head, w.policy, &verdict, true);
         }
     }
@@ -100,6 +104,10 @@ impl Plugin {
             self.reject(context_id, head, policy, Denial::Internal);
             return false;
         }
+        if self.cfg.dpop.as_ref().is_some_and(|d| !d.forward_proof) {
+            // The proof is for this hop: the API gets the token, not the client's proof.
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "dpop", None);
+        }
         let claims = token.map_or(&[][..], |t| t.claims.as_slice());
         let policies = &self.cfg.policies;
         for name in &policies.claim_headers {
@@ -155,7 +163,14 @@ impl Plugin {
         self.count(Outcome::Denied(denial).counter());
         self.metrics.count_policy(policy, false);
         let scopes = &self.cfg.policies.get(policy).required_scopes;
-        let r = reply::local_reply(denial, &self.cfg.realm, scopes, head);
+        let nonce = (denial == Denial::UseDpopNonce)
+            .then(|| pipeline::server_nonce(&self.cfg, self))
+            .flatten();
+        let challenge = self.cfg.dpop.as_ref().map(|d| DpopChallenge {
+            algs: &d.algs,
+            nonce: nonce.as_deref(),
+        });
+        let r = reply::local_reply_with(denial, &self.cfg.realm, scopes, challenge, head);
         Self::send(context_id, &r);
     }
 

@@ -15,6 +15,7 @@ use crate::reply::{Denial, SplitReply};
 use crate::storage::held::Kind;
 use crate::storage::inflight::Waiter;
 use crate::storage::remote::{self, Got};
+use crate::token::bearer::Presented;
 use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::headers::{self, read_body};
@@ -29,6 +30,24 @@ const ROUTE_POLICY: [&str; 5] = [
     "token_filter",
     "policy",
 ];
+
+/// What a verdict reached after a call needs of the request: `HEAD` (replies without a body),
+/// the policy it is judged under, what it presented.
+#[derive(Debug, Clone)]
+struct Judged {
+    head: bool,
+    policy: usize,
+    presented: Presented,
+}
+
+impl Judged {
+    fn caller<'a>(&'a self, cfg: &'a crate::config::Config) -> pipeline::Caller<'a> {
+        pipeline::Caller {
+            policy: cfg.policies.get(self.policy),
+            presented: &self.presented,
+        }
+    }
+}
 
 enum State {
     /// Headers not seen yet.
@@ -46,8 +65,7 @@ enum State {
         call: u32,
         hash: TokenHash,
         token: String,
-        head: bool,
-        policy: usize,
+        judged: Judged,
         started_ms: u64,
     },
     /// A publish or revocation applied locally, waiting for its remote write before answering.
@@ -318,18 +336,12 @@ impl Http {
     }
 
     /// Starts (or joins) the introspection of `token`; the request stays paused.
-    fn introspect(
-        &mut self,
-        shared: &Plugin,
-        hash: TokenHash,
-        token: &str,
-        head: bool,
-        policy: usize,
-    ) {
+    fn introspect(&mut self, shared: &Plugin, hash: TokenHash, token: &str, judged: Judged) {
         let waiter = Waiter {
             context_id: self.id,
-            head,
-            policy,
+            head: judged.head,
+            policy: judged.policy,
+            presented: judged.presented,
         };
         self.state = if shared.introspect(waiter, hash, token) {
             State::Waiting(hash)
@@ -345,13 +357,12 @@ impl Http {
         &mut self,
         shared: &Plugin,
         step: Step,
-        head: bool,
-        policy: usize,
+        judged: Judged,
         resume: bool,
     ) -> Action {
         let verdict = match step {
             Step::Introspect { hash, token } => {
-                self.introspect(shared, hash, &token, head, policy);
+                self.introspect(shared, hash, &token, judged);
                 return Action::Pause;
             }
             Step::Done(verdict) => verdict,
@@ -359,7 +370,7 @@ impl Http {
             _ => Verdict::Reject(Denial::StoreUnavailable),
         };
         self.state = State::Done;
-        if shared.apply(self.id, head, policy, &verdict, resume) && !resume {
+        if shared.apply(self.id, judged.head, judged.policy, &verdict, resume) && !resume {
             Action::Continue
         } else {
             Action::Pause
@@ -383,8 +394,7 @@ impl Http {
             State::RemoteLookup {
                 hash,
                 token,
-                head,
-                policy,
+                judged,
                 started_ms,
                 ..
             } => {
@@ -400,7 +410,7 @@ impl Http {
                 let latency = shared.now_ms().saturating_sub(started_ms);
                 let step = pipeline::on_remote_get(
                     &shared.cfg,
-                    shared.cfg.policies.get(policy),
+                    &judged.caller(&shared.cfg),
                     &shared.worker,
                     shared,
                     &hash,
@@ -410,7 +420,7 @@ impl Http {
                         latency_ms: latency,
                     },
                 );
-                self.after_remote_get(shared, step, head, policy, true);
+                self.after_remote_get(shared, step, judged, true);
             }
             State::PublishWrite { reply, delete, .. } => {
                 let written = if delete {
@@ -443,8 +453,7 @@ impl Http {
         hash: TokenHash,
         token: String,
         key: &str,
-        head: bool,
-        policy: usize,
+        judged: Judged,
     ) -> Action {
         let call = shared
             .cfg
@@ -458,8 +467,7 @@ impl Http {
                     call,
                     hash,
                     token,
-                    head,
-                    policy,
+                    judged,
                     started_ms: shared.now_ms(),
                 };
                 Action::Pause
@@ -470,7 +478,7 @@ impl Http {
                 }
                 let step = pipeline::on_remote_get(
                     &shared.cfg,
-                    shared.cfg.policies.get(policy),
+                    &judged.caller(&shared.cfg),
                     &shared.worker,
                     shared,
                     &hash,
@@ -480,7 +488,7 @@ impl Http {
                         latency_ms: 0,
                     },
                 );
-                self.after_remote_get(shared, step, head, policy, false)
+                self.after_remote_get(shared, step, judged, false)
             }
         }
     }
@@ -542,11 +550,19 @@ impl HttpContext for Http {
         let route_policy = (!policies.is_empty())
             .then(|| headers::property(&ROUTE_POLICY))
             .flatten();
+        // The client certificate's digest, read only where a bound token may need it.
+        let client_cert = shared
+            .cfg
+            .mtls
+            .as_ref()
+            .filter(|m| !m.forwarded_client_cert)
+            .and_then(|_| headers::property(&["connection", "sha256_peer_certificate_digest"]));
         let request = Request {
             headers: &headers,
             end_of_stream,
             route_name: route_name.as_deref(),
             route_policy: route_policy.as_deref(),
+            client_cert_sha256: client_cert.as_deref(),
         };
         let decision = pipeline::on_request(&shared.cfg, &shared.worker, shared.as_ref(), &request);
         let policy = decision.policy;
@@ -563,6 +579,11 @@ impl HttpContext for Http {
         }
         // The method is only read when a reply may be needed (no body for HEAD).
         let head = || headers.get(":method").as_deref() == Some("HEAD");
+        let judged = |presented| Judged {
+            head: head(),
+            policy,
+            presented,
+        };
         match decision.step {
             Step::Done(verdict) => {
                 self.state = State::Done;
@@ -574,11 +595,11 @@ impl HttpContext for Http {
                 }
             }
             Step::Introspect { hash, token } => {
-                self.introspect(&shared, hash, &token, head(), policy);
+                self.introspect(&shared, hash, &token, judged(decision.presented));
                 Action::Pause
             }
             Step::Remote { hash, token, key } => {
-                self.remote_lookup(&shared, hash, token, &key, head(), policy)
+                self.remote_lookup(&shared, hash, token, &key, judged(decision.presented))
             }
             Step::Publish => self.start_publish(&shared, &headers, end_of_stream),
             Step::TokenRequest => {

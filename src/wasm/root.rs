@@ -12,6 +12,7 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel, Status};
 
 use crate::config::{Config, ConfigError, KeySource};
 use crate::pipeline::Worker;
+use crate::storage::dpop::ReplayStore;
 use crate::storage::held::Held;
 use crate::storage::inflight::InFlight;
 use crate::storage::keys::{self, KeyState};
@@ -92,6 +93,18 @@ impl Root {
                     &format!(
                         "#{} split token store created: {} slots",
                         self.context_id, split.max_entries
+                    ),
+                );
+            }
+        }
+        if let Some(dpop) = &plugin.cfg.dpop {
+            // Likewise for the DPoP replay store.
+            if ReplayStore::new(dpop.replay_entries).initialize(plugin.as_ref()) {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "#{} DPoP replay store created: {} slots",
+                        self.context_id, dpop.replay_entries
                     ),
                 );
             }

@@ -8,76 +8,19 @@ Listeners (one Envoy, two workers, one VM):
   rfc9701        response "rfc9701" (verified with the provider's fetched JWKS), mints with EdDSA
   rfc9701_forged response "rfc9701" with verification keys that are not the provider's"""
 
-import base64
 import json
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from harness.envoy import ROOT, Envoy, bearer, closed_port, request
+from harness.envoy import Envoy, bearer, request
+from harness.oidc import GATEWAY, OpenIdProvider
 from harness.services import Signer, b64url_decode, decode_jwt_payload
 
-OIDC_DIR = ROOT / "tests" / "oidc"
-APP = ("app", "app-secret-for-e2e-tests")
-GATEWAY = ("gateway", "gateway-secret-for-e2e-tests")
 GW_ISS = "https://gateway.example.com"
 GW_AUD = "internal-apis"
 JWKS_PATH = "/.well-known/gateway-jwks.json"
 MINT_CLAIMS = ["sub", "scope", "client_id", "jti"]
-
-
-class OpenIdProvider:
-    def __init__(self, workdir: Path):
-        self.port = closed_port()
-        self.issuer = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "oidc-provider.log"
-        self.proc = None
-
-    def start(self):
-        node = shutil.which("node")
-        assert node, "Node.js is needed for oidc-provider (scripts/lib.sh installs its packages)"
-        assert (OIDC_DIR / "node_modules" / "oidc-provider").is_dir(), \
-            "run `npm ci` in tests/oidc (scripts/test.sh does)"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([node, "server.mjs", str(self.port)], cwd=OIDC_DIR,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if "READY" in self.log_path.read_text():
-                return self
-            assert self.proc.poll() is None, self.log_path.read_text()
-            time.sleep(0.1)
-        raise RuntimeError(f"oidc-provider not ready:\n{self.log_path.read_text()}")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.log.close()
-
-    def post(self, path, form, client, accept="application/json"):
-        basic = base64.b64encode(f"{client[0]}:{client[1]}".encode()).decode()
-        req = urllib.request.Request(
-            self.issuer + path, data=urllib.parse.urlencode(form).encode(), method="POST",
-            headers={"authorization": f"Basic {basic}", "accept": accept,
-                     "content-type": "application/x-www-form-urlencoded"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.read().decode()
-
-    def token(self, scope="read"):
-        return json.loads(self.post("/token", {"grant_type": "client_credentials", "scope": scope}, APP))[
-            "access_token"]
-
-    def introspect(self, token):
-        return json.loads(self.post("/token/introspection", {"token": token}, GATEWAY))
-
-    def revoke(self, token):
-        self.post("/token/revocation", {"token": token}, APP)
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,10 @@ def plugin_filter(plugin_config, name="token_filter", stop_iteration=True):
     }
 
 
-def listener(name, http_filters, routes=(("/", "api"),), hcm=None):
+def listener(name, http_filters, routes=(("/", "api"),), hcm=None, transport_socket=None):
     """`routes`: (path prefix, cluster) pairs, or whole Envoy route objects, first match wins;
-    `hcm`: more HttpConnectionManager fields (path normalisation, access logs)."""
+    `hcm`: more HttpConnectionManager fields (path normalisation, access logs);
+    `transport_socket`: the filter chain's (TLS, see `harness.tls`)."""
     def route(r):
         if isinstance(r, dict):
             return r
@@ -84,6 +85,8 @@ def listener(name, http_filters, routes=(("/", "api"),), hcm=None):
         }]}],
     }
     out["filter_chains"][0]["filters"][0]["typed_config"].update(hcm or {})
+    if transport_socket:
+        out["filter_chains"][0]["transport_socket"] = transport_socket
     return out
 
 
@@ -111,9 +114,9 @@ def closed_port():
 class Envoy:
     """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string),
     to a pair (plugin configuration, routes) for routes other than everything to `api`, or to a
-    dict with `plugin`, and optionally `routes` and the filters to place `before` and `after`
-    the token filter. `clusters` maps a name to a port, or to a pair (port, "h2") for an
-    HTTP/2 upstream."""
+    dict with `plugin`, and optionally `routes`, `hcm`, `transport_socket` and the filters to
+    place `before` and `after` the token filter. `clusters` maps a name to a port, or to a
+    pair (port, "h2") for an HTTP/2 upstream."""
 
     def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True,
                  log_args=("--log-level", "info", "--component-log-level", "wasm:debug")):
@@ -127,7 +130,8 @@ class Envoy:
                 spec = {"plugin": spec}
             ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration)
             filters = list(spec.get("before", [])) + [ours] + list(spec.get("after", []))
-            return listener(name, filters, spec.get("routes", (("/", "api"),)), spec.get("hcm"))
+            return listener(name, filters, spec.get("routes", (("/", "api"),)), spec.get("hcm"),
+                            spec.get("transport_socket"))
 
         def make_cluster(name, port):
             if isinstance(port, tuple):
@@ -232,9 +236,13 @@ class Reply:
         return json.loads(self.body)
 
 
-def request(port, path="/", headers=(), method="GET", body=None, timeout=10):
-    """One request on a fresh connection; `headers` is a list of pairs (duplicates allowed)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(port, path="/", headers=(), method="GET", body=None, timeout=10, tls=None):
+    """One request on a fresh connection; `headers` is a list of pairs (duplicates allowed);
+    `tls`: an `ssl.SSLContext` for an HTTPS listener."""
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         own_host = any(k.lower() == "host" for k, _ in headers)
         conn.putrequest(method, path, skip_accept_encoding=True, skip_host=own_host)

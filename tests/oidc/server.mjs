@@ -4,7 +4,12 @@
 //   - the client_credentials grant for the client "app" (it gets the opaque access tokens),
 //   - the confidential client "gateway" (the filter) that introspects, with ES256-signed
 //     introspection responses when it asks for them (Accept: application/token-introspection+jwt),
-//   - revocation (RFC 7009).
+//   - revocation (RFC 7009),
+//   - DPoP (RFC 9449, on by default in oidc-provider 9): a token request with a DPoP proof gets
+//     a token bound to the proof's key (introspection answers cnf.jkt and token_type DPoP),
+//   - certificate-bound tokens (RFC 8705) for the client "mtls-app": the provider is plain
+//     HTTP here, so the client certificate reaches it as the test's own header
+//     x-e2e-client-cert (URL-encoded PEM), as a TLS-terminating proxy in front would pass it.
 // The signing key (ES256, the only one) is made at start. Usage: node server.mjs PORT. Prints "READY <issuer>".
 import { generateKeyPairSync } from 'node:crypto';
 
@@ -31,6 +36,15 @@ const provider = new Provider(issuer, {
       scope: 'read write',
     },
     {
+      client_id: 'mtls-app',
+      client_secret: 'mtls-app-secret-for-e2e-tests',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'read write',
+      tls_client_certificate_bound_access_tokens: true,
+    },
+    {
       client_id: 'gateway',
       client_secret: 'gateway-secret-for-e2e-tests',
       grant_types: [],
@@ -51,6 +65,17 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     jwtIntrospection: { enabled: true },
     revocation: { enabled: true },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      getCertificate(ctx) {
+        const pem = ctx.get('x-e2e-client-cert');
+        return pem ? decodeURIComponent(pem) : undefined;
+      },
+    },
+  },
+  enabledJWA: {
+    dPoPSigningAlgValues: ['ES256', 'Ed25519', 'EdDSA', 'RS256', 'PS256'],
   },
   ttl: { ClientCredentials: 600 },
 });

@@ -1,0 +1,254 @@
+//! `dpop`, `mtls` and `proof`: proof of possession (RFC 9449 DPoP, RFC 8705 certificate-bound
+//! tokens). A token bound to a key (`cnf`) is always enforced, whatever these say; they say how
+//! proofs are checked, and whether unbound tokens are accepted (`proof`).
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+use crate::token::dpop;
+use crate::token::jws::Alg;
+
+/// The algorithms a DPoP proof may use: those the filter verifies with a key the proof carries.
+pub const DPOP_ALGORITHMS: [Alg; 4] = [Alg::Es256, Alg::EdDsa, Alg::Rs256, Alg::Ps256];
+/// Default `dpop.max_age_s`.
+pub const DEFAULT_DPOP_MAX_AGE_S: u64 = 300;
+/// Default `dpop.clock_skew_s`.
+pub const DEFAULT_DPOP_CLOCK_SKEW_S: u64 = 5;
+/// Default `dpop.replay_entries`.
+pub const DEFAULT_REPLAY_ENTRIES: u32 = 100_000;
+/// Largest `dpop.replay_entries`: every slot is created when the configuration loads.
+pub const MAX_REPLAY_ENTRIES: u32 = 2_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDpop {
+    algorithms: Option<Vec<String>>,
+    max_age_s: Option<u64>,
+    clock_skew_s: Option<u64>,
+    replay_entries: Option<u32>,
+    #[serde(default)]
+    nonce: bool,
+    origin: Option<String>,
+    #[serde(default)]
+    forward_proof: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMtls {
+    #[serde(default)]
+    forwarded_client_cert: bool,
+}
+
+/// `dpop`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    pub algorithms: Vec<Alg>,
+    pub max_age_s: u64,
+    pub clock_skew_s: u64,
+    pub replay_entries: u32,
+    pub nonce: bool,
+    /// `scheme://host[:port]`, normalised, without a trailing `/`.
+    pub origin: Option<String>,
+    pub forward_proof: bool,
+    /// The `algs` of a `DPoP` challenge: the algorithm names, space-separated.
+    pub algs: String,
+}
+
+/// `mtls`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsConfig {
+    /// Read the client certificate's hash from the first `x-forwarded-client-cert` element
+    /// (set by a proxy in front; Envoy must sanitise the header from clients).
+    pub forwarded_client_cert: bool,
+}
+
+/// What a route asks of unbound tokens (`proof`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofRule {
+    /// Unbound tokens are accepted as bearer tokens (the default).
+    Optional,
+    /// Only bound tokens, with their proof: unbound ones are refused with a DPoP challenge.
+    Required,
+}
+
+impl ProofRule {
+    pub(super) fn parse(field: &str, value: Option<&str>) -> Result<Self, ConfigError> {
+        match value.unwrap_or("optional") {
+            "optional" => Ok(ProofRule::Optional),
+            "required" => Ok(ProofRule::Required),
+            _ => Err(ConfigError::new(
+                field,
+                "must be \"optional\" or \"required\"",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProofRule::Optional => "optional",
+            ProofRule::Required => "required",
+        }
+    }
+}
+
+impl RawDpop {
+    pub(super) fn validate(self) -> Result<DpopConfig, ConfigError> {
+        let names = self.algorithms.unwrap_or_else(|| {
+            DPOP_ALGORITHMS
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect()
+        });
+        if names.is_empty() {
+            return Err(ConfigError::new("dpop.algorithms", "must not be empty"));
+        }
+        let mut algorithms = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let alg = dpop::proof_alg(name)
+                .filter(|a| DPOP_ALGORITHMS.contains(a))
+                .ok_or_else(|| {
+                    let allowed: Vec<&str> = DPOP_ALGORITHMS.iter().map(|a| a.name()).collect();
+                    ConfigError::new(
+                        &format!("dpop.algorithms[{i}]"),
+                        format!("must be one of {} (never none or HMAC)", allowed.join(", ")),
+                    )
+                })?;
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        let max_age_s = in_range(
+            "dpop.max_age_s",
+            self.max_age_s.unwrap_or(DEFAULT_DPOP_MAX_AGE_S),
+            1,
+            3_600,
+        )?;
+        let clock_skew_s = in_range(
+            "dpop.clock_skew_s",
+            self.clock_skew_s.unwrap_or(DEFAULT_DPOP_CLOCK_SKEW_S),
+            0,
+            300,
+        )?;
+        let replay_entries = entries(
+            "dpop.replay_entries",
+            self.replay_entries.unwrap_or(DEFAULT_REPLAY_ENTRIES),
+            MAX_REPLAY_ENTRIES,
+        )?;
+        let origin = match self.origin {
+            None => None,
+            Some(origin) => {
+                let normal = dpop::normalize_htu(&format!("{}/", origin.trim_end_matches('/')))
+                    .filter(|o| o.matches('/').count() == 3);
+                let Some(normal) = normal else {
+                    return Err(ConfigError::new(
+                        "dpop.origin",
+                        "must be scheme://host[:port] (http or https, no path, query or fragment)",
+                    ));
+                };
+                Some(normal.trim_end_matches('/').to_owned())
+            }
+        };
+        // EdDSA is announced under both its names.
+        let algs = algorithms
+            .iter()
+            .map(|a| match a {
+                Alg::EdDsa => "EdDSA Ed25519",
+                other => other.name(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(DpopConfig {
+            algorithms,
+            max_age_s,
+            clock_skew_s,
+            replay_entries,
+            nonce: self.nonce,
+            origin,
+            forward_proof: self.forward_proof,
+            algs,
+        })
+    }
+}
+
+impl RawMtls {
+    pub(super) fn validate(self) -> MtlsConfig {
+        MtlsConfig {
+            forwarded_client_cert: self.forwarded_client_cert,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_slice(
+            format!(
+                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
+                "client_secret": "s"}} {extra}}}"#
+            )
+            .as_bytes(),
+        )
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_its_defaults() {
+        let c = cfg(r#", "dpop": {"algorithms": ["ES256", "EdDSA", "RS256", "PS256"],
+            "max_age_s": 300, "clock_skew_s": 5, "replay_entries": 100000, "nonce": false,
+            "origin": "https://API.example.com:443/", "forward_proof": false},
+            "mtls": {"forwarded_client_cert": false}, "proof": "optional",
+            "policies": [{"name": "payments", "match": {"path_prefix": "/payments/"}, "proof": "required"}]"#)
+        .unwrap();
+        let d = c.dpop.unwrap();
+        assert_eq!(d.origin.as_deref(), Some("https://api.example.com"));
+        assert_eq!(d.algs, "ES256 EdDSA Ed25519 RS256 PS256");
+        assert_eq!(c.policies.default.proof, ProofRule::Optional);
+        assert_eq!(c.policies.get(0).proof, ProofRule::Required);
+        assert!(c.mtls.is_some());
+        let bare = cfg(r#", "dpop": {}"#).unwrap().dpop.unwrap();
+        assert_eq!(
+            (bare.max_age_s, bare.clock_skew_s, bare.replay_entries),
+            (300, 5, 100_000)
+        );
+        assert_eq!(bare.algorithms, DPOP_ALGORITHMS);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (extra, field) in [
+            (
+                r#", "dpop": {"algorithms": ["HS256"]}"#,
+                "dpop.algorithms[0]",
+            ),
+            (
+                r#", "dpop": {"algorithms": ["none"]}"#,
+                "dpop.algorithms[0]",
+            ),
+            (r#", "dpop": {"algorithms": []}"#, "dpop.algorithms"),
+            (r#", "dpop": {"max_age_s": 0}"#, "dpop.max_age_s"),
+            (r#", "dpop": {"clock_skew_s": 301}"#, "dpop.clock_skew_s"),
+            (r#", "dpop": {"replay_entries": 0}"#, "dpop.replay_entries"),
+            (r#", "dpop": {"origin": "api.example.com"}"#, "dpop.origin"),
+            (
+                r#", "dpop": {"origin": "https://api.example.com/base"}"#,
+                "dpop.origin",
+            ),
+            (
+                r#", "dpop": {"origin": "https://api.example.com?x"}"#,
+                "dpop.origin",
+            ),
+            (r#", "dpop": {"nonces": true}"#, "dpop.nonces"),
+            (r#", "mtls": {"xfcc": true}"#, "mtls.xfcc"),
+            (r#", "proof": "always""#, "proof"),
+            (
+                r#", "policies": [{"name": "a", "proof": "yes"}]"#,
+                "policies[0].proof",
+            ),
+        ] {
+            assert_eq!(cfg(extra).map(|_| ()).unwrap_err().field, field, "{extra}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+"""Parts nobody here wrote, run for the end-to-end tests: panva's oidc-provider (OpenID
+Certified, `tests/oidc/server.mjs`) and panva's `dpop` client (`tests/oidc/dpop_client.mjs`),
+both from npm (`npm ci` in tests/oidc; scripts/test.sh does it)."""
+
+import base64
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from harness.envoy import ROOT, closed_port
+
+OIDC_DIR = ROOT / "tests" / "oidc"
+APP = ("app", "app-secret-for-e2e-tests")
+MTLS_APP = ("mtls-app", "mtls-app-secret-for-e2e-tests")
+GATEWAY = ("gateway", "gateway-secret-for-e2e-tests")
+
+
+def node():
+    path = shutil.which("node")
+    assert path, "Node.js is needed for oidc-provider and dpop (scripts/lib.sh installs it)"
+    assert (OIDC_DIR / "node_modules" / "oidc-provider").is_dir() and \
+        (OIDC_DIR / "node_modules" / "dpop").is_dir(), "run `npm ci` in tests/oidc (scripts/test.sh does)"
+    return path
+
+
+class OpenIdProvider:
+    def __init__(self, workdir: Path):
+        self.port = closed_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "oidc-provider.log"
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([node(), "server.mjs", str(self.port)], cwd=OIDC_DIR,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if "READY" in self.log_path.read_text():
+                return self
+            assert self.proc.poll() is None, self.log_path.read_text()
+            time.sleep(0.1)
+        raise RuntimeError(f"oidc-provider not ready:\n{self.log_path.read_text()}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def post(self, path, form, client, accept="application/json", headers=()):
+        basic = base64.b64encode(f"{client[0]}:{client[1]}".encode()).decode()
+        req = urllib.request.Request(
+            self.issuer + path, data=urllib.parse.urlencode(form).encode(), method="POST",
+            headers={"authorization": f"Basic {basic}", "accept": accept,
+                     "content-type": "application/x-www-form-urlencoded", **dict(headers)})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{path}: {e.code} {e.read().decode()}") from None
+
+    def token(self, scope="read", dpop=None, cert_pem=None, client=None):
+        """A client_credentials access token (opaque). `dpop`: a (DpopClient, key) pair whose
+        key the token is bound to (RFC 9449); `cert_pem`: the client certificate the token is
+        bound to (RFC 8705, client "mtls-app")."""
+        headers = []
+        if dpop:
+            client_, key = dpop
+            headers.append(("dpop", client_.proof(key, "POST", self.issuer + "/token")))
+        if cert_pem:
+            headers.append(("x-e2e-client-cert", urllib.parse.quote(cert_pem)))
+            client = client or MTLS_APP
+        answer = json.loads(self.post("/token", {"grant_type": "client_credentials", "scope": scope},
+                                      client or APP, headers=headers))
+        return answer["access_token"]
+
+    def introspect(self, token):
+        return json.loads(self.post("/token/introspection", {"token": token}, GATEWAY))
+
+    def revoke(self, token):
+        self.post("/token/revocation", {"token": token}, APP)
+
+
+class DpopClient:
+    """Keys and DPoP proofs made by panva's `dpop` package, in one Node process."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([node(), "dpop_client.mjs"], cwd=OIDC_DIR, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def _ask(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        assert "error" not in answer, answer
+        return answer
+
+    def key(self, alg="ES256"):
+        """A new key pair: a dict with its `id`, `jkt` (RFC 7638 thumbprint) and public `jwk`."""
+        return self._ask(op="key", alg=alg)
+
+    def proof(self, key, htm, htu, token=None, nonce=None, extra=None):
+        req = {"op": "proof", "id": key["id"], "htm": htm, "htu": htu}
+        for name, value in (("token", token), ("nonce", nonce), ("extra", extra)):
+            if value is not None:
+                req[name] = value
+        return self._ask(**req)["proof"]
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
