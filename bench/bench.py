@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from harness.envoy import Envoy, cluster, listener, plugin_filter
-from harness.services import Signer
+from harness.services import Signer, b64url
+from harness.tls import Pki
 
 NOOP_WASM = ROOT / "bench" / "noop-filter" / "target" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
 MINIMAL_WASM = (ROOT / "bench" / "minimal-filter" / "target" / "wasm32-wasip1" / "release"
@@ -90,6 +91,59 @@ request = function()
   return wrk.format("GET", "/bench", {["Authorization"] = "Bearer " .. prefix .. counter})
 end
 """
+
+
+# wrk script: a DPoP proof never used before on every request, from a file made just before the
+# run (`Proofs.write`), for the token `TOKEN`.
+WRK_PROOFS = """
+local proofs = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do proofs[#proofs + 1] = line end
+end
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/bench", {["Authorization"] = "DPoP TOKEN",
+                                      ["DPoP"] = proofs[((i - 1) % #proofs) + 1]})
+end
+"""
+
+# DPoP scenarios: the proof's algorithm. Their `htu` is DPOP_ORIGIN + /bench (`dpop.origin`).
+DPOP_SCENARIOS = {"dpop_hit_es256": "ES256", "dpop_hit_eddsa": "EdDSA"}
+DPOP_ORIGIN = "http://bench.example.com"
+# Scenarios behind TLS with a client certificate: wrk cannot present one, so a client Envoy (on
+# wrk's core) originates the TLS, with the certificate, to the gateway's listener.
+TLS_SCENARIOS = {"tls_passthrough", "mtls_hit"}
+
+
+class Proofs:
+    """DPoP proofs (RFC 9449) of one key for GET DPOP_ORIGIN/bench with HIT_TOKEN, each with its
+    own `jti`, written to a file for WRK_PROOFS."""
+
+    def __init__(self, alg, path):
+        self.signer = Signer(alg)
+        self.path = path
+        jwk = {k: v for k, v in self.signer.jwk().items() if k not in ("kid", "use", "alg")}
+        required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
+        canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
+        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+        header = {"typ": "dpop+jwt", "alg": alg, "jwk": jwk}
+        self.header = b64url(json.dumps(header, separators=(",", ":")).encode())
+        self.ath = b64url(hashlib.sha256(HIT_TOKEN.encode()).digest())
+        self.serial = 0
+
+    def write(self, n):
+        """`n` new proofs, issued now; returns the file's path."""
+        now = int(time.time())
+        lines = []
+        for _ in range(n):
+            self.serial += 1
+            claims = {"htm": "GET", "htu": f"{DPOP_ORIGIN}/bench", "iat": now,
+                      "jti": f"bench-{self.serial}", "ath": self.ath}
+            signing_input = f"{self.header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
+            lines.append(f"{signing_input}.{b64url(self.signer.sign(signing_input.encode()))}")
+        self.path.write_text("\n".join(lines) + "\n")
+        return str(self.path)
 
 
 def lua_filter(code):
@@ -184,6 +238,10 @@ SCENARIOS = [
     ("phantom_hit_policies", "phantom_hit with 100 policies (the last matches) and 2 claims_to_headers"),
     ("split_hit", "split token, store hit"),
     ("phantom_hit_verify", "phantom token, cache hit, `verify` on (ES256)"),
+    ("dpop_hit_es256", "phantom token bound to a key (cnf.jkt), cache hit, a new ES256 DPoP proof every request"),
+    ("dpop_hit_eddsa", "dpop_hit_es256 with EdDSA proofs"),
+    ("tls_passthrough", "Envoy over TLS with a client certificate, no auth filter (mtls_hit's baseline)"),
+    ("mtls_hit", "over TLS with a client certificate: phantom token bound to it (cnf x5t#S256), cache hit"),
     ("split_hit_verify", "split token, store hit, `verify` on (ES256)"),
     ("split_remote_l1_hit", "split token with `split.remote`, hit in the gateway's own store (level 1)"),
     ("split_remote_l2_hit", "split token with `split.remote`, a new signature every request: level-2 read"),
@@ -225,7 +283,7 @@ FRESH_TOKENS = {"phantom_miss", "phantom_miss_b", "lua_no_cache", "ext_authz", "
                 "split_remote_l2_hit"}
 
 
-def wrk(port, conns, duration, header=None, script=None, pid=None):
+def wrk(port, conns, duration, header=None, script=None, pid=None, script_args=()):
     cpu0 = cpu_s(pid) if pid else 0.0
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
     if header:
@@ -233,6 +291,8 @@ def wrk(port, conns, duration, header=None, script=None, pid=None):
     if script:
         cmd += ["-s", script]
     cmd.append(f"http://127.0.0.1:{port}/bench")
+    if script_args:
+        cmd += ["--", *script_args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
@@ -307,6 +367,19 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     miss_script = work / "miss.lua"
     miss_script.write_text(WRK_MISS)
+    proofs_script = work / "proofs.lua"
+    proofs_script.write_text(WRK_PROOFS.replace("TOKEN", HIT_TOKEN))
+    # Proofs live max_age_s: long enough for one wrk run after they are made.
+    global DPOP_MAX_AGE_S
+    DPOP_MAX_AGE_S = args.duration + 5
+    proofs = {name: Proofs(alg, work / f"{name}.proofs") for name, alg in DPOP_SCENARIOS.items()}
+    pki = Pki(work / "pki")
+    client_cert = pki.issue("bench-client")
+    # The bound tokens the token service answers for the proof scenarios.
+    bound = {name: signer.mint({"iss": "https://login.example.com", "aud": "api.example.com", "sub": "bench",
+                                "scope": "read write", "iat": now, "exp": now + 7200, "cnf": cnf})
+             for name, cnf in [*((n, {"jkt": p.jkt}) for n, p in proofs.items()),
+                               ("mtls_hit", {"x5t#S256": b64url(bytes.fromhex(client_cert["sha256"]))})]}
 
     backend = Envoy(work / "backend", listeners={}, clusters={}, log_args=QUIET)
     backend.config["static_resources"]["listeners"] = [
@@ -315,6 +388,8 @@ def main():
         direct("authz", 200, "", [("authorization", f"Bearer {jwt}")]),
         direct("jwks", 200, jwks, [("content-type", "application/json")]),
         direct("kv", 200, jwt.rsplit(".", 1)[0], [("content-type", "text/plain")]),
+        *(direct(f"ts_{name}", 200, token, [("content-type", "application/jwt")])
+          for name, token in bound.items()),
     ]
     backend.start()
     subprocess.run(["taskset", "-a", "-p", "-c", "1", str(backend.proc.pid)], capture_output=True, check=True)
@@ -327,11 +402,32 @@ def main():
         cluster("authz", backend.ports["authz"]),
         cluster("jwks", backend.ports["jwks"]),
         cluster("kv", backend.ports["kv"]),
+        *(cluster(f"ts_{name}", backend.ports[f"ts_{name}"]) for name in bound),
     ]
-    gw.config["static_resources"]["listeners"] = [listener(name, filters_for(name, verify, jwks))
-                                                  for name, _ in scenarios]
+    gw.config["static_resources"]["listeners"] = [
+        listener(name, filters_for(name, verify, jwks),
+                 transport_socket=pki.downstream_tls() if name in TLS_SCENARIOS else None)
+        for name, _ in scenarios]
     gw.start()
     subprocess.run(["taskset", "-a", "-p", "-c", "0", str(gw.proc.pid)], capture_output=True, check=True)
+    tls_client = start_tls_client(work, gw, pki, client_cert, [n for n, _ in scenarios if n in TLS_SCENARIOS])
+    ports = dict(gw.ports)
+    if tls_client:
+        ports.update(tls_client.ports)
+
+    def load(name, conns, duration, pid=None):
+        """One wrk run on scenario `name`, with the script and header it needs."""
+        script_args = ()
+        if name in proofs:
+            # A proof per request, never one used before: made for this run.
+            last = results.get((name, conns), [{"rps": 10000}])[-1]["rps"]
+            script_args = (proofs[name].write(int(max(last, 1000) * duration * 1.5) + 1000),)
+        script = (str(proofs_script) if name in proofs else
+                  str(miss_script) if name in FRESH_TOKENS else None)
+        return wrk(ports[name], conns, duration, header=None if name in proofs else headers.get(name),
+                   script=script, pid=pid, script_args=script_args)
+
+    results = {}  # (name, conns) -> list of per-round dicts
     rss_start = rss_kb(gw.proc.pid)
     try:
         # Warm up: the hit token into the caches, a split token published.
@@ -352,24 +448,19 @@ def main():
         # Every scenario sends the same kind of request, passthrough included (its upstream
         # sees the opaque token: a baseline, not a deployment).
         for name, _ in scenarios:
-            h = headers.get(name, f"Authorization: Bearer {HIT_TOKEN}")
-            check = wrk(gw.ports[name], 1, 1, header=h,
-                        script=str(miss_script) if name in FRESH_TOKENS else None)
+            headers.setdefault(name, f"Authorization: Bearer {HIT_TOKEN}")
+            check = load(name, 1, 1)
             if check["errors"]:
                 raise SystemExit(f"scenario {name} answered errors during warm-up: {check}")
-            headers.setdefault(name, h)
 
         if args.profile:
-            profile(gw, args, headers, miss_script)
+            profile(gw, args, load)
             return
 
-        results = {}  # (name, conns) -> list of per-round dicts
         for r in range(args.rounds):
             for c in conns:
                 for name, _ in scenarios:
-                    res = wrk(gw.ports[name], c, args.duration, header=headers.get(name),
-                              script=str(miss_script) if name in FRESH_TOKENS else None,
-                              pid=gw.proc.pid)
+                    res = load(name, c, args.duration, pid=gw.proc.pid)
                     results.setdefault((name, c), []).append(res)
                     print(f"round {r + 1} c={c} {name}: {res['rps']:.0f} req/s p50 {res['p50']:.0f} µs "
                           f"p99 {res['p99']:.0f} µs cpu {res['cpu_us']:.1f} µs/req errors {res['errors']}", file=sys.stderr, flush=True)
@@ -382,21 +473,49 @@ def main():
                   if ("phantom_miss", conns[0]) in results else "")
         print(f"Gateway Envoy resident memory: {rss_start / 1024:.1f} MiB at start (every cache and "
               f"store slot already created), {rss_end / 1024:.1f} MiB after the run{filled}.")
+        if any((name, 16) in results for name in DPOP_SCENARIOS) and ("phantom_hit", 16) in results:
+            print_proof_costs(results)
         print(f"Filter .wasm: {FILTER_WASM.stat().st_size} bytes; do-nothing .wasm: "
               f"{NOOP_WASM.stat().st_size} bytes; minimal .wasm: {MINIMAL_WASM.stat().st_size} bytes.")
     finally:
+        if tls_client:
+            tls_client.stop()
         gw.stop()
         backend.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def profile(gw, args, headers, miss_script):
+def start_tls_client(work, gw, pki, client_cert, names):
+    """An Envoy on wrk's core that takes wrk's plain requests for each scenario in `names` and
+    sends them to the gateway's listener over TLS, presenting `client_cert`."""
+    if not names:
+        return None
+    client = Envoy(work / "tls-client", listeners={}, clusters={}, log_args=QUIET)
+    clusters = []
+    for name in names:
+        c = cluster(f"gw_{name}", gw.ports[name])
+        c["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": client_cert["cert"]},
+                                      "private_key": {"filename": client_cert["key"]}}],
+                "validation_context": {"trusted_ca": {"filename": pki.ca_path}},
+            }}}
+        clusters.append(c)
+    client.config["static_resources"]["clusters"] = clusters
+    client.config["static_resources"]["listeners"] = [listener(n, [], routes=(("/", f"gw_{n}"),))
+                                                      for n in names]
+    client.start()
+    subprocess.run(["taskset", "-a", "-p", "-c", "1", str(client.proc.pid)], capture_output=True, check=True)
+    return client
+
+
+def profile(gw, args, load):
     data = Path(tempfile.mkdtemp(prefix="perf-")) / "perf.data"
     rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "-o", str(data),
                             "-p", str(gw.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    res = wrk(gw.ports[args.profile], 16, args.duration, header=headers.get(args.profile),
-              script=str(miss_script) if args.profile in FRESH_TOKENS else None)
+    res = load(args.profile, 16, args.duration)
     rec.send_signal(2)
     rec.wait(timeout=30)
     print(f"{args.profile}: {res['rps']:.0f} req/s during the profile")
@@ -410,6 +529,7 @@ def profile(gw, args, headers, miss_script):
 
 
 COMPARE_WASM = ""
+DPOP_MAX_AGE_S = 10
 
 
 def other_build(f):
@@ -455,6 +575,21 @@ def filters_for(name, verify, jwks):
         cfg = split_cfg(remote=True)
         cfg["split"]["max_entries"] = 10001 if name == "split_remote_l1_hit" else 10002
         return [plugin_filter(cfg)]
+    if name in DPOP_SCENARIOS or name == "mtls_hit":
+        cfg = phantom_cfg(client_id=f"gateway-{name}")
+        cfg["phantom"]["cluster"] = f"ts_{name}"
+        if name == "mtls_hit":
+            cfg["mtls"] = {}
+        else:
+            # The replay store sized for the proofs of a window at up to 10000 proofs/s, at most
+            # a quarter full (the README's sizing rule).
+            window = DPOP_MAX_AGE_S + 2 * 1 + 1
+            cfg["dpop"] = {"origin": DPOP_ORIGIN, "algorithms": [DPOP_SCENARIOS[name]],
+                           "max_age_s": DPOP_MAX_AGE_S, "clock_skew_s": 1,
+                           "replay_entries": min(2_000_000, 4 * 10_000 * window)}
+        return [plugin_filter(cfg)]
+    if name == "tls_passthrough":
+        return []
     if name == "lua_cache":
         return [lua_filter(LUA_CACHE)]
     if name == "phantom_miss":
@@ -490,6 +625,27 @@ def print_table(scenarios, conns, results, args):
                     f" {statistics.median(x['cpu_us'] for x in runs):.1f}"
                     f" (min {min(x['cpu_us'] for x in runs):.1f}) |")
         print(row)
+
+
+def print_proof_costs(results):
+    """A DPoP proof's cost inside Envoy (dpop_hit_* over phantom_hit: the proof's checks, its
+    replay-store write and the header removed; the rest of the two requests is the same) next
+    to the same checks natively (`native_proof_cost` in src/token/dpop.rs, release build)."""
+    out = subprocess.run(["cargo", "test", "--release", "--lib", "native_proof_cost", "--",
+                          "--ignored", "--nocapture"], cwd=ROOT, capture_output=True, text=True).stdout
+    native = {alg: float(us) for alg, us in re.findall(r"native_proof_cost (\S+) ([\d.]+)", out)}
+    base = statistics.median(x["cpu_us"] for x in results[("phantom_hit", 16)])
+    print("\nOne DPoP proof, in µs of CPU: inside Envoy (gateway CPU per request of the scenario "
+          "minus phantom_hit's, medians @16) and natively (the same checks, release build, best "
+          "of 5 x 400 proofs).\n")
+    print("| proof | inside Envoy | native | ratio |")
+    print("|---|---|---|---|")
+    for name, alg in DPOP_SCENARIOS.items():
+        if (name, 16) not in results or alg not in native:
+            continue
+        inside = statistics.median(x["cpu_us"] for x in results[(name, 16)]) - base
+        print(f"| {alg} | {inside:.0f} | {native[alg]:.0f} | {inside / native[alg]:.1f}x |")
+    print()
 
 
 def print_hostcalls(results):

@@ -12,6 +12,7 @@
 
 use envoy_token_filter::config::{Config, Contract};
 use envoy_token_filter::token::bearer::{self, MAX_TOKEN_LEN};
+use envoy_token_filter::token::dpop::{self, Expect, MAX_JTI_LEN, MAX_PROOF_LEN};
 use envoy_token_filter::token::introspection::{self, Outcome, Response};
 use envoy_token_filter::token::jws::{Alg, KeySet, Policy};
 use envoy_token_filter::token::jwt;
@@ -25,7 +26,7 @@ pub const NOW_MS: u64 = 1_900_000_000_000;
 pub type Check = fn(&[u8]);
 
 /// The targets, by name: the name of a corpus directory and its check.
-pub const TARGETS: [(&str, Check); 7] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("bearer", bearer),
     ("jwt", jwt_split_join),
     ("introspection", introspection),
@@ -33,6 +34,7 @@ pub const TARGETS: [(&str, Check); 7] = [
     ("token_response", token_response),
     ("config", config),
     ("jwks_verify", jwks_verify),
+    ("dpop_proof", dpop_proof),
 ];
 
 /// The RFC 6750 parser of `Authorization`.
@@ -286,4 +288,41 @@ fn fixed_keys() -> KeySet {
         ed = "ess7FTCKHBCsCzIOlUuULySbSjgp55bM95YFp6UhpqI",
     );
     KeySet::parse(jwks.as_bytes(), &Alg::ALL, true).unwrap_or_default()
+}
+
+/// The thumbprints of the keys that signed the committed seeds (`fuzz/corpus/dpop_proof`): the
+/// only keys whose signatures a fuzzer has to start from.
+const DPOP_SEED_KEYS: [&str; 2] = [
+    "4UnDTnPesO6_GmSiI0MVDAiJ33iips4gaTGktaY6Tc0",
+    "IoC-Ne7ngPyO393L-P_90OXv6FHXEiOCTuApFgi2tUM",
+];
+
+/// The DPoP proof checks (RFC 9449 §4.3): any input is refused unless it is a proof the seed
+/// keys signed, for exactly this request; what passes obeys every bound.
+pub fn dpop_proof(data: &[u8]) {
+    let Ok(proof) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now_s = 1_900_000_000;
+    let expect = Expect {
+        algorithms: &[Alg::Es256, Alg::EdDsa, Alg::Rs256, Alg::Ps256],
+        method: "POST",
+        htu: "https://api.example.com/orders/1",
+        token: "tok",
+        now_s,
+        max_age_s: 300,
+        clock_skew_s: 5,
+        nonce: None,
+    };
+    let _ = dpop::normalize_htu(proof);
+    if let Ok(proven) = dpop::verify(proof, &expect) {
+        assert!(
+            DPOP_SEED_KEYS.contains(&proven.jkt.as_str()),
+            "{}",
+            proven.jkt
+        );
+        assert!(proof.len() <= MAX_PROOF_LEN);
+        assert!(!proven.jti.is_empty() && proven.jti.len() <= MAX_JTI_LEN);
+        assert!(proven.iat + 305 >= now_s && proven.iat <= now_s + 5);
+    }
 }

@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT/fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bearer jwt introspection publish token_response config jwks_verify)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bearer jwt introspection publish token_response config jwks_verify dpop_proof)
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >&2
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked >&2
 WORK="$(mktemp -d)"

@@ -414,7 +414,6 @@ pub fn verify_with_jwk(
     signing_input: &[u8],
     signature: &[u8],
 ) -> Result<(), VerifyFailure> {
-    use p256::ecdsa::signature::Verifier as _;
     let raw: RawJwk = serde_json::from_value(jwk.clone()).map_err(|_| VerifyFailure::Malformed)?;
     let (kty, crv) = alg.key_type();
     if alg.is_hmac()
@@ -441,18 +440,22 @@ pub fn verify_with_jwk(
             sec1.extend_from_slice(&y);
             let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| VerifyFailure::Malformed)?;
-            let sig = p256::ecdsa::Signature::from_slice(signature)
-                .map_err(|_| VerifyFailure::BadSignature)?;
-            key.verify(signing_input, &sig)
-                .map_err(|_| VerifyFailure::BadSignature)
+            if super::es256::verify(&key, signing_input, signature) {
+                Ok(())
+            } else {
+                Err(VerifyFailure::BadSignature)
+            }
         }
         Alg::EdDsa => {
+            // RFC 8032's strict verification: small-order keys and non-canonical encodings of
+            // the key or the signature are refused.
             let x = b64(raw.x.as_ref()).ok_or(VerifyFailure::Malformed)?;
-            let key =
-                ed25519_compact::PublicKey::from_slice(&x).map_err(|_| VerifyFailure::Malformed)?;
-            let sig = ed25519_compact::Signature::from_slice(signature)
+            let x: [u8; 32] = x.try_into().map_err(|_| VerifyFailure::Malformed)?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
+                .map_err(|_| VerifyFailure::Malformed)?;
+            let sig = ed25519_dalek::Signature::from_slice(signature)
                 .map_err(|_| VerifyFailure::BadSignature)?;
-            key.verify(signing_input, &sig)
+            key.verify_strict(signing_input, &sig)
                 .map_err(|_| VerifyFailure::BadSignature)
         }
         Alg::Rs256 | Alg::Ps256 => {
@@ -464,6 +467,9 @@ pub fn verify_with_jwk(
             let (Some(n), Some(e)) = (n, e) else {
                 return Err(VerifyFailure::Malformed);
             };
+            if !rsa_key_is_sound(&n, &e) {
+                return Err(VerifyFailure::Malformed);
+            }
             let key =
                 RS256PublicKey::from_components(&n, &e).map_err(|_| VerifyFailure::Malformed)?;
             let pkey = PKey::from_rsa(key.public_key().as_ref().clone())
@@ -488,6 +494,17 @@ pub fn verify_with_jwk(
         }
         _ => Err(VerifyFailure::DisallowedAlgorithm),
     }
+}
+
+/// A key a client brings (a DPoP proof's `jwk`): a modulus of 2048 to 4096 bits (smaller is
+/// weak; larger costs every request a slow verification) and an odd public exponent of at
+/// least 3 that fits in 32 bits.
+fn rsa_key_is_sound(n: &[u8], e: &[u8]) -> bool {
+    let strip = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|x| *x == 0).collect() };
+    let (n, e) = (strip(n), strip(e));
+    let bits = (n.len() * 8).saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize));
+    let exponent = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    (2048..=4096).contains(&bits) && e.len() <= 4 && exponent >= 3 && exponent % 2 == 1
 }
 
 /// How old a signed introspection response may be (its `iat`), before the clock skew: it was
@@ -1109,5 +1126,52 @@ pub(crate) mod tests {
             ),
             Err(VerifyFailure::DisallowedAlgorithm)
         );
+    }
+
+    #[test]
+    fn weak_carried_keys_never_verify() {
+        use sha2::{Digest, Sha256};
+        // RSA with e = 1: the PKCS#1 v1.5 encoding of the hash is its own signature.
+        let digest_info: [u8; 19] = [
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ];
+        let hash = Sha256::digest(b"h.p");
+        let mut em = vec![0x00, 0x01];
+        em.resize(256 - 19 - 32 - 1, 0xff);
+        em.push(0x00);
+        em.extend_from_slice(&digest_info);
+        em.extend_from_slice(&hash);
+        let n = vec![0xffu8; 256];
+        let e1 = serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQ"});
+        assert!(verify_with_jwk(&e1, Alg::Rs256, b"h.p", &em).is_err());
+        // Moduli too small to trust, or too large to verify cheaply.
+        for bits in [1024usize, 8192] {
+            let n = vec![0xffu8; bits / 8];
+            let jwk =
+                serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"});
+            assert_eq!(
+                verify_with_jwk(&jwk, Alg::Rs256, b"h.p", &vec![1u8; bits / 8]),
+                Err(VerifyFailure::Malformed),
+                "{bits}"
+            );
+        }
+        let empty = serde_json::json!({"kty": "RSA", "n": "", "e": ""});
+        assert_eq!(
+            verify_with_jwk(&empty, Alg::Rs256, b"h.p", &[1]),
+            Err(VerifyFailure::Malformed)
+        );
+        // Ed25519's identity point with the signature (R = identity, S = 0): valid for any
+        // message under a lax verifier.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(identity)});
+        assert!(verify_with_jwk(&jwk, Alg::EdDsa, b"h.p", &sig).is_err());
+        // P-256: r = s = 0, and a point not on the curve.
+        let ec = serde_json::json!({"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])});
+        assert!(verify_with_jwk(&ec, Alg::Es256, b"h.p", &[0u8; 64]).is_err());
     }
 }

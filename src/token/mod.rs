@@ -4,6 +4,7 @@
 pub mod bearer;
 pub mod claims;
 pub mod dpop;
+pub mod es256;
 pub mod host;
 pub mod introspection;
 pub mod jws;

@@ -12,7 +12,8 @@ Listeners (one Envoy, two workers, one VM):
   xfcc         HTTPS, client certificate required, Envoy sets x-forwarded-client-cert
                (SANITIZE_SET), `mtls.forwarded_client_cert`
   xfcc_spoof   plain HTTP, `mtls.forwarded_client_cert`, Envoy's default (SANITIZE): a
-               client's own x-forwarded-client-cert never reaches the filter"""
+               client's own x-forwarded-client-cert never reaches the filter
+  split        split tokens (and their publish API), `dpop`"""
 
 import hashlib
 import hmac
@@ -26,6 +27,7 @@ import pytest
 from harness.envoy import Envoy, request
 from harness.oidc import GATEWAY, DpopClient, OpenIdProvider
 from harness.services import Signer, b64url, decode_jwt_payload
+from harness.split import PUBLISH, SECRET, new_jwt, publish, split_jwt
 from harness.tls import Pki
 
 GW_ISS = "https://gateway.example.com"
@@ -83,6 +85,8 @@ def penv(tmp_path_factory, op, echo, pki):
                      "hcm": {"forward_client_cert_details": "SANITIZE_SET",
                              "set_current_client_cert_details": {"subject": True}}},
             "xfcc_spoof": cfg(op, mtls={"forwarded_client_cert": True}),
+            "split": {"required_scopes": ["read"], "dpop": {},
+                      "split": {"max_entries": 1000, "publish": {"path": PUBLISH, "secret": SECRET}}},
         },
         clusters={"api": echo.port, "op": op.port},
         concurrency=2,
@@ -226,13 +230,44 @@ def test_unbound_tokens_and_proof_required_routes(penv, op, client):
     assert required.status == 401, required.body
     assert any(c.startswith("DPoP ") and 'algs="' in c for c in challenge(required)), challenge(required)
     # A proof with a token that is not bound to its key proves nothing (RFC 9449 §7.1).
-    proof = client.proof(key, "GET", url(penv, "dpop", "/orders/1"), token=plain)
-    assert call(penv, "dpop", "/orders/1", plain, proof).status == 401
+    for path in ["/orders/1", "/payments/1"]:
+        proof = client.proof(key, "GET", url(penv, "dpop", path), token=plain)
+        reply = call(penv, "dpop", path, plain, proof)
+        assert reply.status == 401 and reply.json()["code"] == "invalid_token", (path, reply.body)
     # No credentials: both schemes are offered.
     bare = call(penv, "dpop", "/orders/1")
     assert bare.status == 401
     schemes = sorted(c.split(" ")[0] for c in challenge(bare))
     assert schemes == ["Bearer", "DPoP"], challenge(bare)
+
+
+def test_split_tokens_bound_to_a_key(penv, client):
+    """The binding is the stored payload's `cnf.jkt`; the proof's `ath` hashes what the client
+    holds and sends: the signature."""
+    key = client.key("ES256")
+    jwt = new_jwt(cnf={"jkt": key["jkt"]})
+    assert publish(penv.ports["split"], jwt).status == 204
+    _, signature = split_jwt(jwt)
+    target = url(penv, "split", "/orders/s")
+    ok = call(penv, "split", "/orders/s", signature, client.proof(key, "GET", target, token=signature))
+    assert [v for k, v in api_saw(ok) if k == "authorization"] == [f"Bearer {jwt}"]
+    for name, reply in {
+        "as Bearer": call(penv, "split", "/orders/s", signature, scheme="Bearer"),
+        "ath of the whole JWT": call(penv, "split", "/orders/s", signature,
+                                     client.proof(key, "GET", target, token=jwt)),
+        "another key": call(penv, "split", "/orders/s", signature,
+                            client.proof(client.key("ES256"), "GET", target, token=signature)),
+    }.items():
+        assert reply.status == 401, (name, reply.status, reply.body)
+
+
+def test_both_schemes_at_once_are_malformed(penv, op, client):
+    key = client.key("ES256")
+    token = op.token(dpop=(client, key))
+    proof = client.proof(key, "GET", url(penv, "dpop", "/orders/b"), token=token)
+    reply = request(penv.ports["dpop"], "/orders/b", headers=[
+        ("authorization", f"DPoP {token}"), ("authorization", f"Bearer {token}"), ("dpop", proof)])
+    assert reply.status == 400 and reply.json()["code"] == "invalid_request", reply.body
 
 
 def test_server_nonces(penv, op, client):
