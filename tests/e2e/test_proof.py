@@ -7,6 +7,7 @@ Listeners (one Envoy, two workers, one VM):
   dpop         phantom (JSON introspection of the provider), `dpop` with defaults; the
                policy `payments` (/payments/) has `proof: "required"`
   nonce        as dpop, with `dpop.nonce`
+  tiny         as dpop, with a replay store of 8 slots
   mtls         HTTPS, client certificate required, `mtls` (the certificate Envoy verified)
   mtls_opt     HTTPS, client certificate optional, `mtls`
   xfcc         HTTPS, client certificate required, Envoy sets x-forwarded-client-cert
@@ -77,6 +78,7 @@ def penv(tmp_path_factory, op, echo, pki):
         listeners={
             "dpop": cfg(op, dpop={}),
             "nonce": cfg(op, dpop={"nonce": True}),
+            "tiny": cfg(op, dpop={"replay_entries": 8}),
             "mtls": {"plugin": cfg(op, mtls={}), "transport_socket": pki.downstream_tls()},
             "mtls_opt": {"plugin": cfg(op, mtls={}),
                          "transport_socket": pki.downstream_tls(require_client_certificate=False)},
@@ -219,6 +221,23 @@ def test_a_proof_is_accepted_once(penv, op, client):
     assert sorted(statuses) == [200] + [401] * 11, statuses
     after = penv.counters()
     assert after.get("dpop_replayed", 0) - before.get("dpop_replayed", 0) == 12
+
+
+def test_a_full_replay_store_refuses_and_forgets_nothing(penv, op, client):
+    key = client.key("Ed25519")
+    token = op.token(dpop=(client, key))
+    target = url(penv, "tiny", "/orders/t")
+    before = penv.counters()
+    proofs = [client.proof(key, "GET", target, token=token) for _ in range(9)]
+    statuses = [call(penv, "tiny", "/orders/t", token, p).status for p in proofs]
+    assert statuses == [200] * 8 + [503], statuses
+    full = call(penv, "tiny", "/orders/t", token, client.proof(key, "GET", target, token=token))
+    assert full.status == 503 and full.json()["code"] == "dpop_replay_store_full"
+    assert full.header("retry-after") == "1"
+    # The proofs it holds are still refused as replays, not forgotten.
+    assert call(penv, "tiny", "/orders/t", token, proofs[0]).status == 401
+    after = penv.counters()
+    assert after["denied_dpop_replay_store_full"] - before.get("denied_dpop_replay_store_full", 0) == 2
 
 
 def test_unbound_tokens_and_proof_required_routes(penv, op, client):

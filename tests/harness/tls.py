@@ -8,12 +8,13 @@ from pathlib import Path
 
 
 class Pki:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, days=1):
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
         self._x509, self._hashes, self._ser, self._ec, self._oid = x509, hashes, serialization, ec, NameOID
+        self.days = days
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -30,7 +31,7 @@ class Pki:
         return x509.CertificateBuilder().subject_name(subject).issuer_name(issuer) \
             .public_key(public_key).serial_number(x509.random_serial_number()) \
             .not_valid_before(now - datetime.timedelta(minutes=5)) \
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=self.days))
 
     def _pem(self, cert):
         return cert.public_bytes(self._ser.Encoding.PEM).decode()
