@@ -11,7 +11,8 @@
 //! config/     parse, then validate, one file per section
 //! storage/    state between requests: shared data through Host, and per-worker state
 //! reply       every outcome -> local reply and counter, in one table
-//! token/      pure formats: bearer, scope, jwt, jws, mint, introspection, split
+//! token/      pure formats: bearer, scope, jwt, jws, es256, dpop, claims, mint, introspection,
+//!             split
 //! host        the Host trait: clock, shared data, counters
 //! metrics, hash, header_map, json_error
 //! ```
@@ -19,8 +20,9 @@
 //! The request path ([`pipeline::on_request`], one call per stage):
 //!
 //! ```text
-//! route ─► extract ─► split_lookup ─► phantom_cache ─► introspect ─► verify ─► authorize ─► forward
-//! (publish API, token endpoint, JWK Set, URI token, CORS)      (mint)
+//! route ─► policy ─► extract ─► proof ─► accept_jwt ─► split_lookup ─► phantom_cache
+//!   ─► introspect ─► verify ─► authorize (proof binding, scopes) ─► forward
+//! (publish API, token endpoint, JWK Set, URI token, CORS)   (mint)
 //! ```
 
 pub mod config;

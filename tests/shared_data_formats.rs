@@ -3,7 +3,7 @@
 //! Envoy keeps shared data across a configuration reload (and across listeners of one `vm_id`):
 //! a filter built from other code reads what the previous one wrote. A change to any of these
 //! formats would make a reload serve garbage or miss everything, so each is pinned here. A
-//! change that is meant must change the magic (`pt1`, `st1`) or the key prefix, and this file.
+//! change that is meant must change the magic (`pt1`, `st1`, `dp1`) or the key prefix, and this file.
 
 use envoy_token_filter::config::{Config, KeySource};
 use envoy_token_filter::hash;
@@ -122,4 +122,36 @@ fn jwks_lease_and_set_keys() {
     let value = data.value(&format!("{}lease", src.namespace)).unwrap();
     // generation | lease_until_ms | last_start_ms | next_due_ms (u64 BE each) | early u8
     assert_eq!(hex(&value), "00".repeat(33));
+}
+
+#[test]
+fn dpop_replay_and_nonce_keys() {
+    use envoy_token_filter::storage::dpop::{self, ReplayStore, Seen};
+    let data = FakeHost::at(1_700_000_000_000);
+    let store = ReplayStore::new(64);
+    assert!(store.initialize(&data));
+    let mut keys = data.data_keys();
+    keys.sort();
+    assert_eq!(keys.len(), 65);
+    assert!(keys.contains(&"dp64:0".to_owned()) && keys.contains(&"dp64:63".to_owned()));
+    assert!(keys.contains(&"dp64:ready".to_owned()));
+    // The proof's key: SHA-256(len(jkt) u64 BE | jkt | jti) (computed apart with Python).
+    let h = dpop::proof_hash("jkt", "jti");
+    assert_eq!(
+        hex(&h),
+        "85c1f913d3eea18f1a4f3a0badfead829ce1971173edd91b3e270b03e0ffcb18"
+    );
+    assert_eq!(
+        store.check_and_insert(&data, &h, 1_700_000_000_123, 1_700_000_000_000),
+        Seen::Fresh
+    );
+    let written: Vec<Vec<u8>> = data
+        .values()
+        .into_iter()
+        .filter(|v| !v.is_empty() && v != b"1")
+        .collect();
+    // magic "dp1" | kind 1 | expires_at_ms u64 BE | sha256 | scope_len 0
+    let want = ["647031", "01", "0000018bcfe5687b", &hex(&h), "0000"].concat();
+    assert_eq!(written.iter().map(|v| hex(v)).collect::<Vec<_>>(), [want]);
+    assert_eq!(dpop::nonce_key_name("a1b2c3d4"), "dpna1b2c3d4:key");
 }

@@ -12,8 +12,10 @@
 //!   │                   CORS preflight ──► Step::Preflight | Reject(InvalidPreflight)
 //!   ▼ policy.rs         route metadata, else the first matching policy, else `default`;
 //!   │                   an ambiguous path or host ──► Reject(AmbiguousRequest)
-//!   ▼ extract.rs        Authorization: Bearer (RFC 6750), under the policy's `token` rule
+//!   ▼ extract.rs        Authorization: Bearer or DPoP, under the policy's `token` rule
 //!   │                   ──► Anonymous ("none", "optional" without a token) | Reject(...)
+//!   ▼ proof.rs          present: the DPoP proof (RFC 9449 checks, replay) and the client
+//!   │                   certificate ──► Presented | Reject(InvalidDpopProof, UseDpopNonce, ...)
 //!   ▼ accept_jwt.rs     a JWS on an `accept_jwt` route: verified once, forwarded as it is
 //!   ▼ split_lookup.rs   split store by SHA-256(signature) ──► hit: verify.rs, authorize.rs
 //!   │                   revoked ──► Reject(InvalidToken); a local miss with split.remote ──►
@@ -22,7 +24,9 @@
 //!   ▼ introspect.rs     Step::Introspect; its answer (on_introspection): verify.rs (a JWT) or
 //!   │                   mint (claims, RFC 9701 after verify.rs), cache; then, for each request
 //!   │                   waiting, authorize.rs under its own policy (after_introspection)
-//!   ▼ authorize.rs      the policy's scopes ──► Forward(token) | Reject(InsufficientScope)
+//!   ▼ authorize.rs      proof.rs bind (cnf.jkt / x5t#S256 against what was presented;
+//!                       `proof: required`), then the policy's scopes
+//!                       ──► Forward(token) | Reject(BoundTokenUnproven, InsufficientScope, ...)
 //! ```
 //!
 //! Beside the request path: publish.rs (the publish API), token_response.rs (splitting at

@@ -39,3 +39,12 @@ def test_bench_prices_host_calls():
     assert {"hostcall_floor", "hostcall_value", "hostcall_pairs"} <= rows(table)
     assert "One host call, in gateway CPU µs" in table
     assert "(errors!)" not in table
+
+
+def test_bench_proof_of_possession_scenarios():
+    """DPoP proofs made per run and read by wrk, the TLS client Envoy for mTLS, and the proof
+    cost against the native one (a release build of the unit test that measures it)."""
+    table = bench("--connections", "16", "--only", "phantom_hit,dpop_hit_eddsa,tls_passthrough,mtls_hit")
+    assert {"passthrough", "phantom_hit", "dpop_hit_eddsa", "tls_passthrough", "mtls_hit"} <= rows(table)
+    assert "(errors!)" not in table
+    assert "| EdDSA |" in table
