@@ -334,9 +334,10 @@ def hostile_rows():
         ("signed by another key", dict(sign=lambda m: Signer("ES256").sign(m))),
         ("no jti", dict(drop=["jti"])),
         ("jti of 300 bytes", dict(claims={"jti": "j" * 300})),
-        ("iat as a string", dict(claims={"iat": str(int(time.time()))})),
-        ("iat too old (max_age_s 300 + skew 5)", dict(claims={"iat": int(time.time()) - 320})),
-        ("iat in the future", dict(claims={"iat": int(time.time()) + 60})),
+        # Times relative to when the row runs (rows are collected minutes earlier).
+        ("iat as a string", dict(claims={"iat": "NOW_AS_STRING"})),
+        ("iat too old (max_age_s 300 + skew 5)", dict(claims={"iat": "NOW-320"})),
+        ("iat in the future", dict(claims={"iat": "NOW+60"})),
         ("no iat", dict(drop=["iat"])),
         ("no htm", dict(drop=["htm"])),
         ("htu with a fragment", dict(claims={"htu": "FRAGMENT"})),
@@ -356,6 +357,10 @@ def test_hostile_proofs_are_refused(penv, op, client, name, row):
         jwk["d"] = b64url(signer.key.private_numbers().private_value.to_bytes(32, "big"))
         row["header"] = {"jwk": jwk}
     claims = row.get("claims", {})
+    now = int(time.time())
+    iat = {"NOW_AS_STRING": str(now), "NOW-320": now - 320, "NOW+60": now + 60}
+    if claims.get("iat") in iat:
+        row["claims"] = {"iat": iat[claims["iat"]]}
     if claims.get("htu") == "FRAGMENT":
         row["claims"] = {"htu": target + "#f"}
     elif claims.get("htu") == "USERINFO":
