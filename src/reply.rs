@@ -21,6 +21,8 @@
 //! | `dpop.nonce` and no current nonce | 401 | `DPoP error="use_dpop_nonce", algs="..."` and `DPoP-Nonce` |
 //! | a bound token without its proof; `proof: "required"` and an unbound token | 401 | `DPoP error="invalid_token", algs="..."` |
 //! | the DPoP replay store full | 503 | none |
+//! | token exchange refused for this API (`invalid_target`, `invalid_scope`, ...) | 403 | `Bearer realm="api", error="insufficient_scope"` |
+//! | token exchange failed (unreachable, 5xx, unusable answer) | 502 (503) | none |
 //!
 //! (Two `Authorization` headers and an `access_token` parameter in the URI are malformed
 //! credentials: 400.)
@@ -59,6 +61,11 @@ pub enum Denial {
     ProofRequired,
     /// The DPoP replay store has no room for this proof: refused, never accepted unchecked.
     ReplayStoreFull,
+    /// Token exchange: the token service will not make a token for this API from this token
+    /// (`invalid_target`, `invalid_scope`, `unauthorized_client`).
+    ExchangeForbidden,
+    /// Token exchange failed (the token service unreachable, failing, or its answer unusable).
+    ExchangeFailed(CallFailure),
     /// The proxy refused an edit the filter must make (writing `Authorization`): the
     /// gateway's own failure, neither the client's nor the token service's.
     Internal,
@@ -83,6 +90,8 @@ impl Denial {
             Denial::InvalidDpopProof | Denial::UseDpopNonce => Counter::DeniedInvalidToken,
             Denial::BoundTokenUnproven | Denial::ProofRequired => Counter::DeniedUnproven,
             Denial::ReplayStoreFull => Counter::DeniedReplayStoreFull,
+            Denial::ExchangeForbidden => Counter::DeniedInsufficientScope,
+            Denial::ExchangeFailed(_) => Counter::ExchangeError,
         }
     }
 }
@@ -195,13 +204,20 @@ pub fn local_reply_with(
             "insufficient_scope",
             "The access token lacks a required scope",
         ),
-        Denial::TokenService(CallFailure::Unavailable) => (
+        Denial::ExchangeForbidden => (
+            403,
+            Some("insufficient_scope"),
+            "insufficient_scope",
+            "The access token is not valid for this API",
+        ),
+        Denial::TokenService(CallFailure::Unavailable)
+        | Denial::ExchangeFailed(CallFailure::Unavailable) => (
             503,
             None,
             "token_service_unavailable",
             "The token service is unavailable",
         ),
-        Denial::TokenService(_) => (
+        Denial::TokenService(_) | Denial::ExchangeFailed(_) => (
             502,
             None,
             "token_service_error",
@@ -300,7 +316,10 @@ pub fn local_reply_with(
                 headers.push(("www-authenticate", dpop_challenge(d, None)));
             }
         }
-        Denial::MalformedCredentials | Denial::InvalidToken | Denial::InsufficientScope => {
+        Denial::MalformedCredentials
+        | Denial::InvalidToken
+        | Denial::InsufficientScope
+        | Denial::ExchangeForbidden => {
             headers.push(("www-authenticate", bearer(error)));
         }
         Denial::InvalidDpopProof

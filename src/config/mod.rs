@@ -7,6 +7,7 @@
 
 mod cache;
 mod checks;
+mod exchange;
 mod phantom;
 mod policy;
 mod proof;
@@ -16,6 +17,7 @@ mod verify;
 use serde::Deserialize;
 
 pub use self::cache::CacheConfig;
+pub use self::exchange::{ExchangeConfig, ExchangeRule};
 pub use self::phantom::PhantomConfig;
 pub use self::policy::{
     segment_of, ClaimHeader, HostMatch, Match, PathMatch, Policies, Policy, TokenRule,
@@ -28,6 +30,7 @@ pub use crate::token::introspection::Contract;
 
 use self::cache::RawCache;
 use self::checks::{check_quotable, entries, in_range, namespace_of};
+use self::exchange::RawExchange;
 use self::phantom::RawPhantom;
 use self::policy::{RawClaimHeader, RawDefaults, RawPolicy};
 use self::proof::{RawDpop, RawMtls};
@@ -114,6 +117,7 @@ struct RawConfig {
     cache: RawCache,
     split: Option<RawSplit>,
     verify: Option<RawVerify>,
+    token_exchange: Option<RawExchange>,
 }
 
 /// The validated configuration.
@@ -133,6 +137,8 @@ pub struct Config {
     pub dpop: Option<DpopConfig>,
     /// Certificate-bound tokens (RFC 8705); without it a certificate-bound token is refused.
     pub mtls: Option<MtlsConfig>,
+    /// Token exchange (RFC 8693), for the policies with an `exchange`.
+    pub token_exchange: Option<ExchangeConfig>,
 }
 
 impl Config {
@@ -212,6 +218,26 @@ impl Config {
                 sp.fallback_to_phantom,
                 sp.publish.as_ref().map_or("-", |p| p.path.as_str()),
                 sp.split_responses,
+            ));
+        }
+        if let Some(x) = &self.token_exchange {
+            let exchanging: Vec<&str> = self
+                .policies
+                .list
+                .iter()
+                .filter(|p| p.exchange.is_some())
+                .map(|p| p.name.as_str())
+                .collect();
+            out.push_str(&format!(
+                " token_exchange.cluster={} token_exchange.authority={} token_exchange.path={} \
+                 token_exchange.client_id={} token_exchange.timeout_ms={} \
+                 token_exchange.subject_token={} exchanging_policies={exchanging:?}",
+                x.cluster,
+                x.authority,
+                x.path,
+                x.client_id,
+                x.timeout_ms,
+                x.subject.name(),
             ));
         }
         if let Some(v) = &self.verify {
@@ -298,7 +324,11 @@ impl RawConfig {
             .split
             .map(|raw| raw.validate(phantom.is_some()))
             .transpose()?;
-        let policies = policy::validate(
+        let token_exchange = self
+            .token_exchange
+            .map(|raw| raw.validate(phantom.is_some()))
+            .transpose()?;
+        let mut policies = policy::validate(
             RawDefaults {
                 required_scopes: self.required_scopes,
                 token: self.token,
@@ -309,7 +339,18 @@ impl RawConfig {
             self.policies,
             self.claims_to_filter_state,
             verify.is_some(),
+            token_exchange.is_some(),
         )?;
+        if let Some(v) = &verify {
+            // An exchanged JWT is verified like any other, for its policy's audience.
+            for rule in policies.list.iter_mut().filter_map(|p| p.exchange.as_mut()) {
+                let mut rules = v.policy.clone();
+                if let Some(audience) = &rule.audience {
+                    rules.audiences = vec![audience.clone()];
+                }
+                rule.verify = Some(rules);
+            }
+        }
         // JWTs accepted as they are (`accept_jwt`) are cached apart from introspected ones: a
         // route that introspects never serves an entry a JWT route made.
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
@@ -320,6 +361,7 @@ impl RawConfig {
             policies,
             dpop,
             mtls,
+            token_exchange,
             phantom,
             cache: CacheConfig {
                 max_ttl_s,

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::checks::*;
+use super::exchange::RawExchangeRule;
 use super::proof::ProofRule;
 use super::*;
 use crate::token::claims::ClaimPath;
@@ -49,6 +50,7 @@ pub(super) struct RawPolicy {
     accept_jwt: Option<bool>,
     proof: Option<String>,
     claims_to_headers: Option<Vec<RawClaimHeader>>,
+    exchange: Option<RawExchangeRule>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +146,8 @@ pub struct Policy {
     /// What is asked of unbound tokens (bound ones always need their proof).
     pub proof: ProofRule,
     pub claims_to_headers: Vec<ClaimHeader>,
+    /// Token exchange (RFC 8693): the token this policy's API receives is made for it.
+    pub exchange: Option<ExchangeRule>,
 }
 
 /// Every policy, and what all of them need.
@@ -213,6 +217,7 @@ pub(super) fn validate(
     raw: Vec<RawPolicy>,
     filter_state: Vec<String>,
     has_verify: bool,
+    has_exchange: bool,
 ) -> Result<Policies, ConfigError> {
     if raw.len() > MAX_POLICIES {
         return Err(ConfigError::new(
@@ -283,6 +288,7 @@ pub(super) fn validate(
         accept_jwt: default_accept_jwt,
         proof: default_proof,
         claims_to_headers: default_headers.clone(),
+        exchange: None,
     };
     let mut list: Vec<Policy> = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {
@@ -302,7 +308,18 @@ pub(super) fn validate(
                 "requires verify: a JWT is only accepted once its signature and claims check out",
             ));
         }
+        let exchange = match p.exchange {
+            Some(_) if !has_exchange => {
+                return Err(ConfigError::new(
+                    &format!("{field}.exchange"),
+                    "requires token_exchange (where tokens are exchanged)",
+                ));
+            }
+            Some(rule) => Some(rule.validate(&format!("{field}.exchange"), i)?),
+            None => None,
+        };
         list.push(Policy {
+            exchange,
             name: p.name,
             matcher,
             token: match p.token {

@@ -17,8 +17,9 @@ use crate::token::jws::VerifyFailure;
 use crate::token::mint::{self, MintError, Minted};
 
 use super::authorize::{authorize, resolved};
+use super::exchange::{self, Incoming};
 use super::verify::{check_jwt, check_signed_response, refused};
-use super::{Caller, Verdict, Worker};
+use super::{Caller, Step, Verdict, Worker};
 
 /// A token the token service vouched for: what it resolved to, and until when this worker may
 /// keep it ([`after_introspection`]); `None` when it is not cached.
@@ -108,25 +109,28 @@ pub fn on_introspection(
     })
 }
 
-/// The verdict for one request waiting for an introspection, under its policy: a token it
-/// forwards is kept in this worker's copy of recent hits.
+/// What to do with one request waiting for the introspection of `token` (hash `hash`), under
+/// its policy: a token it forwards is kept in this worker's copy of recent hits, then goes to
+/// the exchange stage.
 pub fn after_introspection(
     cfg: &Config,
     caller: &Caller<'_>,
     worker: &Worker,
-    hash: &TokenHash,
+    host: &dyn Host,
+    incoming: Incoming<'_>,
     answer: &Result<Introspected, Denial>,
-) -> Verdict {
-    match answer {
+) -> Step {
+    let verdict = match answer {
         Err(denial) => Verdict::Reject(*denial),
         Ok(found) => {
             let verdict = authorize(cfg, caller, &found.token);
             if let (Verdict::Forward(_), Some(until)) = (&verdict, found.cache_until) {
-                worker.local.put(hash, until, found.token.clone());
+                worker.local.put(incoming.hash, until, found.token.clone());
             }
             verdict
         }
-    }
+    };
+    exchange::stage(cfg, caller, worker, host, incoming, verdict)
 }
 
 /// Mints the JWT for an active token from its introspected claims; `None` when the claims

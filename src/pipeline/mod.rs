@@ -35,6 +35,7 @@
 
 mod accept_jwt;
 mod authorize;
+mod exchange;
 mod extract;
 mod introspect;
 mod phantom_cache;
@@ -61,6 +62,7 @@ use crate::storage::local::{LocalCache, Resolved};
 use crate::storage::verified::Verified;
 
 pub use self::authorize::authorize;
+pub use self::exchange::{after_exchange, on_exchange, Exchanged, Incoming};
 pub use self::introspect::{after_introspection, on_introspection, Introspected};
 pub use self::proof::{server_nonce, NONCE_WINDOW_S};
 pub use self::publish::{after_remote_write, count_publish, publish, publish_gate};
@@ -84,6 +86,8 @@ pub struct Worker {
     /// Recent JWTs accepted as they are (`accept_jwt`): kept apart, so that a route that
     /// introspects never serves what a JWT route accepted.
     pub local_jwt: LocalCache,
+    /// Recent tokens made by token exchange, by the client's token and the policy.
+    pub local_exchange: LocalCache<(TokenHash, u16)>,
 }
 
 /// The final word on a request.
@@ -106,6 +110,14 @@ pub enum Step {
     Introspect {
         hash: TokenHash,
         token: String,
+    },
+    /// The token resolved, its policy exchanges it and no exchange is cached: ask the token
+    /// service for one (then [`on_exchange`]). `key`: the exchange's (token and policy);
+    /// `token`: the client token's hash; `subject`: what is sent as the subject token.
+    Exchange {
+        key: TokenHash,
+        token: TokenHash,
+        subject: String,
     },
     /// Split store miss with `split.remote`: ask the remote store (then [`on_remote_get`]).
     Remote {
@@ -209,7 +221,16 @@ fn authenticate(
         policy: rules,
         presented: &presented,
     };
-    let step = lookup(cfg, &caller, worker, host, token);
+    // One hash serves every flow: the split store key is the SHA-256 of the signature, the
+    // phantom cache key the SHA-256 of the opaque token, the JWT cache key that of the JWT.
+    let hash = hash::token_hash(token);
+    let step = match lookup(cfg, &caller, worker, host, token, &hash) {
+        Step::Done(verdict) => {
+            let incoming = Incoming { hash: &hash, token };
+            exchange::stage(cfg, &caller, worker, host, incoming, verdict)
+        }
+        other => other,
+    };
     (presented, step)
 }
 
@@ -221,10 +242,9 @@ fn lookup(
     worker: &Worker,
     host: &dyn Host,
     token: &str,
+    hash: &TokenHash,
 ) -> Step {
-    // One hash serves every flow: the split store key is the SHA-256 of the signature, the
-    // phantom cache key the SHA-256 of the opaque token, the JWT cache key that of the JWT.
-    let hash = hash::token_hash(token);
+    let hash = *hash;
     if let Some(verdict) = accept_jwt::lookup(cfg, caller, worker, host, token, &hash) {
         return Step::Done(verdict);
     }

@@ -12,6 +12,7 @@ use crate::token::jwt;
 use crate::token::split::{self, Entry};
 
 use super::authorize::{authorize, resolved_bearer};
+use super::exchange::{self, Incoming};
 use super::verify::check_jwt;
 use super::{Caller, Step, Verdict, Worker};
 
@@ -174,7 +175,8 @@ pub fn on_remote_get(
     // A failed copy only costs the next request another remote read.
     let _ = Store::new(split.max_entries).put(host, &local, now);
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
-    Step::Done(split_hit(cfg, caller, worker, host, token, hash, &stored))
+    let verdict = split_hit(cfg, caller, worker, host, token, hash, &stored);
+    exchange::stage(cfg, caller, worker, host, Incoming { hash, token }, verdict)
 }
 
 fn fallback_or(

@@ -62,13 +62,14 @@ fn judge(
         policy,
         presented: &presented,
     };
-    bare(after_introspection(
-        cfg,
-        &caller,
-        &host.worker,
+    let incoming = Incoming {
         hash,
-        answer,
-    ))
+        token: "the-token",
+    };
+    match after_introspection(cfg, &caller, &host.worker, host, incoming, answer) {
+        Step::Done(verdict) => bare(verdict),
+        other => panic!("not a verdict: {other:?}"),
+    }
 }
 
 fn on_remote_get(
@@ -1810,5 +1811,234 @@ mod possession {
             send(&cfg, &host, &c).step,
             Step::Done(Verdict::Forward(_))
         ));
+    }
+}
+
+mod exchange {
+    use super::*;
+    use crate::token::exchange::{Outcome as Answer, Refusal};
+
+    const X: &str = r#", "token_exchange": {"cluster": "ts", "path": "/token", "client_id": "gw",
+        "client_secret": "xs"}, "policies": [
+        {"name": "orders", "match": {"path_prefix": "/orders/"},
+         "exchange": {"audience": "orders-api", "scope": "orders:read"}},
+        {"name": "billing", "match": {"path_prefix": "/billing/"},
+         "exchange": {"audience": "billing-api"}}]"#;
+
+    fn get(cfg: &Config, host: &FakeHost, path: &str, token: &str) -> Decision {
+        let authorization = format!("Bearer {token}");
+        let headers = HeaderMap::from_pairs(&[
+            (":method", "GET"),
+            (":path", path),
+            (":authority", "api.example.com"),
+            ("authorization", authorization.as_str()),
+        ]);
+        super::super::on_request(
+            cfg,
+            &host.worker,
+            host,
+            &Request {
+                headers: &headers,
+                end_of_stream: true,
+                route_name: None,
+                route_policy: None,
+                client_cert_sha256: None,
+            },
+        )
+    }
+
+    fn issued(jwt: &str, exp: Option<u64>, expires_in_s: Option<u64>) -> Answer {
+        Answer::Issued {
+            jwt: jwt.to_owned(),
+            claims: Claims {
+                exp,
+                scope: "orders:read".to_owned(),
+            },
+            expires_in_s,
+        }
+    }
+
+    /// Resolves `token` to `jwt` through an introspection first (the phantom cache).
+    fn resolve(cfg: &Config, host: &FakeHost, token: &str, jwt: &str) {
+        resolve_with(cfg, host, token, jwt, "read");
+    }
+
+    fn resolve_with(cfg: &Config, host: &FakeHost, token: &str, jwt: &str, scope: &str) {
+        let hash = crate::hash::token_hash(token);
+        let _ = super::super::on_introspection(
+            cfg,
+            &host.worker,
+            host,
+            &hash,
+            active(jwt, None, scope),
+        );
+    }
+
+    /// The exchange step a request on `path` leads to.
+    fn exchange_step(
+        cfg: &Config,
+        host: &FakeHost,
+        path: &str,
+        token: &str,
+    ) -> (usize, TokenHash, TokenHash, String) {
+        let d = get(cfg, host, path, token);
+        match d.step {
+            Step::Exchange {
+                key,
+                token: hash,
+                subject,
+            } => (d.policy, key, hash, subject),
+            other => panic!("expected an exchange on {path}, got {other:?}"),
+        }
+    }
+
+    fn answer(
+        cfg: &Config,
+        host: &FakeHost,
+        policy: usize,
+        key: &TokenHash,
+        token: &TokenHash,
+        outcome: Answer,
+    ) -> Verdict {
+        let rule = cfg.policies.get(policy).exchange.as_ref().unwrap();
+        let made = super::super::on_exchange(cfg, rule, &host.worker, host, key, outcome);
+        bare(super::super::after_exchange(
+            &host.worker,
+            rule,
+            token,
+            &made,
+        ))
+    }
+
+    #[test]
+    fn each_api_gets_its_own_token_exchanged_once() {
+        let (cfg, host) = (config(X), FakeHost::at(T0));
+        let original = make(r#"{"scope":"read"}"#);
+        resolve(&cfg, &host, "opaque-1", &original);
+        // A route without `exchange` gets the resolved JWT as before.
+        assert_eq!(
+            bare_step(get(&cfg, &host, "/api", "opaque-1").step),
+            forward(&original)
+        );
+        // The client's token as sent is the subject (`subject_token: "access_token"`).
+        let (policy, key, hash, subject) = exchange_step(&cfg, &host, "/orders/1", "opaque-1");
+        assert_eq!(
+            (cfg.policies.get(policy).name.as_str(), subject.as_str()),
+            ("orders", "opaque-1")
+        );
+        let orders = make(r#"{"aud":"orders-api","scope":"orders:read"}"#);
+        assert_eq!(
+            answer(
+                &cfg,
+                &host,
+                policy,
+                &key,
+                &hash,
+                issued(&orders, None, Some(60))
+            ),
+            forward_of(format!("Bearer {orders}"))
+        );
+        assert_eq!(host.count_of(Counter::ExchangeMiss), 1);
+        // Again: served from this worker's copy, no call.
+        assert_eq!(
+            bare_step(get(&cfg, &host, "/orders/2", "opaque-1").step),
+            forward(&orders)
+        );
+        // Another worker reads the shared slot.
+        host.worker.local_exchange.clear();
+        assert_eq!(
+            bare_step(get(&cfg, &host, "/orders/3", "opaque-1").step),
+            forward(&orders)
+        );
+        assert_eq!(host.count_of(Counter::ExchangeHit), 2);
+        // Another policy, another key, another call.
+        let (p2, key2, _, _) = exchange_step(&cfg, &host, "/billing/1", "opaque-1");
+        assert_eq!(cfg.policies.get(p2).name, "billing");
+        assert_ne!(key, key2);
+        // `expires_in` bounds the entry.
+        host.now.set(host.now.get() + 60_000);
+        host.worker.local_exchange.clear();
+        let _ = exchange_step(&cfg, &host, "/orders/4", "opaque-1");
+    }
+
+    #[test]
+    fn refusals_are_cached_failures_are_not_and_the_original_never_goes_on() {
+        let (cfg, host) = (config(X), FakeHost::at(T0));
+        let original = make(r#"{"scope":"read"}"#);
+        resolve(&cfg, &host, "opaque-2", &original);
+        let (policy, key, hash, _) = exchange_step(&cfg, &host, "/orders/1", "opaque-2");
+        assert_eq!(
+            answer(
+                &cfg,
+                &host,
+                policy,
+                &key,
+                &hash,
+                Answer::Refused(Refusal::Forbidden)
+            ),
+            Verdict::Reject(Denial::ExchangeForbidden)
+        );
+        // Cached for negative_ttl_s (5 s): no call, same answer.
+        assert_eq!(
+            get(&cfg, &host, "/orders/1", "opaque-2").step,
+            Step::Done(Verdict::Reject(Denial::ExchangeForbidden))
+        );
+        host.now.set(host.now.get() + 5_000);
+        let (_, key, hash, _) = exchange_step(&cfg, &host, "/orders/1", "opaque-2");
+        assert_eq!(
+            answer(
+                &cfg,
+                &host,
+                policy,
+                &key,
+                &hash,
+                Answer::Refused(Refusal::InvalidGrant)
+            ),
+            Verdict::Reject(Denial::InvalidToken)
+        );
+        host.now.set(host.now.get() + 5_000);
+        let (_, key, hash, _) = exchange_step(&cfg, &host, "/orders/1", "opaque-2");
+        let failure = Answer::Failed(Failure::Timeout);
+        assert_eq!(
+            answer(&cfg, &host, policy, &key, &hash, failure),
+            Verdict::Reject(Denial::ExchangeFailed(Failure::Timeout))
+        );
+        // A failure is not cached: the next request asks again.
+        let _ = exchange_step(&cfg, &host, "/orders/1", "opaque-2");
+        // An already expired token is not forwarded.
+        let expired = make(r#"{"scope":"orders:read"}"#);
+        assert_eq!(
+            answer(
+                &cfg,
+                &host,
+                policy,
+                &key,
+                &hash,
+                issued(&expired, Some(T0 / 1_000 - 1), None)
+            ),
+            Verdict::Reject(Denial::ExchangeFailed(Failure::Malformed))
+        );
+        assert_eq!(host.count_of(Counter::ExchangeRefused), 2);
+        assert_eq!(host.count_of(Counter::ExchangeError), 1);
+    }
+
+    #[test]
+    fn scopes_are_checked_before_any_exchange_and_jwt_subjects() {
+        let cfg = config(&X.replace(
+            r#""client_secret": "xs"}"#,
+            r#""client_secret": "xs", "subject_token": "jwt"}"#,
+        ));
+        let host = FakeHost::at(T0);
+        let unscoped = make(r#"{"scope":"write"}"#);
+        resolve_with(&cfg, &host, "opaque-3", &unscoped, "write");
+        assert_eq!(
+            get(&cfg, &host, "/orders/1", "opaque-3").step,
+            Step::Done(Verdict::Reject(Denial::InsufficientScope)),
+            "no exchange for a token the policy refuses"
+        );
+        let original = make(r#"{"scope":"read"}"#);
+        resolve(&cfg, &host, "opaque-4", &original);
+        let (_, _, _, subject) = exchange_step(&cfg, &host, "/orders/1", "opaque-4");
+        assert_eq!(subject, original, "the resolved JWT is the subject");
     }
 }

@@ -23,10 +23,22 @@ pub struct Waiter {
     pub presented: Presented,
 }
 
+/// What a call in flight asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// The introspection of the client's token (the key is its hash).
+    Introspection,
+    /// The exchange of the client's token (hash `token`) for the API of policy `policy`; the
+    /// key is [`crate::storage::exchange_cache::key_of`] of both.
+    Exchange { token: TokenHash, policy: usize },
+}
+
 #[derive(Debug)]
 struct Pending {
-    /// Kept only while the call is in flight, to dispatch it again if orphaned. Never logged.
+    /// What the call sends (the token to introspect, the subject token to exchange), kept
+    /// only while the call is in flight, to dispatch it again if orphaned. Never logged.
     token: String,
+    kind: CallKind,
     waiters: Vec<Waiter>,
     /// The context that made the call, and the call's token; `None` when orphaned.
     call: Option<(u32, u32)>,
@@ -34,30 +46,44 @@ struct Pending {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Join {
-    /// First request for this token: make the call and report it with [`InFlight::started`].
+    /// First request for this key: make the call and report it with [`InFlight::started`].
     Lead,
     /// A call is already in flight: wait for it.
     Wait,
+}
+
+/// A call answered: what it was for, and everyone waiting for it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completed {
+    pub key: TokenHash,
+    /// What the call sent (see [`Pending`]).
+    pub token: String,
+    pub kind: CallKind,
+    pub waiters: Vec<Waiter>,
 }
 
 #[derive(Debug, Default)]
 pub struct InFlight {
     pending: HashMap<TokenHash, Pending>,
     calls: HashMap<u32, TokenHash>,
+    /// The key each waiting request waits for (a request waits for one call at a time).
+    waiting: HashMap<u32, TokenHash>,
 }
 
 impl InFlight {
-    pub fn join(&mut self, hash: TokenHash, token: &str, waiter: Waiter) -> Join {
-        match self.pending.get_mut(&hash) {
+    pub fn join(&mut self, key: TokenHash, token: &str, kind: CallKind, waiter: Waiter) -> Join {
+        self.waiting.insert(waiter.context_id, key);
+        match self.pending.get_mut(&key) {
             Some(p) => {
                 p.waiters.push(waiter);
                 Join::Wait
             }
             None => {
                 self.pending.insert(
-                    hash,
+                    key,
                     Pending {
                         token: token.to_owned(),
+                        kind,
                         waiters: vec![waiter],
                         call: None,
                     },
@@ -67,38 +93,53 @@ impl InFlight {
         }
     }
 
-    /// Records the call made for `hash` by context `owner`.
-    pub fn started(&mut self, hash: &TokenHash, owner: u32, call: u32) {
-        if let Some(p) = self.pending.get_mut(hash) {
+    /// Records the call made for `key` by context `owner`.
+    pub fn started(&mut self, key: &TokenHash, owner: u32, call: u32) {
+        if let Some(p) = self.pending.get_mut(key) {
             p.call = Some((owner, call));
-            self.calls.insert(call, *hash);
+            self.calls.insert(call, *key);
         }
+    }
+
+    fn done(&mut self, key: &TokenHash) -> Option<Pending> {
+        let p = self.pending.remove(key)?;
+        for w in &p.waiters {
+            if self.waiting.get(&w.context_id) == Some(key) {
+                self.waiting.remove(&w.context_id);
+            }
+        }
+        Some(p)
     }
 
     /// The call could not be made: everyone waiting gets the failure.
-    pub fn abandon(&mut self, hash: &TokenHash) -> Vec<Waiter> {
-        self.pending
-            .remove(hash)
-            .map(|p| p.waiters)
-            .unwrap_or_default()
+    pub fn abandon(&mut self, key: &TokenHash) -> Vec<Waiter> {
+        self.done(key).map(|p| p.waiters).unwrap_or_default()
     }
 
-    /// The answer to `call` arrived: returns the token hash and everyone waiting for it. An
-    /// unknown call (late, or superseded by a re-dispatch) returns `None` and is ignored.
-    pub fn complete(&mut self, call: u32) -> Option<(TokenHash, Vec<Waiter>)> {
-        let hash = self.calls.remove(&call)?;
-        let current = self.pending.get(&hash).and_then(|p| p.call).map(|(_, c)| c);
+    /// The answer to `call` arrived. An unknown call (late, or superseded by a re-dispatch)
+    /// returns `None` and is ignored.
+    pub fn complete(&mut self, call: u32) -> Option<Completed> {
+        let key = self.calls.remove(&call)?;
+        let current = self.pending.get(&key).and_then(|p| p.call).map(|(_, c)| c);
         if current != Some(call) {
             return None;
         }
-        self.pending.remove(&hash).map(|p| (hash, p.waiters))
+        self.done(&key).map(|p| Completed {
+            key,
+            token: p.token,
+            kind: p.kind,
+            waiters: p.waiters,
+        })
     }
 
-    /// Context `context_id` is gone (finished or reset). Drops it from the waiters; if it
-    /// owned the call, that call is cancelled by Envoy: the entry is dropped when nobody else
-    /// waits, orphaned otherwise.
-    pub fn leave(&mut self, hash: &TokenHash, context_id: u32) {
-        let Some(p) = self.pending.get_mut(hash) else {
+    /// Context `context_id` is gone (finished or reset). Drops it from the waiters of the call
+    /// it waits for; if it owned that call, the call is cancelled by Envoy: the entry is
+    /// dropped when nobody else waits, orphaned otherwise.
+    pub fn leave(&mut self, context_id: u32) {
+        let Some(key) = self.waiting.remove(&context_id) else {
+            return;
+        };
+        let Some(p) = self.pending.get_mut(&key) else {
             return;
         };
         p.waiters.retain(|w| w.context_id != context_id);
@@ -109,24 +150,22 @@ impl InFlight {
             }
         }
         if p.waiters.is_empty() && p.call.is_none() {
-            self.pending.remove(hash);
+            self.pending.remove(&key);
         }
     }
 
-    /// Orphaned entries, to be dispatched again by the root context: `(hash, token)`.
-    pub fn orphans(&self) -> Vec<(TokenHash, String)> {
+    /// Orphaned entries, to be dispatched again by the root context.
+    pub fn orphans(&self) -> Vec<(TokenHash, String, CallKind)> {
         self.pending
             .iter()
             .filter(|(_, p)| p.call.is_none() && !p.waiters.is_empty())
-            .map(|(h, p)| (*h, p.token.clone()))
+            .map(|(h, p)| (*h, p.token.clone(), p.kind))
             .collect()
     }
 
-    /// Whether `context_id` still waits for the answer for `hash`.
-    pub fn is_waiting(&self, hash: &TokenHash, context_id: u32) -> bool {
-        self.pending
-            .get(hash)
-            .is_some_and(|p| p.waiters.iter().any(|w| w.context_id == context_id))
+    /// Whether `context_id` waits for a call's answer.
+    pub fn is_waiting(&self, context_id: u32) -> bool {
+        self.waiting.contains_key(&context_id)
     }
 
     pub fn len(&self) -> usize {
@@ -144,6 +183,7 @@ mod tests {
 
     const H: TokenHash = [1; 32];
     const H2: TokenHash = [2; 32];
+    const I: CallKind = CallKind::Introspection;
 
     fn w(id: u32) -> Waiter {
         Waiter {
@@ -157,24 +197,24 @@ mod tests {
     #[test]
     fn one_call_for_concurrent_requests() {
         let mut f = InFlight::default();
-        assert_eq!(f.join(H, "t", w(1)), Join::Lead);
+        assert_eq!(f.join(H, "t", I, w(1)), Join::Lead);
         f.started(&H, 1, 100);
-        assert_eq!(f.join(H, "t", w(2)), Join::Wait);
-        assert_eq!(f.join(H, "t", w(3)), Join::Wait);
-        assert!(f.is_waiting(&H, 3));
-        assert!(!f.is_waiting(&H, 4));
+        assert_eq!(f.join(H, "t", I, w(2)), Join::Wait);
+        assert_eq!(f.join(H, "t", I, w(3)), Join::Wait);
+        assert!(f.is_waiting(3));
+        assert!(!f.is_waiting(5));
         assert_eq!(
-            f.join(H2, "u", w(4)),
+            f.join(H2, "u", I, w(4)),
             Join::Lead,
             "another token has its own call"
         );
-        let (hash, waiters) = f.complete(100).unwrap();
-        assert_eq!(hash, H);
-        assert_eq!(waiters, vec![w(1), w(2), w(3)]);
-        assert!(!f.is_waiting(&H, 3), "resolved requests no longer wait");
+        let done = f.complete(100).unwrap();
+        assert_eq!((done.key, done.token.as_str(), done.kind), (H, "t", I));
+        assert_eq!(done.waiters, vec![w(1), w(2), w(3)]);
+        assert!(!f.is_waiting(3), "resolved requests no longer wait");
         assert_eq!(f.complete(100), None, "a late duplicate is ignored");
         assert_eq!(
-            f.join(H, "t", w(5)),
+            f.join(H, "t", I, w(5)),
             Join::Lead,
             "after completion a new call may start"
         );
@@ -183,24 +223,24 @@ mod tests {
     #[test]
     fn leader_reset_orphans_the_call_for_the_root() {
         let mut f = InFlight::default();
-        f.join(H, "tok", w(1));
+        f.join(H, "tok", I, w(1));
         f.started(&H, 1, 100);
-        f.join(H, "tok", w(2));
-        f.leave(&H, 1);
-        assert_eq!(f.orphans(), vec![(H, "tok".to_owned())]);
+        f.join(H, "tok", I, w(2));
+        f.leave(1);
+        assert_eq!(f.orphans(), vec![(H, "tok".to_owned(), I)]);
         assert_eq!(f.complete(100), None, "the cancelled call no longer counts");
         f.started(&H, 0, 101);
         assert!(f.orphans().is_empty());
-        assert_eq!(f.complete(101), Some((H, vec![w(2)])));
+        assert_eq!(f.complete(101).map(|c| c.waiters), Some(vec![w(2)]));
         assert!(f.is_empty());
     }
 
     #[test]
     fn last_waiter_leaving_drops_the_entry() {
         let mut f = InFlight::default();
-        f.join(H, "tok", w(1));
+        f.join(H, "tok", I, w(1));
         f.started(&H, 1, 100);
-        f.leave(&H, 1);
+        f.leave(1);
         assert!(f.is_empty());
         assert!(f.orphans().is_empty());
     }
@@ -208,20 +248,41 @@ mod tests {
     #[test]
     fn a_waiter_leaving_keeps_the_call() {
         let mut f = InFlight::default();
-        f.join(H, "tok", w(1));
+        f.join(H, "tok", I, w(1));
         f.started(&H, 1, 100);
-        f.join(H, "tok", w(2));
-        f.leave(&H, 2);
-        assert_eq!(f.complete(100), Some((H, vec![w(1)])));
+        f.join(H, "tok", I, w(2));
+        f.leave(2);
+        assert_eq!(f.complete(100).map(|c| c.waiters), Some(vec![w(1)]));
     }
 
     #[test]
     fn abandon_returns_everyone() {
         let mut f = InFlight::default();
-        f.join(H, "tok", w(1));
-        f.join(H, "tok", w(2));
+        f.join(H, "tok", I, w(1));
+        f.join(H, "tok", I, w(2));
         assert_eq!(f.abandon(&H), vec![w(1), w(2)]);
         assert_eq!(f.len(), 0);
-        f.leave(&H, 1);
+        f.leave(1);
+    }
+
+    #[test]
+    fn a_request_moves_from_an_introspection_to_an_exchange() {
+        let mut f = InFlight::default();
+        let x = CallKind::Exchange {
+            token: H,
+            policy: 3,
+        };
+        f.join(H, "tok", I, w(1));
+        f.started(&H, 1, 100);
+        let done = f.complete(100).unwrap();
+        assert!(!f.is_waiting(1));
+        assert_eq!(
+            f.join(H2, "subject", x, done.waiters[0].clone()),
+            Join::Lead
+        );
+        assert!(f.is_waiting(1), "waiting again, for the exchange");
+        f.started(&H2, 1, 101);
+        f.leave(1);
+        assert!(f.is_empty() && !f.is_waiting(1));
     }
 }

@@ -69,26 +69,36 @@ struct Local {
     token: Rc<Resolved>,
 }
 
-#[derive(Default)]
-pub struct LocalCache {
-    inner: RefCell<Inner>,
+/// Keyed by a token's SHA-256, or by one with a policy's index (exchanged tokens).
+pub struct LocalCache<K = TokenHash> {
+    inner: RefCell<Inner<K>>,
 }
 
-#[derive(Default)]
-struct Inner {
-    map: HashMap<TokenHash, Local, BuildHasherDefault<DigestHasher>>,
+struct Inner<K> {
+    map: HashMap<K, Local, BuildHasherDefault<DigestHasher>>,
     bytes: usize,
 }
 
-impl LocalCache {
+impl<K> Default for LocalCache<K> {
+    fn default() -> Self {
+        Self {
+            inner: RefCell::new(Inner {
+                map: HashMap::default(),
+                bytes: 0,
+            }),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Copy> LocalCache<K> {
     /// The token kept for `hash`, if a live copy is kept.
-    pub fn get(&self, hash: &TokenHash, now_ms: u64) -> Option<Rc<Resolved>> {
+    pub fn get(&self, hash: &K, now_ms: u64) -> Option<Rc<Resolved>> {
         let inner = self.inner.try_borrow().ok()?;
         let local = inner.map.get(hash)?;
         (now_ms < local.expires_at_ms).then(|| local.token.clone())
     }
 
-    pub fn put(&self, hash: &TokenHash, expires_at_ms: u64, token: Rc<Resolved>) {
+    pub fn put(&self, hash: &K, expires_at_ms: u64, token: Rc<Resolved>) {
         let Ok(mut inner) = self.inner.try_borrow_mut() else {
             return;
         };

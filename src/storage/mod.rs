@@ -3,6 +3,7 @@
 //! calls in flight, held requests). Every key space is bounded.
 
 pub mod dpop;
+pub mod exchange_cache;
 pub mod held;
 pub mod inflight;
 pub mod keys;

@@ -305,7 +305,7 @@ fn json_max_age(cache_control_value: Option<&str>) -> Option<u64> {
 }
 
 /// `type/subtype` of a `Content-Type`, lower-cased, parameters dropped.
-fn media_type(content_type: Option<&str>) -> Option<String> {
+pub(crate) fn media_type(content_type: Option<&str>) -> Option<String> {
     let ct = content_type?;
     let main = ct.split(';').next().unwrap_or("").trim();
     Some(main.to_ascii_lowercase())

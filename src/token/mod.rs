@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod claims;
 pub mod dpop;
 pub mod es256;
+pub mod exchange;
 pub mod host;
 pub mod introspection;
 pub mod jws;

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use crate::hash::TokenHash;
 use crate::host::Host;
 use crate::metrics::Counter;
-use crate::pipeline::{self, Caller, Introspected, Verdict};
+use crate::pipeline::{self, Caller, Exchanged, Incoming, Introspected, Step, Verdict};
 use crate::reply::{self, Denial, DpopChallenge, LocalReply, Outcome, SplitReply};
 use crate::storage::held;
 use crate::storage::inflight::Waiter;
@@ -21,33 +21,85 @@ use super::headers;
 use super::host::{log, Plugin};
 
 impl Plugin {
-    /// Applies the answer of an introspection to every request waiting for it, each under its
-    /// own policy, from context `current` (the effective one).
+    /// Applies the answer of the introspection of `token` (hash `hash`) to every request
+    /// waiting for it, each under its own policy, from context `current` (the effective one).
+    /// A request whose policy exchanges the token goes on to wait for its exchange.
     pub fn answer_waiters(
         &self,
         current: u32,
         hash: &TokenHash,
+        token: &str,
         waiters: &[Waiter],
         answer: &Result<Introspected, Denial>,
     ) {
         let mut effective = current;
         for w in waiters {
-            // Acting on another request: make it the effective context first. A context that
-            // is gone (client reset) is skipped.
-            if w.context_id != effective {
-                if hostcalls::set_effective_context(w.context_id).is_err() {
-                    continue;
-                }
-                effective = w.context_id;
+            if !Self::make_effective(&mut effective, w.context_id) {
+                continue;
             }
             let caller = Caller {
                 policy: self.cfg.policies.get(w.policy),
                 presented: &w.presented,
             };
-            let verdict =
-                pipeline::after_introspection(&self.cfg, &caller, &self.worker, hash, answer);
+            let incoming = Incoming { hash, token };
+            match pipeline::after_introspection(
+                &self.cfg,
+                &caller,
+                &self.worker,
+                self,
+                incoming,
+                answer,
+            ) {
+                Step::Done(verdict) => {
+                    self.apply(w.context_id, w.head, w.policy, &verdict, true);
+                }
+                Step::Exchange {
+                    key,
+                    token,
+                    subject,
+                } => {
+                    // Still paused: it now waits for the exchange (or was answered).
+                    self.exchange(w.clone(), key, token, &subject);
+                    // The exchange's own calls may have switched the effective context.
+                    effective = 0;
+                }
+                _ => self.reject(w.context_id, w.head, w.policy, Denial::Internal),
+            }
+        }
+    }
+
+    /// Applies the answer of an exchange of the client's token (hash `token`) to every request
+    /// waiting for it.
+    pub fn answer_exchange_waiters(
+        &self,
+        current: u32,
+        token: &TokenHash,
+        waiters: &[Waiter],
+        answer: &Result<Exchanged, Denial>,
+    ) {
+        let mut effective = current;
+        for w in waiters {
+            if !Self::make_effective(&mut effective, w.context_id) {
+                continue;
+            }
+            let verdict = match self.cfg.policies.get(w.policy).exchange.as_ref() {
+                Some(rule) => pipeline::after_exchange(&self.worker, rule, token, answer),
+                None => Verdict::Reject(Denial::Internal),
+            };
             self.apply(w.context_id, w.head, w.policy, &verdict, true);
         }
+    }
+
+    /// Acting on another request: make it the effective context first. False when it is gone
+    /// (a client reset): skip it.
+    fn make_effective(effective: &mut u32, context_id: u32) -> bool {
+        if *effective != context_id {
+            if hostcalls::set_effective_context(context_id).is_err() {
+                return false;
+            }
+            *effective = context_id;
+        }
+        true
     }
 
     /// Applies a verdict to the current (effective) request, under policy `policy`: `true`

@@ -1,6 +1,6 @@
 //! The calls the filter makes with `dispatch_http_call`, and what their answers become: the
-//! introspection (answered to every request waiting for it), the remote split store, the JWKS
-//! fetch. A failed call arrives as a synthesized 503 (connect), a 504 (timeout), or an answer
+//! introspection and the token exchange (each answered to every request waiting for it), the
+//! remote split store, the JWKS fetch. A failed call arrives as a synthesized 503 (connect), a 504 (timeout), or an answer
 //! with no headers at all (reset): each is classified, never trusted.
 
 use std::time::Duration;
@@ -15,9 +15,10 @@ use crate::host::Host;
 use crate::metrics::Counter;
 use crate::pipeline::{self, Introspected};
 use crate::reply::Denial;
-use crate::storage::inflight::{Join, Waiter};
+use crate::storage::inflight::{CallKind, Completed, Join, Waiter};
 use crate::storage::keys::{self, JwksSource};
 use crate::storage::remote;
+use crate::token::exchange;
 use crate::token::introspection::{self, CallFailure, Response, MAX_RESPONSE_BYTES};
 use crate::token::jws::MAX_JWKS_BYTES;
 
@@ -54,6 +55,39 @@ impl Plugin {
         })?;
         self.count(Counter::IntrospectionCalls);
         Ok(call)
+    }
+
+    /// Starts the exchange of `subject` for the API of policy `policy` (RFC 8693) from the
+    /// current context.
+    pub fn dispatch_exchange(&self, policy: usize, subject: &str) -> Result<u32, CallError> {
+        let (Some(x), Some(rule)) = (
+            &self.cfg.token_exchange,
+            self.cfg.policies.get(policy).exchange.as_ref(),
+        ) else {
+            return Err(CallError::NotConfigured("token_exchange"));
+        };
+        let body = exchange::request_body(x.subject, subject, &rule.form);
+        let call = hostcalls::dispatch_http_call(
+            &x.cluster,
+            x.request_headers().to_vec(),
+            Some(&body),
+            vec![],
+            Duration::from_millis(x.timeout_ms),
+        )
+        .map_err(|status| CallError::Dispatch {
+            cluster: x.cluster.clone(),
+            status,
+        })?;
+        self.count(Counter::ExchangeCalls);
+        Ok(call)
+    }
+
+    /// Starts the call `kind` asks for, sending `token`.
+    pub fn dispatch_kind(&self, kind: CallKind, token: &str) -> Result<u32, CallError> {
+        match kind {
+            CallKind::Introspection => self.dispatch(token),
+            CallKind::Exchange { policy, .. } => self.dispatch_exchange(policy, token),
+        }
     }
 
     /// Starts a call to the remote split store (`split.remote`) from the current context; its
@@ -168,7 +202,8 @@ impl Plugin {
         }
     }
 
-    /// Handles the answer to introspection call `call`, in whichever context received it.
+    /// Handles the answer to an introspection or exchange call `call`, in whichever context
+    /// received it.
     pub fn on_call_response(
         &self,
         context_id: u32,
@@ -176,10 +211,10 @@ impl Plugin {
         num_headers: usize,
         body_size: usize,
     ) {
-        let Some((hash, waiters)) = self.inflight.borrow_mut().complete(call) else {
+        let Some(done) = self.inflight.borrow_mut().complete(call) else {
             log(
                 LogLevel::Debug,
-                &format!("#{context_id} ignoring late introspection answer {call}"),
+                &format!("#{context_id} ignoring late answer to call {call}"),
             );
             return;
         };
@@ -189,6 +224,11 @@ impl Plugin {
         } else {
             headers::read(MapType::HttpCallResponseHeaders)
         };
+        if let CallKind::Exchange { token, policy } = done.kind {
+            self.on_exchange_response(context_id, &done, &token, policy, &headers, body_size);
+            return;
+        }
+        let (hash, waiters) = (done.key, &done.waiters);
         let status = headers.get(":status");
         let content_type = headers.get("content-type");
         let cache_control = headers.get("cache-control");
@@ -228,27 +268,101 @@ impl Plugin {
                 ),
             );
         }
-        self.answer_waiters(context_id, &hash, &waiters, &answer);
+        self.answer_waiters(context_id, &hash, &done.token, waiters, &answer);
+    }
+
+    /// The answer to an exchange: classified, cached, then applied to everyone waiting.
+    fn on_exchange_response(
+        &self,
+        context_id: u32,
+        done: &Completed,
+        token: &TokenHash,
+        policy: usize,
+        headers: &HeaderMap,
+        body_size: usize,
+    ) {
+        let status = headers.get(":status");
+        let content_type = headers.get("content-type");
+        let synthesized =
+            introspection::is_synthesized(headers.get("x-envoy-upstream-service-time").as_deref());
+        let body = read_body(
+            BufferType::HttpCallResponseBody,
+            body_size,
+            exchange::MAX_RESPONSE_BYTES,
+        );
+        let outcome = exchange::classify(&Response {
+            status: status.as_deref(),
+            content_type: content_type.as_deref(),
+            cache_control: None,
+            body: body.as_deref(),
+            synthesized,
+        });
+        let answer = match self.cfg.policies.get(policy).exchange.as_ref() {
+            Some(rule) => {
+                pipeline::on_exchange(&self.cfg, rule, &self.worker, self, &done.key, outcome)
+            }
+            None => Err(Denial::ExchangeFailed(CallFailure::Malformed)),
+        };
+        let failed = matches!(answer, Err(Denial::ExchangeFailed(_)));
+        if failed || self.debug_logs.get() {
+            log(
+                if failed { LogLevel::Warn } else { LogLevel::Debug },
+                &format!(
+                    "#{context_id} exchange of token {} for policy {} answered {} ({} bytes): {}, {} waiting",
+                    hash::hash_prefix(token),
+                    self.cfg.policies.get(policy).name,
+                    status.as_deref().unwrap_or("no headers"),
+                    body_size,
+                    match &answer {
+                        Ok(_) => "issued".to_owned(),
+                        Err(d) => format!("refused {d:?}"),
+                    },
+                    done.waiters.len(),
+                ),
+            );
+        }
+        self.answer_exchange_waiters(context_id, token, &done.waiters, &answer);
     }
 
     /// Starts (or joins) the introspection of `token` for request `context_id`, which stays
     /// paused. False when the call could not be started: the request was answered (502).
     pub fn introspect(&self, waiter: Waiter, hash: TokenHash, token: &str) -> bool {
+        self.join_call(waiter, hash, token, CallKind::Introspection)
+    }
+
+    /// Starts (or joins) the exchange `key` of the client's token (hash `token`) for the
+    /// waiter's policy, sending `subject`. False when the call could not be started: the
+    /// request was answered (502).
+    pub fn exchange(
+        &self,
+        waiter: Waiter,
+        key: TokenHash,
+        token: TokenHash,
+        subject: &str,
+    ) -> bool {
+        let kind = CallKind::Exchange {
+            token,
+            policy: waiter.policy,
+        };
+        self.join_call(waiter, key, subject, kind)
+    }
+
+    fn join_call(&self, waiter: Waiter, key: TokenHash, token: &str, kind: CallKind) -> bool {
         let context_id = waiter.context_id;
-        let join = self.inflight.borrow_mut().join(hash, token, waiter);
+        let join = self.inflight.borrow_mut().join(key, token, kind, waiter);
         match join {
             Join::Wait => {
                 self.count(Counter::Coalesced);
                 true
             }
-            Join::Lead => match self.dispatch(token) {
+            Join::Lead => match self.dispatch_kind(kind, token) {
                 Ok(call) => {
-                    self.inflight.borrow_mut().started(&hash, context_id, call);
+                    self.inflight.borrow_mut().started(&key, context_id, call);
                     true
                 }
                 Err(e) => {
                     log(LogLevel::Error, &format!("#{context_id} {e}"));
-                    self.abandon(context_id, &hash);
+                    self.abandon(context_id, &key, kind);
                     false
                 }
             },
@@ -256,10 +370,19 @@ impl Plugin {
     }
 
     /// The call could not be started: everyone waiting on it gets a 502.
-    pub fn abandon(&self, context_id: u32, hash: &TokenHash) {
-        let waiters = self.inflight.borrow_mut().abandon(hash);
-        let failed = Err(Denial::TokenService(CallFailure::Unreachable));
-        self.answer_waiters(context_id, hash, &waiters, &failed);
+    pub fn abandon(&self, context_id: u32, key: &TokenHash, kind: CallKind) {
+        let waiters = self.inflight.borrow_mut().abandon(key);
+        match kind {
+            CallKind::Introspection => {
+                let failed = Err(Denial::TokenService(CallFailure::Unreachable));
+                // The token is not needed: a failure goes to no exchange.
+                self.answer_waiters(context_id, key, "", &waiters, &failed);
+            }
+            CallKind::Exchange { token, .. } => {
+                let failed = Err(Denial::ExchangeFailed(CallFailure::Unreachable));
+                self.answer_exchange_waiters(context_id, &token, &waiters, &failed);
+            }
+        }
     }
 }
 

@@ -52,8 +52,9 @@ impl Judged {
 enum State {
     /// Headers not seen yet.
     Init,
-    /// Paused, waiting for the introspection of this token (its own call or another's).
-    Waiting(TokenHash),
+    /// Paused, waiting for the introspection or the exchange of its token (its own call or
+    /// another's; see `InFlight::is_waiting`).
+    Waiting,
     /// A publish API request, authenticated, its body being buffered.
     Publishing { method: String, body_size: usize },
     /// A token endpoint request, forwarded; its response will be examined.
@@ -344,7 +345,30 @@ impl Http {
             presented: judged.presented,
         };
         self.state = if shared.introspect(waiter, hash, token) {
-            State::Waiting(hash)
+            State::Waiting
+        } else {
+            State::Done
+        };
+    }
+
+    /// Starts (or joins) the exchange of the client's token for its policy's API; the request
+    /// stays paused.
+    fn exchange(
+        &mut self,
+        shared: &Plugin,
+        key: TokenHash,
+        token: TokenHash,
+        subject: &str,
+        judged: Judged,
+    ) {
+        let waiter = Waiter {
+            context_id: self.id,
+            head: judged.head,
+            policy: judged.policy,
+            presented: judged.presented,
+        };
+        self.state = if shared.exchange(waiter, key, token, subject) {
+            State::Waiting
         } else {
             State::Done
         };
@@ -363,6 +387,14 @@ impl Http {
         let verdict = match step {
             Step::Introspect { hash, token } => {
                 self.introspect(shared, hash, &token, judged);
+                return Action::Pause;
+            }
+            Step::Exchange {
+                key,
+                token,
+                subject,
+            } => {
+                self.exchange(shared, key, token, &subject, judged);
                 return Action::Pause;
             }
             Step::Done(verdict) => verdict,
@@ -499,14 +531,13 @@ impl Http {
         if matches!(self.state, State::RemoteLookup { .. }) {
             return Action::Pause;
         }
-        let State::Waiting(hash) = &self.state else {
+        if !matches!(self.state, State::Waiting) {
             return Action::Continue;
-        };
-        let still_waiting = self.shared.as_ref().is_some_and(|s| {
-            s.inflight
-                .try_borrow()
-                .is_ok_and(|f| f.is_waiting(hash, self.id))
-        });
+        }
+        let still_waiting = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.inflight.try_borrow().is_ok_and(|f| f.is_waiting(self.id)));
         if still_waiting {
             Action::Pause
         } else {
@@ -596,6 +627,14 @@ impl HttpContext for Http {
             }
             Step::Introspect { hash, token } => {
                 self.introspect(&shared, hash, &token, judged(decision.presented));
+                Action::Pause
+            }
+            Step::Exchange {
+                key,
+                token,
+                subject,
+            } => {
+                self.exchange(&shared, key, token, &subject, judged(decision.presented));
                 Action::Pause
             }
             Step::Remote { hash, token, key } => {
@@ -715,9 +754,9 @@ impl Drop for Http {
         {
             self.release(shared);
         }
-        if let (State::Waiting(hash), Some(shared)) = (&self.state, &self.shared) {
+        if let (State::Waiting, Some(shared)) = (&self.state, &self.shared) {
             if let Ok(mut inflight) = shared.inflight.try_borrow_mut() {
-                inflight.leave(hash, self.id);
+                inflight.leave(self.id);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Root context: parses and validates the configuration (fail closed), defines the counters,
 //! creates the split token store, and on its timer flushes counters, runs the key set schedule,
-//! answers held requests past their deadline and re-dispatches orphaned introspections.
+//! answers held requests past their deadline and re-dispatches orphaned introspections and exchanges.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -161,15 +161,15 @@ impl RootContext for Root {
         }
         plugin.expire_held();
         let orphans = plugin.inflight.borrow().orphans();
-        for (hash, token) in orphans {
-            match plugin.dispatch(&token) {
+        for (hash, token, kind) in orphans {
+            match plugin.dispatch_kind(kind, &token) {
                 Ok(call) => plugin
                     .inflight
                     .borrow_mut()
                     .started(&hash, plugin.root_id, call),
                 Err(e) => {
                     log(LogLevel::Warn, &format!("#{} {e}", self.context_id));
-                    plugin.abandon(self.context_id, &hash);
+                    plugin.abandon(self.context_id, &hash, kind);
                 }
             }
         }

@@ -212,6 +212,9 @@ class TokenService(_Service):
                         service.token_requests.append([(k.lower(), v) for k, v in self.headers.items()])
                     return service.token_endpoint(self, form.get("scenario", [""])[0])
                 token = form.get("token", [""])[0]
+                if "subject_token" in form:
+                    # A token exchange (RFC 8693): scripted under "exchange:<subject token>".
+                    token = "exchange:" + form["subject_token"][0]
                 call = {
                     "method": "POST",
                     "path": self.path,

@@ -9,11 +9,18 @@
 //     a token bound to the proof's key (introspection answers cnf.jkt and token_type DPoP),
 //   - certificate-bound tokens (RFC 8705) for the client "mtls-app": the provider is plain
 //     HTTP here, so the client certificate reaches it as the test's own header
-//     x-e2e-client-cert (URL-encoded PEM), as a TLS-terminating proxy in front would pass it.
+//     x-e2e-client-cert (URL-encoded PEM), as a TLS-terminating proxy in front would pass it,
+//   - token exchange (RFC 8693), a grant registered with registerGrantType for the client
+//     "gateway": the subject token is an access token this provider issued (found in its own
+//     store) or a JWT it signed; the token issued is a JWT for the requested audience (one of
+//     AUDIENCES), with the requested scope (a subset of the subject's), valid 300 s. An unknown
+//     audience is invalid_target, a scope beyond the subject's invalid_scope, an unknown or
+//     expired subject invalid_grant.
 // The signing key (ES256, the only one) is made at start. Usage: node server.mjs PORT. Prints "READY <issuer>".
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 
-import Provider from 'oidc-provider';
+import { SignJWT, jwtVerify } from 'jose';
+import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port <= 0) {
@@ -24,6 +31,12 @@ const issuer = `http://127.0.0.1:${port}`;
 
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'op-es256-1', alg: 'ES256', use: 'sig' };
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const TYPE_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+const TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
+const AUDIENCES = ['orders-api', 'billing-api', 'split-api'];
+const publicKey = createPublicKey(privateKey);
 
 const provider = new Provider(issuer, {
   clients: [
@@ -47,7 +60,7 @@ const provider = new Provider(issuer, {
     {
       client_id: 'gateway',
       client_secret: 'gateway-secret-for-e2e-tests',
-      grant_types: [],
+      grant_types: [TOKEN_EXCHANGE],
       response_types: [],
       redirect_uris: [],
     },
@@ -79,6 +92,52 @@ const provider = new Provider(issuer, {
   },
   ttl: { ClientCredentials: 600 },
 });
+
+// RFC 8693 §2: what the subject token is worth, then a JWT for the API asked for.
+async function subjectOf(ctx, token, type) {
+  if (type === TYPE_ACCESS_TOKEN) {
+    const found = (await ctx.oidc.provider.ClientCredentials.find(token))
+      || (await ctx.oidc.provider.AccessToken.find(token));
+    if (!found || found.isExpired) return undefined;
+    return { sub: found.accountId || found.clientId, clientId: found.clientId, scope: found.scope || '' };
+  }
+  if (type === TYPE_JWT) {
+    try {
+      const { payload } = await jwtVerify(token, publicKey, { issuer });
+      return { sub: payload.sub, clientId: payload.client_id, scope: payload.scope || '' };
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const params = ctx.oidc.params;
+  if (params.requested_token_type && params.requested_token_type !== TYPE_JWT) {
+    throw new errors.InvalidRequest('only JWTs are issued');
+  }
+  const subject = await subjectOf(ctx, params.subject_token, params.subject_token_type);
+  if (!subject) throw new errors.InvalidGrant('subject token unknown, expired or not verifiable');
+  if (!params.audience || !AUDIENCES.includes(params.audience)) {
+    throw new errors.InvalidTarget('unknown audience');
+  }
+  const granted = subject.scope.split(' ').filter(Boolean);
+  const asked = (params.scope || subject.scope).split(' ').filter(Boolean);
+  if (!asked.every((s) => granted.includes(s))) throw new errors.InvalidScope('scope beyond the subject token');
+  const scope = asked.join(' ');
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub: subject.sub, client_id: subject.clientId, scope, exchanged: true };
+  if (params.resource) claims.resource = params.resource;
+  const jwt = await new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', kid: signingKey.kid, typ: 'at+jwt' })
+    .setIssuer(issuer).setAudience(params.audience).setIssuedAt(now).setExpirationTime(now + 300)
+    .setJti(`x-${now}-${Math.random().toString(36).slice(2)}`)
+    .sign(privateKey);
+  ctx.body = {
+    access_token: jwt, issued_token_type: TYPE_JWT, token_type: 'N_A', expires_in: 300, scope,
+  };
+}, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'scope', 'resource']);
 
 provider.listen(port, '127.0.0.1', () => {
   console.log(`READY ${issuer}`);

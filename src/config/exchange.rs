@@ -1,0 +1,298 @@
+//! `token_exchange` and a policy's `exchange`: RFC 8693 token exchange, so that each API gets a
+//! token made for it (its audience, its scopes) instead of the one every API gets.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+use crate::token::exchange::{self, SubjectToken};
+use crate::token::introspection;
+use crate::token::jws;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExchange {
+    cluster: String,
+    authority: Option<String>,
+    path: String,
+    client_id: String,
+    client_secret: String,
+    timeout_ms: Option<u64>,
+    subject_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExchangeRule {
+    audience: Option<String>,
+    scope: Option<String>,
+    resource: Option<String>,
+}
+
+/// Where and how the gateway exchanges tokens (`token_exchange`).
+#[derive(Clone)]
+pub struct ExchangeConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub client_id: String,
+    /// Precomputed `Authorization: Basic ...` value; holds the secret.
+    pub basic_authorization: String,
+    pub timeout_ms: u64,
+    /// What is sent as the subject token.
+    pub subject: SubjectToken,
+    /// Prefix of the exchange cache's shared-data keys.
+    pub namespace: String,
+}
+
+// The secret is inside `basic_authorization`: never print it.
+impl fmt::Debug for ExchangeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExchangeConfig")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("client_id", &self.client_id)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExchangeConfig {
+    /// The headers of an exchange request.
+    pub fn request_headers(&self) -> [(&str, &str); 6] {
+        [
+            (":method", "POST"),
+            (":path", &self.path),
+            (":authority", &self.authority),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+            ("authorization", &self.basic_authorization),
+        ]
+    }
+}
+
+/// A policy's `exchange`: what its API's token is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeRule {
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    /// The form parameters these add to the request, encoded once.
+    pub form: String,
+    /// The policy's index: with the token's hash, the key of its exchanged tokens.
+    pub index: u16,
+    /// How the exchanged JWT is verified (with `verify`): `verify`'s rules, with `audience`
+    /// as the only accepted audience when set.
+    pub verify: Option<jws::Policy>,
+}
+
+impl RawExchange {
+    pub(super) fn validate(self, has_phantom: bool) -> Result<ExchangeConfig, ConfigError> {
+        check_name("token_exchange.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("token_exchange.authority", &authority)?;
+        check_call_path("token_exchange.path", &self.path)?;
+        check_credential("token_exchange.client_id", &self.client_id)?;
+        check_credential("token_exchange.client_secret", &self.client_secret)?;
+        let timeout_ms = in_range(
+            "token_exchange.timeout_ms",
+            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        let subject = match self.subject_token.as_deref().unwrap_or("access_token") {
+            "access_token" => SubjectToken::AccessToken,
+            "jwt" => SubjectToken::Jwt,
+            _ => {
+                return Err(ConfigError::new(
+                    "token_exchange.subject_token",
+                    "must be \"access_token\" or \"jwt\"",
+                ))
+            }
+        };
+        if subject == SubjectToken::AccessToken && !has_phantom {
+            // A split token's client holds only a signature: no token service knows it.
+            return Err(ConfigError::new(
+                "token_exchange.subject_token",
+                "must be \"jwt\" with split tokens alone (the client's token is a signature)",
+            ));
+        }
+        let namespace = format!(
+            "x{}",
+            namespace_of(&[
+                &self.cluster,
+                &authority,
+                &self.path,
+                &self.client_id,
+                subject.name(),
+            ])
+        );
+        Ok(ExchangeConfig {
+            basic_authorization: introspection::basic_authorization(
+                &self.client_id,
+                &self.client_secret,
+            ),
+            cluster: self.cluster,
+            authority,
+            path: self.path,
+            client_id: self.client_id,
+            timeout_ms,
+            subject,
+            namespace,
+        })
+    }
+}
+
+impl RawExchangeRule {
+    pub(super) fn validate(self, field: &str, index: usize) -> Result<ExchangeRule, ConfigError> {
+        if let Some(a) = &self.audience {
+            check_name(&format!("{field}.audience"), a)?;
+        }
+        if let Some(s) = &self.scope {
+            check_quotable(&format!("{field}.scope"), s)?;
+        }
+        if let Some(r) = &self.resource {
+            // RFC 8707 §2: an absolute URI without a fragment.
+            check_name(&format!("{field}.resource"), r)?;
+            let absolute = r
+                .split_once("://")
+                .is_some_and(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty());
+            if !absolute || r.contains('#') {
+                return Err(ConfigError::new(
+                    &format!("{field}.resource"),
+                    "must be an absolute URI without a fragment (RFC 8707)",
+                ));
+            }
+        }
+        let index = u16::try_from(index)
+            .map_err(|_| ConfigError::new(field, "belongs to too many policies"))?;
+        let form = exchange::rule_form(
+            self.audience.as_deref(),
+            self.scope.as_deref(),
+            self.resource.as_deref(),
+        );
+        Ok(ExchangeRule {
+            audience: self.audience,
+            scope: self.scope,
+            resource: self.resource,
+            form,
+            index,
+            verify: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_slice(
+            format!(
+                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
+                "client_secret": "s"}} {extra}}}"#
+            )
+            .as_bytes(),
+        )
+    }
+
+    const EXCHANGE: &str = r#", "token_exchange": {"cluster": "ts", "authority": "login.example.com",
+        "path": "/oauth/v2/oauth-token", "client_id": "gateway", "client_secret": "xs",
+        "timeout_ms": 2000, "subject_token": "access_token"}"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = cfg(&format!(
+            r#"{EXCHANGE}, "policies": [{{"name": "orders", "match": {{"path_prefix": "/orders/"}},
+            "exchange": {{"audience": "orders-api", "scope": "orders:read",
+            "resource": "https://orders.internal/"}}}}]"#
+        ))
+        .unwrap();
+        let x = c.token_exchange.as_ref().unwrap();
+        assert_eq!(x.subject, SubjectToken::AccessToken);
+        assert!(
+            !format!("{x:?}").contains("xs"),
+            "the secret is never printed"
+        );
+        let rule = c.policies.get(0).exchange.as_ref().unwrap();
+        assert_eq!(rule.index, 0);
+        assert_eq!(
+            rule.form,
+            "&audience=orders-api&scope=orders%3Aread&resource=https%3A%2F%2Forders.internal%2F"
+        );
+        assert!(c.policies.default.exchange.is_none());
+    }
+
+    #[test]
+    fn exchanged_tokens_are_verified_for_the_policys_audience() {
+        let c = cfg(&format!(
+            r#"{EXCHANGE}, "verify": {{"issuer": "i", "audiences": ["gw-api"], "algorithms": ["ES256"],
+            "jwks": {{"cluster": "ts", "path": "/jwks"}}}},
+            "policies": [{{"name": "a", "exchange": {{"audience": "a-api"}}}},
+                         {{"name": "b", "exchange": {{"scope": "read"}}}}]"#
+        ))
+        .unwrap();
+        let a = c.policies.get(0).exchange.as_ref().unwrap();
+        assert_eq!(a.verify.as_ref().unwrap().audiences, ["a-api"]);
+        let b = c.policies.get(1).exchange.as_ref().unwrap();
+        assert_eq!(b.verify.as_ref().unwrap().audiences, ["gw-api"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (extra, field) in [
+            (
+                r#", "policies": [{"name": "a", "exchange": {"audience": "x"}}]"#,
+                "policies[0].exchange",
+            ),
+            (
+                r#", "token_exchange": {"cluster": "ts", "path": "/t", "client_id": "g",
+                "client_secret": "s", "subject_token": "id_token"}"#,
+                "token_exchange.subject_token",
+            ),
+            (
+                r#", "token_exchange": {"cluster": "ts", "path": "t", "client_id": "g",
+                "client_secret": "s"}"#,
+                "token_exchange.path",
+            ),
+            (
+                r#", "token_exchange": {"cluster": "ts", "path": "/t", "client_id": "g",
+                "client_secret": "s", "timeout_ms": 0}"#,
+                "token_exchange.timeout_ms",
+            ),
+            (
+                &format!(
+                    r#"{EXCHANGE}, "policies": [{{"name": "a", "exchange": {{"resource": "orders"}}}}]"#
+                ),
+                "policies[0].exchange.resource",
+            ),
+            (
+                &format!(
+                    r#"{EXCHANGE}, "policies": [{{"name": "a", "exchange": {{"scope": "a\"b"}}}}]"#
+                ),
+                "policies[0].exchange.scope",
+            ),
+            (
+                &format!(
+                    r#"{EXCHANGE}, "policies": [{{"name": "a", "exchange": {{"audiences": "x"}}}}]"#
+                ),
+                "policies[0].exchange.audiences",
+            ),
+        ] {
+            assert_eq!(cfg(extra).map(|_| ()).unwrap_err().field, field, "{extra}");
+        }
+        // Split tokens alone: the client's token is a signature, only the JWT can be sent.
+        let split_only = Config::from_slice(
+            br#"{"split": {}, "token_exchange": {"cluster": "ts", "path": "/t",
+            "client_id": "g", "client_secret": "s"}}"#,
+        );
+        assert_eq!(
+            split_only.map(|_| ()).unwrap_err().field,
+            "token_exchange.subject_token"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! Stage: token exchange (RFC 8693). Once the client's token is resolved and authorized (its
+//! scopes, its binding), a policy with an `exchange` forwards a token made for its API instead:
+//! this worker's copy first, then the exchange cache's slot, else a call to the token service
+//! (concurrent requests for one token and policy share it). The client's token is never
+//! forwarded when an exchange fails.
+
+use std::rc::Rc;
+
+use crate::config::{Config, ExchangeRule};
+use crate::hash::TokenHash;
+use crate::host::Host;
+use crate::metrics::Counter;
+use crate::reply::Denial;
+use crate::storage::exchange_cache::{self, Cached};
+use crate::storage::local::Resolved;
+use crate::storage::phantom_cache;
+use crate::token::exchange::{Outcome, Refusal, SubjectToken};
+use crate::token::introspection::CallFailure;
+
+use super::authorize::resolved;
+use super::verify::refused;
+use super::{Caller, Step, Verdict, Worker};
+
+/// The token a request came with: the hash every cache keys it by, and the token as sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub hash: &'a TokenHash,
+    pub token: &'a str,
+}
+
+/// A token the token service made for a policy's API, and until when it may be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchanged {
+    pub token: Rc<Resolved>,
+    pub cache_until: Option<u64>,
+}
+
+/// The stage, on a verdict reached for `incoming`: unchanged unless it forwards under a policy
+/// with an `exchange`.
+pub fn stage(
+    cfg: &Config,
+    caller: &Caller<'_>,
+    worker: &Worker,
+    host: &dyn Host,
+    incoming: Incoming<'_>,
+    verdict: Verdict,
+) -> Step {
+    let (Verdict::Forward(resolved_token), Some(rule), Some(x)) =
+        (&verdict, &caller.policy.exchange, &cfg.token_exchange)
+    else {
+        return Step::Done(verdict);
+    };
+    let now = host.now_ms();
+    if let Some(token) = worker
+        .local_exchange
+        .get(&(*incoming.hash, rule.index), now)
+    {
+        host.count(Counter::ExchangeHit);
+        return Step::Done(Verdict::Forward(token));
+    }
+    let key = exchange_cache::key_of(incoming.hash, rule.index);
+    let slot = exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries);
+    let value = host.shared_get(&slot);
+    match value
+        .as_deref()
+        .and_then(|v| exchange_cache::lookup(v, &key, now))
+    {
+        Some(Cached::Issued {
+            jwt,
+            scope,
+            expires_at_ms,
+        }) => {
+            host.count(Counter::ExchangeHit);
+            let token = resolved(cfg, jwt, scope);
+            worker
+                .local_exchange
+                .put(&(*incoming.hash, rule.index), expires_at_ms, token.clone());
+            Step::Done(Verdict::Forward(token))
+        }
+        Some(Cached::Refused(refusal)) => {
+            host.count(Counter::ExchangeHit);
+            Step::Done(Verdict::Reject(denial_of(refusal)))
+        }
+        None => {
+            host.count(Counter::ExchangeMiss);
+            let subject = match x.subject {
+                SubjectToken::AccessToken => incoming.token.to_owned(),
+                SubjectToken::Jwt => resolved_token
+                    .authorization
+                    .strip_prefix("Bearer ")
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            Step::Exchange {
+                key,
+                token: *incoming.hash,
+                subject,
+            }
+        }
+    }
+}
+
+/// Turns the token service's answer to the exchange `key` for `rule` into the token made, or
+/// why there is none, caching it (refusals for `cache.negative_ttl_s`).
+pub fn on_exchange(
+    cfg: &Config,
+    rule: &ExchangeRule,
+    worker: &Worker,
+    host: &dyn Host,
+    key: &TokenHash,
+    outcome: Outcome,
+) -> Result<Exchanged, Denial> {
+    let Some(x) = &cfg.token_exchange else {
+        return Err(Denial::ExchangeFailed(CallFailure::Malformed));
+    };
+    let now = host.now_ms();
+    let slot = || exchange_cache::slot_key(&x.namespace, key, cfg.cache.max_entries);
+    match outcome {
+        Outcome::Issued {
+            jwt,
+            claims,
+            expires_in_s,
+        } => {
+            if let Err(denial) = check(rule, worker, host, &jwt) {
+                host.count(Counter::ExchangeError);
+                return Err(denial);
+            }
+            let cache_until =
+                phantom_cache::active_expiry(now, &claims, expires_in_s, cfg.cache.max_ttl_s);
+            if claims
+                .exp
+                .is_some_and(|exp| exp.saturating_mul(1_000) <= now)
+            {
+                // Already expired: the API would refuse it.
+                host.count(Counter::ExchangeError);
+                return Err(Denial::ExchangeFailed(CallFailure::Malformed));
+            }
+            if let Some(until) = cache_until {
+                host.shared_set(
+                    &slot(),
+                    &exchange_cache::encode_issued(key, until, &claims.scope, &jwt),
+                );
+            }
+            Ok(Exchanged {
+                token: resolved(cfg, &jwt, &claims.scope),
+                cache_until,
+            })
+        }
+        Outcome::Refused(refusal) => {
+            host.count(Counter::ExchangeRefused);
+            if cfg.cache.negative_ttl_s > 0 {
+                let until = now.saturating_add(cfg.cache.negative_ttl_s.saturating_mul(1_000));
+                host.shared_set(
+                    &slot(),
+                    &exchange_cache::encode_refused(key, until, refusal),
+                );
+            }
+            Err(denial_of(refusal))
+        }
+        Outcome::Failed(failure) => Err(Denial::ExchangeFailed(failure)),
+    }
+}
+
+/// The verdict for one request waiting for the exchange of its token (hash `token`) under a
+/// policy with `rule`: a token made is kept in this worker's copy.
+pub fn after_exchange(
+    worker: &Worker,
+    rule: &ExchangeRule,
+    token: &TokenHash,
+    answer: &Result<Exchanged, Denial>,
+) -> Verdict {
+    match answer {
+        Err(denial) => Verdict::Reject(*denial),
+        Ok(made) => {
+            if let Some(until) = made.cache_until {
+                worker
+                    .local_exchange
+                    .put(&(*token, rule.index), until, made.token.clone());
+            }
+            Verdict::Forward(made.token.clone())
+        }
+    }
+}
+
+/// With `verify`, the JWT made is verified like any other, for the policy's audience; one that
+/// fails is the token service's fault (502), never forwarded.
+fn check(rule: &ExchangeRule, worker: &Worker, host: &dyn Host, jwt: &str) -> Result<(), Denial> {
+    let Some(rules) = &rule.verify else {
+        return Ok(());
+    };
+    let Some(keys) = worker.keys.keys() else {
+        return Err(Denial::KeysUnavailable);
+    };
+    match keys.verify(rules, jwt, host.now_ms() / 1_000) {
+        Ok(()) => {
+            host.count(Counter::Verified);
+            Ok(())
+        }
+        Err(failure) => {
+            // Counted by reason, like any JWT that fails.
+            let _ = refused(worker, host, failure);
+            Err(Denial::ExchangeFailed(CallFailure::Unverified))
+        }
+    }
+}
+
+fn denial_of(refusal: Refusal) -> Denial {
+    match refusal {
+        Refusal::InvalidGrant => Denial::InvalidToken,
+        Refusal::Forbidden => Denial::ExchangeForbidden,
+    }
+}

@@ -1,0 +1,112 @@
+//! The exchange cache: tokens made by token exchange, per (client token, policy), in shared
+//! data, with the phantom cache's guarantees: a fixed key space (`cache.max_entries` slots
+//! `xc:<namespace>:<slot>`, direct-mapped), the full key compared in constant time (a slot
+//! collision is a miss, never another token's entry), the client's token never stored.
+//!
+//! Entries use [`crate::storage::record`]'s layout with magic `xc1`: an issued token (the JWT
+//! as the body, its scope), or a refusal, kept `cache.negative_ttl_s`, which remembers whether
+//! the token service refused the token (401) or this API (403).
+
+use sha2::{Digest, Sha256};
+
+use crate::hash::{self, constant_time_eq, TokenHash};
+use crate::storage::record;
+use crate::token::exchange::Refusal;
+
+const MAGIC: &[u8; 3] = b"xc1";
+const KIND_ISSUED: u8 = 1;
+const KIND_INVALID_GRANT: u8 = 2;
+const KIND_FORBIDDEN: u8 = 3;
+
+/// The key of the tokens exchanged for client token `token` under policy `index`.
+pub fn key_of(token: &TokenHash, index: u16) -> TokenHash {
+    let mut h = Sha256::new();
+    h.update(b"exchange");
+    h.update(token);
+    h.update(index.to_be_bytes());
+    h.finalize().into()
+}
+
+/// The shared-data key of the slot `key` maps to.
+pub fn slot_key(namespace: &str, key: &TokenHash, max_entries: u32) -> String {
+    let slot = hash::slot_of(key, u64::from(max_entries));
+    format!("xc:{namespace}:{slot}")
+}
+
+/// A cached exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached<'a> {
+    Issued {
+        jwt: &'a str,
+        scope: &'a str,
+        expires_at_ms: u64,
+    },
+    Refused(Refusal),
+}
+
+pub fn encode_issued(key: &TokenHash, expires_at_ms: u64, scope: &str, jwt: &str) -> Vec<u8> {
+    record::encode(MAGIC, KIND_ISSUED, key, expires_at_ms, scope, jwt)
+}
+
+pub fn encode_refused(key: &TokenHash, expires_at_ms: u64, refusal: Refusal) -> Vec<u8> {
+    let kind = match refusal {
+        Refusal::InvalidGrant => KIND_INVALID_GRANT,
+        Refusal::Forbidden => KIND_FORBIDDEN,
+    };
+    record::encode(MAGIC, kind, key, expires_at_ms, "", "")
+}
+
+/// Reads a slot: anything but a well-formed, unexpired entry for exactly this key is a miss.
+pub fn lookup<'a>(value: &'a [u8], key: &TokenHash, now_ms: u64) -> Option<Cached<'a>> {
+    let r = record::decode(MAGIC, value)?;
+    if !constant_time_eq(r.hash, key) || now_ms >= r.expires_at_ms {
+        return None;
+    }
+    match r.kind {
+        KIND_ISSUED => {
+            let scope = std::str::from_utf8(r.scope).ok()?;
+            let jwt = std::str::from_utf8(r.body).ok()?;
+            (!jwt.is_empty()).then_some(Cached::Issued {
+                jwt,
+                scope,
+                expires_at_ms: r.expires_at_ms,
+            })
+        }
+        KIND_INVALID_GRANT => Some(Cached::Refused(Refusal::InvalidGrant)),
+        KIND_FORBIDDEN => Some(Cached::Refused(Refusal::Forbidden)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::token_hash;
+
+    #[test]
+    fn entries_are_per_token_and_policy() {
+        let t = token_hash("t");
+        let (a, b) = (key_of(&t, 0), key_of(&t, 1));
+        assert_ne!(a, b);
+        assert_ne!(a, key_of(&token_hash("u"), 0));
+        let v = encode_issued(&a, 2_000, "read", "h.p.s");
+        assert_eq!(
+            lookup(&v, &a, 1_999),
+            Some(Cached::Issued {
+                jwt: "h.p.s",
+                scope: "read",
+                expires_at_ms: 2_000
+            })
+        );
+        assert_eq!(lookup(&v, &a, 2_000), None, "expired");
+        assert_eq!(lookup(&v, &b, 0), None, "another policy's key");
+        for refusal in [Refusal::InvalidGrant, Refusal::Forbidden] {
+            let v = encode_refused(&a, 2_000, refusal);
+            assert_eq!(lookup(&v, &a, 0), Some(Cached::Refused(refusal)));
+        }
+        // The phantom cache's values are never read as exchanges.
+        let phantom = crate::storage::phantom_cache::encode_active(&a, 2_000, "read", "h.p.s");
+        assert_eq!(lookup(&phantom, &a, 0), None);
+        assert!(slot_key("ns", &a, 10).starts_with("xc:ns:"));
+    }
+}
