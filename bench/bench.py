@@ -238,6 +238,7 @@ SCENARIOS = [
     ("phantom_hit_policies", "phantom_hit with 100 policies (the last matches) and 2 claims_to_headers"),
     ("split_hit", "split token, store hit"),
     ("phantom_hit_verify", "phantom token, cache hit, `verify` on (ES256)"),
+    ("exchange_hit", "phantom_hit with token exchange (top-level `exchange`): both caches hit"),
     ("dpop_hit_es256", "phantom token bound to a key (cnf.jkt), cache hit, a new ES256 DPoP proof every request"),
     ("dpop_hit_eddsa", "dpop_hit_es256 with EdDSA proofs"),
     ("tls_passthrough", "Envoy over TLS with a client certificate, no auth filter (mtls_hit's baseline)"),
@@ -390,6 +391,11 @@ def main():
         direct("kv", 200, jwt.rsplit(".", 1)[0], [("content-type", "text/plain")]),
         *(direct(f"ts_{name}", 200, token, [("content-type", "application/jwt")])
           for name, token in bound.items()),
+        direct("exchange", 200, json.dumps({
+            "access_token": signer.mint({"iss": "https://login.example.com", "aud": "bench-api", "sub": "bench",
+                                         "scope": "read", "iat": now, "exp": now + 7200}),
+            "issued_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_type": "N_A",
+            "expires_in": 7200}), [("content-type", "application/json")]),
     ]
     backend.start()
     subprocess.run(["taskset", "-a", "-p", "-c", "1", str(backend.proc.pid)], capture_output=True, check=True)
@@ -403,6 +409,7 @@ def main():
         cluster("jwks", backend.ports["jwks"]),
         cluster("kv", backend.ports["kv"]),
         *(cluster(f"ts_{name}", backend.ports[f"ts_{name}"]) for name in bound),
+        cluster("exchange", backend.ports["exchange"]),
     ]
     gw.config["static_resources"]["listeners"] = [
         listener(name, filters_for(name, verify, jwks),
@@ -473,6 +480,7 @@ def main():
                   if ("phantom_miss", conns[0]) in results else "")
         print(f"Gateway Envoy resident memory: {rss_start / 1024:.1f} MiB at start (every cache and "
               f"store slot already created), {rss_end / 1024:.1f} MiB after the run{filled}.")
+        print_paired(results, conns)
         if any((name, 16) in results for name in DPOP_SCENARIOS) and ("phantom_hit", 16) in results:
             print_proof_costs(results)
         print(f"Filter .wasm: {FILTER_WASM.stat().st_size} bytes; do-nothing .wasm: "
@@ -590,6 +598,14 @@ def filters_for(name, verify, jwks):
         return [plugin_filter(cfg)]
     if name == "tls_passthrough":
         return []
+    if name == "exchange_hit":
+        # phantom_hit's configuration and cache namespace, plus the exchange: the difference
+        # between the two is the exchange stage's hit.
+        cfg = phantom_cfg()
+        cfg["token_exchange"] = {"cluster": "exchange", "path": "/exchange", "client_id": "gateway",
+                                 "client_secret": "secret", "timeout_ms": 2000}
+        cfg["exchange"] = {"audience": "bench-api"}
+        return [plugin_filter(cfg)]
     if name == "lua_cache":
         return [lua_filter(LUA_CACHE)]
     if name == "phantom_miss":
@@ -625,6 +641,31 @@ def print_table(scenarios, conns, results, args):
                     f" {statistics.median(x['cpu_us'] for x in runs):.1f}"
                     f" (min {min(x['cpu_us'] for x in runs):.1f}) |")
         print(row)
+
+
+# (scenario, its baseline): what the scenario adds to the baseline, measured round by round.
+PAIRS = [("exchange_hit", "phantom_hit"), ("phantom_hit", "phantom_hit_b"), ("split_hit", "split_hit_b"),
+         ("phantom_miss", "phantom_miss_b"), ("phantom_hit_policies", "phantom_hit"),
+         ("mtls_hit", "tls_passthrough"), ("dpop_hit_eddsa", "phantom_hit"), ("dpop_hit_es256", "phantom_hit")]
+
+
+def print_paired(results, conns):
+    """For each pair run: the gateway CPU per request the scenario adds to its baseline, as the
+    median of the differences within each round (both ran back to back, so the machine's noise
+    of that moment hits both), with their range."""
+    lines = []
+    for c in conns:
+        for name, base in PAIRS:
+            if (name, c) not in results or (base, c) not in results:
+                continue
+            diffs = [x["cpu_us"] - b["cpu_us"] for x, b in zip(results[(name, c)], results[(base, c)])]
+            lines.append(f"| {name} - {base} @{c} | {statistics.median(diffs):+.1f} | "
+                         f"{min(diffs):+.1f} to {max(diffs):+.1f} |")
+    if lines:
+        print("\nPaired, round by round: gateway CPU µs per request the scenario adds to its baseline.\n")
+        print("| scenario - baseline | median of the rounds' differences | range |")
+        print("|---|---|---|")
+        print("\n".join(lines))
 
 
 def print_proof_costs(results):

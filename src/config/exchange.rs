@@ -225,6 +225,14 @@ mod tests {
             "&audience=orders-api&scope=orders%3Aread&resource=https%3A%2F%2Forders.internal%2F"
         );
         assert!(c.policies.default.exchange.is_none());
+        // The top level's own, for the default policy (after every other's index).
+        let top = cfg(&format!(
+            r#"{EXCHANGE}, "exchange": {{"audience": "api"}},
+            "policies": [{{"name": "a", "match": {{"path_prefix": "/a/"}}}}]"#
+        ))
+        .unwrap();
+        assert_eq!(top.policies.default.exchange.as_ref().unwrap().index, 1);
+        assert!(top.policies.get(0).exchange.is_none(), "not inherited");
     }
 
     #[test]
@@ -249,6 +257,7 @@ mod tests {
                 r#", "policies": [{"name": "a", "exchange": {"audience": "x"}}]"#,
                 "policies[0].exchange",
             ),
+            (r#", "exchange": {"audience": "x"}"#, "exchange"),
             (
                 r#", "token_exchange": {"cluster": "ts", "path": "/t", "client_id": "g",
                 "client_secret": "s", "subject_token": "id_token"}"#,

@@ -30,7 +30,7 @@ pub use crate::token::introspection::Contract;
 
 use self::cache::RawCache;
 use self::checks::{check_quotable, entries, in_range, namespace_of};
-use self::exchange::RawExchange;
+use self::exchange::{RawExchange, RawExchangeRule};
 use self::phantom::RawPhantom;
 use self::policy::{RawClaimHeader, RawDefaults, RawPolicy};
 use self::proof::{RawDpop, RawMtls};
@@ -109,6 +109,7 @@ struct RawConfig {
     claims_to_headers: Vec<RawClaimHeader>,
     #[serde(default)]
     claims_to_filter_state: Vec<String>,
+    exchange: Option<RawExchangeRule>,
     dpop: Option<RawDpop>,
     mtls: Option<RawMtls>,
     proof: Option<String>,
@@ -225,6 +226,7 @@ impl Config {
                 .policies
                 .list
                 .iter()
+                .chain(std::iter::once(&self.policies.default))
                 .filter(|p| p.exchange.is_some())
                 .map(|p| p.name.as_str())
                 .collect();
@@ -335,6 +337,7 @@ impl RawConfig {
                 accept_jwt: self.accept_jwt,
                 proof: self.proof,
                 claims_to_headers: self.claims_to_headers,
+                exchange: self.exchange,
             },
             self.policies,
             self.claims_to_filter_state,
@@ -343,7 +346,11 @@ impl RawConfig {
         )?;
         if let Some(v) = &verify {
             // An exchanged JWT is verified like any other, for its policy's audience.
-            for rule in policies.list.iter_mut().filter_map(|p| p.exchange.as_mut()) {
+            let all = policies
+                .list
+                .iter_mut()
+                .chain(std::iter::once(&mut policies.default));
+            for rule in all.filter_map(|p| p.exchange.as_mut()) {
                 let mut rules = v.policy.clone();
                 if let Some(audience) = &rule.audience {
                     rules.audiences = vec![audience.clone()];

@@ -210,6 +210,8 @@ pub(super) struct RawDefaults {
     pub accept_jwt: Option<bool>,
     pub proof: Option<String>,
     pub claims_to_headers: Vec<RawClaimHeader>,
+    /// The `default` policy's own (policies do not inherit it).
+    pub exchange: Option<RawExchangeRule>,
 }
 
 pub(super) fn validate(
@@ -288,7 +290,17 @@ pub(super) fn validate(
         accept_jwt: default_accept_jwt,
         proof: default_proof,
         claims_to_headers: default_headers.clone(),
-        exchange: None,
+        exchange: match defaults.exchange {
+            Some(_) if !has_exchange => {
+                return Err(ConfigError::new(
+                    "exchange",
+                    "requires token_exchange (where tokens are exchanged)",
+                ))
+            }
+            // The default policy's index comes after every other's.
+            Some(rule) => Some(rule.validate("exchange", raw.len())?),
+            None => None,
+        },
     };
     let mut list: Vec<Policy> = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {

@@ -2041,4 +2041,49 @@ mod exchange {
         let (_, _, _, subject) = exchange_step(&cfg, &host, "/orders/1", "opaque-4");
         assert_eq!(subject, original, "the resolved JWT is the subject");
     }
+
+    /// What the exchange stage adds to a cache hit when both caches hit, natively: the same
+    /// request on the same token with and without a top-level `exchange`. `cargo test --release
+    /// --lib exchange_hit_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn exchange_hit_cost() {
+        let x = r#", "token_exchange": {"cluster": "ts", "path": "/token", "client_id": "gw",
+            "client_secret": "xs"}"#;
+        let plain = config(x);
+        let exchanging = config(&format!(r#"{x}, "exchange": {{"audience": "a"}}"#));
+        let original = make(r#"{"scope":"read"}"#);
+        let mut best = [f64::MAX; 2];
+        for (i, cfg) in [&plain, &exchanging].into_iter().enumerate() {
+            let host = FakeHost::at(T0);
+            resolve(cfg, &host, "opaque", &original);
+            if let Step::Exchange { key, token, .. } = get(cfg, &host, "/api", "opaque").step {
+                let _ = answer(
+                    cfg,
+                    &host,
+                    cfg.policies.list.len(),
+                    &key,
+                    &token,
+                    issued(&original, None, None),
+                );
+            }
+            for _ in 0..5 {
+                let n = 200_000;
+                let start = std::time::Instant::now();
+                for _ in 0..n {
+                    assert!(matches!(
+                        get(cfg, &host, "/api", "opaque").step,
+                        Step::Done(Verdict::Forward(_))
+                    ));
+                }
+                best[i] = best[i].min(start.elapsed().as_secs_f64() * 1e9 / f64::from(n));
+            }
+        }
+        println!(
+            "exchange_hit_cost plain {:.0} ns exchanging {:.0} ns added {:.0} ns",
+            best[0],
+            best[1],
+            best[1] - best[0]
+        );
+    }
 }
