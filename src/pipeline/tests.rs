@@ -2042,6 +2042,22 @@ mod exchange {
         assert_eq!(subject, original, "the resolved JWT is the subject");
     }
 
+    #[test]
+    fn a_top_level_exchange_serves_the_default_policy_only() {
+        let cfg = config(&X.replace(
+            r#""policies": ["#,
+            r#""exchange": {"audience": "everything-else"}, "policies": ["#,
+        ));
+        let host = FakeHost::at(T0);
+        resolve(&cfg, &host, "opaque-5", &make(r#"{"scope":"read"}"#));
+        let (policy, _, _, _) = exchange_step(&cfg, &host, "/api", "opaque-5");
+        assert_eq!(policy, cfg.policies.list.len(), "the default policy");
+        let rule = cfg.policies.default.exchange.as_ref().unwrap();
+        assert_eq!(rule.audience.as_deref(), Some("everything-else"));
+        let (policy, _, _, _) = exchange_step(&cfg, &host, "/billing/1", "opaque-5");
+        assert_eq!(cfg.policies.get(policy).name, "billing");
+    }
+
     /// What the exchange stage adds to a cache hit when both caches hit, natively: the same
     /// request on the same token with and without a top-level `exchange`. `cargo test --release
     /// --lib exchange_hit_cost -- --ignored --nocapture`.
