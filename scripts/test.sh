@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, clippy (host and wasm), unit tests, the release build,
+# Runs every test: formatting, clippy (host and wasm), unit tests, the release build (checked
+# to be reproducible),
 # Envoy's validation of every config in envoy/, and the end-to-end suite against a real Envoy.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_tools
 ensure_oidc_provider
 ensure_redis_webdis
+ensure_registry
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (host)"
@@ -14,8 +16,10 @@ say "cargo clippy (wasm32-wasip1)"
 cargo clippy --locked --release --target wasm32-wasip1 -- -D warnings
 say "cargo test"
 cargo test --locked
-say "build"
-bash scripts/build.sh
+say "release build (the module, both OCI images, SHA256SUMS)"
+bash scripts/release.sh
+say "reproducible: the same build from a copy of the sources elsewhere"
+bash scripts/reproduce.sh
 say "envoy --mode validate for every config in envoy/ (Envoy: $ENVOY_BIN)"
 for f in envoy/*.yaml; do
   "$ENVOY_BIN" --mode validate -c "$f" --disable-hot-restart --log-level error >/dev/null

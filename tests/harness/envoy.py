@@ -30,7 +30,8 @@ def envoy_bin():
     return out.stdout.strip()
 
 
-def plugin_filter(plugin_config, name="token_filter", stop_iteration=True):
+def plugin_filter(plugin_config, name="token_filter", stop_iteration=True, code=None):
+    """`code`: the VM's `code` (a data source), the built module from disk by default."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.wasm",
@@ -46,7 +47,7 @@ def plugin_filter(plugin_config, name="token_filter", stop_iteration=True):
                 "vm_config": {
                     "vm_id": "token_filter",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(WASM)}},
+                    "code": code or {"local": {"filename": str(WASM)}},
                 },
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
             },
@@ -114,8 +115,8 @@ def closed_port():
 class Envoy:
     """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string),
     to a pair (plugin configuration, routes) for routes other than everything to `api`, or to a
-    dict with `plugin`, and optionally `routes`, `hcm`, `transport_socket` and the filters to
-    place `before` and `after` the token filter. `clusters` maps a name to a port, or to a
+    dict with `plugin`, and optionally `routes`, `hcm`, `transport_socket`, `code` (the VM's
+    code data source) and the filters to place `before` and `after` the token filter. `clusters` maps a name to a port, or to a
     pair (port, "h2") for an HTTP/2 upstream."""
 
     def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True,
@@ -128,7 +129,7 @@ class Envoy:
                 spec = {"plugin": spec[0], "routes": spec[1]}
             elif not (isinstance(spec, dict) and "plugin" in spec):
                 spec = {"plugin": spec}
-            ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration)
+            ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration, code=spec.get("code"))
             filters = list(spec.get("before", [])) + [ours] + list(spec.get("after", []))
             return listener(name, filters, spec.get("routes", (("/", "api"),)), spec.get("hcm"),
                             spec.get("transport_socket"))

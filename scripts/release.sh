@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the release into dist/:
+#   envoy_token_filter.wasm   the module (reproducible: see scripts/build.sh)
+#   oci-artifact/             an OCI image layout, Istio's "oci" variant (two layers: runtime
+#                             config and the raw module)
+#   oci-compat/               an OCI image layout, the "compat" variant (one tar+gzip layer with
+#                             plugin.wasm), which any registry and tool accepts
+#   SHA256SUMS                the module's SHA-256, and each image's manifest digest (what an
+#                             Istio WasmPlugin's `sha256` must be for an oci:// url)
+# Push an image with skopeo, for example:
+#   skopeo copy oci:dist/oci-compat:VERSION docker://registry.example.com/envoy-token-filter:VERSION
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+ensure_tools
+bash scripts/build.sh >/dev/null
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+rm -rf dist/oci-artifact dist/oci-compat
+"$VENV/bin/python" release/oci.py "$WASM" dist "$VERSION" >/dev/null
+(
+  cd dist
+  sha256sum envoy_token_filter.wasm
+  for image in oci-artifact oci-compat; do
+    manifest="$(sed -n 's/.*"digest":"sha256:\([0-9a-f]*\)".*/\1/p' "$image/index.json")"
+    echo "$manifest  $image/blobs/sha256/$manifest"
+  done
+) > dist/SHA256SUMS
+(cd dist && sha256sum --quiet -c SHA256SUMS)
+say "release $VERSION in dist/ (SHA256SUMS: the module, then each image's manifest)"
+cat dist/SHA256SUMS
