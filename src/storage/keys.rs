@@ -192,6 +192,34 @@ pub fn on_tick(src: &JwksSource, policy: &Policy, host: &dyn Host, state: &KeySt
     action
 }
 
+/// Where the first fetch of a key set stands, for every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstFetch {
+    /// Not made yet, or in flight: requests that need keys may wait for it.
+    Pending,
+    /// Made, and it failed (no set was ever fetched): requests that need keys are refused.
+    Failed,
+    /// A set was fetched.
+    Done,
+}
+
+/// Where the first fetch stands: read from the lease every worker shares.
+pub fn first_fetch(src: &JwksSource, host: &dyn Host) -> FirstFetch {
+    let lease = host
+        .shared_get(&lease_key(src))
+        .as_deref()
+        .and_then(Lease::decode)
+        .unwrap_or_default();
+    if lease.generation > 0 {
+        FirstFetch::Done
+    } else if lease.last_start_ms > 0 && host.now_ms() >= lease.lease_until_ms {
+        // Started, and its lease released (an answer that was no key set) or run out.
+        FirstFetch::Failed
+    } else {
+        FirstFetch::Pending
+    }
+}
+
 /// Loads the shared set when its generation differs from this worker's.
 fn sync(src: &JwksSource, policy: &Policy, host: &dyn Host, state: &KeyState, generation: u64) {
     if generation == 0 || generation == state.generation.get() {
@@ -375,5 +403,22 @@ mod tests {
         });
         let won_a = on_tick(&s, &p, &host, &a) == TickAction::Fetch;
         assert!(won_b.get() && !won_a);
+    }
+
+    #[test]
+    fn the_first_fetch_pending_failed_done() {
+        let (src, policy, host) = (src(), p(), FakeHost::at(T0));
+        let state = KeyState::default();
+        initialize(&src, &host);
+        assert_eq!(first_fetch(&src, &host), FirstFetch::Pending);
+        assert_eq!(on_tick(&src, &policy, &host, &state), TickAction::Fetch);
+        assert_eq!(first_fetch(&src, &host), FirstFetch::Pending, "in flight");
+        assert!(on_fetched(&src, &policy, &host, &state, None).is_err());
+        assert_eq!(first_fetch(&src, &host), FirstFetch::Failed);
+        host.now.set(T0 + 60_000);
+        assert_eq!(on_tick(&src, &policy, &host, &state), TickAction::Fetch);
+        let doc = jwks(&keys());
+        assert!(on_fetched(&src, &policy, &host, &state, Some(doc.as_bytes())).is_ok());
+        assert_eq!(first_fetch(&src, &host), FirstFetch::Done);
     }
 }

@@ -8,6 +8,7 @@ pub mod held;
 pub mod inflight;
 pub mod keys;
 pub mod local;
+pub mod parked;
 pub mod phantom_cache;
 pub mod record;
 pub mod remote;

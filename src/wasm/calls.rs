@@ -17,6 +17,7 @@ use crate::pipeline::{self, Introspected};
 use crate::reply::Denial;
 use crate::storage::inflight::{CallKind, Completed, Join, Waiter};
 use crate::storage::keys::{self, JwksSource};
+use crate::storage::parked::Item;
 use crate::storage::remote;
 use crate::token::exchange;
 use crate::token::introspection::{self, CallFailure, Response, MAX_RESPONSE_BYTES};
@@ -250,7 +251,19 @@ impl Plugin {
             },
             contract.unwrap_or(&Contract::Jwt),
         );
-        let answer = pipeline::on_introspection(&self.cfg, &self.worker, self, &hash, outcome);
+        let answer =
+            pipeline::on_introspection(&self.cfg, &self.worker, self, &hash, outcome.clone());
+        if answer == Err(Denial::KeysUnavailable)
+            && self.park(Item::Introspection {
+                hash,
+                token: done.token.clone(),
+                waiters: waiters.clone(),
+                outcome,
+            })
+        {
+            // Warm-up: judged again once the first key set is in.
+            return;
+        }
         let level = match answer {
             Err(Denial::TokenService(_)) => LogLevel::Warn,
             _ => LogLevel::Debug,
@@ -298,11 +311,27 @@ impl Plugin {
             synthesized,
         });
         let answer = match self.cfg.policies.get(policy).exchange.as_ref() {
-            Some(rule) => {
-                pipeline::on_exchange(&self.cfg, rule, &self.worker, self, &done.key, outcome)
-            }
+            Some(rule) => pipeline::on_exchange(
+                &self.cfg,
+                rule,
+                &self.worker,
+                self,
+                &done.key,
+                outcome.clone(),
+            ),
             None => Err(Denial::ExchangeFailed(CallFailure::Malformed)),
         };
+        if answer == Err(Denial::KeysUnavailable)
+            && self.park(Item::Exchange {
+                key: done.key,
+                token: *token,
+                policy,
+                waiters: done.waiters.clone(),
+                outcome,
+            })
+        {
+            return;
+        }
         let failed = matches!(answer, Err(Denial::ExchangeFailed(_)));
         if failed || self.debug_logs.get() {
             log(

@@ -98,3 +98,55 @@ pub(crate) fn set_filter_state(name: &str, value: &[u8]) -> bool {
         unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
     status == 0
 }
+
+/// The property path of the policy a route's metadata names: `filter_metadata`, namespace
+/// `token_filter`, key `policy` (the top-level `route_metadata` attribute is gone since 1.33).
+const ROUTE_POLICY: [&str; 5] = [
+    "xds",
+    "route_metadata",
+    "filter_metadata",
+    "token_filter",
+    "policy",
+];
+
+/// What the pipeline reads of the current request: its headers (one read of the whole map:
+/// each header read separately costs as much), and what the proxy says of its route and
+/// connection, read only when the configuration needs it.
+pub(crate) struct RequestParts {
+    pub headers: crate::header_map::HeaderMap,
+    pub route_name: Option<String>,
+    pub route_policy: Option<String>,
+    pub client_cert: Option<String>,
+}
+
+impl RequestParts {
+    pub(crate) fn read(cfg: &crate::config::Config) -> Self {
+        let policies = &cfg.policies;
+        Self {
+            headers: read(MapType::HttpRequestHeaders),
+            route_name: policies
+                .by_route_name
+                .then(|| property(&["xds", "route_name"]))
+                .flatten(),
+            route_policy: (!policies.is_empty())
+                .then(|| property(&ROUTE_POLICY))
+                .flatten(),
+            // The client certificate's digest, only where a bound token may need it.
+            client_cert: cfg
+                .mtls
+                .as_ref()
+                .filter(|m| !m.forwarded_client_cert)
+                .and_then(|_| property(&["connection", "sha256_peer_certificate_digest"])),
+        }
+    }
+
+    pub(crate) fn request(&self, end_of_stream: bool) -> crate::pipeline::Request<'_> {
+        crate::pipeline::Request {
+            headers: &self.headers,
+            end_of_stream,
+            route_name: self.route_name.as_deref(),
+            route_policy: self.route_policy.as_deref(),
+            client_cert_sha256: self.client_cert.as_deref(),
+        }
+    }
+}

@@ -14,6 +14,7 @@ use crate::metrics::Counter;
 use crate::pipeline::Worker;
 use crate::storage::held::Held;
 use crate::storage::inflight::InFlight;
+use crate::storage::parked::Parked;
 
 pub fn log(level: LogLevel, message: &str) {
     // Nothing sensible to do if logging itself fails.
@@ -95,6 +96,8 @@ pub struct Plugin {
     pub worker: Worker,
     pub metrics: Metrics,
     pub inflight: RefCell<InFlight>,
+    /// What waits for the first key set (warm-up).
+    pub parked: RefCell<Parked>,
     /// Requests held for a body (publish requests, token responses), with deadlines.
     pub held: RefCell<Held>,
     /// Whether Envoy logs the filter at debug level (read on every timer tick): debug lines

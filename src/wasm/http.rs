@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use crate::hash::TokenHash;
 use crate::header_map::HeaderMap;
 use crate::host::Host as _;
-use crate::pipeline::{self, RemoteAnswer, Request, Step, TokenResponse, Verdict};
+use crate::pipeline::{self, RemoteAnswer, Step, TokenResponse, Verdict};
 use crate::reply::{Denial, SplitReply};
 use crate::storage::held::Kind;
 use crate::storage::inflight::Waiter;
@@ -18,18 +18,8 @@ use crate::storage::remote::{self, Got};
 use crate::token::bearer::Presented;
 use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
-use super::headers::{self, read_body};
+use super::headers::{self, read_body, RequestParts};
 use super::host::{log, Plugin};
-
-/// The property path of the policy a route's metadata names: `filter_metadata`, namespace
-/// `token_filter`, key `policy` (the top-level `route_metadata` attribute is gone since 1.33).
-const ROUTE_POLICY: [&str; 5] = [
-    "xds",
-    "route_metadata",
-    "filter_metadata",
-    "token_filter",
-    "policy",
-];
 
 /// What a verdict reached after a call needs of the request: `HEAD` (replies without a body),
 /// the policy it is judged under, what it presented.
@@ -55,6 +45,9 @@ enum State {
     /// Paused, waiting for the introspection or the exchange of its token (its own call or
     /// another's; see `InFlight::is_waiting`).
     Waiting,
+    /// Paused until the first key set is in (warm-up; see `storage::parked`), then decided
+    /// again by the plugin, which may make it wait for a call as well.
+    WaitingKeys,
     /// A publish API request, authenticated, its body being buffered.
     Publishing { method: String, body_size: usize },
     /// A token endpoint request, forwarded; its response will be examined.
@@ -531,13 +524,10 @@ impl Http {
         if matches!(self.state, State::RemoteLookup { .. }) {
             return Action::Pause;
         }
-        if !matches!(self.state, State::Waiting) {
+        if !matches!(self.state, State::Waiting | State::WaitingKeys) {
             return Action::Continue;
         }
-        let still_waiting = self
-            .shared
-            .as_ref()
-            .is_some_and(|s| s.inflight.try_borrow().is_ok_and(|f| f.is_waiting(self.id)));
+        let still_waiting = self.shared.as_ref().is_some_and(|s| s.holds(self.id));
         if still_waiting {
             Action::Pause
         } else {
@@ -570,31 +560,10 @@ impl HttpContext for Http {
             let _ = hostcalls::send_http_response(500, vec![], None);
             return Action::Pause;
         };
-        // One read of the whole map: each header read separately costs as much.
-        let headers = headers::read(MapType::HttpRequestHeaders);
+        let parts = RequestParts::read(&shared.cfg);
+        let (headers, route_policy) = (&parts.headers, &parts.route_policy);
         let policies = &shared.cfg.policies;
-        // What the proxy says of the route, read only when a policy needs it.
-        let route_name = policies
-            .by_route_name
-            .then(|| headers::property(&["xds", "route_name"]))
-            .flatten();
-        let route_policy = (!policies.is_empty())
-            .then(|| headers::property(&ROUTE_POLICY))
-            .flatten();
-        // The client certificate's digest, read only where a bound token may need it.
-        let client_cert = shared
-            .cfg
-            .mtls
-            .as_ref()
-            .filter(|m| !m.forwarded_client_cert)
-            .and_then(|_| headers::property(&["connection", "sha256_peer_certificate_digest"]));
-        let request = Request {
-            headers: &headers,
-            end_of_stream,
-            route_name: route_name.as_deref(),
-            route_policy: route_policy.as_deref(),
-            client_cert_sha256: client_cert.as_deref(),
-        };
+        let request = parts.request(end_of_stream);
         let decision = pipeline::on_request(&shared.cfg, &shared.worker, shared.as_ref(), &request);
         let policy = decision.policy;
         if decision.step == Step::Done(Verdict::Reject(Denial::UnknownPolicy)) {
@@ -610,6 +579,18 @@ impl HttpContext for Http {
         }
         // The method is only read when a reply may be needed (no body for HEAD).
         let head = || headers.get(":method").as_deref() == Some("HEAD");
+        if decision.step == Step::Done(Verdict::Reject(Denial::KeysUnavailable))
+            && shared.wait_for_keys(Waiter {
+                context_id: self.id,
+                head: head(),
+                policy,
+                presented: decision.presented.clone(),
+            })
+        {
+            // Warm-up: decided again once the first key set is in (or refused when it fails).
+            self.state = State::WaitingKeys;
+            return Action::Pause;
+        }
         let judged = |presented| Judged {
             head: head(),
             policy,
@@ -640,7 +621,7 @@ impl HttpContext for Http {
             Step::Remote { hash, token, key } => {
                 self.remote_lookup(&shared, hash, token, &key, judged(decision.presented))
             }
-            Step::Publish => self.start_publish(&shared, &headers, end_of_stream),
+            Step::Publish => self.start_publish(&shared, headers, end_of_stream),
             Step::TokenRequest => {
                 // A token request authenticates the client to the token service; it carries
                 // no access token. Forwarded, asking for an uncompressed answer: a compressed
@@ -754,10 +735,8 @@ impl Drop for Http {
         {
             self.release(shared);
         }
-        if let (State::Waiting, Some(shared)) = (&self.state, &self.shared) {
-            if let Ok(mut inflight) = shared.inflight.try_borrow_mut() {
-                inflight.leave(self.id);
-            }
+        if let (State::Waiting | State::WaitingKeys, Some(shared)) = (&self.state, &self.shared) {
+            shared.leave(self.id);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `apply`: verdicts and local replies applied to requests.
 //! - `root`: the root context (configuration, timer).
 //! - `http`: the HTTP context: one request's state and its callbacks, nothing else.
+//! - `warmup`: what waits for the first key set, decided again once it is in.
 
 mod apply;
 mod calls;
@@ -15,6 +16,7 @@ mod headers;
 mod host;
 mod http;
 mod root;
+mod warmup;
 
 use proxy_wasm::types::LogLevel;
 

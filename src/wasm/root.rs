@@ -16,6 +16,7 @@ use crate::storage::dpop::ReplayStore;
 use crate::storage::held::Held;
 use crate::storage::inflight::InFlight;
 use crate::storage::keys::{self, KeyState};
+use crate::storage::parked::Parked;
 use crate::storage::split_store::Store;
 
 use super::host::{log, MetricError, Metrics, Plugin};
@@ -23,7 +24,9 @@ use super::http::Http;
 
 /// How often the root looks for introspections orphaned by a client reset, and for held
 /// requests past their deadline.
-const TICK: Duration = Duration::from_millis(200);
+pub(crate) const TICK: Duration = Duration::from_millis(200);
+/// The first tick, soon after the configuration loads.
+const FIRST_TICK: Duration = Duration::from_millis(10);
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub struct Root {
     plugin: Option<Rc<Plugin>>,
     /// The JWKS fetch this root started, if one is in flight.
     jwks_call: Option<u32>,
+    /// Whether the first (early) tick came.
+    ticked: bool,
 }
 
 impl Root {
@@ -49,6 +54,7 @@ impl Root {
             context_id,
             plugin: None,
             jwks_call: None,
+            ticked: false,
         }
     }
 
@@ -77,6 +83,7 @@ impl Root {
             },
             metrics,
             inflight: RefCell::new(InFlight::default()),
+            parked: RefCell::new(Parked::default()),
             held: RefCell::new(Held::default()),
             debug_logs: Cell::new(true),
             unknown_policies: RefCell::new(Vec::new()),
@@ -125,6 +132,8 @@ impl Context for Root {
         if self.jwks_call == Some(call) {
             self.jwks_call = None;
             plugin.on_jwks_response(self.context_id, num_headers, body_size);
+            // What waited for the keys goes on at once (or is refused if the fetch failed).
+            plugin.unpark(self.context_id);
         } else {
             plugin.on_call_response(self.context_id, call, num_headers, body_size);
         }
@@ -136,10 +145,13 @@ impl RootContext for Root {
         match self.configure() {
             Ok(plugin) => {
                 plugin.refresh_log_level();
-                self.plugin = Some(plugin);
-                if let Err(s) = hostcalls::set_tick_period(TICK) {
+                // The first tick comes soon: it starts the first key set fetch, which requests
+                // that need keys wait for (warm-up). (A call made from `on_configure` itself
+                // may never be answered: clusters are not ready yet.)
+                if let Err(s) = hostcalls::set_tick_period(FIRST_TICK) {
                     log(LogLevel::Warn, &format!("cannot set tick period: {s:?}"));
                 }
+                self.plugin = Some(plugin);
                 true
             }
             Err(e) => {
@@ -154,11 +166,18 @@ impl RootContext for Root {
         let Some(plugin) = self.plugin.clone() else {
             return;
         };
+        if !self.ticked {
+            self.ticked = true;
+            if let Err(s) = hostcalls::set_tick_period(TICK) {
+                log(LogLevel::Warn, &format!("cannot set tick period: {s:?}"));
+            }
+        }
         plugin.metrics.flush();
         plugin.refresh_log_level();
         if self.jwks_call.is_none() {
             self.jwks_call = plugin.jwks_tick(self.context_id);
         }
+        plugin.unpark(self.context_id);
         plugin.expire_held();
         let orphans = plugin.inflight.borrow().orphans();
         for (hash, token, kind) in orphans {

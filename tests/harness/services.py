@@ -193,6 +193,7 @@ class TokenService(_Service):
         self.signer = signer
         self.jwks = {"keys": [signer.jwk()]} if signer else {"keys": []}
         self.jwks_status = 200
+        self.jwks_delay = 0.0  # seconds before the JWKS is answered
         self.jwks_calls = 0
         self.scripted = {}
         # token -> (status, content type or None, body bytes, extra headers): any answer at all.
@@ -243,7 +244,8 @@ class TokenService(_Service):
     def jwks_endpoint(self, h):
         with self.lock:
             self.jwks_calls += 1
-            status, doc = self.jwks_status, self.jwks
+            status, doc, delay = self.jwks_status, self.jwks, self.jwks_delay
+        time.sleep(delay)
         body = json.dumps(doc).encode() if status == 200 else b"unavailable"
         if self.verbose:
             print(f"[token service] JWKS requested: {status}", flush=True)
