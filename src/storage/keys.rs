@@ -220,6 +220,17 @@ pub fn first_fetch(src: &JwksSource, host: &dyn Host) -> FirstFetch {
     }
 }
 
+/// Loads the set another configuration or worker already fetched, if any: a reloaded filter
+/// (a new configuration in the same VM, whose shared data stays) starts with its keys.
+pub fn load_shared(src: &JwksSource, policy: &Policy, host: &dyn Host, state: &KeyState) {
+    let generation = host
+        .shared_get(&lease_key(src))
+        .as_deref()
+        .and_then(Lease::decode)
+        .map_or(0, |l| l.generation);
+    sync(src, policy, host, state, generation);
+}
+
 /// Loads the shared set when its generation differs from this worker's.
 fn sync(src: &JwksSource, policy: &Policy, host: &dyn Host, state: &KeyState, generation: u64) {
     if generation == 0 || generation == state.generation.get() {

@@ -88,8 +88,9 @@ impl Root {
             debug_logs: Cell::new(true),
             unknown_policies: RefCell::new(Vec::new()),
         });
-        if let Some(src) = plugin.jwks_source() {
+        if let (Some(src), Some(verify)) = (plugin.jwks_source(), plugin.cfg.verify.as_ref()) {
             keys::initialize(src, plugin.as_ref());
+            keys::load_shared(src, &verify.policy, plugin.as_ref(), &plugin.worker.keys);
         }
         if let Some(split) = &plugin.cfg.split {
             // Before any request: creates the store's slots so every write can be a

@@ -19,10 +19,11 @@ use super::root::TICK;
 
 impl Plugin {
     /// Whether what needs keys may wait for them: a key set is fetched (`verify.jwks`), none
-    /// is loaded yet, and no fetch has failed yet.
+    /// is loaded here yet, and no fetch has failed yet (or one succeeded, and this worker
+    /// loads it on its next tick).
     fn keys_pending(&self) -> bool {
         self.jwks_source().is_some_and(|src| {
-            self.worker.keys.keys().is_none() && keys::first_fetch(src, self) == FirstFetch::Pending
+            self.worker.keys.keys().is_none() && keys::first_fetch(src, self) != FirstFetch::Failed
         })
     }
 
