@@ -45,7 +45,11 @@ impl HeaderMap {
     /// [`Self::get`].
     pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
         Some(match get(&self.0, name)? {
-            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+            // Valid UTF-8 (nearly always) is checked with the fast validator and borrowed.
+            Cow::Borrowed(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(bytes),
+            },
             Cow::Owned(bytes) => Cow::Owned(match String::from_utf8(bytes) {
                 Ok(text) => text,
                 Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),

@@ -20,6 +20,17 @@ pub trait Host {
         self.count_by(counter, 1);
     }
     fn count_by(&self, counter: Counter, n: u64);
+
+    /// The split store's epoch: a number every worker of the process reads at once, moved
+    /// after every revocation and every re-publication of a stored signature. A worker keeps
+    /// its own copy of recent split hits only while the epoch has not moved. `None` when it
+    /// cannot be read: then no copy is trusted and every hit reads its slot.
+    fn split_epoch(&self) -> Option<u64> {
+        None
+    }
+
+    /// Moves the split store's epoch: called after the store's slot was written.
+    fn bump_split_epoch(&self) {}
 }
 
 /// A compare-and-swap write lost: the value changed since it was read.

@@ -21,6 +21,8 @@ pub struct FakeHost {
     writes: Cell<usize>,
     interfere: RefCell<Option<Interference>>,
     counts: RefCell<HashMap<Counter, u32>>,
+    /// The split store's epoch (Envoy: a gauge); `None` makes it unreadable.
+    pub split_epoch: Cell<Option<u64>>,
     /// The worker state the pipeline is handed beside this host.
     pub worker: Worker,
 }
@@ -65,12 +67,21 @@ impl Host for FakeHost {
         *self.counts.borrow_mut().entry(counter).or_default() +=
             u32::try_from(n).unwrap_or(u32::MAX);
     }
+    fn split_epoch(&self) -> Option<u64> {
+        self.split_epoch.get()
+    }
+    fn bump_split_epoch(&self) {
+        if let Some(e) = self.split_epoch.get() {
+            self.split_epoch.set(Some(e + 1));
+        }
+    }
 }
 
 impl FakeHost {
     pub fn at(now: u64) -> Self {
         let h = Self::default();
         h.now.set(now);
+        h.split_epoch.set(Some(0));
         h
     }
     pub fn count_of(&self, c: Counter) -> u32 {

@@ -6,7 +6,7 @@
 //! Anything else (an opaque token, a split signature) goes on to the other stages.
 
 use crate::config::Config;
-use crate::hash::TokenHash;
+use crate::hash::TokenKeys;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
@@ -23,17 +23,18 @@ pub fn lookup(
     caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
-    token: &str,
-    hash: &TokenHash,
+    keys: &TokenKeys<'_>,
 ) -> Option<Verdict> {
+    let token = keys.token;
     if !caller.policy.accept_jwt || jwt::segments(token).is_err() {
         return None;
     }
     let now = host.now_ms();
-    if let Some(known) = worker.local_jwt.get(hash, now) {
+    if let Some(known) = worker.local_jwt.get(&keys.fast, now) {
         host.count(Counter::JwtCacheHit);
         return Some(authorize(cfg, caller, &known));
     }
+    let hash = keys.sha256();
     let key = phantom_cache::slot_key(&cfg.cache.jwt_namespace, hash, cfg.cache.max_entries);
     let value = host.shared_get(&key);
     match value
@@ -49,7 +50,7 @@ pub fn lookup(
             let token = resolved(cfg, jwt, scope);
             let verdict = authorize(cfg, caller, &token);
             if matches!(verdict, Verdict::Forward(_)) {
-                worker.local_jwt.put(hash, expires_at_ms, token);
+                worker.local_jwt.put(&keys.fast, expires_at_ms, token);
             }
             return Some(verdict);
         }
@@ -82,7 +83,7 @@ pub fn lookup(
                     &phantom_cache::encode_active(hash, until, &claims.scope, token),
                 );
                 if matches!(verdict, Verdict::Forward(_)) {
-                    worker.local_jwt.put(hash, until, token_ref);
+                    worker.local_jwt.put(&keys.fast, until, token_ref);
                 }
             }
             Some(verdict)

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use crate::config::{Config, ExchangeRule};
-use crate::hash::TokenHash;
+use crate::hash::{TokenHash, TokenKeys};
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
@@ -21,12 +21,8 @@ use super::authorize::resolved;
 use super::verify::refused;
 use super::{Caller, Step, Verdict, Worker};
 
-/// The token a request came with: the hash every cache keys it by, and the token as sent.
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    pub hash: &'a TokenHash,
-    pub token: &'a str,
-}
+/// The token a request came with, as sent, and its keys.
+pub type Incoming<'a> = &'a TokenKeys<'a>;
 
 /// A token the token service made for a policy's API, and until when it may be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +49,12 @@ pub fn stage(
     let now = host.now_ms();
     if let Some(token) = worker
         .local_exchange
-        .get(&(*incoming.hash, rule.index), now)
+        .get(&(*incoming.sha256(), rule.index), now)
     {
         host.count(Counter::ExchangeHit);
         return Step::Done(Verdict::Forward(token));
     }
-    let key = exchange_cache::key_of(incoming.hash, rule.index);
+    let key = exchange_cache::key_of(incoming.sha256(), rule.index);
     let slot = exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries);
     let value = host.shared_get(&slot);
     match value
@@ -72,9 +68,11 @@ pub fn stage(
         }) => {
             host.count(Counter::ExchangeHit);
             let token = resolved(cfg, jwt, scope);
-            worker
-                .local_exchange
-                .put(&(*incoming.hash, rule.index), expires_at_ms, token.clone());
+            worker.local_exchange.put(
+                &(*incoming.sha256(), rule.index),
+                expires_at_ms,
+                token.clone(),
+            );
             Step::Done(Verdict::Forward(token))
         }
         Some(Cached::Refused(refusal)) => {
@@ -93,7 +91,7 @@ pub fn stage(
             };
             Step::Exchange {
                 key,
-                token: *incoming.hash,
+                token: *incoming.sha256(),
                 subject,
             }
         }

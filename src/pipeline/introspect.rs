@@ -125,7 +125,7 @@ pub fn after_introspection(
         Ok(found) => {
             let verdict = authorize(cfg, caller, &found.token);
             if let (Verdict::Forward(_), Some(until)) = (&verdict, found.cache_until) {
-                worker.local.put(incoming.hash, until, found.token.clone());
+                worker.local.put(&incoming.fast, until, found.token.clone());
             }
             verdict
         }

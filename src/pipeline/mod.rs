@@ -17,10 +17,11 @@
 //!   ▼ proof.rs          present: the DPoP proof (RFC 9449 checks, replay) and the client
 //!   │                   certificate ──► Presented | Reject(InvalidDpopProof, UseDpopNonce, ...)
 //!   ▼ accept_jwt.rs     a JWS on an `accept_jwt` route: verified once, forwarded as it is
-//!   ▼ split_lookup.rs   split store by SHA-256(signature) ──► hit: verify.rs, authorize.rs
+//!   ▼ split_lookup.rs   this worker's copy while the store's epoch holds ──► authorize.rs;
+//!   │                   split store by SHA-256(signature) ──► hit: verify.rs, authorize.rs
 //!   │                   revoked ──► Reject(InvalidToken); a local miss with split.remote ──►
 //!   │                   Step::Remote (answer: on_remote_get); a miss ──► fallback or 401
-//!   ▼ phantom_cache.rs  per-worker copy, then the shared slot ──► hit: authorize.rs
+//!   ▼ phantom_cache.rs  per-worker copy (keyed hash), then the shared slot ──► authorize.rs
 //!   ▼ introspect.rs     Step::Introspect; its answer (on_introspection): verify.rs (a JWT) or
 //!   │                   mint (claims, RFC 9701 after verify.rs), cache; then, for each request
 //!   │                   waiting, authorize.rs under its own policy (after_introspection)
@@ -53,7 +54,7 @@ mod tests;
 use std::rc::Rc;
 
 use crate::config::{Config, Policy};
-use crate::hash::{self, TokenHash};
+use crate::hash::{FastKey, Keyed, TokenHash, TokenKeys};
 use crate::header_map::HeaderMap;
 use crate::host::Host;
 use crate::reply::Denial;
@@ -79,15 +80,20 @@ pub use crate::token::bearer::Presented;
 /// cache hits. Nothing in it is shared with other workers; shared state is behind [`Host`].
 #[derive(Default)]
 pub struct Worker {
+    /// The key of this worker's copies of recent tokens (`local`, `local_jwt`).
+    pub keyed: Keyed,
     pub keys: KeyState,
     pub verified: Verified,
-    /// Recent phantom cache hits.
-    pub local: LocalCache,
+    /// Recent phantom cache hits, by the token's keyed hash.
+    pub local: LocalCache<FastKey>,
     /// Recent JWTs accepted as they are (`accept_jwt`): kept apart, so that a route that
     /// introspects never serves what a JWT route accepted.
-    pub local_jwt: LocalCache,
+    pub local_jwt: LocalCache<FastKey>,
     /// Recent tokens made by token exchange, by the client's token and the policy.
     pub local_exchange: LocalCache<(TokenHash, u16)>,
+    /// Recent split store hits, by the token's keyed hash, made under epoch `split_epoch`.
+    pub split_local: LocalCache<FastKey>,
+    pub split_epoch: std::cell::Cell<Option<u64>>,
 }
 
 /// The final word on a request.
@@ -221,14 +227,12 @@ fn authenticate(
         policy: rules,
         presented: &presented,
     };
-    // One hash serves every flow: the split store key is the SHA-256 of the signature, the
-    // phantom cache key the SHA-256 of the opaque token, the JWT cache key that of the JWT.
-    let hash = hash::token_hash(token);
-    let step = match lookup(cfg, &caller, worker, host, token, &hash) {
-        Step::Done(verdict) => {
-            let incoming = Incoming { hash: &hash, token };
-            exchange::stage(cfg, &caller, worker, host, incoming, verdict)
-        }
+    // This worker's copies are keyed by the token's keyed hash; one SHA-256, made only when a
+    // stage needs it, serves every shared key: the split store's (of the signature), the
+    // phantom cache's (of the opaque token), the JWT cache's (of the JWT).
+    let keys = TokenKeys::new(&worker.keyed, token);
+    let step = match lookup(cfg, &caller, worker, host, &keys) {
+        Step::Done(verdict) => exchange::stage(cfg, &caller, worker, host, &keys, verdict),
         other => other,
     };
     (presented, step)
@@ -241,26 +245,25 @@ fn lookup(
     caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
-    token: &str,
-    hash: &TokenHash,
+    keys: &TokenKeys<'_>,
 ) -> Step {
-    let hash = *hash;
-    if let Some(verdict) = accept_jwt::lookup(cfg, caller, worker, host, token, &hash) {
+    let token = keys.token;
+    if let Some(verdict) = accept_jwt::lookup(cfg, caller, worker, host, keys) {
         return Step::Done(verdict);
     }
     if let Some(split) = &cfg.split {
-        if let Some(step) = split_lookup::lookup(cfg, caller, split, worker, host, token, &hash) {
+        if let Some(step) = split_lookup::lookup(cfg, caller, split, worker, host, keys) {
             return step;
         }
     }
     if cfg.phantom.is_none() {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     }
-    if let Some(verdict) = phantom_cache::lookup(cfg, caller, worker, host, &hash) {
+    if let Some(verdict) = phantom_cache::lookup(cfg, caller, worker, host, keys) {
         return Step::Done(verdict);
     }
     Step::Introspect {
-        hash,
+        hash: *keys.sha256(),
         token: token.to_owned(),
     }
 }

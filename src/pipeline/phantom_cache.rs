@@ -2,7 +2,7 @@
 //! then the token's shared-data slot (every worker's introspections).
 
 use crate::config::Config;
-use crate::hash::TokenHash;
+use crate::hash::TokenKeys;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
@@ -17,13 +17,14 @@ pub fn lookup(
     caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
-    hash: &TokenHash,
+    keys: &TokenKeys<'_>,
 ) -> Option<Verdict> {
     let now = host.now_ms();
-    if let Some(known) = worker.local.get(hash, now) {
+    if let Some(known) = worker.local.get(&keys.fast, now) {
         host.count(Counter::CacheHit);
         return Some(authorize(cfg, caller, &known));
     }
+    let hash = keys.sha256();
     let key = phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
     let value = host.shared_get(&key);
     match value
@@ -39,7 +40,7 @@ pub fn lookup(
             let token = resolved(cfg, jwt, scope);
             let verdict = authorize(cfg, caller, &token);
             if matches!(verdict, Verdict::Forward(_)) {
-                worker.local.put(hash, expires_at_ms, token);
+                worker.local.put(&keys.fast, expires_at_ms, token);
             }
             Some(verdict)
         }

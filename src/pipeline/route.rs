@@ -47,7 +47,7 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// The stage: `None` for a protected request, which goes on to the token stages.
 pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
     let headers = request.headers;
-    let path = headers.get(":path").unwrap_or_default();
+    let path = headers.text(":path").unwrap_or_default();
     if has_routes(cfg) {
         match route(cfg, &path) {
             Route::Protected => {}
@@ -60,7 +60,7 @@ pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
     if bearer::uri_carries_access_token(&path) {
         return Some(Step::Done(Verdict::Reject(Denial::MalformedCredentials)));
     }
-    let method = headers.get(":method").unwrap_or_default();
+    let method = headers.text(":method").unwrap_or_default();
     if method != "OPTIONS" {
         return None;
     }

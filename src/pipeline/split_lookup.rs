@@ -1,8 +1,13 @@
 //! Stage: the split token store. The presented token is a JWS signature; `header.payload`
 //! waits in the store under its SHA-256 (level 1: shared data; level 2: `split.remote`).
+//!
+//! Before the store, this worker's copy of recent hits, by the token's keyed hash: trusted
+//! only while the store's epoch ([`Host::split_epoch`], one number every worker reads at once)
+//! has not moved since the copy was made. Every revocation and re-publication moves it, after
+//! writing the slot, so a revoked token is refused by every worker from the next request on.
 
 use crate::config::{Config, SplitConfig};
-use crate::hash::TokenHash;
+use crate::hash::{TokenHash, TokenKeys};
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
@@ -12,7 +17,7 @@ use crate::token::jwt;
 use crate::token::split::{self, Entry};
 
 use super::authorize::{authorize, resolved_bearer};
-use super::exchange::{self, Incoming};
+use super::exchange;
 use super::verify::check_jwt;
 use super::{Caller, Step, Verdict, Worker};
 
@@ -23,10 +28,13 @@ pub fn lookup(
     split: &SplitConfig,
     worker: &Worker,
     host: &dyn Host,
-    token: &str,
-    hash: &TokenHash,
+    keys: &TokenKeys<'_>,
 ) -> Option<Step> {
-    if let Some(verdict) = local_lookup(cfg, caller, split, worker, host, token, hash) {
+    if let Some(verdict) = worker_copy(caller, cfg, worker, host, keys) {
+        return Some(Step::Done(verdict));
+    }
+    let (token, hash) = (keys.token, keys.sha256());
+    if let Some(verdict) = local_lookup(cfg, caller, split, worker, host, keys) {
         return Some(Step::Done(verdict));
     }
     // Only a base64url string can be a JWS signature, in any store.
@@ -44,6 +52,26 @@ pub fn lookup(
     }
 }
 
+/// This worker's copy of a recent hit, when the store's epoch has not moved since it was made
+/// (a moved epoch empties the copy first).
+fn worker_copy(
+    caller: &Caller<'_>,
+    cfg: &Config,
+    worker: &Worker,
+    host: &dyn Host,
+    keys: &TokenKeys<'_>,
+) -> Option<Verdict> {
+    let epoch = host.split_epoch()?;
+    if worker.split_epoch.get() != Some(epoch) {
+        worker.split_local.clear();
+        worker.split_epoch.set(Some(epoch));
+        return None;
+    }
+    let known = worker.split_local.get(&keys.fast, host.now_ms())?;
+    host.count(Counter::SplitHit);
+    Some(authorize(cfg, caller, &known))
+}
+
 /// The gateway's own store. `None`: a miss to hand to the next level.
 fn local_lookup(
     cfg: &Config,
@@ -51,9 +79,9 @@ fn local_lookup(
     split: &SplitConfig,
     worker: &Worker,
     host: &dyn Host,
-    token: &str,
-    hash: &TokenHash,
+    keys: &TokenKeys<'_>,
 ) -> Option<Verdict> {
+    let (token, hash) = (keys.token, keys.sha256());
     // Only a base64url string can be a JWS signature; anything else cannot be in the store.
     let found = if jwt::is_segment(token) {
         Store::new(split.max_entries).lookup(host, hash, host.now_ms())
@@ -63,7 +91,14 @@ fn local_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            Some(split_hit(cfg, caller, worker, host, token, hash, &stored))
+            let verdict = split_hit(cfg, caller, worker, host, token, hash, &stored);
+            // Kept while the epoch read before this lookup holds (see `worker_copy`).
+            if let (Verdict::Forward(resolved), Some(_)) = (&verdict, worker.split_epoch.get()) {
+                worker
+                    .split_local
+                    .put(&keys.fast, stored.expires_at_ms, resolved.clone());
+            }
+            Some(verdict)
         }
         // An explicit revocation is final: no fallback.
         Found::Revoked => {
@@ -176,7 +211,8 @@ pub fn on_remote_get(
     let _ = Store::new(split.max_entries).put(host, &local, now);
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
     let verdict = split_hit(cfg, caller, worker, host, token, hash, &stored);
-    exchange::stage(cfg, caller, worker, host, Incoming { hash, token }, verdict)
+    let incoming = TokenKeys::with_sha(&worker.keyed, token, *hash);
+    exchange::stage(cfg, caller, worker, host, &incoming, verdict)
 }
 
 fn fallback_or(

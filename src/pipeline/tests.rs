@@ -62,11 +62,10 @@ fn judge(
         policy,
         presented: &presented,
     };
-    let incoming = Incoming {
-        hash,
-        token: "the-token",
-    };
-    match after_introspection(cfg, &caller, &host.worker, host, incoming, answer) {
+    let token = INTROSPECTED.with(|m| m.borrow().get(hash).cloned());
+    let token = token.unwrap_or_else(|| "the-token".to_owned());
+    let incoming = crate::hash::TokenKeys::with_sha(&host.worker.keyed, &token, *hash);
+    match after_introspection(cfg, &caller, &host.worker, host, &incoming, answer) {
         Step::Done(verdict) => bare(verdict),
         other => panic!("not a verdict: {other:?}"),
     }
@@ -141,10 +140,18 @@ fn active(jwt: &str, exp: Option<u64>, scope: &str) -> Outcome {
     }
 }
 
+thread_local! {
+    /// The tokens [`introspect`] saw, by hash: the answer's verdict keeps the token in the
+    /// worker's copy by its keyed hash, as the filter does with the token it called for.
+    static INTROSPECTED: std::cell::RefCell<std::collections::HashMap<TokenHash, String>> =
+        std::cell::RefCell::default();
+}
+
 fn introspect(cfg: &Config, host: &FakeHost, header: &str) -> TokenHash {
     match on_request(cfg, host, Some(header)) {
         Step::Introspect { hash, token } => {
             assert_eq!(format!("Bearer {token}"), header);
+            INTROSPECTED.with(|m| m.borrow_mut().insert(hash, token));
             hash
         }
         other => panic!("expected a cache miss for {header}, got {other:?}"),
@@ -455,6 +462,68 @@ fn split_refusals() {
     );
     assert_eq!(host.count_of(Counter::SplitRevoked), 1);
     assert_eq!(host.count_of(Counter::Revocations), 1);
+}
+
+#[test]
+fn split_hits_are_served_from_the_worker_copy_while_the_epoch_holds() {
+    let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+    let jwt = signed(r#"{"scope":"read"}"#, "V29ya2VyQ29weQ");
+    let sig = publish_jwt(&cfg, &host, &jwt, T0 / 1000 + 60);
+    let bearer = format!("Bearer {sig}");
+    assert_eq!(on_request(&cfg, &host, Some(&bearer)), forward(&jwt));
+    assert_eq!(host.worker.split_local.len(), 1, "kept by this worker");
+    // The copy serves without the store: the slot is gone (another entry took it)...
+    let saved: Vec<(String, Vec<u8>)> = host
+        .data_keys()
+        .into_iter()
+        .filter_map(|k| host.shared_get(&k).map(|v| (k, v)))
+        .collect();
+    for (key, _) in &saved {
+        host.remove(key);
+    }
+    assert_eq!(on_request(&cfg, &host, Some(&bearer)), forward(&jwt));
+    // ... until a revocation moves the epoch: even one the store no longer holds empties
+    // every worker's copy.
+    assert_eq!(revoke(&cfg, &host, &sig), SplitReply::Accepted);
+    assert_eq!(host.split_epoch.get(), Some(1));
+    assert_eq!(
+        on_request(&cfg, &host, Some(&bearer)),
+        Step::Done(Verdict::Reject(Denial::InvalidToken))
+    );
+    assert_eq!(host.worker.split_local.len(), 0);
+    // A re-publication of a signature moves it too; a new signature does not.
+    for (key, value) in &saved {
+        host.shared_set(key, value);
+    }
+    assert_eq!(on_request(&cfg, &host, Some(&bearer)), forward(&jwt));
+    assert_eq!(host.worker.split_local.len(), 1);
+    let other = signed(r#"{"scope":"read"}"#, "QW5vdGhlclNpZw");
+    publish_jwt(&cfg, &host, &other, T0 / 1000 + 60);
+    assert_eq!(host.split_epoch.get(), Some(1), "a new entry");
+    publish_jwt(&cfg, &host, &jwt, T0 / 1000 + 60);
+    assert_eq!(host.split_epoch.get(), Some(2), "a re-publication");
+    // Never past the entry's expiry.
+    assert_eq!(on_request(&cfg, &host, Some(&bearer)), forward(&jwt));
+    host.now.set((T0 / 1000 + 60) * 1000);
+    assert_ne!(on_request(&cfg, &host, Some(&bearer)), forward(&jwt));
+}
+
+#[test]
+fn without_a_readable_epoch_every_split_hit_reads_its_slot() {
+    let (cfg, host) = (split_config("", false), FakeHost::at(T0));
+    host.split_epoch.set(None);
+    let jwt = signed(r#"{"scope":"read"}"#, "Tm9FcG9jaA");
+    let sig = publish_jwt(&cfg, &host, &jwt, T0 / 1000 + 60);
+    let bearer = format!("Bearer {sig}");
+    assert_eq!(on_request(&cfg, &host, Some(&bearer)), forward(&jwt));
+    assert_eq!(host.worker.split_local.len(), 0, "nothing kept");
+    for key in host.data_keys() {
+        host.remove(&key);
+    }
+    assert_eq!(
+        on_request(&cfg, &host, Some(&bearer)),
+        Step::Done(Verdict::Reject(Denial::InvalidToken))
+    );
 }
 
 #[test]
@@ -2101,5 +2170,64 @@ mod exchange {
             best[1],
             best[1] - best[0]
         );
+    }
+}
+
+/// Where a phantom cache hit's compute goes, natively: `cargo test --release --lib
+/// phantom_hit_cost -- --ignored --nocapture` (under `perf record` for the breakdown).
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement"]
+    fn phantom_hit_cost() {
+        let cfg = config("");
+        let host = FakeHost::at(T0);
+        let token = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
+        let hash = crate::hash::token_hash(token);
+        let _ = super::super::on_introspection(
+            &cfg,
+            &host.worker,
+            &host,
+            &hash,
+            active(&make(r#"{"scope":"read"}"#), None, "read"),
+        );
+        let authorization = format!("Bearer {token}");
+        let pairs = [
+            (":authority", "127.0.0.1:10000"),
+            (":path", "/bench"),
+            (":method", "GET"),
+            (":scheme", "http"),
+            ("authorization", authorization.as_str()),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "0a5b0d2e-5e0e-4d3c-9a4e-3c2f1e0d9c8b"),
+        ];
+        let bytes = HeaderMap::from_pairs(&pairs);
+        let n: u32 = std::env::var("HIT_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                let headers = bytes.clone();
+                let d = super::super::on_request(
+                    &cfg,
+                    &host.worker,
+                    &host,
+                    &Request {
+                        headers: &headers,
+                        end_of_stream: true,
+                        route_name: None,
+                        route_policy: None,
+                        client_cert_sha256: None,
+                    },
+                );
+                assert!(matches!(d.step, Step::Done(Verdict::Forward(_))));
+            }
+            best = best.min(start.elapsed().as_secs_f64() * 1e9 / f64::from(n));
+        }
+        println!("phantom_hit_cost {best:.0} ns");
     }
 }

@@ -49,7 +49,8 @@ pub const MAX_ENTRIES: usize = 2_048;
 /// Bytes of `Authorization` values kept per worker.
 pub const MAX_BYTES: usize = 1024 * 1024;
 
-/// The key is already a SHA-256: its first 8 bytes are as good as any hash of it.
+/// The key is already a hash (a SHA-256, or a keyed SipHash): its first 8 bytes are as good as
+/// any hash of it.
 #[derive(Default)]
 pub struct DigestHasher(u64);
 

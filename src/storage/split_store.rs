@@ -171,7 +171,7 @@ impl Store {
             &entry.header_payload,
         );
         for _ in 0..MAX_ATTEMPTS {
-            let (key, cas) = self.choose(host, &entry.hash, now_ms);
+            let (key, cas, same) = self.choose(host, &entry.hash, now_ms);
             match cas {
                 // Not created by `initialize` (it should have been): create it empty, then
                 // compare-and-swap against that version like any other write.
@@ -180,6 +180,10 @@ impl Store {
                 }
                 Some(cas) => {
                     if host.shared_set_cas(&key, &value, Some(cas)).is_ok() {
+                        if same {
+                            // A re-publication: workers' copies of the old entry go.
+                            host.bump_split_epoch();
+                        }
                         return Ok(());
                     }
                 }
@@ -189,7 +193,15 @@ impl Store {
     }
 
     /// Revokes the entry for `hash`, if the store holds a live one. Returns whether it did.
+    /// The epoch moves whatever the store held, after the tombstone is written: a worker may
+    /// still have the entry in its own copy after another entry took its slot.
     pub fn revoke(&self, host: &dyn Host, hash: &TokenHash, now_ms: u64) -> Result<bool, Busy> {
+        let revoked = self.revoke_slots(host, hash, now_ms);
+        host.bump_split_epoch();
+        revoked
+    }
+
+    fn revoke_slots(&self, host: &dyn Host, hash: &TokenHash, now_ms: u64) -> Result<bool, Busy> {
         'attempt: for _ in 0..MAX_ATTEMPTS {
             let mut revoked = false;
             for key in self.slot_keys(hash) {
@@ -215,8 +227,13 @@ impl Store {
     }
 
     /// Picks the slot a write of `hash` goes to, with the version it was read at (`None`:
-    /// the key was never written).
-    fn choose(&self, host: &dyn Host, hash: &TokenHash, now_ms: u64) -> (String, Option<u32>) {
+    /// the key was never written) and whether it holds `hash` already.
+    fn choose(
+        &self,
+        host: &dyn Host,
+        hash: &TokenHash,
+        now_ms: u64,
+    ) -> (String, Option<u32>, bool) {
         // (key, cas, rank): lower rank wins; the same hash beats a free slot beats the live
         // entry that expires soonest.
         let mut best: Option<(String, Option<u32>, (u8, u64))> = None;
@@ -229,16 +246,16 @@ impl Store {
                 Some(Some(slot)) => (2, slot.expires_at_ms),
             };
             if rank == (0, 0) {
-                return (key, cas);
+                return (key, cas, true);
             }
             if best.as_ref().is_none_or(|(_, _, r)| rank < *r) {
                 best = Some((key, cas, rank));
             }
         }
         match best {
-            Some((key, cas, _)) => (key, cas),
+            Some((key, cas, _)) => (key, cas, false),
             // WAYS >= 1 and max_entries >= 1: there is always a slot.
-            None => (self.key(0), None),
+            None => (self.key(0), None, false),
         }
     }
 }

@@ -19,7 +19,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Largest JWK Set document accepted, in bytes.
@@ -317,7 +316,7 @@ impl KeySet {
 
     /// Verifies `jwt` (signature first, then claims) at `now_s`.
     pub fn verify(&self, policy: &Policy, jwt: &str, now_s: u64) -> Result<(), VerifyFailure> {
-        let claims = self.verify_as::<NoCustomClaims>(policy, jwt, options(policy, now_s))?;
+        let claims = self.verify_as(policy, jwt, options(policy, now_s))?;
         // RFC 8725 §3.10 leaves it to the application; a gateway caches by `exp`, so it is
         // required.
         if claims.expires_at.is_none() {
@@ -353,19 +352,19 @@ impl KeySet {
         o.max_validity = Some(Duration::from_secs(
             INTROSPECTION_MAX_AGE_S + policy.clock_skew_s,
         ));
-        let claims = self.verify_as::<IntrospectionClaims>(policy, jwt, o)?;
-        if claims.issued_at.is_none() {
-            return Err(VerifyFailure::Malformed);
+        let claims = self.verify_as(policy, jwt, o)?;
+        match (claims.issued_at, claims.custom.token_introspection) {
+            (Some(_), Some(serde_json::Value::Object(introspection))) => Ok(introspection),
+            _ => Err(VerifyFailure::Malformed),
         }
-        Ok(claims.custom.token_introspection)
     }
 
-    fn verify_as<C: Serialize + DeserializeOwned>(
+    fn verify_as(
         &self,
         policy: &Policy,
         jwt: &str,
         options: VerificationOptions,
-    ) -> Result<JWTClaims<C>, VerifyFailure> {
+    ) -> Result<JWTClaims<Custom>, VerifyFailure> {
         if jwt.len() > MAX_TOKEN_BYTES {
             return Err(VerifyFailure::Malformed);
         }
@@ -384,7 +383,7 @@ impl KeySet {
             if key.alg != alg {
                 continue;
             }
-            match check::<C>(&key.key, jwt, &options) {
+            match check(&key.key, jwt, &options) {
                 // Anything but a bad signature means the signature was good (jwt-simple
                 // checks it before the claims): that is the answer. Otherwise try the next
                 // key.
@@ -511,10 +510,13 @@ fn rsa_key_is_sound(n: &[u8], e: &[u8]) -> bool {
 /// made for this very request.
 pub const INTROSPECTION_MAX_AGE_S: u64 = 60;
 
-/// The claims of an RFC 9701 response the gateway reads.
-#[derive(Serialize, Deserialize)]
-struct IntrospectionClaims {
-    token_introspection: serde_json::Map<String, serde_json::Value>,
+/// The custom claims the gateway reads: `token_introspection` of an RFC 9701 response. Every
+/// verification reads this one type, so that jwt-simple's verification, generic over it, is
+/// compiled once (a copy per type cost 60 KB of the module); other JWTs simply lack it.
+#[derive(Serialize, Deserialize, Default)]
+struct Custom {
+    #[serde(default)]
+    token_introspection: Option<serde_json::Value>,
 }
 
 fn options(policy: &Policy, now_s: u64) -> VerificationOptions {
@@ -530,25 +532,25 @@ fn options(policy: &Policy, now_s: u64) -> VerificationOptions {
     }
 }
 
-fn check<C: Serialize + DeserializeOwned>(
+fn check(
     key: &PublicKey,
     jwt: &str,
     options: &VerificationOptions,
-) -> Result<JWTClaims<C>, VerifyFailure> {
+) -> Result<JWTClaims<Custom>, VerifyFailure> {
     let o = Some(options.clone());
     match key {
-        PublicKey::Rs256(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Rs384(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Rs512(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Ps256(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Ps384(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Ps512(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Es256(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Es384(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::EdDsa(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Hs256(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Hs384(k) => k.verify_token::<C>(jwt, o),
-        PublicKey::Hs512(k) => k.verify_token::<C>(jwt, o),
+        PublicKey::Rs256(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Rs384(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Rs512(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Ps256(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Ps384(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Ps512(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Es256(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Es384(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::EdDsa(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Hs256(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Hs384(k) => k.verify_token::<Custom>(jwt, o),
+        PublicKey::Hs512(k) => k.verify_token::<Custom>(jwt, o),
     }
     .map_err(|e| classify(&e))
 }

@@ -7,10 +7,10 @@ use proxy_wasm::types::{LogLevel, MapType};
 
 use std::rc::Rc;
 
-use crate::hash::TokenHash;
+use crate::hash::{TokenHash, TokenKeys};
 use crate::host::Host;
 use crate::metrics::Counter;
-use crate::pipeline::{self, Caller, Exchanged, Incoming, Introspected, Step, Verdict};
+use crate::pipeline::{self, Caller, Exchanged, Introspected, Step, Verdict};
 use crate::reply::{self, Denial, DpopChallenge, LocalReply, Outcome, SplitReply};
 use crate::storage::held;
 use crate::storage::inflight::Waiter;
@@ -41,13 +41,13 @@ impl Plugin {
                 policy: self.cfg.policies.get(w.policy),
                 presented: &w.presented,
             };
-            let incoming = Incoming { hash, token };
+            let incoming = TokenKeys::with_sha(&self.worker.keyed, token, *hash);
             match pipeline::after_introspection(
                 &self.cfg,
                 &caller,
                 &self.worker,
                 self,
-                incoming,
+                &incoming,
                 answer,
             ) {
                 Step::Done(verdict) => {

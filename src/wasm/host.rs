@@ -38,11 +38,27 @@ pub struct MetricError {
 pub struct Metrics {
     ids: Vec<u32>,
     pending: Vec<Cell<u64>>,
+    /// The split store's epoch: a gauge, one value for every worker of the process (Envoy's
+    /// stats are not per worker), read without the proxy allocating anything in the VM.
+    split_epoch: Option<u32>,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
 }
 
 impl Metrics {
-    /// `policies`: the names of the policies, in index order (the default last).
-    pub fn define(policies: &[&str]) -> Result<Self, MetricError> {
+    /// `policies`: the names of the policies, in index order (the default last);
+    /// `split_epoch`: the name of the split store's epoch gauge, with a split store.
+    pub fn define(policies: &[&str], split_epoch: Option<String>) -> Result<Self, MetricError> {
+        let split_epoch = match split_epoch {
+            Some(name) => Some(
+                hostcalls::define_metric(MetricType::Gauge, &name)
+                    .map_err(|status| MetricError { name, status })?,
+            ),
+            None => None,
+        };
         let mut names: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_owned()).collect();
         for policy in policies {
             names.push(format!("token_filter.policy.{policy}.allowed"));
@@ -58,6 +74,7 @@ impl Metrics {
         Ok(Self {
             pending: ids.iter().map(|_| Cell::new(0)).collect(),
             ids,
+            split_epoch,
         })
     }
 
@@ -74,6 +91,23 @@ impl Metrics {
     fn bump(&self, index: usize, by: u64) {
         if let Some(n) = self.pending.get(index) {
             n.set(n.get().saturating_add(by));
+        }
+    }
+
+    /// The split store's epoch; `None` when there is none or Envoy would not say.
+    pub fn split_epoch(&self) -> Option<u64> {
+        let id = self.split_epoch?;
+        let mut value = 0u64;
+        // SAFETY: `value` is ours and outlives the call. The status is read as a number: the
+        // SDK's getter panics on one it does not expect.
+        let status = unsafe { proxy_get_metric(id, &mut value) };
+        (status == 0).then_some(value)
+    }
+
+    /// Moves the split store's epoch, at once (never batched like the counters).
+    pub fn bump_split_epoch(&self) {
+        if let Some(id) = self.split_epoch {
+            let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
@@ -140,6 +174,12 @@ impl Host for Plugin {
 
     fn count_by(&self, counter: Counter, n: u64) {
         self.metrics.count_by(counter, n);
+    }
+    fn split_epoch(&self) -> Option<u64> {
+        self.metrics.split_epoch()
+    }
+    fn bump_split_epoch(&self) {
+        self.metrics.bump_split_epoch();
     }
 }
 

@@ -578,7 +578,7 @@ impl HttpContext for Http {
             }
         }
         // The method is only read when a reply may be needed (no body for HEAD).
-        let head = || headers.get(":method").as_deref() == Some("HEAD");
+        let head = || headers.text(":method").as_deref() == Some("HEAD");
         if decision.step == Step::Done(Verdict::Reject(Denial::KeysUnavailable))
             && shared.wait_for_keys(Waiter {
                 context_id: self.id,

@@ -64,7 +64,12 @@ impl Root {
             .unwrap_or_default();
         let cfg = Config::from_slice(&bytes)?;
         let policy_names: Vec<&str> = cfg.policies.all().map(|(_, p)| p.name.as_str()).collect();
-        let metrics = Metrics::define(&policy_names)?;
+        // One epoch per store: the store's key prefix names it (see `storage::split_store`).
+        let split_epoch = cfg
+            .split
+            .as_ref()
+            .map(|s| format!("token_filter.split_epoch.st{}", s.max_entries.max(1)));
+        let metrics = Metrics::define(&policy_names, split_epoch)?;
         log(
             LogLevel::Info,
             &format!("#{} configured: {}", self.context_id, cfg.summary()),

@@ -127,6 +127,30 @@ def test_revocation_is_seen_by_every_worker(split_envoy):
     assert revoke(split_envoy.ports["publish"], new_jwt()).status == 204
 
 
+def test_revocation_reaches_every_workers_copy_even_after_eviction(split_envoy):
+    """Each worker keeps its own copy of recent split hits (no slot read per hit), trusted while
+    the store's epoch (an Envoy gauge every worker reads) holds. Here the entry is pushed out of
+    the store by newer ones, so only the workers' copies still know it; its revocation must
+    still be seen by both workers on the very next request."""
+    port = split_envoy.ports["small"]
+    now = int(time.time())
+    jwt = new_jwt()
+    signature = split_jwt(jwt)[1]
+    # The soonest expiry: the first entry a full store gives up.
+    assert publish(port, jwt, expires_at=now + 120).status == 204
+    # Fresh connections spread over both workers (SO_REUSEPORT): each makes its copy.
+    assert {call_api(port, signature).status for _ in range(20)} == {200}
+    for _ in range(500):  # ten times the store's 50 slots, all expiring later
+        assert publish(port, new_jwt(), expires_at=now + 3600).status == 204
+    before = split_envoy.counters()
+    # Gone from the store, served from each worker's copy.
+    assert [call_api(port, signature).status for _ in range(20)] == [200] * 20
+    assert split_envoy.counters()["split_miss"] == before["split_miss"]
+    assert revoke(port, jwt).status == 204
+    assert [call_api(port, signature).status for _ in range(20)] == [401] * 20
+    assert split_envoy.counters()["split_miss"] - before["split_miss"] == 20
+
+
 def test_republishing_a_key_replaces_it(split_envoy):
     first = new_jwt(scope="read")
     header_payload, signature = split_jwt(first)
