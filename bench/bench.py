@@ -233,6 +233,7 @@ SCENARIOS = [
     # name, description
     ("passthrough", "Envoy, no auth filter (the limit)"),
     ("wasm_noop", "a proxy-wasm filter that does nothing (the floor)"),
+    ("wasm_floor", "reference, the floor of a hit: read the request headers, replace Authorization with a constant"),
     ("wasm_minimal", "reference: read Authorization, SHA-256, one shared-data read, replace the header"),
     ("phantom_hit", "phantom token, cache hit"),
     ("phantom_hit_policies", "phantom_hit with 100 policies (the last matches) and 2 claims_to_headers"),
@@ -566,6 +567,8 @@ def filters_for(name, verify, jwks):
             return [wasm_filter(name, HOSTCALL_WASM, f"{cfg.split()[0]} {n}")]
     if name == "wasm_minimal":
         return [wasm_filter("minimal", MINIMAL_WASM)]
+    if name == "wasm_floor":
+        return [wasm_filter("floor", MINIMAL_WASM, "floor")]
     if name == "wasm_minimal_call":
         return [wasm_filter("minimal_call", MINIMAL_WASM, "call")]
     if name == "phantom_hit":
@@ -646,7 +649,13 @@ def print_table(scenarios, conns, results, args):
 # (scenario, its baseline): what the scenario adds to the baseline, measured round by round.
 PAIRS = [("exchange_hit", "phantom_hit"), ("phantom_hit", "phantom_hit_b"), ("split_hit", "split_hit_b"),
          ("phantom_miss", "phantom_miss_b"), ("phantom_hit_policies", "phantom_hit"),
-         ("mtls_hit", "tls_passthrough"), ("dpop_hit_eddsa", "phantom_hit"), ("dpop_hit_es256", "phantom_hit")]
+         ("mtls_hit", "tls_passthrough"), ("dpop_hit_eddsa", "phantom_hit"), ("dpop_hit_es256", "phantom_hit"),
+         # The targets of issue 21: each hit's overhead against Lua's with its cache and against
+         # the floor of a hit (wasm_floor); the miss against Lua without a cache.
+         ("wasm_noop", "passthrough"), ("wasm_floor", "passthrough"), ("lua_cache", "passthrough"),
+         ("phantom_hit", "passthrough"), ("split_hit", "passthrough"),
+         ("phantom_hit", "wasm_floor"), ("split_hit", "wasm_floor"),
+         ("phantom_miss", "lua_no_cache"), ("phantom_miss", "wasm_minimal_call")]
 
 
 def print_paired(results, conns):

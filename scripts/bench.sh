@@ -2,7 +2,8 @@
 # Runs the benchmark (bench/bench.py): builds the filter and the reference filters, installs
 # wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
 # only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
-# --connections, --only, --profile, --compare-wasm, --hostcalls).
+# --connections, --only, --profile, --compare-wasm, --hostcalls); --memory alone runs
+# bench/memory.py instead (resident memory per worker VM and per 10 000 cached entries).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_tools
@@ -16,5 +17,9 @@ say "building the reference filters (bench/noop-filter, bench/minimal-filter, be
 for f in noop-filter minimal-filter hostcall-filter; do
   cargo build --locked --release --target wasm32-wasip1 --manifest-path "bench/$f/Cargo.toml" >&2
 done
+if [ "${1:-}" = "--memory" ]; then
+  say "measuring resident memory (bench/memory.py)"
+  PYTHONPATH="$ROOT/tests" exec "$VENV/bin/python" bench/memory.py
+fi
 say "running the benchmark"
 PYTHONPATH="$ROOT/tests" exec "$VENV/bin/python" bench/bench.py "$@"

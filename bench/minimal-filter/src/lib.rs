@@ -2,6 +2,9 @@
 //!
 //! - Configuration `""` (scenario `wasm_minimal`), a cache hit: read `Authorization`, hash it
 //!   (SHA-256), read one shared-data value by that hash, replace the header.
+//! - Configuration `"floor"` (scenario `wasm_floor`), the floor of a hit: read the request's
+//!   headers (the whole map, one host call) and replace `Authorization` with a constant JWT as
+//!   long as the benchmark's. What any token filter pays on a hit before any work of its own.
 //! - Configuration `"call"` (scenario `wasm_minimal_call`), a miss on every request: read
 //!   `Authorization`, call cluster `token_service` (`POST /introspect`), put the answer's body in
 //!   `Authorization` and resume.
@@ -18,11 +21,20 @@ use sha2::{Digest, Sha256};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { call: false }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { mode: Mode::Minimal })
+    });
 }}
 
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Minimal,
+    Floor,
+    Call,
+}
+
 struct Root {
-    call: bool,
+    mode: Mode,
 }
 
 impl Context for Root {}
@@ -33,12 +45,16 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.call = config == b"call";
+        self.mode = match config.as_slice() {
+            b"call" => Mode::Call,
+            b"floor" => Mode::Floor,
+            _ => Mode::Minimal,
+        };
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Minimal { call: self.call }))
+        Some(Box::new(Minimal { mode: self.mode }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -47,8 +63,23 @@ impl RootContext for Root {
 }
 
 struct Minimal {
-    call: bool,
+    mode: Mode,
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+}
+
+/// A constant stand-in for the JWT a hit forwards (the benchmark's is 323 bytes).
+const FLOOR_JWT: &str = concat!(
+    "Bearer eyJhbGciOiJFUzI1NiIsImtpZCI6ImJlbmNoIn0.",
+    "eyJpc3MiOiJodHRwczovL2xvZ2luLmV4YW1wbGUuY29tIiwic3ViIjoiYmVuY2giLCJhdWQiOiJhcGkiLCJzY29w",
+    "ZSI6InJlYWQgd3JpdGUiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTcwMDAwMDAwMCwianRpIjoiMDEyMzQ1Njc4",
+    "OWFiY2RlZiJ9.",
+    "MEUCIQDx5dZ3V2s1bGx0b3BhZGRpbmdwYWRkaW5ncGFkZGluZ3BhZGRpbmdwYWRkaW5ncGFkZGluZ3BhZGRpbmd",
+    "wYWRkaW5ncGFkZGluZ3BhZA"
+);
 
 impl Context for Minimal {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
@@ -70,11 +101,28 @@ impl Context for Minimal {
 
 impl HttpContext for Minimal {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.mode == Mode::Floor {
+            let mut data: *mut u8 = std::ptr::null_mut();
+            let mut size: usize = 0;
+            // SAFETY: the proxy hands over a buffer it allocated in this VM (as the SDK's
+            // getters do); it is freed at once.
+            unsafe {
+                if proxy_get_header_map_pairs(0, &mut data, &mut size) == 0 && !data.is_null() {
+                    drop(Vec::from_raw_parts(data, size, size));
+                }
+            }
+            let _ = hostcalls::set_map_value(
+                MapType::HttpRequestHeaders,
+                "authorization",
+                Some(FLOOR_JWT),
+            );
+            return Action::Continue;
+        }
         let Ok(Some(auth)) = hostcalls::get_map_value(MapType::HttpRequestHeaders, "authorization")
         else {
             return Action::Continue;
         };
-        if self.call {
+        if self.mode == Mode::Call {
             let body = format!("token={}", auth.trim_start_matches("Bearer "));
             let headers = vec![
                 (":method", "POST"),

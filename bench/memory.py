@@ -1,0 +1,113 @@
+"""Resident memory of the gateway Envoy: what one worker's VM of the filter costs, and what
+10 000 cached tokens cost. `bash scripts/bench.sh --memory` (about two minutes).
+
+- Per worker VM: Envoy gives each worker its own VM (plus one on the main thread). The filter's
+  cost per worker is the growth of resident memory from 1 to 5 workers with the filter, minus
+  the same growth without it (Envoy's own per-worker cost), divided by 4.
+- Per 10 000 entries: one worker, the phantom cache (`cache.max_entries` 10 000) filled by
+  10 000 distinct tokens, each introspected once (the stub token service answers a JWT of
+  about 330 bytes); and the split store (10 000 slots, created at start) filled by 10 000
+  publishes of such JWTs. Envoy's allocated memory (admin `/memory`, tcmalloc's count, which
+  resident memory lags) and resident memory, after minus before.
+
+Resident memory is read from /proc/<pid>/status (VmRSS) after the process settles."""
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import tempfile
+
+from harness.envoy import Envoy, base_config, bearer, listener, request
+from harness.services import EchoApi, TokenService
+from harness.split import PUBLISH, SECRET, new_jwt, publish
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def settled_rss(envoy, port=None, warm=200):
+    """RSS after `warm` requests (every worker's VM has served) and a pause."""
+    if port is not None:
+        for i in range(warm):
+            request(port, "/warm", bearer(f"warm-{i}"))
+    time.sleep(1.5)
+    return rss_kib(envoy.proc.pid)
+
+
+def per_worker_vm(work, ts, echo):
+    rss = {}
+    for with_filter in (False, True):
+        for workers in (1, 5):
+            e = Envoy(work / f"vm-{with_filter}-{workers}", listeners={"api": base_config()},
+                      clusters={"api": echo.port, "token_service": ts.port}, concurrency=workers,
+                      log_args=("--log-level", "warn"))
+            if not with_filter:
+                e.config["static_resources"]["listeners"] = [listener("api", [])]
+            e.start()
+            try:
+                rss[(with_filter, workers)] = settled_rss(e, e.ports["api"])
+            finally:
+                e.stop()
+    growth_with = rss[(True, 5)] - rss[(True, 1)]
+    growth_without = rss[(False, 5)] - rss[(False, 1)]
+    per_vm = (growth_with - growth_without) / 4
+    print(f"resident memory, KiB: no filter 1 worker {rss[(False, 1)]}, 5 workers {rss[(False, 5)]}; "
+          f"filter 1 worker {rss[(True, 1)]}, 5 workers {rss[(True, 5)]}")
+    print(f"one worker VM of the filter: {per_vm / 1024:.1f} MiB "
+          f"(Envoy's own per-worker cost: {growth_without / 4 / 1024:.1f} MiB)")
+
+
+def per_entries(work, ts, echo, n=10_000):
+    phantom = base_config()
+    phantom["cache"]["max_entries"] = n
+    split = {"split": {"max_entries": n, "publish": {"path": PUBLISH, "secret": SECRET}}}
+    e = Envoy(work / "entries", listeners={"phantom": phantom, "split": split},
+              clusters={"api": echo.port, "token_service": ts.port}, log_args=("--log-level", "warn"))
+    e.start()
+    try:
+        port = e.ports["phantom"]
+        before = settled_rss(e, port)
+        allocated_before = e.memory_allocated()
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda i: request(port, "/api", bearer(f"memory-{i:06d}")).status,
+                                     range(n)))
+        assert statuses.count(200) == n, statuses[:5]
+        phantom_after = settled_rss(e)
+        allocated_phantom = e.memory_allocated()
+        jwt_len = len(new_jwt())
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda i: publish(e.ports["split"], new_jwt()).status, range(n)))
+        assert statuses.count(204) == n, statuses[:5]
+        split_after = settled_rss(e)
+        allocated_split = e.memory_allocated()
+    finally:
+        e.stop()
+    mib = 1024 * 1024
+    print(f"phantom cache, {n} tokens introspected and cached: Envoy's allocated memory "
+          f"+{(allocated_phantom - allocated_before) / mib:.1f} MiB, resident "
+          f"+{(phantom_after - before) / 1024:.1f} MiB")
+    print(f"split store, {n} entries published ({jwt_len}-byte JWTs): allocated "
+          f"+{(allocated_split - allocated_phantom) / mib:.1f} MiB, resident "
+          f"+{(split_after - phantom_after) / 1024:.1f} MiB")
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    ts, echo = TokenService().start(), EchoApi().start()
+    try:
+        per_worker_vm(work, ts, echo)
+        per_entries(work, ts, echo)
+    finally:
+        ts.stop()
+        echo.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
