@@ -12,7 +12,6 @@
 
 Resident memory is read from /proc/<pid>/status (VmRSS) after the process settles."""
 
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +22,7 @@ from harness.envoy import Envoy, base_config, bearer, listener, request
 from harness.services import EchoApi, TokenService
 from harness.split import PUBLISH, SECRET, new_jwt, publish
 
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from bench import rss_kb  # bench/bench.py, beside this file
 
 
 def settled_rss(envoy, port=None, warm=200):
@@ -37,7 +31,7 @@ def settled_rss(envoy, port=None, warm=200):
         for i in range(warm):
             request(port, "/warm", bearer(f"warm-{i}"))
     time.sleep(1.5)
-    return rss_kib(envoy.proc.pid)
+    return rss_kb(envoy.proc.pid)
 
 
 def per_worker_vm(work, ts, echo):

@@ -30,13 +30,13 @@ pub fn lookup(
     host: &dyn Host,
     keys: &TokenKeys<'_>,
 ) -> Option<Step> {
-    if let Some(verdict) = worker_copy(caller, cfg, worker, host, keys) {
+    if let Some(verdict) = worker_copy(cfg, caller, worker, host, keys) {
         return Some(Step::Done(verdict));
     }
-    let (token, hash) = (keys.token, keys.sha256());
     if let Some(verdict) = local_lookup(cfg, caller, split, worker, host, keys) {
         return Some(Step::Done(verdict));
     }
+    let (token, hash) = (keys.token, keys.sha256());
     // Only a base64url string can be a JWS signature, in any store.
     if split.remote.is_some() && jwt::is_segment(token) {
         return Some(Step::Remote {
@@ -55,8 +55,8 @@ pub fn lookup(
 /// This worker's copy of a recent hit, when the store's epoch has not moved since it was made
 /// (a moved epoch empties the copy first).
 fn worker_copy(
-    caller: &Caller<'_>,
     cfg: &Config,
+    caller: &Caller<'_>,
     worker: &Worker,
     host: &dyn Host,
     keys: &TokenKeys<'_>,
