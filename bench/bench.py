@@ -593,11 +593,13 @@ def filters_for(name, verify, jwks):
             cfg["mtls"] = {}
         else:
             # The replay store sized for the proofs of a window at up to 10000 proofs/s, at most
-            # a quarter full (the README's sizing rule).
+            # a quarter full (the README's sizing rule). The benchmark's one client key may
+            # hold half of it (the most `max_proofs_per_key` allows).
             window = DPOP_MAX_AGE_S + 2 * 1 + 1
+            entries = min(2_000_000, 4 * 10_000 * window)
             cfg["dpop"] = {"origin": DPOP_ORIGIN, "algorithms": [DPOP_SCENARIOS[name]],
                            "max_age_s": DPOP_MAX_AGE_S, "clock_skew_s": 1,
-                           "replay_entries": min(2_000_000, 4 * 10_000 * window)}
+                           "replay_entries": entries, "max_proofs_per_key": entries // 2}
         return [plugin_filter(cfg)]
     if name == "tls_passthrough":
         return []

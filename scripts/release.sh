@@ -5,8 +5,10 @@
 #                             config and the raw module)
 #   oci-compat/               an OCI image layout, the "compat" variant (one tar+gzip layer with
 #                             plugin.wasm), which any registry and tool accepts
-#   SHA256SUMS                the module's SHA-256, and each image's manifest digest (what an
-#                             Istio WasmPlugin's `sha256` must be for an oci:// url)
+#   SHA256SUMS                the module's SHA-256, then for each image its manifest digest
+#                             first (what an Istio WasmPlugin's `sha256` must be for an oci://
+#                             url), then every other file of its layout (config, layers,
+#                             index.json, oci-layout): `sha256sum -c` checks all of them
 # Push an image with skopeo, for example:
 #   skopeo copy oci:dist/oci-compat:VERSION docker://registry.example.com/envoy-token-filter:VERSION
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,8 +24,11 @@ rm -rf dist/oci-artifact dist/oci-compat
   for image in oci-artifact oci-compat; do
     manifest="$(sed -n 's/.*"digest":"sha256:\([0-9a-f]*\)".*/\1/p' "$image/index.json")"
     echo "$manifest  $image/blobs/sha256/$manifest"
+    for f in $(cd "$image" && find . -type f | sed 's|^\./||' | LC_ALL=C sort); do
+      [ "$f" = "blobs/sha256/$manifest" ] || sha256sum "$image/$f"
+    done
   done
 ) > dist/SHA256SUMS
 (cd dist && sha256sum --quiet -c SHA256SUMS)
-say "release $VERSION in dist/ (SHA256SUMS: the module, then each image's manifest)"
+say "release $VERSION in dist/ (SHA256SUMS: the module, then each image's manifest and files)"
 cat dist/SHA256SUMS

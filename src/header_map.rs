@@ -68,6 +68,11 @@ impl HeaderMap {
     pub fn contains(&self, name: &str) -> bool {
         entries(&self.0).any(|(n, _)| n == name.as_bytes())
     }
+
+    /// Every header name, in order (a name present twice comes twice).
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> {
+        entries(&self.0).map(|(n, _)| n)
+    }
 }
 
 /// Every (name, value) of a serialized map, in order. Stops at the first entry that does not

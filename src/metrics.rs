@@ -67,6 +67,7 @@ counters! {
     DpopProofRefused => "dpop_proof_refused",
     DpopReplayed => "dpop_replayed",
     DeniedReplayStoreFull => "denied_dpop_replay_store_full",
+    DeniedDpopKeyQuota => "denied_dpop_key_quota",
     DeniedUnproven => "denied_proof_of_possession",
     ExchangeCalls => "exchange_calls",
     ExchangeHit => "exchange_hit",

@@ -15,12 +15,13 @@
 //!
 //! | CORS preflight with a body or a method-override header | 400 | none |
 //! | the proxy refused to set `Authorization` (the gateway's own failure) | 500 | none |
-//! | a path or host a policy cannot match unambiguously | 400 | none |
+//! | with policies: a path that is not canonical, a method not in upper case, an ambiguous host | 400 | none |
 //! | the route's metadata names a policy the configuration lacks | 500 | none |
 //! | a DPoP proof that fails a check, or a replay | 401 | `DPoP error="invalid_dpop_proof", algs="..."` |
 //! | `dpop.nonce` and no current nonce | 401 | `DPoP error="use_dpop_nonce", algs="..."` and `DPoP-Nonce` |
 //! | a bound token without its proof; `proof: "required"` and an unbound token | 401 | `DPoP error="invalid_token", algs="..."` |
 //! | the DPoP replay store full | 503 | none |
+//! | the proof's key holds its share of the replay store (`dpop.max_proofs_per_key`) | 429 (`Retry-After`) | none |
 //! | token exchange refused for this API (`invalid_target`, `invalid_scope`, ...) | 403 | `Bearer realm="api", error="insufficient_scope"` |
 //! | token exchange failed (unreachable, 5xx, unusable answer) | 502 (503) | none |
 //!
@@ -61,6 +62,11 @@ pub enum Denial {
     ProofRequired,
     /// The DPoP replay store has no room for this proof: refused, never accepted unchecked.
     ReplayStoreFull,
+    /// The proof's key already holds its share of the replay store
+    /// (`dpop.max_proofs_per_key`): that key's requests wait, every other key's go on.
+    DpopKeyQuota {
+        retry_after_s: u32,
+    },
     /// Token exchange: the token service will not make a token for this API from this token
     /// (`invalid_target`, `invalid_scope`, `unauthorized_client`).
     ExchangeForbidden,
@@ -90,6 +96,7 @@ impl Denial {
             Denial::InvalidDpopProof | Denial::UseDpopNonce => Counter::DeniedInvalidToken,
             Denial::BoundTokenUnproven | Denial::ProofRequired => Counter::DeniedUnproven,
             Denial::ReplayStoreFull => Counter::DeniedReplayStoreFull,
+            Denial::DpopKeyQuota { .. } => Counter::DeniedDpopKeyQuota,
             Denial::ExchangeForbidden => Counter::DeniedInsufficientScope,
             Denial::ExchangeFailed(_) => Counter::ExchangeError,
         }
@@ -251,7 +258,7 @@ pub fn local_reply_with(
             400,
             None,
             "invalid_request",
-            "The request's path or host is ambiguous",
+            "The request's method, path or host is ambiguous",
         ),
         Denial::UnknownPolicy => (
             500,
@@ -288,6 +295,12 @@ pub fn local_reply_with(
             None,
             "dpop_replay_store_full",
             "The gateway cannot record more DPoP proofs now; retry",
+        ),
+        Denial::DpopKeyQuota { .. } => (
+            429,
+            None,
+            "dpop_key_quota",
+            "This DPoP key has sent too many proofs recently; retry later",
         ),
     };
     let mut headers = Vec::with_capacity(4);
@@ -337,6 +350,9 @@ pub fn local_reply_with(
             None => headers.push(("www-authenticate", bearer(Some("invalid_token")))),
         },
         Denial::ReplayStoreFull => headers.push(("retry-after", "1".to_owned())),
+        Denial::DpopKeyQuota { retry_after_s } => {
+            headers.push(("retry-after", retry_after_s.to_string()));
+        }
         _ => {}
     }
     json_reply(status, headers, code, message, head)

@@ -63,7 +63,7 @@ fn is_sha256(s: &str) -> bool {
 #[test]
 fn every_manifest_is_well_formed_and_its_filter_configuration_valid() {
     let docs = manifests();
-    let (mut plugins, mut policies) = (0, 0);
+    let (mut plugins, mut policies, mut underscores) = (0, 0, 0);
     for (path, doc) in &docs {
         let at = path.display().to_string();
         let kind = str_at(doc, &["kind"]).unwrap_or_else(|| panic!("{at}: no kind"));
@@ -131,6 +131,38 @@ fn every_manifest_is_well_formed_and_its_filter_configuration_valid() {
                 }
             }
             "EnvoyPatchPolicy" => assert_eq!(api, "gateway.envoyproxy.io/v1alpha1", "{at}"),
+            // Header names with `_` refused at the edge (the filter owns `x-user-id`; some
+            // servers read `x_user_id` as it).
+            "ClientTrafficPolicy" => {
+                underscores += 1;
+                assert_eq!(api, "gateway.envoyproxy.io/v1alpha1", "{at}");
+                assert_eq!(
+                    str_at(spec, &["headers", "withUnderscoresAction"]),
+                    Some("RejectRequest"),
+                    "{at}"
+                );
+            }
+            "EnvoyFilter" => {
+                underscores += 1;
+                assert_eq!(api, "networking.istio.io/v1alpha3", "{at}");
+                let patches = spec
+                    .get("configPatches")
+                    .and_then(Value::as_sequence)
+                    .unwrap_or_else(|| panic!("{at}: no configPatches"));
+                assert!(
+                    patches.iter().all(|p| str_at(
+                        p,
+                        &[
+                            "patch",
+                            "value",
+                            "typed_config",
+                            "common_http_protocol_options",
+                            "headers_with_underscores_action"
+                        ]
+                    ) == Some("REJECT_REQUEST")),
+                    "{at}"
+                );
+            }
             "ServiceEntry" | "DestinationRule" | "Gateway" => {
                 assert_eq!(api, "networking.istio.io/v1", "{at}");
             }
@@ -148,6 +180,10 @@ fn every_manifest_is_well_formed_and_its_filter_configuration_valid() {
     assert!(
         plugins >= 2 && policies >= 1,
         "the phantom and split WasmPlugins, and Envoy Gateway's"
+    );
+    assert!(
+        underscores >= 2,
+        "Istio's and Envoy Gateway's refusal of header names with `_`"
     );
 }
 

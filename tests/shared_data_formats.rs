@@ -126,15 +126,23 @@ fn jwks_lease_and_set_keys() {
 
 #[test]
 fn dpop_replay_and_nonce_keys() {
-    use envoy_token_filter::storage::dpop::{self, ReplayStore, Seen};
+    use envoy_token_filter::storage::dpop::{self, Admit, KeyQuota, ReplayStore, Seen};
     let data = FakeHost::at(1_700_000_000_000);
     let store = ReplayStore::new(64);
-    assert!(store.initialize(&data));
+    assert_eq!(store.initialize(&data), 64);
     let mut keys = data.data_keys();
     keys.sort();
     assert_eq!(keys.len(), 65);
-    assert!(keys.contains(&"dp64:0".to_owned()) && keys.contains(&"dp64:63".to_owned()));
-    assert!(keys.contains(&"dp64:ready".to_owned()));
+    // The slots do not name the size (a reload to another size reuses them); the layout
+    // record lists the sizes in use, largest first: "dpl1[ <size>@<until_ms>]...".
+    assert!(keys.contains(&"dp:0".to_owned()) && keys.contains(&"dp:63".to_owned()));
+    let until = 1_700_000_000_000 + dpop::MAX_WINDOW_MS;
+    let layout = || String::from_utf8(data.value("dp:layout").unwrap()).unwrap();
+    assert_eq!(layout(), format!("dpl1 64@{until}"));
+    assert_eq!(ReplayStore::new(128).initialize(&data), 64);
+    assert_eq!(layout(), format!("dpl1 128@{until} 64@{until}"));
+    assert_eq!(data.key_count(), 129);
+    assert_eq!(store.initialize(&data), 0);
     // The proof's key: SHA-256(len(jkt) u64 BE | jkt | jti) (computed apart with Python).
     let h = dpop::proof_hash("jkt", "jti");
     assert_eq!(
@@ -148,10 +156,44 @@ fn dpop_replay_and_nonce_keys() {
     let written: Vec<Vec<u8>> = data
         .values()
         .into_iter()
-        .filter(|v| !v.is_empty() && v != b"1")
+        .filter(|v| !v.is_empty() && !v.starts_with(b"dpl1"))
         .collect();
     // magic "dp1" | kind 1 | expires_at_ms u64 BE | sha256 | scope_len 0
     let want = ["647031", "01", "0000018bcfe5687b", &hex(&h), "0000"].concat();
     assert_eq!(written.iter().map(|v| hex(v)).collect::<Vec<_>>(), [want]);
     assert_eq!(dpop::nonce_key_name("a1b2c3d4"), "dpna1b2c3d4:key");
+
+    // A key's share: slots dq:<slot>, magic "dq1", the SHA-256 of the key's thumbprint, the
+    // end of the bucket after next as expiry, and "<bucket> <current> <previous>" as body.
+    let quota = KeyQuota {
+        slots: 64,
+        limit: 2,
+        bucket_s: 100,
+    };
+    let data = FakeHost::at(1_700_000_000_000);
+    assert_eq!(quota.initialize(&data), 64);
+    assert!(data.data_keys().iter().all(|k| k.starts_with("dq:")));
+    let key = [5u8; 32];
+    assert_eq!(
+        quota.admit(&data, &key, &[0; 32], 1_700_000_000_000),
+        Admit::Yes
+    );
+    let written: Vec<Vec<u8>> = data
+        .values()
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .collect();
+    // bucket 17000000 (1 700 000 000 s / 100), expiry (17000000 + 2) * 100 s in ms.
+    let want = [
+        "647131",
+        "01",
+        "0000018bcfe87540",
+        &"05".repeat(32),
+        "0000",
+        &hex(b"17000000 1 0"),
+    ]
+    .concat();
+    assert_eq!(written.iter().map(|v| hex(v)).collect::<Vec<_>>(), [want]);
+    assert!(dpop::quota_salt(&data, || [3; 32]).is_some());
+    assert!(data.data_keys().contains(&"dq:salt".to_owned()));
 }

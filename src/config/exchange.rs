@@ -83,8 +83,12 @@ pub struct ExchangeRule {
     pub resource: Option<String>,
     /// The form parameters these add to the request, encoded once.
     pub form: String,
-    /// The policy's index: with the token's hash, the key of its exchanged tokens.
-    pub index: u16,
+    /// What is asked for, as one value: SHA-256 of the token service's identity (endpoint,
+    /// client, subject token type) and the form above (audience, scope, resource). With the
+    /// client token's hash, the key of the tokens exchanged for it: two policies that ask for
+    /// the same share them, two that ask for different ones never do, whatever their order
+    /// (set once `token_exchange` is known, see [`ExchangeRule::identify`]).
+    pub id: crate::hash::TokenHash,
     /// How the exchanged JWT is verified (with `verify`): `verify`'s rules, with `audience`
     /// as the only accepted audience when set.
     pub verify: Option<jws::Policy>,
@@ -147,8 +151,48 @@ impl RawExchange {
     }
 }
 
+impl ExchangeRule {
+    /// Sets [`Self::id`] for the token service `x`.
+    pub(super) fn identify(&mut self, x: &ExchangeConfig) {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            "exchange-rule",
+            &x.cluster,
+            &x.authority,
+            &x.path,
+            &x.client_id,
+            x.subject.name(),
+            &self.form,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        self.id = h.finalize().into();
+    }
+
+    /// Whether `jwt` was made for this rule's audience (when it names one): its `aud` is that
+    /// audience or a list holding it. Checked on every token the exchange cache gives, so no
+    /// entry can ever reach an API it was not made for.
+    pub fn made_for(&self, jwt: &str) -> bool {
+        let Some(audience) = &self.audience else {
+            return true;
+        };
+        let Some(payload) = crate::token::claims::payload_of(jwt) else {
+            return false;
+        };
+        match payload.get("aud") {
+            Some(serde_json::Value::String(a)) => a == audience,
+            Some(serde_json::Value::Array(list)) => {
+                list.iter().any(|a| a.as_str() == Some(audience.as_str()))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl RawExchangeRule {
-    pub(super) fn validate(self, field: &str, index: usize) -> Result<ExchangeRule, ConfigError> {
+    pub(super) fn validate(self, field: &str) -> Result<ExchangeRule, ConfigError> {
         if let Some(a) = &self.audience {
             check_name(&format!("{field}.audience"), a)?;
         }
@@ -168,8 +212,6 @@ impl RawExchangeRule {
                 ));
             }
         }
-        let index = u16::try_from(index)
-            .map_err(|_| ConfigError::new(field, "belongs to too many policies"))?;
         let form = exchange::rule_form(
             self.audience.as_deref(),
             self.scope.as_deref(),
@@ -180,7 +222,7 @@ impl RawExchangeRule {
             scope: self.scope,
             resource: self.resource,
             form,
-            index,
+            id: [0; 32],
             verify: None,
         })
     }
@@ -219,7 +261,7 @@ mod tests {
             "the secret is never printed"
         );
         let rule = c.policies.get(0).exchange.as_ref().unwrap();
-        assert_eq!(rule.index, 0);
+        assert_ne!(rule.id, [0; 32]);
         assert_eq!(
             rule.form,
             "&audience=orders-api&scope=orders%3Aread&resource=https%3A%2F%2Forders.internal%2F"
@@ -231,7 +273,7 @@ mod tests {
             "policies": [{{"name": "a", "match": {{"path_prefix": "/a/"}}}}]"#
         ))
         .unwrap();
-        assert_eq!(top.policies.default.exchange.as_ref().unwrap().index, 1);
+        assert!(top.policies.default.exchange.is_some());
         assert!(top.policies.get(0).exchange.is_none(), "not inherited");
     }
 

@@ -344,13 +344,16 @@ impl RawConfig {
             verify.is_some(),
             token_exchange.is_some(),
         )?;
-        if let Some(v) = &verify {
-            // An exchanged JWT is verified like any other, for its policy's audience.
-            let all = policies
-                .list
-                .iter_mut()
-                .chain(std::iter::once(&mut policies.default));
-            for rule in all.filter_map(|p| p.exchange.as_mut()) {
+        let all = policies
+            .list
+            .iter_mut()
+            .chain(std::iter::once(&mut policies.default));
+        for rule in all.filter_map(|p| p.exchange.as_mut()) {
+            if let Some(x) = &token_exchange {
+                rule.identify(x);
+            }
+            if let Some(v) = &verify {
+                // An exchanged JWT is verified like any other, for its policy's audience.
                 let mut rules = v.policy.clone();
                 if let Some(audience) = &rule.audience {
                     rules.audiences = vec![audience.clone()];

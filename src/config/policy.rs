@@ -297,8 +297,7 @@ pub(super) fn validate(
                     "requires token_exchange (where tokens are exchanged)",
                 ))
             }
-            // The default policy's index comes after every other's.
-            Some(rule) => Some(rule.validate("exchange", raw.len())?),
+            Some(rule) => Some(rule.validate("exchange")?),
             None => None,
         },
     };
@@ -327,7 +326,7 @@ pub(super) fn validate(
                     "requires token_exchange (where tokens are exchanged)",
                 ));
             }
-            Some(rule) => Some(rule.validate(&format!("{field}.exchange"), i)?),
+            Some(rule) => Some(rule.validate(&format!("{field}.exchange"))?),
             None => None,
         };
         list.push(Policy {

@@ -27,6 +27,7 @@ pub(super) struct RawDpop {
     max_age_s: Option<u64>,
     clock_skew_s: Option<u64>,
     replay_entries: Option<u32>,
+    max_proofs_per_key: Option<u32>,
     #[serde(default)]
     nonce: bool,
     origin: Option<String>,
@@ -48,6 +49,8 @@ pub struct DpopConfig {
     pub max_age_s: u64,
     pub clock_skew_s: u64,
     pub replay_entries: u32,
+    /// Live proofs one key may hold in the replay store, at most (its share).
+    pub max_proofs_per_key: u32,
     pub nonce: bool,
     /// `scheme://host[:port]`, normalised, without a trailing `/`.
     pub origin: Option<String>,
@@ -136,6 +139,19 @@ impl RawDpop {
             self.replay_entries.unwrap_or(DEFAULT_REPLAY_ENTRIES),
             MAX_REPLAY_ENTRIES,
         )?;
+        // One key never holds more than half of the store; by default an eighth, so that the
+        // ways of every other proof stay free (8 ways at 1/8 taken: full once in 10^7).
+        let half = (replay_entries / 2).max(1);
+        let max_proofs_per_key = in_range(
+            "dpop.max_proofs_per_key",
+            u64::from(
+                self.max_proofs_per_key
+                    .unwrap_or((replay_entries / 8).max(1)),
+            ),
+            1,
+            u64::from(half),
+        )?;
+        let max_proofs_per_key = u32::try_from(max_proofs_per_key).unwrap_or(half);
         let origin = match self.origin {
             None => None,
             Some(origin) => {
@@ -164,6 +180,7 @@ impl RawDpop {
             max_age_s,
             clock_skew_s,
             replay_entries,
+            max_proofs_per_key,
             nonce: self.nonce,
             origin,
             forward_proof: self.forward_proof,
@@ -210,9 +227,16 @@ mod tests {
         assert!(c.mtls.is_some());
         let bare = cfg(r#", "dpop": {}"#).unwrap().dpop.unwrap();
         assert_eq!(
-            (bare.max_age_s, bare.clock_skew_s, bare.replay_entries),
-            (300, 5, 100_000)
+            (
+                bare.max_age_s,
+                bare.clock_skew_s,
+                bare.replay_entries,
+                bare.max_proofs_per_key
+            ),
+            (300, 5, 100_000, 12_500)
         );
+        let tiny = cfg(r#", "dpop": {"replay_entries": 8, "max_proofs_per_key": 4}"#);
+        assert_eq!(tiny.unwrap().dpop.unwrap().max_proofs_per_key, 4);
         assert_eq!(bare.algorithms, DPOP_ALGORITHMS);
     }
 
@@ -231,6 +255,14 @@ mod tests {
             (r#", "dpop": {"max_age_s": 0}"#, "dpop.max_age_s"),
             (r#", "dpop": {"clock_skew_s": 301}"#, "dpop.clock_skew_s"),
             (r#", "dpop": {"replay_entries": 0}"#, "dpop.replay_entries"),
+            (
+                r#", "dpop": {"replay_entries": 100, "max_proofs_per_key": 51}"#,
+                "dpop.max_proofs_per_key",
+            ),
+            (
+                r#", "dpop": {"max_proofs_per_key": 0}"#,
+                "dpop.max_proofs_per_key",
+            ),
             (r#", "dpop": {"origin": "api.example.com"}"#, "dpop.origin"),
             (
                 r#", "dpop": {"origin": "https://api.example.com/base"}"#,

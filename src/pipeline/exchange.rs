@@ -47,14 +47,14 @@ pub fn stage(
         return Step::Done(verdict);
     };
     let now = host.now_ms();
-    if let Some(token) = worker
-        .local_exchange
-        .get(&(*incoming.sha256(), rule.index), now)
-    {
+    // Keyed by what is asked for (endpoint, audience, scope, resource), never by a policy's
+    // position: another policy, another listener or a reload never reads what this one made
+    // unless it asks for exactly the same.
+    let key = exchange_cache::key_of(incoming.sha256(), &rule.id);
+    if let Some(token) = worker.local_exchange.get(&key, now) {
         host.count(Counter::ExchangeHit);
         return Step::Done(Verdict::Forward(token));
     }
-    let key = exchange_cache::key_of(incoming.sha256(), rule.index);
     let slot = exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries);
     let value = host.shared_get(&slot);
     match value
@@ -65,21 +65,20 @@ pub fn stage(
             jwt,
             scope,
             expires_at_ms,
-        }) => {
+        }) if rule.made_for(jwt) => {
             host.count(Counter::ExchangeHit);
             let token = resolved(cfg, jwt, scope);
-            worker.local_exchange.put(
-                &(*incoming.sha256(), rule.index),
-                expires_at_ms,
-                token.clone(),
-            );
+            worker
+                .local_exchange
+                .put(&key, expires_at_ms, token.clone());
             Step::Done(Verdict::Forward(token))
         }
         Some(Cached::Refused(refusal)) => {
             host.count(Counter::ExchangeHit);
             Step::Done(Verdict::Reject(denial_of(refusal)))
         }
-        None => {
+        // A miss, or an entry that is not for this API (never served: exchanged again).
+        _ => {
             host.count(Counter::ExchangeMiss);
             let subject = match x.subject {
                 SubjectToken::AccessToken => incoming.token.to_owned(),
@@ -123,6 +122,11 @@ pub fn on_exchange(
                 host.count(Counter::ExchangeError);
                 return Err(denial);
             }
+            if !rule.made_for(&jwt) {
+                // Not for this policy's audience: never forwarded, never cached.
+                host.count(Counter::ExchangeError);
+                return Err(Denial::ExchangeFailed(CallFailure::Malformed));
+            }
             let cache_until =
                 phantom_cache::active_expiry(now, &claims, expires_in_s, cfg.cache.max_ttl_s);
             if claims
@@ -159,21 +163,18 @@ pub fn on_exchange(
     }
 }
 
-/// The verdict for one request waiting for the exchange of its token (hash `token`) under a
-/// policy with `rule`: a token made is kept in this worker's copy.
+/// The verdict for one request waiting for the exchange `key` (of its token, for its
+/// policy's rule): a token made is kept in this worker's copy.
 pub fn after_exchange(
     worker: &Worker,
-    rule: &ExchangeRule,
-    token: &TokenHash,
+    key: &TokenHash,
     answer: &Result<Exchanged, Denial>,
 ) -> Verdict {
     match answer {
         Err(denial) => Verdict::Reject(*denial),
         Ok(made) => {
             if let Some(until) = made.cache_until {
-                worker
-                    .local_exchange
-                    .put(&(*token, rule.index), until, made.token.clone());
+                worker.local_exchange.put(key, until, made.token.clone());
             }
             Verdict::Forward(made.token.clone())
         }

@@ -17,7 +17,7 @@ use crate::token::jws::VerifyFailure;
 use crate::token::mint::{self, MintError, Minted};
 
 use super::authorize::{authorize, resolved};
-use super::exchange::{self, Incoming};
+use super::exchange::Incoming;
 use super::verify::{check_jwt, check_signed_response, refused};
 use super::{Caller, Step, Verdict, Worker};
 
@@ -130,7 +130,7 @@ pub fn after_introspection(
             verdict
         }
     };
-    exchange::stage(cfg, caller, worker, host, incoming, verdict)
+    super::finish(cfg, caller, worker, host, incoming, verdict)
 }
 
 /// Mints the JWT for an active token from its introspected claims; `None` when the claims

@@ -68,7 +68,7 @@ pub use self::introspect::{after_introspection, on_introspection, Introspected};
 pub use self::proof::{server_nonce, NONCE_WINDOW_S};
 pub use self::publish::{after_remote_write, count_publish, publish, publish_gate};
 pub use self::route::{
-    gateway_jwks, has_routes, owned_request_headers, preflight, route, Preflight, Route,
+    gateway_jwks, has_routes, owned_present, preflight, route, Passage, Preflight, Route,
     METHOD_OVERRIDE_HEADERS,
 };
 pub use self::split_lookup::{on_remote_get, RemoteAnswer};
@@ -89,8 +89,9 @@ pub struct Worker {
     /// Recent JWTs accepted as they are (`accept_jwt`): kept apart, so that a route that
     /// introspects never serves what a JWT route accepted.
     pub local_jwt: LocalCache<FastKey>,
-    /// Recent tokens made by token exchange, by the client's token and the policy.
-    pub local_exchange: LocalCache<(TokenHash, u16)>,
+    /// Recent tokens made by token exchange, by the exchange's key (the client's token and
+    /// what was asked for).
+    pub local_exchange: LocalCache<TokenHash>,
     /// Recent split store hits, by the token's keyed hash, made under epoch `split_epoch`.
     pub split_local: LocalCache<FastKey>,
     pub split_epoch: std::cell::Cell<Option<u64>>,
@@ -155,6 +156,9 @@ pub struct Request<'a> {
     /// The client certificate's SHA-256 in hex (`connection.sha256_peer_certificate_digest`),
     /// read only with `mtls`.
     pub client_cert_sha256: Option<&'a str>,
+    /// The connection is TLS (`connection.tls_version` is set): the scheme of a DPoP proof's
+    /// `htu` without `dpop.origin`. Read only for DPoP requests; `false` when unknown.
+    pub secure: bool,
 }
 
 /// Who asks, and under which rules: the policy the request is judged under, and what the
@@ -232,10 +236,30 @@ fn authenticate(
     // phantom cache's (of the opaque token), the JWT cache's (of the JWT).
     let keys = TokenKeys::new(&worker.keyed, token);
     let step = match lookup(cfg, &caller, worker, host, &keys) {
-        Step::Done(verdict) => exchange::stage(cfg, &caller, worker, host, &keys, verdict),
+        Step::Done(verdict) => finish(cfg, &caller, worker, host, &keys, verdict),
         other => other,
     };
     (presented, step)
+}
+
+/// The last stages of a verdict reached for `incoming`, however it was reached (a hit, an
+/// introspection's answer, the remote store's): a forward records the request's DPoP proof
+/// (only now that the token is known to be active and bound to its key), then goes to the
+/// exchange stage.
+fn finish(
+    cfg: &Config,
+    caller: &Caller<'_>,
+    worker: &Worker,
+    host: &dyn Host,
+    incoming: exchange::Incoming<'_>,
+    verdict: Verdict,
+) -> Step {
+    if let Verdict::Forward(_) = verdict {
+        if let Err(denial) = proof::record(cfg, caller, host) {
+            return Step::Done(Verdict::Reject(denial));
+        }
+    }
+    exchange::stage(cfg, caller, worker, host, incoming, verdict)
 }
 
 /// The token lookups: a JWT accepted as it is, the split store, the phantom cache, else an

@@ -1,10 +1,14 @@
 //! Stage: which policy applies. The route's metadata names one (`filter_metadata`
 //! `token_filter` / `policy`), else the first policy whose `match` holds, else `default`.
 //!
-//! What a policy matches on must be what the API will act on: the path is made canonical
-//! ([`crate::token::path`]) and the host too ([`crate::token::host`]); a request whose path
-//! or host is ambiguous is refused, never matched one way and served another. Each is only
-//! read when some policy matches on it.
+//! What a policy matches on must be what the API will act on. Envoy chooses the route (and so
+//! a policy named by route name or route metadata) from the raw path and method, the filter's
+//! own matches from canonical ones: with policies, a request whose path is not already
+//! canonical ([`crate::token::path`]: `/%72eports/q1`, `/x/../reports/q1`, `//reports/q1`,
+//! `/reports;x/q1`...) or whose method is not upper case (`post`) is refused (400), whatever
+//! selects the policy, so that no server downstream reads another path or method than the one
+//! the policy was chosen for. Hosts are made canonical ([`crate::token::host`]) and refused when
+//! ambiguous. The host is only read when some policy matches on it.
 
 use crate::config::{segment_of, Config, HostMatch, Match, PathMatch};
 use crate::reply::Denial;
@@ -15,6 +19,17 @@ use super::Request;
 /// The index of the policy that applies (see [`crate::config::Policies::get`]).
 pub fn choose(cfg: &Config, request: &Request<'_>) -> Result<usize, Denial> {
     let policies = &cfg.policies;
+    if policies.is_empty() {
+        // One policy: nothing to choose, nothing to bypass.
+        return Ok(policies.list.len());
+    }
+    let headers = request.headers;
+    let raw = headers.text(":path").ok_or(Denial::AmbiguousRequest)?;
+    let canonical_path = canonical_only(&raw)?;
+    let method = headers.text(":method").ok_or(Denial::AmbiguousRequest)?;
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(Denial::AmbiguousRequest);
+    }
     if let Some(name) = request.route_policy {
         // A name the configuration does not know: the operator's mistake, failed closed.
         return policies
@@ -22,30 +37,17 @@ pub fn choose(cfg: &Config, request: &Request<'_>) -> Result<usize, Denial> {
             .map(|(index, _)| index)
             .ok_or(Denial::UnknownPolicy);
     }
-    if policies.is_empty() {
-        return Ok(policies.list.len());
-    }
-    let headers = request.headers;
-    let raw_path = policies.by_path.then(|| headers.text(":path")).flatten();
-    let canonical_path = match &raw_path {
-        Some(raw) => Some(path::canonical(raw).ok_or(Denial::AmbiguousRequest)?),
-        None if policies.by_path => return Err(Denial::AmbiguousRequest),
-        None => None,
-    };
+    let canonical_path = policies.by_path.then_some(canonical_path);
     let canonical_host = if policies.by_hosts {
         let raw = headers.text(":authority").unwrap_or_default();
         Some(host::canonical(&raw).ok_or(Denial::AmbiguousRequest)?)
     } else {
         None
     };
-    let method = policies
-        .by_methods
-        .then(|| headers.text(":method"))
-        .flatten();
     let seen = Seen {
-        path: canonical_path.as_deref(),
+        path: canonical_path,
         host: canonical_host.as_deref(),
-        method: method.as_deref(),
+        method: policies.by_methods.then_some(method.as_ref()),
         route_name: request.route_name,
     };
     // First match wins: the candidates of the path's first segment and those of any path,
@@ -67,6 +69,15 @@ pub fn choose(cfg: &Config, request: &Request<'_>) -> Result<usize, Denial> {
                 return Ok(index);
             }
         }
+    }
+}
+
+/// The path of `target` without its query, when it is already canonical; refused otherwise.
+fn canonical_only(target: &str) -> Result<&str, Denial> {
+    let raw = target.split('?').next().unwrap_or("");
+    match path::canonical(target) {
+        Some(canonical) if canonical == raw => Ok(raw),
+        _ => Err(Denial::AmbiguousRequest),
     }
 }
 

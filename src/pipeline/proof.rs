@@ -4,18 +4,20 @@
 //! cache hits included (the binding is kept with the token); without the matching `dpop` or
 //! `mtls` block a bound token is refused. `proof: "required"` refuses unbound tokens too.
 //!
-//! Two steps: [`present`] checks what the request presents, once, before any token lookup (a
-//! DPoP proof: every RFC 9449 §4.3 check, replay included, so a bad proof costs no
-//! introspection); [`bind`] compares it with the token's binding once the token is known.
+//! Three steps: [`present`] checks what the request presents, once, before any token lookup (a
+//! DPoP proof: every RFC 9449 §4.3 check but replay, so a bad proof costs no introspection);
+//! [`bind`] compares it with the token's binding once the token is known; [`record`] records
+//! the proof (replay, and its key's share of the store) only once the token is resolved,
+//! active and bound to the proof's key, so proofs sent with worthless tokens take no room.
 
 use crate::config::{Config, ProofRule};
 use crate::hash::constant_time_eq;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
-use crate::storage::dpop::{self, ReplayStore, Seen};
+use crate::storage::dpop::{self, Admit, KeyQuota, ReplayStore, Seen};
 use crate::storage::local::Resolved;
-use crate::token::bearer::{Presented, Scheme};
+use crate::token::bearer::{Presented, ProofUse, Scheme};
 use crate::token::dpop::{self as proofs, Expect, ProofError};
 
 use super::{Caller, Request};
@@ -49,8 +51,8 @@ pub fn present(
     });
     let mut presented = Presented {
         scheme: Some(scheme),
-        jkt: None,
         cert,
+        ..Presented::default()
     };
     if scheme != Scheme::Dpop {
         // A Bearer request's DPoP header proves nothing (RFC 9449 §7.2): a DPoP-bound token
@@ -65,9 +67,12 @@ pub fn present(
         return Err(Denial::InvalidDpopProof);
     };
     let method = headers.text(":method").unwrap_or_default();
+    // The scheme is the connection's (TLS or not), never what the client says it is: an
+    // `https` `:scheme` sent over plain text would make a proof for `https://...` pass.
+    let scheme = if request.secure { "https" } else { "http" };
     let htu = proofs::request_htu(
         dpop.origin.as_deref(),
-        &headers.text(":scheme").unwrap_or_default(),
+        scheme,
         &headers.text(":authority").unwrap_or_default(),
         &headers.text(":path").unwrap_or_default(),
     )
@@ -107,20 +112,62 @@ pub fn present(
         }
     };
     // Live while a proof of that `iat` could still be accepted, and a second more.
-    let window_s = dpop.max_age_s + 2 * dpop.clock_skew_s + 1;
-    let until_ms = proven.iat.saturating_add(window_s).saturating_mul(1_000);
-    let hash = dpop::proof_hash(&proven.jkt, &proven.jti);
-    match ReplayStore::new(dpop.replay_entries).check_and_insert(host, &hash, until_ms, now_ms) {
-        Seen::Fresh => {}
-        Seen::Replayed => {
-            host.count(Counter::DpopReplayed);
-            return Err(Denial::InvalidDpopProof);
-        }
-        Seen::Full => return Err(Denial::ReplayStoreFull),
-    }
-    host.count(Counter::DpopProofAccepted);
+    let until_ms = proven
+        .iat
+        .saturating_add(window_s(dpop))
+        .saturating_mul(1_000);
+    presented.proof = Some(ProofUse {
+        id: dpop::proof_hash(&proven.jkt, &proven.jti),
+        key: crate::hash::token_hash(&proven.jkt),
+        until_ms,
+    });
     presented.jkt = Some(proven.jkt);
     Ok(presented)
+}
+
+/// How long a proof can be accepted after its `iat`, and a second more.
+fn window_s(dpop: &crate::config::DpopConfig) -> u64 {
+    dpop.max_age_s + 2 * dpop.clock_skew_s + 1
+}
+
+/// Records the proof the caller presented, once its token is resolved, active and bound to the
+/// proof's key (the verdict forwards): first its key's share of the replay store, then the
+/// replay store itself. A request without a proof passes.
+pub fn record(cfg: &Config, caller: &Caller<'_>, host: &dyn Host) -> Result<(), Denial> {
+    let (Some(proof), Some(dpop)) = (&caller.presented.proof, &cfg.dpop) else {
+        return Ok(());
+    };
+    let now_ms = host.now_ms();
+    let quota = KeyQuota {
+        slots: KeyQuota::table_slots(dpop.replay_entries),
+        limit: dpop.max_proofs_per_key,
+        bucket_s: window_s(dpop),
+    };
+    // Without its salt (shared data refusing a write) no share can be counted: fail closed.
+    let Some(salt) = dpop::quota_salt(host, random_key) else {
+        return Err(Denial::ReplayStoreFull);
+    };
+    if let Admit::Over { retry_after_s } = quota.admit(host, &proof.key, &salt, now_ms) {
+        return Err(Denial::DpopKeyQuota {
+            retry_after_s: u32::try_from(retry_after_s).unwrap_or(u32::MAX),
+        });
+    }
+    match ReplayStore::new(dpop.replay_entries).check_and_insert(
+        host,
+        &proof.id,
+        proof.until_ms,
+        now_ms,
+    ) {
+        Seen::Fresh => {
+            host.count(Counter::DpopProofAccepted);
+            Ok(())
+        }
+        Seen::Replayed => {
+            host.count(Counter::DpopReplayed);
+            Err(Denial::InvalidDpopProof)
+        }
+        Seen::Full => Err(Denial::ReplayStoreFull),
+    }
 }
 
 /// Whether `caller` may use `token`: a bound token with its proof, and an unbound one where the
@@ -160,15 +207,69 @@ pub fn bind(cfg: &Config, caller: &Caller<'_>, token: &Resolved) -> Result<(), D
     Ok(())
 }
 
-/// The `Hash` of the first element of an `x-forwarded-client-cert` header (Envoy's format:
-/// `;`-separated `key=value` pairs, elements separated by `,`), base64url.
+/// The `Hash` of the first element of an `x-forwarded-client-cert` header, base64url. Envoy's
+/// format: elements separated by `,`, each `;`-separated `key=value` pairs, a value that holds
+/// `,`, `;` or `=` double-quoted (with `\"` inside): what is inside quotes is a value, never a
+/// separator, so `Subject="CN=a;Hash=..."` names no hash. A header that does not parse names
+/// none either.
 fn xfcc_hash(xfcc: &str) -> Option<String> {
-    let first = xfcc.split(',').next()?;
-    first
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.eq_ignore_ascii_case("hash"))
-        .and_then(|(_, v)| hex_to_b64url(v.trim_matches('"')))
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let (mut key, mut value) = (String::new(), String::new());
+    let (mut in_value, mut quoted, mut escaped, mut was_quoted) = (false, false, false, false);
+    let mut chars = xfcc.chars();
+    loop {
+        let c = chars.next();
+        if quoted {
+            match c? {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => quoted = false,
+                other => {
+                    escaped = false;
+                    value.push(other);
+                }
+            }
+            continue;
+        }
+        match c {
+            Some('"') if in_value && value.is_empty() && !was_quoted => {
+                quoted = true;
+                was_quoted = true;
+            }
+            Some('"') => return None,
+            Some('=') if !in_value => in_value = true,
+            Some(';') | Some(',') | None => {
+                if in_value {
+                    pairs.push((key.trim().to_ascii_lowercase(), std::mem::take(&mut value)));
+                } else if !key.trim().is_empty() {
+                    return None;
+                }
+                key.clear();
+                (in_value, was_quoted) = (false, false);
+                if c != Some(';') {
+                    break;
+                }
+            }
+            Some(other) if in_value => {
+                if was_quoted && !other.is_whitespace() {
+                    return None;
+                }
+                if !was_quoted {
+                    value.push(other);
+                }
+            }
+            Some(other) => key.push(other),
+        }
+    }
+    let hashes: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "hash")
+        .map(|(_, v)| v.trim())
+        .collect();
+    // One hash, or none: two are ambiguous.
+    match hashes.as_slice() {
+        [one] => hex_to_b64url(one),
+        _ => None,
+    }
 }
 
 /// A SHA-256 in hex (as Envoy gives `connection.sha256_peer_certificate_digest`) as base64url.
@@ -218,5 +319,25 @@ mod tests {
         let xfcc = format!(r#"By=spiffe://a;Hash={hex};Subject="CN=client",Hash=ffff"#);
         assert_eq!(xfcc_hash(&xfcc).as_deref(), Some(b64.as_str()));
         assert_eq!(xfcc_hash("By=x;Subject=y"), None);
+        // Quoted values are values: a hash inside one is no hash.
+        let other = "ff".repeat(32);
+        for (xfcc, want) in [
+            (format!(r#"Subject="CN=a;Hash={other}""#), None),
+            (
+                format!(r#"Subject="CN=a;Hash={other}";Hash={hex}"#),
+                Some(&b64),
+            ),
+            (
+                format!(r#"Subject="CN=\"a\";Hash={other},x";Hash={hex}"#),
+                Some(&b64),
+            ),
+            (format!(r#"Hash="{hex}";By=x"#), Some(&b64)),
+            (format!(r#"Hash={hex};Hash={other}"#), None),
+            (format!(r#"Subject="unterminated;Hash={hex}"#), None),
+            (format!(r#"Subject="a"b;Hash={hex}"#), None),
+            (format!(r#"By=x,Hash={hex}"#), None),
+        ] {
+            assert_eq!(xfcc_hash(&xfcc).as_ref(), want, "{xfcc}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! and CORS preflights (passed unauthenticated, when they are real ones).
 
 use crate::config::Config;
+use crate::header_map::HeaderMap;
 use crate::reply::Denial;
 use crate::token::bearer;
 
@@ -97,20 +98,64 @@ pub fn preflight(
     }
 }
 
-/// The request headers the filter owns: whatever a client sends under these names is replaced
-/// or removed, in the headers and in the trailers, on every route, so it never reaches the API
-/// as sent: `Authorization`, `DPoP` (unless `dpop.forward_proof`), and every header a
-/// `claims_to_headers` writes.
-pub fn owned_request_headers(cfg: &Config) -> impl Iterator<Item = &str> {
-    // The client's DPoP proof is for this hop, unless `dpop.forward_proof`.
-    let proof = cfg
-        .dpop
-        .as_ref()
-        .filter(|d| !d.forward_proof)
-        .map(|_| "dpop");
-    std::iter::once("authorization")
-        .chain(proof)
-        .chain(cfg.policies.claim_headers.iter().map(String::as_str))
+/// Where a request the filter lets through goes, which decides what it may carry of the
+/// headers the filter owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passage {
+    /// To the API: the forward writes `Authorization` and the claim headers over the client's
+    /// (those exact names are the forward's), everything else the filter owns is removed.
+    Api,
+    /// To the API, in the trailers: nothing the filter owns rides along.
+    ApiTrailers,
+    /// A CORS preflight, to the API unauthenticated: nothing the filter owns.
+    Preflight,
+    /// To the token service: the client's own `Authorization` (its client authentication)
+    /// and `DPoP` (the proof that binds the token it issues, RFC 9449 §5) go on; nothing else
+    /// the filter owns does.
+    TokenRequest,
+}
+
+/// The headers of `headers` to remove before the request goes on, named as the map has them:
+/// every header the filter owns (`Authorization`, `DPoP` unless `dpop.forward_proof`, every
+/// header a `claims_to_headers` writes, and with policies the method overrides), under its own
+/// name or with `_` for `-` (`x_user_id`: servers that read `_` as `-` would see
+/// `x-user-id`). Allocates only when one is there.
+pub fn owned_present<'h>(cfg: &Config, passage: Passage, headers: &'h HeaderMap) -> Vec<&'h str> {
+    let dpop = cfg.dpop.as_ref().is_some_and(|d| !d.forward_proof);
+    let overrides = !cfg.policies.is_empty();
+    let mut out = Vec::new();
+    for name in headers.names() {
+        let owned = |own: &str| same_header(name, own);
+        let claim = cfg.policies.claim_headers.iter().any(|h| owned(h));
+        let method_override = overrides && METHOD_OVERRIDE_HEADERS.iter().any(|h| owned(h));
+        let hit = match passage {
+            Passage::TokenRequest => claim || method_override,
+            _ => {
+                // The exact names the forward writes itself are left to it.
+                let written_by_forward = passage == Passage::Api && !name.contains(&b'_');
+                ((owned("authorization") || claim) && !written_by_forward)
+                    || (dpop && owned("dpop"))
+                    || method_override
+            }
+        };
+        if hit {
+            if let Ok(name) = std::str::from_utf8(name) {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether header name `present` is `owned`, or `owned` with `_` in place of some `-`.
+fn same_header(present: &[u8], owned: &str) -> bool {
+    present.len() == owned.len()
+        && present
+            .iter()
+            .zip(owned.bytes())
+            .all(|(&p, o)| p == o || (p == b'_' && o == b'-'))
 }
 
 /// Whether some path is the filter's own (split routes, the gateway's JWK Set).

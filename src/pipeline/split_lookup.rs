@@ -17,7 +17,6 @@ use crate::token::jwt;
 use crate::token::split::{self, Entry};
 
 use super::authorize::{authorize, resolved_bearer};
-use super::exchange;
 use super::verify::check_jwt;
 use super::{Caller, Step, Verdict, Worker};
 
@@ -212,7 +211,7 @@ pub fn on_remote_get(
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
     let verdict = split_hit(cfg, caller, worker, host, token, hash, &stored);
     let incoming = TokenKeys::with_sha(&worker.keyed, token, *hash);
-    exchange::stage(cfg, caller, worker, host, &incoming, verdict)
+    super::finish(cfg, caller, worker, host, &incoming, verdict)
 }
 
 fn fallback_or(

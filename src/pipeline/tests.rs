@@ -32,6 +32,7 @@ fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Ste
             route_name: None,
             route_policy: None,
             client_cert_sha256: None,
+            secure: false,
         },
     );
     assert_eq!(
@@ -347,6 +348,70 @@ fn cors_preflight_detection() {
     assert_eq!(
         p("GET", Some("https://a"), Some("POST"), true, true),
         Preflight::No
+    );
+}
+
+/// Every header the filter owns is removed from every request it lets through, under its own
+/// name or with `_` for `-`; a token request keeps the client's `Authorization` and `DPoP`.
+#[test]
+fn owned_headers_are_removed_whatever_way_the_request_goes() {
+    let cfg = config(
+        r#", "dpop": {}, "policies": [{"name": "p", "match": {"path_prefix": "/p/"}}],
+        "claims_to_headers": [{"claim": "sub", "header": "x-user-id"}]"#,
+    );
+    let headers = HeaderMap::from_pairs(&[
+        (":path", "/x"),
+        ("authorization", "Bearer t"),
+        ("authorization", "Bearer u"),
+        ("dpop", "proof"),
+        ("x-user-id", "mallory"),
+        ("x_user_id", "mallory"),
+        ("x_user-id", "mallory"),
+        ("x-http-method-override", "GET"),
+        ("x_http_method_override", "GET"),
+        ("x-request-id", "keep"),
+        ("x_request_id", "keep"),
+        ("x-user-idx", "keep"),
+    ]);
+    let owned = |passage| owned_present(&cfg, passage, &headers);
+    // To the API: `authorization` and `x-user-id` are the forward's to write.
+    assert_eq!(
+        owned(Passage::Api),
+        [
+            "dpop",
+            "x_user_id",
+            "x_user-id",
+            "x-http-method-override",
+            "x_http_method_override"
+        ]
+    );
+    let everything = [
+        "authorization",
+        "dpop",
+        "x-user-id",
+        "x_user_id",
+        "x_user-id",
+        "x-http-method-override",
+        "x_http_method_override",
+    ];
+    assert_eq!(owned(Passage::Preflight), everything);
+    assert_eq!(owned(Passage::ApiTrailers), everything);
+    assert_eq!(
+        owned(Passage::TokenRequest),
+        [
+            "x-user-id",
+            "x_user_id",
+            "x_user-id",
+            "x-http-method-override",
+            "x_http_method_override"
+        ]
+    );
+    // Without policies the method overrides are not the filter's; `forward_proof` keeps DPoP.
+    let plain = config(r#", "dpop": {"forward_proof": true}"#);
+    assert!(owned_present(&plain, Passage::Api, &headers).is_empty());
+    assert_eq!(
+        owned_present(&plain, Passage::Preflight, &headers),
+        ["authorization"]
     );
 }
 
@@ -1287,6 +1352,7 @@ mod policies {
                 route_name: r.route_name,
                 route_policy: r.route_policy,
                 client_cert_sha256: None,
+                secure: false,
             },
         );
         (cfg.policies.get(d.policy).name.clone(), bare_step(d.step))
@@ -1388,14 +1454,48 @@ mod policies {
     #[test]
     fn ambiguous_paths_and_hosts_are_refused_or_made_canonical() {
         let (cfg, host) = (cfg(""), FakeHost::at(T0));
-        // Canonical forms match the policy they mean.
-        for path in ["/%6Frders/1", "/orders/%31", "/%6frders/1?x=y"] {
+        // Paths Envoy routes one way and the API reads another: refused, whatever chooses the
+        // policy (here route metadata and a route name, which Envoy chose on the raw path).
+        for (path, route_policy, route_name) in [
+            ("/%6Frders/1", None, None),
+            ("/orders/%31", None, None),
+            ("/%6frders/1?x=y", None, None),
+            ("/%72eports/q1", Some("default"), None),
+            ("/%6Deta-admin/x", None, Some("other")),
+            ("/x/../reports/q1", Some("default"), None),
+            ("//reports/q1", None, Some("other")),
+            ("/reports;x/q1", Some("default"), None),
+            ("/x/%2e%2e/meta-admin/x", Some("default"), None),
+            ("/x%2f..%2fmeta-admin/x", Some("default"), None),
+            ("/x\\..\\meta-admin/x", Some("default"), None),
+        ] {
             let r = Req {
                 method: "POST",
                 path,
+                route_policy,
+                route_name,
+                authorization: Some("Bearer t"),
                 ..GET
             };
-            assert_eq!(policy_of(&cfg, &host, r), "orders-write", "{path}");
+            assert_eq!(
+                decide(&cfg, &host, r).1,
+                Step::Done(Verdict::Reject(Denial::AmbiguousRequest)),
+                "{path}"
+            );
+        }
+        // A method's case never picks a policy: `post` is refused, not matched as "not POST".
+        for method in ["post", "Post", "gEt"] {
+            let r = Req {
+                method,
+                path: "/orders/1",
+                authorization: Some("Bearer t"),
+                ..GET
+            };
+            assert_eq!(
+                decide(&cfg, &host, r).1,
+                Step::Done(Verdict::Reject(Denial::AmbiguousRequest)),
+                "{method}"
+            );
         }
         // Everything two servers could read two ways is refused, whatever the policy.
         for path in [
@@ -1644,6 +1744,8 @@ mod possession {
         proofs: Vec<String>,
         cert: Option<&'a str>,
         xfcc: Option<&'a str>,
+        /// The connection is TLS (the proofs name `https://`).
+        secure: bool,
     }
 
     fn send(cfg: &Config, host: &FakeHost, c: &Call<'_>) -> Decision {
@@ -1671,6 +1773,7 @@ mod possession {
                 route_name: None,
                 route_policy: None,
                 client_cert_sha256: c.cert,
+                secure: c.secure,
             },
         );
         d.step = bare_step(d.step);
@@ -1696,6 +1799,7 @@ mod possession {
             proofs: vec![key.proof("POST", HTU, token, T0 / 1000, jti)],
             cert: None,
             xfcc: None,
+            secure: true,
         }
     }
 
@@ -1705,6 +1809,7 @@ mod possession {
             proofs: vec![],
             cert: None,
             xfcc: None,
+            secure: true,
         }
     }
 
@@ -1762,6 +1867,102 @@ mod possession {
             Some(Denial::InvalidDpopProof)
         );
         assert!(access_token_hash("x") != access_token_hash("y"));
+    }
+
+    /// A proof is recorded only once its token is resolved, active and bound to its key:
+    /// proofs sent with worthless tokens, or with tokens bound to another key, take no room.
+    #[test]
+    fn proofs_with_worthless_tokens_take_no_room_in_the_replay_store() {
+        let tiny =
+            config(r#", "dpop": {"max_age_s": 60, "replay_entries": 8, "max_proofs_per_key": 4}"#);
+        let host = FakeHost::at(T0);
+        let key = ProofKey::es256(7);
+        let jwt = bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, key.jkt()));
+        introspected(&tiny, &host, "good", &jwt);
+        let _ = super::super::on_introspection(
+            &tiny,
+            &host.worker,
+            &host,
+            &crate::hash::token_hash("worthless"),
+            Outcome::Inactive,
+        );
+        introspected(
+            &tiny,
+            &host,
+            "other-key",
+            &bound_jwt(r#"{"jkt":"someone-else"}"#),
+        );
+        for i in 0..50 {
+            let worthless = send(&tiny, &host, &dpop(&key, "worthless", &format!("w{i}")));
+            assert_eq!(rejected(&worthless), Some(Denial::InvalidToken));
+            let unbound = send(&tiny, &host, &dpop(&key, "other-key", &format!("o{i}")));
+            assert_eq!(rejected(&unbound), Some(Denial::BoundTokenUnproven));
+        }
+        // A token not looked up yet: its proof waits for the answer, unrecorded.
+        assert!(matches!(
+            send(&tiny, &host, &dpop(&key, "unknown", "u1")).step,
+            Step::Introspect { .. }
+        ));
+        for i in 0..4 {
+            let ok = send(&tiny, &host, &dpop(&key, "good", &format!("g{i}")));
+            assert_eq!(ok.step, forward(&jwt), "proof {i}");
+        }
+    }
+
+    /// One key holds at most `max_proofs_per_key` proofs: past it, that key is refused (429)
+    /// and every other key goes on.
+    #[test]
+    fn one_key_cannot_hold_more_than_its_share() {
+        let cfg =
+            config(r#", "dpop": {"max_age_s": 60, "replay_entries": 64, "max_proofs_per_key": 3}"#);
+        let host = FakeHost::at(T0);
+        let (heavy, light) = (ProofKey::es256(7), ProofKey::eddsa(9));
+        let heavy_jwt = bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, heavy.jkt()));
+        let light_jwt = bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, light.jkt()));
+        introspected(&cfg, &host, "heavy", &heavy_jwt);
+        introspected(&cfg, &host, "light", &light_jwt);
+        for i in 0..3 {
+            let d = send(&cfg, &host, &dpop(&heavy, "heavy", &format!("h{i}")));
+            assert_eq!(d.step, forward(&heavy_jwt));
+        }
+        let over = send(&cfg, &host, &dpop(&heavy, "heavy", "h3"));
+        assert!(
+            matches!(rejected(&over), Some(Denial::DpopKeyQuota { retry_after_s }) if retry_after_s > 0),
+            "{over:?}"
+        );
+        assert_eq!(host.count_of(Counter::DpopProofAccepted), 3);
+        for i in 0..3 {
+            let d = send(&cfg, &host, &dpop(&light, "light", &format!("l{i}")));
+            assert_eq!(d.step, forward(&light_jwt));
+        }
+        let reply = crate::reply::local_reply(
+            Denial::DpopKeyQuota { retry_after_s: 42 },
+            "api",
+            &[],
+            false,
+        );
+        assert_eq!(reply.status, 429);
+        assert!(reply.headers.contains(&("retry-after", "42".to_owned())));
+    }
+
+    /// The scheme of `htu` is the connection's: a plain-text request claiming `https` (an
+    /// HTTP/2 `:scheme`, an absolute-form target) does not make an `https://` proof pass.
+    #[test]
+    fn the_scheme_a_proof_names_is_the_connections() {
+        let (cfg, host) = (cfg(""), FakeHost::at(T0));
+        let key = ProofKey::es256(7);
+        let jwt = bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, key.jkt()));
+        introspected(&cfg, &host, "s", &jwt);
+        let mut plain = dpop(&key, "s", "s1");
+        plain.secure = false;
+        assert_eq!(
+            rejected(&send(&cfg, &host, &plain)),
+            Some(Denial::InvalidDpopProof)
+        );
+        assert_eq!(
+            send(&cfg, &host, &dpop(&key, "s", "s2")).step,
+            forward(&jwt)
+        );
     }
 
     #[test]
@@ -1912,6 +2113,7 @@ mod exchange {
                 route_name: None,
                 route_policy: None,
                 client_cert_sha256: None,
+                secure: false,
             },
         )
     }
@@ -1971,12 +2173,8 @@ mod exchange {
     ) -> Verdict {
         let rule = cfg.policies.get(policy).exchange.as_ref().unwrap();
         let made = super::super::on_exchange(cfg, rule, &host.worker, host, key, outcome);
-        bare(super::super::after_exchange(
-            &host.worker,
-            rule,
-            token,
-            &made,
-        ))
+        let _ = token;
+        bare(super::super::after_exchange(&host.worker, key, &made))
     }
 
     #[test]
@@ -2028,6 +2226,113 @@ mod exchange {
         host.now.set(host.now.get() + 60_000);
         host.worker.local_exchange.clear();
         let _ = exchange_step(&cfg, &host, "/orders/4", "opaque-1");
+    }
+
+    /// Two configurations on one VM (two listeners, or a reload) with the same policies in
+    /// another order share the exchange cache: each API still only gets tokens made for it.
+    #[test]
+    fn exchanged_tokens_never_cross_to_another_api_whatever_the_order() {
+        const REORDERED: &str = r#", "token_exchange": {"cluster": "ts", "path": "/token",
+            "client_id": "gw", "client_secret": "xs"}, "policies": [
+            {"name": "billing", "match": {"path_prefix": "/billing/"},
+             "exchange": {"audience": "billing-api"}},
+            {"name": "orders", "match": {"path_prefix": "/orders/"},
+             "exchange": {"audience": "orders-api", "scope": "orders:read"}}]"#;
+        let (a, b) = (config(X), config(REORDERED));
+        let host = FakeHost::at(T0);
+        let original = make(r#"{"scope":"read"}"#);
+        resolve(&a, &host, "opaque-x", &original);
+        let (policy, key, hash, _) = exchange_step(&a, &host, "/orders/1", "opaque-x");
+        let orders = make(r#"{"aud":"orders-api","scope":"orders:read"}"#);
+        assert_eq!(
+            answer(
+                &a,
+                &host,
+                policy,
+                &key,
+                &hash,
+                issued(&orders, None, Some(60))
+            ),
+            forward_of(format!("Bearer {orders}"))
+        );
+        // The other configuration's billing policy sits where orders was: it must exchange.
+        host.worker.local_exchange.clear();
+        let (p, billing_key, _, _) = exchange_step(&b, &host, "/billing/1", "opaque-x");
+        assert_eq!(b.policies.get(p).name, "billing");
+        assert_ne!(billing_key, key);
+        // Its orders policy, asking for the same thing, shares the token made for orders.
+        assert_eq!(
+            bare_step(get(&b, &host, "/orders/2", "opaque-x").step),
+            forward(&orders)
+        );
+        // A refusal cached for billing is never orders' answer either.
+        let (p, billing_key, hash, _) = exchange_step(&b, &host, "/billing/2", "opaque-x");
+        assert_eq!(
+            answer(
+                &b,
+                &host,
+                p,
+                &billing_key,
+                &hash,
+                Answer::Refused(Refusal::Forbidden)
+            ),
+            Verdict::Reject(Denial::ExchangeForbidden)
+        );
+        host.worker.local_exchange.clear();
+        assert_eq!(
+            bare_step(get(&a, &host, "/orders/3", "opaque-x").step),
+            forward(&orders)
+        );
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_never_forwarded_nor_served() {
+        let (cfg, host) = (config(X), FakeHost::at(T0));
+        resolve(&cfg, &host, "opaque-aud", &make(r#"{"scope":"read"}"#));
+        let (policy, key, hash, _) = exchange_step(&cfg, &host, "/orders/1", "opaque-aud");
+        // The token service made it for billing: refused, not cached.
+        let wrong = make(r#"{"aud":"billing-api","scope":"orders:read"}"#);
+        assert_eq!(
+            answer(
+                &cfg,
+                &host,
+                policy,
+                &key,
+                &hash,
+                issued(&wrong, None, Some(60))
+            ),
+            Verdict::Reject(Denial::ExchangeFailed(Failure::Malformed))
+        );
+        // A slot that holds it anyway (written by something else) is not served either.
+        let x = cfg.token_exchange.as_ref().unwrap();
+        let slot =
+            crate::storage::exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries);
+        host.shared_set(
+            &slot,
+            &crate::storage::exchange_cache::encode_issued(
+                &key,
+                T0 + 60_000,
+                "orders:read",
+                &wrong,
+            ),
+        );
+        assert!(matches!(
+            get(&cfg, &host, "/orders/1", "opaque-aud").step,
+            Step::Exchange { .. }
+        ));
+        // As a list holding it, the audience is right.
+        let listed = make(r#"{"aud":["x","orders-api"],"scope":"orders:read"}"#);
+        assert_eq!(
+            answer(
+                &cfg,
+                &host,
+                policy,
+                &key,
+                &hash,
+                issued(&listed, None, Some(60))
+            ),
+            forward_of(format!("Bearer {listed}"))
+        );
     }
 
     #[test]
@@ -2222,6 +2527,7 @@ mod cost {
                         route_name: None,
                         route_policy: None,
                         client_cert_sha256: None,
+                        secure: false,
                     },
                 );
                 assert!(matches!(d.step, Step::Done(Verdict::Forward(_))));

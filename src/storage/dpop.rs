@@ -1,10 +1,10 @@
-//! DPoP state shared by every worker: the `jti`s seen (replay detection, RFC 9449 §11.1) and
-//! the key server nonces are made with (§8).
+//! DPoP state shared by every worker: the `jti`s seen (replay detection, RFC 9449 §11.1), each
+//! proof key's share of them, and the key server nonces are made with (§8).
 //!
-//! Replay: `replay_entries` slots in shared data (`dp<replay_entries>:<slot>`), each holding at
-//! most one proof's key (SHA-256 of the proof's key thumbprint and its `jti`) until the proof
-//! would be too old to be accepted anyway. A proof's key picks [`WAYS`] consecutive slots; a
-//! new proof goes in a free or expired one with a compare-and-swap. Exact within the window:
+//! Replay: slots in shared data (`dp:<slot>`), each holding at most one proof's key (SHA-256 of
+//! the proof's key thumbprint and its `jti`) until the proof would be too old to be accepted
+//! anyway. A proof's key picks [`WAYS`] consecutive slots; a new proof goes in a free or expired
+//! one with a compare-and-swap. Exact within the window:
 //! - a proof seen before, live in one of its slots, is a replay;
 //! - two workers inserting the same proof at once: the compare-and-swap lets one write a slot
 //!   and the other retry (and find it); if they wrote two different slots (one had just
@@ -14,8 +14,25 @@
 //!   [`Seen::Full`] and the request is refused (503), never accepted unchecked.
 //!
 //! Like the split store, the slots are created empty when the configuration loads (Envoy's
-//! compare-and-swap only protects a key that exists), so the memory is allocated up front:
-//! `replay_entries` keys of at most [`crate::storage::record::HEADER_LEN`] bytes.
+//! compare-and-swap only protects a key that exists), so the memory is allocated up front.
+//!
+//! **One store per VM, whatever the reloads.** The slot keys do not name a size: every
+//! configuration that shares the VM (`vm_id`) shares the slots, and a configuration with
+//! another `replay_entries` (a reload, another listener) reuses those that exist and creates
+//! only the missing ones, so memory is bounded by the largest size configured. Where a proof
+//! lives depends on a size, so the sizes in use are kept in a layout record (`dp:layout`), each
+//! until the proofs inserted under it are too old to matter: every proof is inserted under the
+//! largest live size (one set of ways for one proof: the compare-and-swap above is exact across
+//! listeners), after looking in the ways of every other live size. A proof accepted before a
+//! reload is a replay after it, whatever the new size.
+//!
+//! **One key's share** ([`KeyQuota`]): a proof is recorded only once its token is resolved,
+//! active and bound to the proof's key (`pipeline/proof.rs`), and no key may hold more than
+//! `dpop.max_proofs_per_key` live proofs: the count of proofs each key recorded in the current
+//! and the previous time bucket (a bucket lasts as long as a proof lives), in a table of its
+//! own (`dq:<slot>`, placed by a keyed hash under a random salt, so that nobody can aim keys
+//! at one set). Past its share a key's requests are refused (429) while every other key keeps
+//! its room: a client holding one valid bound token cannot fill the store for everyone.
 
 use sha2::{Digest, Sha256};
 
@@ -25,9 +42,19 @@ use crate::storage::record;
 
 /// Slots a proof may occupy.
 pub const WAYS: u32 = 8;
+/// Slots a key's counter may occupy in [`KeyQuota`]'s table.
+pub const QUOTA_WAYS: u32 = 8;
 const MAX_ATTEMPTS: usize = 16;
 const MAGIC: &[u8; 3] = b"dp1";
+const QUOTA_MAGIC: &[u8; 3] = b"dq1";
 const KIND_SEEN: u8 = 1;
+/// The longest a proof can be live under any configuration (`max_age_s` 3600, twice a skew of
+/// 300, and a second), in ms: how long a replaced layout is still looked in.
+pub const MAX_WINDOW_MS: u64 = (3_600 + 2 * 300 + 1) * 1_000;
+/// Replaced layouts kept in the layout record, at most.
+const MAX_LAYOUTS: usize = 8;
+const LAYOUT_KEY: &str = "dp:layout";
+const LAYOUT_MAGIC: &str = "dpl1";
 
 /// What the store says of a proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +82,102 @@ pub fn proof_hash(jkt: &str, jti: &str) -> TokenHash {
     h.finalize().into()
 }
 
+/// The sizes in use, each with the time until which it may hold a live proof.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Layout {
+    pub sizes: Vec<(u32, u64)>,
+}
+
+impl Layout {
+    fn decode(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut parts = text.split(' ');
+        if parts.next()? != LAYOUT_MAGIC {
+            return None;
+        }
+        let mut sizes = Vec::new();
+        for part in parts.take(MAX_LAYOUTS) {
+            let (size, until) = part.split_once('@')?;
+            sizes.push((size.parse().ok().filter(|n| *n > 0)?, until.parse().ok()?));
+        }
+        Some(Self { sizes })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = LAYOUT_MAGIC.to_owned();
+        for (size, until) in &self.sizes {
+            out.push_str(&format!(" {size}@{until}"));
+        }
+        out.into_bytes()
+    }
+
+    /// The sizes still live at `now_ms`.
+    fn live(&self, now_ms: u64) -> impl Iterator<Item = u32> + '_ {
+        self.sizes
+            .iter()
+            .filter(move |(_, until)| *until > now_ms)
+            .map(|(size, _)| *size)
+    }
+
+    /// Where a configuration of `own` size inserts: the largest live size, its own included.
+    pub fn target(&self, own: u32, now_ms: u64) -> u32 {
+        self.live(now_ms).fold(own, u32::max)
+    }
+
+    fn until(&self, size: u32) -> Option<u64> {
+        self.sizes.iter().find(|(s, _)| *s == size).map(|(_, u)| *u)
+    }
+
+    /// The layout with `sizes` live until at least `until_ms` (and the expired ones dropped).
+    fn with(&self, sizes: &[u32], until_ms: u64, now_ms: u64) -> Self {
+        let mut out: Vec<(u32, u64)> = self
+            .sizes
+            .iter()
+            .copied()
+            .filter(|(_, until)| *until > now_ms)
+            .collect();
+        for size in sizes {
+            match out.iter_mut().find(|(s, _)| s == size) {
+                Some((_, until)) => *until = (*until).max(until_ms),
+                None => out.push((*size, until_ms)),
+            }
+        }
+        // The largest sizes matter most (proofs live there); the list stays bounded.
+        out.sort_by_key(|s| std::cmp::Reverse(s.0));
+        out.truncate(MAX_LAYOUTS);
+        Self { sizes: out }
+    }
+}
+
+fn slot_key(slot: impl std::fmt::Display) -> String {
+    format!("dp:{slot}")
+}
+
+/// The ways of `hash` in a store of `slots` slots.
+fn ways(hash: &TokenHash, slots: u32) -> impl Iterator<Item = String> {
+    let n = u64::from(slots.max(1));
+    let base = slot_of(hash, n);
+    (0..u64::from(WAYS.min(slots.max(1)))).map(move |i| slot_key((base + i) % n))
+}
+
+/// Creates the slots `0..slots` that do not exist yet, empty (a compare-and-swap write needs
+/// the key to exist). Returns how many it created.
+fn create_slots(host: &dyn Host, slots: u32, key: impl Fn(u32) -> String) -> u32 {
+    // Created in order: when the last one exists, all do (a reload of the same size).
+    if slots == 0 || host.shared_get_cas(&key(slots - 1)).1.is_some() {
+        return 0;
+    }
+    let mut created = 0;
+    for slot in 0..slots {
+        let key = key(slot);
+        if host.shared_get_cas(&key).1.is_none() {
+            let _ = host.shared_set_cas(&key, &[], None);
+            created += 1;
+        }
+    }
+    created
+}
+
 impl ReplayStore {
     pub fn new(slots: u32) -> Self {
         Self {
@@ -62,36 +185,47 @@ impl ReplayStore {
         }
     }
 
-    fn key(&self, slot: impl std::fmt::Display) -> String {
-        format!("dp{}:{slot}", self.slots)
+    /// Creates the slots this size needs that do not exist yet, and lists the size in the
+    /// layout. Returns how many slots it created.
+    pub fn initialize(&self, host: &dyn Host) -> u32 {
+        let created = create_slots(host, self.slots, slot_key);
+        let now = host.now_ms();
+        self.list(host, &[self.slots], now.saturating_add(MAX_WINDOW_MS), now);
+        created
     }
 
-    /// Creates every slot, empty, and a marker (see the split store's). Returns whether it
-    /// did the work.
-    pub fn initialize(&self, host: &dyn Host) -> bool {
-        let marker = self.key("ready");
-        if host.shared_get_cas(&marker).1.is_some() {
-            return false;
-        }
-        for slot in 0..self.slots {
-            let key = self.key(slot);
-            if host.shared_get_cas(&key).1.is_none() {
-                let _ = host.shared_set_cas(&key, &[], None);
+    /// Lists `sizes` as live until at least `until_ms` (a compare-and-swap, retried).
+    fn list(&self, host: &dyn Host, sizes: &[u32], until_ms: u64, now_ms: u64) -> Layout {
+        for _ in 0..MAX_ATTEMPTS {
+            let (value, cas) = host.shared_get_cas(LAYOUT_KEY);
+            let layout = value
+                .as_deref()
+                .and_then(Layout::decode)
+                .unwrap_or_default();
+            if sizes
+                .iter()
+                .all(|s| layout.until(*s).is_some_and(|u| u >= until_ms))
+            {
+                return layout;
+            }
+            let next = layout.with(sizes, until_ms, now_ms);
+            if host.shared_set_cas(LAYOUT_KEY, &next.encode(), cas).is_ok() {
+                return next;
             }
         }
-        let _ = host.shared_set_cas(&marker, b"1", None);
-        true
+        self.layout(host)
     }
 
-    fn ways(&self, hash: &TokenHash) -> Vec<String> {
-        let n = u64::from(self.slots);
-        let base = slot_of(hash, n);
-        (0..u64::from(WAYS.min(self.slots)))
-            .map(|i| self.key((base + i) % n))
-            .collect()
+    /// The layout in force (empty when there is none).
+    pub fn layout(&self, host: &dyn Host) -> Layout {
+        host.shared_get(LAYOUT_KEY)
+            .as_deref()
+            .and_then(Layout::decode)
+            .unwrap_or_default()
     }
 
-    /// Records proof `hash`, live until `expires_at_ms`, unless it was seen.
+    /// Records proof `hash`, live until `expires_at_ms`, unless it was seen: under the largest
+    /// live size, after looking in the ways of every other live size.
     pub fn check_and_insert(
         &self,
         host: &dyn Host,
@@ -99,12 +233,38 @@ impl ReplayStore {
         expires_at_ms: u64,
         now_ms: u64,
     ) -> Seen {
-        let keys = self.ways(hash);
         let live = |value: &[u8]| {
             record::decode(MAGIC, value)
                 .filter(|r| now_ms < r.expires_at_ms)
                 .map(|r| constant_time_eq(r.hash, hash))
         };
+        let mut layout = self.layout(host);
+        let target = layout.target(self.slots, now_ms);
+        // The size inserted under stays listed while it may hold this proof (renewed at half
+        // the longest window, so the layout is written about once per half hour), and this
+        // configuration's own size too, so that the largest is computed with it.
+        let renew = now_ms.saturating_add(MAX_WINDOW_MS / 2).max(expires_at_ms);
+        let listed = |l: &Layout, s: u32| l.until(s).is_some_and(|u| u >= renew);
+        if !listed(&layout, target) || !listed(&layout, self.slots) {
+            layout = self.list(
+                host,
+                &[target, self.slots],
+                now_ms.saturating_add(MAX_WINDOW_MS),
+                now_ms,
+            );
+        }
+        let target = layout.target(self.slots, now_ms);
+        for size in layout.live(now_ms) {
+            if size == target {
+                continue;
+            }
+            let seen = ways(hash, size)
+                .any(|k| host.shared_get(&k).as_deref().and_then(live) == Some(true));
+            if seen {
+                return Seen::Replayed;
+            }
+        }
+        let keys: Vec<String> = ways(hash, target).collect();
         let value = record::encode(MAGIC, KIND_SEEN, hash, expires_at_ms, "", "");
         for _ in 0..MAX_ATTEMPTS {
             let mut free = None;
@@ -154,25 +314,170 @@ impl ReplayStore {
     }
 }
 
+/// What [`KeyQuota::admit`] says of one more proof of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// The key holds its share: refused, to retry after this many seconds (when the oldest
+    /// bucket it counted is over).
+    Over {
+        retry_after_s: u64,
+    },
+}
+
+/// The count of proofs each key recorded, in the current and the previous bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyQuota {
+    /// Slots of the table (`dq:<slot>`).
+    pub slots: u32,
+    /// Proofs one key may hold: `dpop.max_proofs_per_key`.
+    pub limit: u32,
+    /// A bucket's length: as long as a proof can live.
+    pub bucket_s: u64,
+}
+
+fn quota_key(slot: impl std::fmt::Display) -> String {
+    format!("dq:{slot}")
+}
+
+/// The name of the salt of [`KeyQuota`]'s placement.
+const QUOTA_SALT: &str = "dq:salt";
+
+impl KeyQuota {
+    /// The table for a replay store of `replay_entries`: one slot for every 8 of its entries
+    /// (at least 64).
+    pub fn table_slots(replay_entries: u32) -> u32 {
+        (replay_entries / 8).max(64)
+    }
+
+    /// Creates the table's missing slots (the same on every reload of the same size; another
+    /// size reuses what exists).
+    pub fn initialize(&self, host: &dyn Host) -> u32 {
+        create_slots(host, self.slots, quota_key)
+    }
+
+    /// Counts one more proof of the key whose thumbprint hashes to `key`, unless the key
+    /// already holds its share. `salt`: the table's random salt ([`shared_secret`]).
+    pub fn admit(&self, host: &dyn Host, key: &TokenHash, salt: &[u8; 32], now_ms: u64) -> Admit {
+        let bucket_s = self.bucket_s.max(1);
+        let now_s = now_ms / 1_000;
+        let bucket = now_s / bucket_s;
+        let retry_after_s = bucket_s - now_s % bucket_s;
+        let mut placed = Sha256::new();
+        placed.update(salt);
+        placed.update(key);
+        let placed: TokenHash = placed.finalize().into();
+        let n = u64::from(self.slots.max(1));
+        let base = slot_of(&placed, n);
+        let keys: Vec<String> = (0..u64::from(QUOTA_WAYS.min(self.slots.max(1))))
+            .map(|i| quota_key((base + i) % n))
+            .collect();
+        // Counts as of `bucket`: (current, previous).
+        let shifted = |b: u64, cur: u32, prev: u32| match bucket.checked_sub(b) {
+            Some(0) => (cur, prev),
+            Some(1) => (0, cur),
+            _ => (0, 0),
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let mut mine = None;
+            // The slot to take when the key has none: a free one, else the one whose key
+            // recorded the fewest proofs (a legitimate key loses at most its count; the key
+            // that fills its share is never the one with the fewest).
+            let mut take: Option<(usize, Option<u32>, u64)> = None;
+            for (i, slot) in keys.iter().enumerate() {
+                let (value, cas) = host.shared_get_cas(slot);
+                if cas.is_none() {
+                    let _ = host.shared_set_cas(slot, &[], None);
+                    continue;
+                }
+                let counted = value
+                    .as_deref()
+                    .and_then(|v| record::decode(QUOTA_MAGIC, v))
+                    .and_then(|r| Some((r, parse_counts(r.body)?)));
+                match counted {
+                    Some((r, (b, cur, prev))) if constant_time_eq(r.hash, key) => {
+                        mine = Some((i, cas, shifted(b, cur, prev)));
+                        break;
+                    }
+                    Some((_, (b, cur, prev))) => {
+                        let (c, p) = shifted(b, cur, prev);
+                        let load = u64::from(c) + u64::from(p);
+                        if take.is_none_or(|(_, _, l)| load < l) {
+                            take = Some((i, cas, load));
+                        }
+                    }
+                    None => {
+                        if take.is_none_or(|(_, _, l)| l > 0) {
+                            take = Some((i, cas, 0));
+                        }
+                    }
+                }
+            }
+            let (slot, cas, (cur, prev)) = match (mine, take) {
+                (Some(m), _) => m,
+                (None, Some((i, cas, _))) => (i, cas, (0, 0)),
+                (None, None) => continue,
+            };
+            if u64::from(cur) + u64::from(prev) >= u64::from(self.limit) {
+                return Admit::Over { retry_after_s };
+            }
+            let Some(name) = keys.get(slot) else {
+                break;
+            };
+            let counts = format!("{bucket} {} {prev}", cur + 1);
+            let until = (bucket + 2).saturating_mul(bucket_s).saturating_mul(1_000);
+            let value = record::encode(QUOTA_MAGIC, 1, key, until, "", &counts);
+            if host.shared_set_cas(name, &value, cas).is_ok() {
+                return Admit::Yes;
+            }
+        }
+        // The key's own requests kept racing for its counter: refused like an exceeded share.
+        Admit::Over { retry_after_s }
+    }
+}
+
+fn parse_counts(body: &[u8]) -> Option<(u64, u32, u32)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut parts = text.split(' ');
+    let bucket = parts.next()?.parse().ok()?;
+    let cur = parts.next()?.parse().ok()?;
+    let prev = parts.next()?.parse().ok()?;
+    Some((bucket, cur, prev))
+}
+
 /// The shared-data key of the nonce key of a configuration.
 pub fn nonce_key_name(namespace: &str) -> String {
     format!("dpn{namespace}:key")
 }
 
-/// The key server nonces are made with, shared by every worker: made by the first worker that
+/// A random 32-byte secret shared by every worker under `name`: made by the first worker that
 /// needs it (`random`), then read by all. Two workers making one at once both write, and both
-/// read back the one that stayed: nonces are checked against that one.
+/// read back the one that stayed.
+pub fn shared_secret(
+    host: &dyn Host,
+    name: &str,
+    random: impl FnOnce() -> [u8; 32],
+) -> Option<[u8; 32]> {
+    if let Some(v) = host.shared_get(name) {
+        return v.try_into().ok();
+    }
+    let _ = host.shared_set_cas(name, &random(), None);
+    host.shared_get(name).and_then(|v| v.try_into().ok())
+}
+
+/// The key server nonces are made with ([`shared_secret`] of the configuration's namespace):
+/// nonces are checked against the one every worker reads.
 pub fn nonce_key(
     host: &dyn Host,
     namespace: &str,
     random: impl FnOnce() -> [u8; 32],
 ) -> Option<[u8; 32]> {
-    let name = nonce_key_name(namespace);
-    if let Some(v) = host.shared_get(&name) {
-        return v.try_into().ok();
-    }
-    let _ = host.shared_set_cas(&name, &random(), None);
-    host.shared_get(&name).and_then(|v| v.try_into().ok())
+    shared_secret(host, &nonce_key_name(namespace), random)
+}
+
+/// The salt of [`KeyQuota`]'s placement.
+pub fn quota_salt(host: &dyn Host, random: impl FnOnce() -> [u8; 32]) -> Option<[u8; 32]> {
+    shared_secret(host, QUOTA_SALT, random)
 }
 
 #[cfg(test)]
@@ -185,7 +490,7 @@ mod tests {
     #[test]
     fn a_proof_passes_once_within_its_window() {
         let (host, store) = (FakeHost::at(T0), ReplayStore::new(64));
-        assert!(store.initialize(&host));
+        assert_eq!(store.initialize(&host), 64);
         let h = proof_hash("jkt", "j-1");
         assert_eq!(
             store.check_and_insert(&host, &h, T0 + 10_000, T0),
@@ -258,6 +563,128 @@ mod tests {
             store.check_and_insert(&host, &h, T0 + 1_000, T0),
             Seen::Replayed
         );
+    }
+
+    #[test]
+    fn a_proof_accepted_before_a_reload_to_another_size_is_a_replay_after_it() {
+        let host = FakeHost::at(T0);
+        let (small, big) = (ReplayStore::new(64), ReplayStore::new(256));
+        assert_eq!(small.initialize(&host), 64);
+        let hashes: Vec<TokenHash> = (0..32).map(|i| proof_hash("k", &i.to_string())).collect();
+        for h in &hashes {
+            assert_eq!(
+                small.check_and_insert(&host, h, T0 + 60_000, T0),
+                Seen::Fresh
+            );
+        }
+        // Reload: 256 slots (192 more). Every proof seen under 64 is still a replay, for
+        // both sizes' configurations (a draining listener still runs the old one).
+        assert_eq!(big.initialize(&host), 192);
+        for h in &hashes {
+            assert_eq!(
+                big.check_and_insert(&host, h, T0 + 60_000, T0 + 1),
+                Seen::Replayed
+            );
+            assert_eq!(
+                small.check_and_insert(&host, h, T0 + 60_000, T0 + 1),
+                Seen::Replayed
+            );
+        }
+        // Every configuration inserts under the largest live size: one set of ways per proof.
+        let new = proof_hash("k", "new");
+        assert_eq!(
+            small.check_and_insert(&host, &new, T0 + 60_000, T0 + 2),
+            Seen::Fresh
+        );
+        assert_eq!(
+            big.check_and_insert(&host, &new, T0 + 60_000, T0 + 2),
+            Seen::Replayed
+        );
+        assert_eq!(big.layout(&host).target(64, T0 + 2), 256);
+        // Back and forth: no slot is ever created twice; memory is the largest size's.
+        let keys = host.key_count();
+        assert_eq!(small.initialize(&host), 0);
+        assert_eq!(big.initialize(&host), 0);
+        assert_eq!(host.key_count(), keys, "no new slot for sizes seen before");
+        // A size is looked in only while it may hold a live proof: once nobody inserted under
+        // it for the longest window, it is gone from the layout.
+        let late = T0 + MAX_WINDOW_MS + 1;
+        let h = proof_hash("k", "late");
+        assert_eq!(
+            small.check_and_insert(&host, &h, late + 1_000, late),
+            Seen::Fresh
+        );
+        let layout = small.layout(&host);
+        assert_eq!(
+            layout.target(64, late),
+            64,
+            "256 expired: nobody inserts there"
+        );
+        assert!(layout.sizes.iter().all(|(s, u)| *s == 64 || *u <= late));
+        let round = Layout::default().with(&[5, 7], 10, 0);
+        assert_eq!(Layout::decode(&round.encode()), Some(round.clone()));
+        assert_eq!(round.sizes, [(7, 10), (5, 10)]);
+        assert_eq!(Layout::decode(b"dpl1 0@5"), None);
+        assert_eq!(Layout::decode(b"xx 5@5"), None);
+    }
+
+    #[test]
+    fn one_key_holds_at_most_its_share_and_others_keep_theirs() {
+        let host = FakeHost::at(T0);
+        let quota = KeyQuota {
+            slots: 64,
+            limit: 3,
+            bucket_s: 100,
+        };
+        quota.initialize(&host);
+        let salt = [9; 32];
+        let (attacker, other) = ([1; 32], [2; 32]);
+        for _ in 0..3 {
+            assert_eq!(quota.admit(&host, &attacker, &salt, T0), Admit::Yes);
+        }
+        let Admit::Over { retry_after_s } = quota.admit(&host, &attacker, &salt, T0) else {
+            panic!("past its share");
+        };
+        assert!((1..=100).contains(&retry_after_s));
+        assert_eq!(quota.admit(&host, &other, &salt, T0), Admit::Yes);
+        // The next bucket still counts the previous one's proofs (they are still live)...
+        let next = (T0 / 100_000 + 1) * 100_000;
+        assert!(matches!(
+            quota.admit(&host, &attacker, &salt, next),
+            Admit::Over { .. }
+        ));
+        // ...and the one after has forgotten them.
+        assert_eq!(
+            quota.admit(&host, &attacker, &salt, next + 100_000),
+            Admit::Yes
+        );
+    }
+
+    #[test]
+    fn a_full_quota_set_gives_way_to_the_least_loaded_key_never_the_heavy_one() {
+        let host = FakeHost::at(T0);
+        let quota = KeyQuota {
+            slots: QUOTA_WAYS,
+            limit: 100,
+            bucket_s: 100,
+        };
+        quota.initialize(&host);
+        let salt = [0; 32];
+        let heavy = [0xee; 32];
+        for _ in 0..50 {
+            assert_eq!(quota.admit(&host, &heavy, &salt, T0), Admit::Yes);
+        }
+        // Every other way taken by light keys, then more keys come: the heavy key's count stays.
+        for k in 0..(3 * QUOTA_WAYS as u8) {
+            assert_eq!(quota.admit(&host, &[k; 32], &salt, T0), Admit::Yes);
+        }
+        for _ in 0..50 {
+            assert_eq!(quota.admit(&host, &heavy, &salt, T0), Admit::Yes);
+        }
+        assert!(matches!(
+            quota.admit(&host, &heavy, &salt, T0),
+            Admit::Over { .. }
+        ));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The exchange cache: tokens made by token exchange, per (client token, policy), in shared
+//! The exchange cache: tokens made by token exchange, per (client token, what was asked for:
+//! endpoint, audience, scope, resource; never a policy's position), in shared
 //! data, with the phantom cache's guarantees: a fixed key space (`cache.max_entries` slots
 //! `xc:<namespace>:<slot>`, direct-mapped), the full key compared in constant time (a slot
 //! collision is a miss, never another token's entry), the client's token never stored.
@@ -18,12 +19,13 @@ const KIND_ISSUED: u8 = 1;
 const KIND_INVALID_GRANT: u8 = 2;
 const KIND_FORBIDDEN: u8 = 3;
 
-/// The key of the tokens exchanged for client token `token` under policy `index`.
-pub fn key_of(token: &TokenHash, index: u16) -> TokenHash {
+/// The key of the tokens exchanged for client token `token` under the rule `rule`
+/// ([`crate::config::ExchangeRule::id`]).
+pub fn key_of(token: &TokenHash, rule: &TokenHash) -> TokenHash {
     let mut h = Sha256::new();
     h.update(b"exchange");
     h.update(token);
-    h.update(index.to_be_bytes());
+    h.update(rule);
     h.finalize().into()
 }
 
@@ -84,11 +86,11 @@ mod tests {
     use crate::hash::token_hash;
 
     #[test]
-    fn entries_are_per_token_and_policy() {
+    fn entries_are_per_token_and_rule() {
         let t = token_hash("t");
-        let (a, b) = (key_of(&t, 0), key_of(&t, 1));
+        let (a, b) = (key_of(&t, &[0; 32]), key_of(&t, &[1; 32]));
         assert_ne!(a, b);
-        assert_ne!(a, key_of(&token_hash("u"), 0));
+        assert_ne!(a, key_of(&token_hash("u"), &[0; 32]));
         let v = encode_issued(&a, 2_000, "read", "h.p.s");
         assert_eq!(
             lookup(&v, &a, 1_999),
@@ -99,7 +101,7 @@ mod tests {
             })
         );
         assert_eq!(lookup(&v, &a, 2_000), None, "expired");
-        assert_eq!(lookup(&v, &b, 0), None, "another policy's key");
+        assert_eq!(lookup(&v, &b, 0), None, "another rule's key");
         for refusal in [Refusal::InvalidGrant, Refusal::Forbidden] {
             let v = encode_refused(&a, 2_000, refusal);
             assert_eq!(lookup(&v, &a, 0), Some(Cached::Refused(refusal)));

@@ -29,7 +29,7 @@ pub enum CallKind {
     /// The introspection of the client's token (the key is its hash).
     Introspection,
     /// The exchange of the client's token (hash `token`) for the API of policy `policy`; the
-    /// key is [`crate::storage::exchange_cache::key_of`] of both.
+    /// key is [`crate::storage::exchange_cache::key_of`] the token and the policy's rule.
     Exchange { token: TokenHash, policy: usize },
 }
 

@@ -39,6 +39,20 @@ pub struct Presented {
     pub jkt: Option<String>,
     /// The client certificate's SHA-256, base64url (as `x5t#S256` is written).
     pub cert: Option<String>,
+    /// The valid DPoP proof, to be recorded (replay, the key's share) only once the token is
+    /// known to be active and bound to its key.
+    pub proof: Option<ProofUse>,
+}
+
+/// A DPoP proof that passed every check of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofUse {
+    /// Its key in the replay store (its key's thumbprint and its `jti`).
+    pub id: [u8; 32],
+    /// SHA-256 of its key's thumbprint: whose share it counts against.
+    pub key: [u8; 32],
+    /// Until when it could be accepted, in ms: how long it is remembered.
+    pub until_ms: u64,
 }
 
 /// Returns the bearer token of an `Authorization` header value.

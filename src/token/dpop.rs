@@ -30,6 +30,8 @@ pub enum ProofError {
     Shape,
     #[error("typ is not dpop+jwt")]
     Typ,
+    #[error("crit names extensions that must be understood (none is)")]
+    Crit,
     #[error("alg is not allowed (none, HMAC, or not in dpop.algorithms)")]
     Alg,
     #[error("jwk is missing, private, or not a key for alg")]
@@ -95,9 +97,20 @@ pub fn verify(proof: &str, expect: &Expect<'_>) -> Result<Proven, ProofError> {
     };
     let signing_input = &proof[..header.len() + 1 + payload.len()];
     let header = object(header).ok_or(ProofError::Shape)?;
+    // RFC 7515 §4.1.9: `application/` may be left out of a `typ`, and media types compare
+    // case-insensitively: `dpop+jwt` and `application/dpop+jwt` are one type.
     let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
+    let typ = typ
+        .get(..12)
+        .filter(|p| p.eq_ignore_ascii_case("application/"))
+        .map_or(typ, |_| typ.get(12..).unwrap_or(""));
     if !typ.eq_ignore_ascii_case("dpop+jwt") {
         return Err(ProofError::Typ);
+    }
+    // RFC 7515 §4.1.11: a `crit` the recipient does not understand makes the JWS invalid; the
+    // filter understands no extension.
+    if header.contains_key("crit") {
+        return Err(ProofError::Crit);
     }
     let alg = header
         .get("alg")
@@ -402,6 +415,14 @@ pub(crate) mod tests {
             &claims,
         );
         assert!(verify(&mislabelled, &expect("tok", None)).is_err());
+        // RFC 7515 §4.1.9: `application/dpop+jwt` is `dpop+jwt`.
+        for typ in ["application/dpop+jwt", "Application/DPoP+JWT", "DPOP+JWT"] {
+            let typed = key.proof_with(
+                &json!({"typ": typ, "alg": "EdDSA", "jwk": key.jwk()}),
+                &claims,
+            );
+            assert!(verify(&typed, &expect("tok", None)).is_ok(), "{typ}");
+        }
     }
 
     #[test]
@@ -522,6 +543,26 @@ pub(crate) mod tests {
                 "typ JWT",
                 key.proof_with(&header(json!({"typ": "JWT"})), &good_claims),
                 ProofError::Typ,
+            ),
+            (
+                "typ application/ alone",
+                key.proof_with(&header(json!({"typ": "application/"})), &good_claims),
+                ProofError::Typ,
+            ),
+            (
+                "typ text/dpop+jwt",
+                key.proof_with(&header(json!({"typ": "text/dpop+jwt"})), &good_claims),
+                ProofError::Typ,
+            ),
+            (
+                "crit",
+                key.proof_with(&header(json!({"crit": ["exp"]})), &good_claims),
+                ProofError::Crit,
+            ),
+            (
+                "crit empty",
+                key.proof_with(&header(json!({"crit": []})), &good_claims),
+                ProofError::Crit,
             ),
             (
                 "oversized",

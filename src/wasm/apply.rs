@@ -68,12 +68,11 @@ impl Plugin {
         }
     }
 
-    /// Applies the answer of an exchange of the client's token (hash `token`) to every request
-    /// waiting for it.
+    /// Applies the answer of the exchange `key` to every request waiting for it.
     pub fn answer_exchange_waiters(
         &self,
         current: u32,
-        token: &TokenHash,
+        key: &TokenHash,
         waiters: &[Waiter],
         answer: &Result<Exchanged, Denial>,
     ) {
@@ -82,10 +81,7 @@ impl Plugin {
             if !Self::make_effective(&mut effective, w.context_id) {
                 continue;
             }
-            let verdict = match self.cfg.policies.get(w.policy).exchange.as_ref() {
-                Some(rule) => pipeline::after_exchange(&self.worker, rule, token, answer),
-                None => Verdict::Reject(Denial::Internal),
-            };
+            let verdict = pipeline::after_exchange(&self.worker, key, answer);
             self.apply(w.context_id, w.head, w.policy, &verdict, true);
         }
     }
@@ -156,10 +152,6 @@ impl Plugin {
             self.reject(context_id, head, policy, Denial::Internal);
             return false;
         }
-        if self.cfg.dpop.as_ref().is_some_and(|d| !d.forward_proof) {
-            // The proof is for this hop: the API gets the token, not the client's proof.
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "dpop", None);
-        }
         let claims = token.map_or(&[][..], |t| t.claims.as_slice());
         let policies = &self.cfg.policies;
         for name in &policies.claim_headers {
@@ -205,9 +197,9 @@ impl Plugin {
         }
     }
 
-    /// A CORS preflight passes unauthenticated: never with the client's token.
+    /// A CORS preflight passes unauthenticated: never with the client's token (removed with
+    /// every other header the filter owns, see `pipeline::owned_present`).
     pub fn pass_preflight(&self) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
         self.count(Outcome::PreflightPassed.counter());
     }
 

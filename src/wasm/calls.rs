@@ -350,7 +350,7 @@ impl Plugin {
                 ),
             );
         }
-        self.answer_exchange_waiters(context_id, token, &done.waiters, &answer);
+        self.answer_exchange_waiters(context_id, &done.key, &done.waiters, &answer);
     }
 
     /// Starts (or joins) the introspection of `token` for request `context_id`, which stays
@@ -407,9 +407,9 @@ impl Plugin {
                 // The token is not needed: a failure goes to no exchange.
                 self.answer_waiters(context_id, key, "", &waiters, &failed);
             }
-            CallKind::Exchange { token, .. } => {
+            CallKind::Exchange { .. } => {
                 let failed = Err(Denial::ExchangeFailed(CallFailure::Unreachable));
-                self.answer_exchange_waiters(context_id, &token, &waiters, &failed);
+                self.answer_exchange_waiters(context_id, key, &waiters, &failed);
             }
         }
     }

@@ -117,13 +117,25 @@ pub(crate) struct RequestParts {
     pub route_name: Option<String>,
     pub route_policy: Option<String>,
     pub client_cert: Option<String>,
+    /// The connection is TLS, read for DPoP requests whose proof's scheme it decides.
+    pub secure: bool,
 }
 
 impl RequestParts {
     pub(crate) fn read(cfg: &crate::config::Config) -> Self {
         let policies = &cfg.policies;
+        let headers = read(MapType::HttpRequestHeaders);
+        // A DPoP proof names the URL with the connection's scheme (unless `dpop.origin` fixes
+        // it): read only for requests that come with the DPoP scheme. `tls_version` is only
+        // set on a TLS connection.
+        let secure = cfg.dpop.as_ref().is_some_and(|d| d.origin.is_none())
+            && headers
+                .text("authorization")
+                .is_some_and(|a| a.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")))
+            && property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty());
         Self {
-            headers: read(MapType::HttpRequestHeaders),
+            secure,
+            headers,
             route_name: policies
                 .by_route_name
                 .then(|| property(&["xds", "route_name"]))
@@ -147,6 +159,7 @@ impl RequestParts {
             route_name: self.route_name.as_deref(),
             route_policy: self.route_policy.as_deref(),
             client_cert_sha256: self.client_cert.as_deref(),
+            secure: self.secure,
         }
     }
 }

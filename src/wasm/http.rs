@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use crate::hash::TokenHash;
 use crate::header_map::HeaderMap;
 use crate::host::Host as _;
-use crate::pipeline::{self, RemoteAnswer, Step, TokenResponse, Verdict};
+use crate::pipeline::{self, Passage, RemoteAnswer, Step, TokenResponse, Verdict};
 use crate::reply::{Denial, SplitReply};
 use crate::storage::held::Kind;
 use crate::storage::inflight::Waiter;
@@ -562,19 +562,24 @@ impl HttpContext for Http {
         };
         let parts = RequestParts::read(&shared.cfg);
         let (headers, route_policy) = (&parts.headers, &parts.route_policy);
-        let policies = &shared.cfg.policies;
         let request = parts.request(end_of_stream);
         let decision = pipeline::on_request(&shared.cfg, &shared.worker, shared.as_ref(), &request);
         let policy = decision.policy;
         if decision.step == Step::Done(Verdict::Reject(Denial::UnknownPolicy)) {
             shared.log_unknown_policy(self.id, route_policy.as_deref().unwrap_or(""));
         }
-        if policies.by_methods {
-            // A method override would make the API act on a method no policy matched on.
-            for name in pipeline::METHOD_OVERRIDE_HEADERS {
-                if headers.contains(name) {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-                }
+        // Whatever way the request goes on, what the filter owns goes no further than here:
+        // removed now, while the request is paused (a request that waits for a call is
+        // resumed with it gone).
+        let passage = match &decision.step {
+            Step::Done(Verdict::Reject(_)) | Step::Publish | Step::GatewayJwks => None,
+            Step::Preflight => Some(Passage::Preflight),
+            Step::TokenRequest => Some(Passage::TokenRequest),
+            _ => Some(Passage::Api),
+        };
+        if let Some(passage) = passage {
+            for name in pipeline::owned_present(&shared.cfg, passage, headers) {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
             }
         }
         // The method is only read when a reply may be needed (no body for HEAD).
@@ -666,12 +671,15 @@ impl HttpContext for Http {
         }
         // Trailers reach HTTP/2 and gRPC upstreams as they are: a header the filter owns must
         // not ride in them (the client's opaque token in an `authorization` trailer, beside
-        // the JWT in the headers). A token request is the client's own business.
-        if let (false, Some(shared)) = (
-            matches!(self.state, State::TokenRequest),
-            self.shared.as_ref(),
-        ) {
-            for name in pipeline::owned_request_headers(&shared.cfg) {
+        // the JWT in the headers), under its name or with `_` for `-`.
+        if let Some(shared) = self.shared.as_ref() {
+            let passage = if matches!(self.state, State::TokenRequest) {
+                Passage::TokenRequest
+            } else {
+                Passage::ApiTrailers
+            };
+            let trailers = headers::read(MapType::HttpRequestTrailers);
+            for name in pipeline::owned_present(&shared.cfg, passage, &trailers) {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestTrailers, name, None);
             }
         }

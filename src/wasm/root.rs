@@ -12,7 +12,7 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel, Status};
 
 use crate::config::{Config, ConfigError, KeySource};
 use crate::pipeline::Worker;
-use crate::storage::dpop::ReplayStore;
+use crate::storage::dpop::{KeyQuota, ReplayStore};
 use crate::storage::held::Held;
 use crate::storage::inflight::InFlight;
 use crate::storage::keys::{self, KeyState};
@@ -111,13 +111,32 @@ impl Root {
             }
         }
         if let Some(dpop) = &plugin.cfg.dpop {
-            // Likewise for the DPoP replay store.
-            if ReplayStore::new(dpop.replay_entries).initialize(plugin.as_ref()) {
+            // Likewise for the DPoP replay store, and the table of each key's share of it.
+            let created = ReplayStore::new(dpop.replay_entries).initialize(plugin.as_ref());
+            if created > 0 {
                 log(
                     LogLevel::Info,
                     &format!(
-                        "#{} DPoP replay store created: {} slots",
+                        "#{} DPoP replay store: {} slots ({created} new; one store per VM, \
+                         sized by the largest replay_entries in use)",
                         self.context_id, dpop.replay_entries
+                    ),
+                );
+            }
+            let slots = KeyQuota::table_slots(dpop.replay_entries);
+            let created = KeyQuota {
+                slots,
+                limit: dpop.max_proofs_per_key,
+                bucket_s: 1,
+            }
+            .initialize(plugin.as_ref());
+            if created > 0 {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "#{} DPoP key share table: {slots} slots ({created} new), at most {} \
+                         proofs per key",
+                        self.context_id, dpop.max_proofs_per_key
                     ),
                 );
             }

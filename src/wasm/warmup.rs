@@ -131,10 +131,10 @@ impl Plugin {
             }
             Item::Exchange {
                 key,
-                token,
                 policy,
                 waiters,
                 outcome,
+                ..
             } => {
                 let answer = match self.cfg.policies.get(policy).exchange.as_ref() {
                     Some(rule) => {
@@ -142,7 +142,7 @@ impl Plugin {
                     }
                     None => Err(Denial::Internal),
                 };
-                self.answer_exchange_waiters(current, &token, &waiters, &answer);
+                self.answer_exchange_waiters(current, &key, &waiters, &answer);
             }
         }
     }
@@ -161,8 +161,8 @@ impl Plugin {
                 waiters,
                 ..
             } => self.answer_waiters(current, &hash, &token, &waiters, &Err(denial)),
-            Item::Exchange { token, waiters, .. } => {
-                self.answer_exchange_waiters(current, &token, &waiters, &Err(denial));
+            Item::Exchange { key, waiters, .. } => {
+                self.answer_exchange_waiters(current, &key, &waiters, &Err(denial));
             }
         }
     }

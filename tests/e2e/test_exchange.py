@@ -12,7 +12,9 @@ Envoy (one worker, so that concurrent requests share one call):
   split    split tokens (the provider's own JWTs, published); exchanges the JWT
            (`subject_token: "jwt"`) for orders-api
   down     as x, the exchange endpoint unreachable
-  hostile  the stub token service introspects and answers the exchanges, each scripted"""
+  hostile  the stub token service introspects and answers the exchanges, each scripted
+  xa, xb   as x, on the same VM and exchange endpoint, with the same policies in another order
+           (xb: billing, nowhere, orders, admin): two listeners, or a reload that reorders"""
 
 import json
 import threading
@@ -115,6 +117,9 @@ def xenv(tmp_path_factory, op, echo, stub, stub_signer):
             "x": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token")),
             "split": split,
             "down": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token", "down", closed_port())),
+            "xa": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token")),
+            "xb": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token"),
+                              policies=[policies()[i] for i in (1, 2, 0, 3)]),
             "hostile": hostile,
         },
         clusters={"api": echo.port, "op": op.port, "stub": stub.port, "down": closed_port()},
@@ -159,6 +164,33 @@ def test_each_api_gets_a_token_made_for_it(xenv, op):
     after = xenv.counters()
     assert after["exchange_calls"] - before.get("exchange_calls", 0) == 2
     assert after["exchange_hit"] - before.get("exchange_hit", 0) == 3
+
+
+def test_exchanged_tokens_never_reach_another_api_whatever_the_policies_order(xenv, op):
+    """The exchange cache is keyed by what was asked for (endpoint, audience, scope,
+    resource), never by a policy's position: two listeners with the same policies in another
+    order share it without ever serving one API's token, or refusal, to another."""
+    xa, xb = xenv.ports["xa"], xenv.ports["xb"]
+    token = op.token("read write")
+    orders, _ = forwarded(request(xa, "/orders/1", bearer(token)))
+    assert orders["aud"] == "orders-api"
+    billing, _ = forwarded(request(xb, "/billing/1", bearer(token)))
+    assert billing["aud"] == "billing-api", "billing sits where orders was"
+    # Both ask orders-api for the same: the token made for one serves the other.
+    before = xenv.counters()
+    again, _ = forwarded(request(xb, "/orders/1", bearer(token)))
+    assert again["aud"] == "orders-api"
+    assert xenv.counters()["exchange_calls"] == before["exchange_calls"]
+    # A refusal cached for `nowhere` (xa's third) is not xb's third (orders) answer...
+    refused = op.token("read write")
+    assert request(xa, "/nowhere/1", bearer(refused)).status == 403
+    served, _ = forwarded(request(xb, "/orders/1", bearer(refused)))
+    assert served["aud"] == "orders-api"
+    # ...and a token made for orders (xb's third) never reaches xa's third, `nowhere`.
+    made = op.token("read write")
+    assert forwarded(request(xb, "/orders/1", bearer(made)))[0]["aud"] == "orders-api"
+    r = request(xa, "/nowhere/1", bearer(made))
+    assert r.status == 403, (r.status, r.body)
 
 
 def test_concurrent_requests_make_one_exchange(xenv, op):

@@ -58,6 +58,29 @@ def plugin():
     return cfg
 
 
+# Policies chosen only by what Envoy routed on (the route's name, its metadata): `admin`'s own
+# match never holds, only route metadata names it.
+ROUTE_POLICIES = [
+    {"name": "reports", "match": {"route_name": "reports"}, "required_scopes": ["reports"]},
+    {"name": "admin", "match": {"route_name": "never-a-route"}, "required_scopes": ["admin"]},
+]
+
+
+def routes_plugin():
+    cfg = plugin()
+    cfg["policies"] = ROUTE_POLICIES
+    return cfg
+
+
+def split_tokens_plugin():
+    """A token endpoint whose responses are split, with claim headers and DPoP configured."""
+    return {"required_scopes": ["read"], "dpop": {},
+            "split": {"max_entries": 1000, "split_responses": {"paths": ["/oauth/token"]}},
+            "claims_to_headers": [{"claim": "sub", "header": "x-user-id"}],
+            "policies": [{"name": "orders-write", "match": {"path_prefix": "/orders/",
+                                                             "methods": ["POST"]}}]}
+
+
 def meta(policy):
     return {"filter_metadata": {"token_filter": {"policy": policy}}}
 
@@ -99,6 +122,10 @@ def penv(tmp_path_factory, token_service, echo):
         "raw": {"plugin": plugin(), "routes": ROUTES, "after": [RBAC_NO_MALLORY],
                 "hcm": {"access_log": access_log(work / "access.log")}},
         "normalised": {"plugin": plugin(), "routes": ROUTES, "hcm": normalise},
+        "routes": {"plugin": routes_plugin(), "routes": ROUTES},
+        "routes_normalised": {"plugin": routes_plugin(), "routes": ROUTES, "hcm": normalise},
+        "split_tokens": {"plugin": split_tokens_plugin(),
+                         "routes": [("/oauth/token", "token_service"), ("/", "api")]},
         "h2": {"plugin": plugin(), "routes": [("/", "h2api")]},
     }, clusters={"api": echo.port, "token_service": token_service.port,
                  "h2api": (upstream.port, "h2")},
@@ -300,8 +327,10 @@ BYPASS = [
     ("backslash", "raw", "POST", "/orders\\1", "api.example.com", [], "read", 400, False),
     ("path-parameter", "raw", "POST", "/orders;x=1/1", "api.example.com", [], "read", 400, False),
     ("double-encoded-slash", "raw", "POST", "/orders%252F1", "api.example.com", [], "read", 400, False),
-    ("encoded-unreserved", "raw", "POST", "/%6Frders/1", "api.example.com", [], "read", 403, False),
-    ("encoded-digit", "raw", "POST", "/orders/%31", "api.example.com", [], "read", 403, False),
+    # Not canonical: refused (400) rather than matched on the decoded path, since Envoy routes
+    # on the raw one (the route-chosen rows below).
+    ("encoded-unreserved", "raw", "POST", "/%6Frders/1", "api.example.com", [], "read", 400, False),
+    ("encoded-digit", "raw", "POST", "/orders/%31", "api.example.com", [], "read", 400, False),
     ("method-override-to-get", "raw", "POST", "/orders/1", "api.example.com",
      [("x-http-method-override", "GET")], "read", 403, False),
     ("method-override-stripped", "raw", "GET", "/catalog/1", "api.example.com",
@@ -317,6 +346,20 @@ BYPASS = [
     ("normalised-double-slash", "normalised", "POST", "//orders/1", "api.example.com", [], "read", 403, False),
     ("normalised-encoded-slash", "normalised", "POST", "/orders%2F1", "api.example.com", [], "read", 400, False),
     ("normalised-encoded-unreserved", "normalised", "POST", "/%6Frders/1", "api.example.com", [], "read", 403, False),
+    # Policies chosen by the route Envoy picked on the raw path: every non-canonical path is
+    # refused, whatever the route (a `read` token reached the reports and admin APIs before).
+    ("route-control-reports", "routes", "GET", "/reports/q1", "api.example.com", [], "read", 403, False),
+    ("route-control-meta", "routes", "GET", "/meta-admin/x", "api.example.com", [], "read", 403, False),
+    ("route-control-other", "routes", "GET", "/other", "api.example.com", [], "read", 200, True),
+    ("route-encoded-r", "routes", "GET", "/%72eports/q1", "api.example.com", [], "read", 400, False),
+    ("route-encoded-m", "routes", "GET", "/%6Deta-admin/x", "api.example.com", [], "read", 400, False),
+    ("route-dot-dot", "routes", "GET", "/x/../reports/q1", "api.example.com", [], "read", 400, False),
+    ("route-double-slash", "routes", "GET", "//reports/q1", "api.example.com", [], "read", 400, False),
+    ("route-parameter", "routes", "GET", "/reports;x/q1", "api.example.com", [], "read", 400, False),
+    ("route-encoded-dot-dot", "routes", "GET", "/x/%2e%2e/meta-admin/x", "api.example.com", [], "read", 400, False),
+    ("route-encoded-slash-dot-dot", "routes", "GET", "/x%2f..%2fmeta-admin/x", "api.example.com", [], "read", 400, False),
+    ("route-backslash-dot-dot", "routes", "GET", "/x\\..\\meta-admin/x", "api.example.com", [], "read", 400, False),
+    ("route-normalised-parameter", "routes_normalised", "GET", "/reports;x/q1", "api.example.com", [], "read", 400, False),
 ]
 
 
@@ -355,3 +398,68 @@ def test_policy_bypass_attempts(penv, echo, token_service, row):
         assert not any(k in h for k in ("x-http-method-override", "x-http-method", "x-method-override"))
         if token:
             assert token not in json.dumps(seen[0]), f"{name}: the opaque token reached the API"
+
+
+def test_a_methods_case_never_chooses_a_weaker_policy(penv, token_service):
+    """HTTP/2 lets a client send `:method post`: methods are case-sensitive (RFC 9110 §9.1),
+    and an API that reads them case-insensitively would act on a POST that no `POST` policy
+    matched. With policies, a method that is not upper case is refused (400)."""
+    from harness.h2 import h2_request
+    reader = opaque(token_service, scope="read")
+    port = penv.ports["h2"]
+
+    def send(method):
+        return h2_request(port, [(b":method", method), (b":scheme", b"http"),
+                                 (b":authority", b"api.example.com"), (b":path", b"/orders/1"),
+                                 (b"authorization", f"Bearer {reader}".encode())])
+
+    assert send(b"POST") == 403
+    for method in (b"post", b"Post", b"pOST"):
+        assert send(method) == 400, method
+    with penv.h2.lock:
+        assert not [r for r in penv.h2.requests
+                    if dict(r["headers"]).get(":method", "").upper() == "POST"
+                    and dict(r["headers"]).get(":method") != "POST"]
+
+
+def test_preflights_carry_no_header_the_filter_owns(penv, echo):
+    marker = uuid.uuid4().hex
+    r = request(penv.ports["raw"], f"/orders/1?m={marker}", [
+        ("host", "api.example.com"), ("origin", "https://app.example.com"),
+        ("access-control-request-method", "POST"), ("x-user-id", "mallory"),
+        ("x-client-id", "evil"), ("x_user_id", "mallory"), ("authorization", "Bearer whatever")],
+        method="OPTIONS")
+    assert r.status == 200, r.body
+    seen = api_saw(echo, marker)
+    for name in ("x-user-id", "x-client-id", "x_user_id", "authorization"):
+        assert name not in seen, (name, seen)
+
+
+def test_underscore_spellings_of_owned_headers_never_reach_the_api(penv, echo, token_service):
+    """Some servers read `_` as `-`: `x_user_id` would be `x-user-id` to them."""
+    token = opaque(token_service, sub="dave")
+    spoof = [("x_user_id", "mallory"), ("X_Client_Id", "evil"), ("x_http_method_override", "DELETE"),
+             ("x_method-override", "DELETE")]
+    for t in (token, None):
+        r, m = call(penv, "/catalog/1", t, headers=spoof)
+        assert r.status == 200, r.body
+        seen = api_saw(echo, m)
+        assert not [k for k in seen if "_" in k and k.replace("_", "-") in (
+            "x-user-id", "x-client-id", "x-http-method-override", "x-method-override")], seen
+        if t:
+            assert seen["x-user-id"] == "dave"
+
+
+def test_token_requests_carry_their_dpop_proof_and_nothing_else_the_filter_owns(penv, token_service):
+    before = len(token_service.token_requests)
+    r = request(penv.ports["split_tokens"], "/oauth/token", [
+        ("host", "login.example.com"), ("content-type", "application/x-www-form-urlencoded"),
+        ("authorization", "Basic Y2xpZW50OnNlY3JldA=="), ("dpop", "the-clients-proof"),
+        ("x-user-id", "mallory"), ("x_user_id", "mallory"), ("x-http-method-override", "GET")],
+        method="POST", body=b"grant_type=client_credentials")
+    assert r.status == 200, r.body
+    [seen] = [dict(h) for h in token_service.token_requests[before:]]
+    assert seen.get("dpop") == "the-clients-proof", "the token service binds the token with it"
+    assert seen.get("authorization") == "Basic Y2xpZW50OnNlY3JldA=="
+    for name in ("x-user-id", "x_user_id", "x-http-method-override"):
+        assert name not in seen, (name, seen)

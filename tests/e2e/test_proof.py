@@ -7,13 +7,18 @@ Listeners (one Envoy, two workers, one VM):
   dpop         phantom (JSON introspection of the provider), `dpop` with defaults; the
                policy `payments` (/payments/) has `proof: "required"`
   nonce        as dpop, with `dpop.nonce`
-  tiny         as dpop, with a replay store of 8 slots
+  tiny         as dpop, with a replay store of 8 slots, 4 per key (a VM of its own: one
+               replay store per VM)
+  small        as dpop, with a replay store of 64 slots (8 per key by default; its own VM)
+  flood        as dpop, with a replay store of 2000 slots (250 per key by default; its own VM)
   mtls         HTTPS, client certificate required, `mtls` (the certificate Envoy verified)
   mtls_opt     HTTPS, client certificate optional, `mtls`
   xfcc         HTTPS, client certificate required, Envoy sets x-forwarded-client-cert
                (SANITIZE_SET), `mtls.forwarded_client_cert`
   xfcc_spoof   plain HTTP, `mtls.forwarded_client_cert`, Envoy's default (SANITIZE): a
                client's own x-forwarded-client-cert never reaches the filter
+  xfcc_proxy   plain HTTP, `mtls.forwarded_client_cert`, ALWAYS_FORWARD_ONLY: the header
+               comes as a proxy in front (not an Envoy) wrote it
   split        split tokens (and their publish API), `dpop`"""
 
 import hashlib
@@ -78,7 +83,11 @@ def penv(tmp_path_factory, op, echo, pki):
         listeners={
             "dpop": cfg(op, dpop={}),
             "nonce": cfg(op, dpop={"nonce": True}),
-            "tiny": cfg(op, dpop={"replay_entries": 8}),
+            # Each in a VM of its own: the replay store is one per VM (its largest size).
+            "tiny": {"plugin": cfg(op, dpop={"replay_entries": 8, "max_proofs_per_key": 4}),
+                     "vm_id": "tiny"},
+            "small": {"plugin": cfg(op, dpop={"replay_entries": 64}), "vm_id": "small"},
+            "flood": {"plugin": cfg(op, dpop={"replay_entries": 2000}), "vm_id": "flood"},
             "mtls": {"plugin": cfg(op, mtls={}), "transport_socket": pki.downstream_tls()},
             "mtls_opt": {"plugin": cfg(op, mtls={}),
                          "transport_socket": pki.downstream_tls(require_client_certificate=False)},
@@ -87,6 +96,8 @@ def penv(tmp_path_factory, op, echo, pki):
                      "hcm": {"forward_client_cert_details": "SANITIZE_SET",
                              "set_current_client_cert_details": {"subject": True}}},
             "xfcc_spoof": cfg(op, mtls={"forwarded_client_cert": True}),
+            "xfcc_proxy": {"plugin": cfg(op, mtls={"forwarded_client_cert": True}),
+                           "hcm": {"forward_client_cert_details": "ALWAYS_FORWARD_ONLY"}},
             "split": {"required_scopes": ["read"], "dpop": {},
                       "split": {"max_entries": 1000, "publish": {"path": PUBLISH, "secret": SECRET}}},
         },
@@ -224,20 +235,89 @@ def test_a_proof_is_accepted_once(penv, op, client):
 
 
 def test_a_full_replay_store_refuses_and_forgets_nothing(penv, op, client):
-    key = client.key("Ed25519")
-    token = op.token(dpop=(client, key))
+    # No key may hold more than half of the store (here 4 of 8): three keys fill it.
+    keys = [client.key("Ed25519") for _ in range(4)]
+    tokens = [op.token(dpop=(client, k)) for k in keys]
     target = url(penv, "tiny", "/orders/t")
     before = penv.counters()
-    proofs = [client.proof(key, "GET", target, token=token) for _ in range(9)]
-    statuses = [call(penv, "tiny", "/orders/t", token, p).status for p in proofs]
-    assert statuses == [200] * 8 + [503], statuses
-    full = call(penv, "tiny", "/orders/t", token, client.proof(key, "GET", target, token=token))
-    assert full.status == 503 and full.json()["code"] == "dpop_replay_store_full"
-    assert full.header("retry-after") == "1"
+    proofs = [client.proof(k, "GET", target, token=t)
+              for k, t, n in zip(keys, tokens, (4, 3, 1)) for _ in range(n)]
+    owners = [t for t, n in zip(tokens, (4, 3, 1)) for _ in range(n)]
+    statuses = [call(penv, "tiny", "/orders/t", t, p).status for t, p in zip(owners, proofs)]
+    assert statuses == [200] * 8, statuses
+    for _ in range(2):
+        full = call(penv, "tiny", "/orders/t", tokens[3],
+                    client.proof(keys[3], "GET", target, token=tokens[3]))
+        assert full.status == 503 and full.json()["code"] == "dpop_replay_store_full"
+        assert full.header("retry-after") == "1"
     # The proofs it holds are still refused as replays, not forgotten.
-    assert call(penv, "tiny", "/orders/t", token, proofs[0]).status == 401
+    assert call(penv, "tiny", "/orders/t", owners[-1], proofs[-1]).status == 401
+    # The first key holds its share: its own new proofs wait, with Retry-After.
+    over = call(penv, "tiny", "/orders/t", tokens[0], client.proof(keys[0], "GET", target, token=tokens[0]))
+    assert over.status == 429 and over.json()["code"] == "dpop_key_quota", over.body
+    assert int(over.header("retry-after")) > 0
     after = penv.counters()
     assert after["denied_dpop_replay_store_full"] - before.get("denied_dpop_replay_store_full", 0) == 2
+    assert after["denied_dpop_key_quota"] - before.get("denied_dpop_key_quota", 0) == 1
+
+
+def test_proofs_with_worthless_tokens_take_no_room(penv, op, client):
+    """A proof takes a replay slot only once its token is resolved, active and bound to its
+    key: a client sending new proofs with a token that is worth nothing (each answered 401)
+    fills nothing, and every DPoP user of the store keeps working."""
+    attacker = client.key("ES256")
+    worthless = [op.token()] + [f"worthless-{uuid.uuid4().hex}" for _ in range(2)]
+    target = url(penv, "small", "/orders/w")
+    for i in range(200):
+        t = worthless[i % len(worthless)]
+        r = call(penv, "small", "/orders/w", t, client.proof(attacker, "GET", target, token=t))
+        assert r.status == 401, (i, r.status, r.body)
+    for _ in range(4):
+        user = client.key("Ed25519")
+        token = op.token(dpop=(client, user))
+        for _ in range(2):
+            r = call(penv, "small", "/orders/w", token, client.proof(user, "GET", target, token=token))
+            assert r.status == 200, (r.status, r.body)
+
+
+def test_one_client_flooding_proofs_locks_out_nobody_else(penv, op, client):
+    """An attacker holding a valid bound token sends new proofs as fast as it can for 30 s: it
+    is held to its share of the store (429 past it), and not one request of another client
+    fails."""
+    import http.client
+    signer = Signer("ES256")
+    token = bound_token(op, signer)
+    target = url(penv, "flood", "/orders/f")
+    stop = time.time() + 30
+    outcome = {}
+    lock = threading.Lock()
+
+    def attack():
+        conn = http.client.HTTPConnection("127.0.0.1", penv.ports["flood"], timeout=10)
+        while time.time() < stop:
+            proof = crafted(signer, token, target)
+            conn.request("GET", "/orders/f", headers={"authorization": f"DPoP {token}", "dpop": proof})
+            r = conn.getresponse()
+            r.read()
+            with lock:
+                outcome[r.status] = outcome.get(r.status, 0) + 1
+
+    attackers = [threading.Thread(target=attack) for _ in range(4)]
+    for t in attackers:
+        t.start()
+    legit = []
+    user = client.key("Ed25519")
+    user_token = op.token(dpop=(client, user))
+    while time.time() < stop - 1:
+        r = call(penv, "flood", "/orders/f", user_token, client.proof(user, "GET", target, token=user_token))
+        legit.append(r.status)
+        time.sleep(1.2)
+    for t in attackers:
+        t.join()
+    print(f"attacker: {sum(outcome.values())} requests {outcome}; other client: {legit}")
+    assert outcome.get(200, 0) <= 250, outcome
+    assert outcome.get(429, 0) > 0 and sum(outcome.values()) > 2000, outcome
+    assert len(legit) >= 20 and set(legit) == {200}, legit
 
 
 def test_unbound_tokens_and_proof_required_routes(penv, op, client):
@@ -307,6 +387,21 @@ def test_server_nonces(penv, op, client):
 # ---------------------------------------------------------------------------------------------
 # Hostile proofs, crafted here: what the library would never make
 
+def bound_token(op, signer):
+    """An access token of the provider bound to `signer`'s key: its DPoP proof at the token
+    endpoint is made here (the key lives in this process, so that its proofs can be made as
+    fast as a flood needs)."""
+    h = {"typ": "dpop+jwt", "alg": signer.alg, "jwk": {k: v for k, v in signer.jwk().items()
+                                                        if k not in ("kid", "use", "alg")}}
+    c = {"htm": "POST", "htu": op.issuer + "/token", "iat": int(time.time()), "jti": uuid.uuid4().hex}
+    signing_input = f"{b64url(json.dumps(h).encode())}.{b64url(json.dumps(c).encode())}"
+    proof = f"{signing_input}.{b64url(signer.sign(signing_input.encode()))}"
+    answer = json.loads(op.post("/token", {"grant_type": "client_credentials", "scope": "read"},
+                                ("app", "app-secret-for-e2e-tests"), headers=[("dpop", proof)]))
+    assert answer["token_type"] == "DPoP", answer
+    return answer["access_token"]
+
+
 def crafted(signer, token, target, header=None, claims=None, drop=(), sign=None):
     h = {"typ": "dpop+jwt", "alg": signer.alg, "jwk": {k: v for k, v in signer.jwk().items()
                                                         if k not in ("kid", "use", "alg")}}
@@ -343,6 +438,8 @@ def hostile_rows():
         ("htu with a fragment", dict(claims={"htu": "FRAGMENT"})),
         ("htu with userinfo", dict(claims={"htu": "USERINFO"})),
         ("oversized", dict(claims={"pad": "x" * 9000})),
+        # RFC 7515 §4.1.11: an extension that must be understood, which the filter does not.
+        ("crit", dict(header={"crit": ["exp"], "exp": 1})),
     ]
 
 
@@ -377,6 +474,43 @@ def test_hostile_proofs_are_refused(penv, op, client, name, row):
     assert control.json()["code"] == "invalid_token", control.body
 
 
+def test_typ_application_dpop_jwt_is_dpop_jwt(penv, op):
+    """RFC 7515 §4.1.9: `application/` may be left out of `typ`: `application/dpop+jwt` (any
+    case) is the DPoP type."""
+    signer = Signer("ES256")
+    token = bound_token(op, signer)
+    target = url(penv, "dpop", "/orders/typ")
+    for typ in ("application/dpop+jwt", "Application/DPoP+JWT", "dpop+jwt"):
+        reply = call(penv, "dpop", "/orders/typ", token, crafted(signer, token, target, header={"typ": typ}))
+        assert reply.status == 200, (typ, reply.status, reply.body)
+
+
+def test_the_proofs_scheme_is_the_connections(penv, op, client):
+    """On a plain-text listener, a client that says `https` (an HTTP/2 `:scheme`, an HTTP/1
+    absolute-form target) does not make a proof for `https://...` pass."""
+    from harness.h2 import h2_request
+    key = client.key("ES256")
+    token = op.token(dpop=(client, key))
+    port = penv.ports["dpop"]
+    https = url(penv, "dpop", "/orders/s", "https")
+    status = h2_request(port, [(b":method", b"GET"), (b":scheme", b"https"),
+                               (b":authority", f"127.0.0.1:{port}".encode()), (b":path", b"/orders/s"),
+                               (b"authorization", f"DPoP {token}".encode()),
+                               (b"dpop", client.proof(key, "GET", https, token=token).encode())])
+    assert status == 401, status
+    import socket
+    proof = client.proof(key, "GET", https, token=token)
+    raw = (f"GET {https} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+           f"Authorization: DPoP {token}\r\nDPoP: {proof}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(raw)
+        first = s.recv(65536).split(b"\r\n", 1)[0]
+    assert first.split(b" ")[1] == b"401", first
+    # The same request with a proof for what the connection is: http.
+    ok = call(penv, "dpop", "/orders/s", token, client.proof(key, "GET", url(penv, "dpop", "/orders/s"), token=token))
+    assert ok.status == 200, ok.body
+
+
 def test_two_proofs_are_malformed(penv, op, client):
     key = client.key("ES256")
     token = op.token(dpop=(client, key))
@@ -391,6 +525,11 @@ def test_the_proof_header_never_reaches_the_api_even_in_trailers(penv, op, clien
     plain = op.token()
     reply = call(penv, "dpop", "/orders/1", plain, scheme="Bearer", headers=[("dpop", "x.y.z")])
     assert not [v for k, v in api_saw(reply) if k == "dpop"]
+    # Nor on a CORS preflight, which passes unauthenticated.
+    preflight = request(penv.ports["dpop"], "/orders/1", headers=[
+        ("origin", "https://app.example.com"), ("access-control-request-method", "POST"),
+        ("dpop", "x.y.z"), ("authorization", f"DPoP {plain}")], method="OPTIONS")
+    assert not [k for k, v in api_saw(preflight) if k in ("dpop", "authorization")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,6 +579,22 @@ def test_forwarded_client_certificates(penv, op, pki, certs):
     spoof = call(penv, "xfcc_spoof", "/orders/1", token, scheme="Bearer",
                  headers=[("x-forwarded-client-cert", f"Hash={alice['sha256']}")])
     assert spoof.status == 401, spoof.body
+
+
+def test_a_hash_inside_a_quoted_xfcc_value_is_no_hash(penv, op, certs):
+    """Behind a proxy that is not Envoy, the header comes as it wrote it: a quoted value holds
+    `;` and `=` as text, so `Subject="CN=a;Hash=..."` names no certificate."""
+    alice = certs["alice"]
+    token = op.token(cert_pem=alice["pem"])
+    rows = {
+        f'Subject="CN=a;Hash={alice["sha256"]}"': 401,
+        f'By=spiffe://x;Subject="CN=a,Hash={alice["sha256"]}"': 401,
+        f'Hash={alice["sha256"]};Subject="CN=a;Hash=ffff"': 200,
+    }
+    for xfcc, status in rows.items():
+        reply = call(penv, "xfcc_proxy", "/orders/1", token, scheme="Bearer",
+                     headers=[("x-forwarded-client-cert", xfcc)])
+        assert reply.status == status, (xfcc, reply.status, reply.body)
 
 
 def test_counters(penv):

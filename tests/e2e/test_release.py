@@ -30,9 +30,32 @@ def sums():
 
 
 def image_digest(image):
-    """The manifest digest SHA256SUMS gives for `image` (oci-artifact, oci-compat)."""
-    (digest,) = [d for name, d in sums().items() if name.startswith(f"{image}/")]
+    """The manifest digest SHA256SUMS gives for `image` (oci-artifact, oci-compat): the first
+    of its lines, the manifest's blob (the others are every other file of the layout)."""
+    first = next(name for name in sums() if name.startswith(f"{image}/"))
+    digest = sums()[first]
+    assert first == f"{image}/blobs/sha256/{digest}", first
     return digest
+
+
+def test_sha256sums_covers_every_file_of_the_release(release, tmp_path):
+    """`sha256sum -c SHA256SUMS` checks the module and every file of both layouts: a layer
+    replaced in a layout is caught, not only a replaced manifest."""
+    listed = set(sums())
+    for image in ("oci-artifact", "oci-compat"):
+        files = {str(p.relative_to(DIST)) for p in (DIST / image).rglob("*") if p.is_file()}
+        assert files <= listed, files - listed
+    copy = tmp_path / "dist"
+    shutil.copytree(DIST, copy, ignore=shutil.ignore_patterns("*.tmp"))
+    ok = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=copy, capture_output=True)
+    assert ok.returncode == 0, ok.stdout
+    manifest, _ = oci.read_layout(copy / "oci-compat")
+    layer = copy / "oci-compat" / "blobs" / "sha256" / manifest["layers"][-1]["digest"].split(":")[1]
+    data = layer.read_bytes()
+    layer.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    bad = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=copy, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "FAILED" in bad.stdout, bad.stdout
 
 
 @pytest.fixture(scope="module")

@@ -35,17 +35,31 @@ def plugin(orders_scope):
     return cfg
 
 
-def write_lds(path, port, version):
+def write_listener(path, port, version, plugin_config):
     """Writes the listener file atomically (Envoy watches for the file being moved in)."""
-    scope = "read" if version % 2 == 0 else "write"
-    lst = listener("reloaded", [plugin_filter(plugin(scope))])
+    lst = listener("reloaded", [plugin_filter(plugin_config)])
     lst["address"]["socket_address"]["port_value"] = port
     lst["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
     doc = {"version_info": str(version), "resources": [lst]}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, path)
+
+
+def write_lds(path, port, version):
+    scope = "read" if version % 2 == 0 else "write"
+    write_listener(path, port, version, plugin(scope))
     return scope
+
+
+def lds_envoy(workdir, lds, clusters):
+    """An Envoy whose one listener comes from the file `lds`, draining old listeners in 1 s."""
+    e = Envoy(workdir, listeners={}, clusters=clusters, concurrency=2,
+              log_args=("--log-level", "warning", "--drain-time-s", "1"))
+    e.config["node"] = {"id": "reload-test", "cluster": "reload-test"}
+    e.config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3",
+                                                    "path_config_source": {"path": str(lds)}}}
+    return e.start()
 
 
 def lds_successes(e):
@@ -67,12 +81,7 @@ def test_twenty_reloads_under_load(tmp_path, token_service, echo):
     port = closed_port()
     lds = tmp_path / "lds.json"
     write_lds(lds, port, 0)
-    e = Envoy(tmp_path / "envoy", listeners={}, clusters={"api": echo.port, "token_service": token_service.port},
-              concurrency=2, log_args=("--log-level", "warning", "--drain-time-s", "1"))
-    e.config["node"] = {"id": "reload-test", "cluster": "reload-test"}
-    e.config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3",
-                                                    "path_config_source": {"path": str(lds)}}}
-    e.start()
+    e = lds_envoy(tmp_path / "envoy", lds, {"api": echo.port, "token_service": token_service.port})
     try:
         # The stub answers with scope "read write" unless the token says otherwise: scripted
         # tokens with one scope each, and one with neither.
@@ -186,3 +195,93 @@ def test_twenty_reloads_under_load(tmp_path, token_service, echo):
         assert after < plateau * 1.25 + 4 * 2**20, (plateau, memory, after)
     finally:
         e.stop()
+
+
+def dpop_plugin(op, replay_entries):
+    """Phantom tokens of the real provider (JSON introspection, minted JWTs), `dpop` with a
+    replay store of `replay_entries` slots."""
+    from harness.oidc import GATEWAY
+    return {
+        "required_scopes": ["read"],
+        "phantom": {"cluster": "op", "authority": f"127.0.0.1:{op.port}", "path": "/token/introspection",
+                    "client_id": GATEWAY[0], "client_secret": GATEWAY[1], "timeout_ms": 3000,
+                    "response": "json",
+                    "mint": {"issuer": "https://gateway.example.com", "audience": "internal-apis",
+                             "algorithm": "ES256", "private_key_pem": MINT_KEY.private_pem(),
+                             "key_id": "gw-1", "claims": ["sub", "scope"], "max_lifetime_s": 120}},
+        "dpop": {"replay_entries": replay_entries},
+    }
+
+
+MINT_KEY = Signer("ES256")
+
+
+def test_a_reload_to_another_replay_store_size_keeps_every_proof_and_bounds_memory(tmp_path, echo):
+    """A reload that changes `dpop.replay_entries` never re-opens a replay (a proof accepted
+    before it is refused after it), and memory stays bounded whatever sizes the reloads go
+    through: the slots do not name the size, so a new size reuses what exists."""
+    from harness.oidc import DpopClient, OpenIdProvider
+    op = OpenIdProvider(tmp_path).start()
+    client = DpopClient()
+    port = closed_port()
+    lds = tmp_path / "lds.json"
+
+    def write(version, entries):
+        write_listener(lds, port, version, dpop_plugin(op, entries))
+
+    write(0, 100_000)
+    e = lds_envoy(tmp_path / "envoy", lds, {"api": echo.port, "op": op.port})
+    try:
+        key = client.key("ES256")
+        token = op.token(dpop=(client, key))
+        target = f"http://127.0.0.1:{port}/orders/r"
+
+        def send(proof):
+            return request(port, "/orders/r", [("authorization", f"DPoP {token}"), ("dpop", proof)]).status
+
+        deadline = time.time() + 15
+        first = client.proof(key, "GET", target, token=token)
+        while True:
+            try:
+                status = send(first)
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        assert status == 200
+        seen = [first]
+
+        def reload(version, entries):
+            before = lds_successes(e)
+            write(version, entries)
+            t0 = time.time()
+            while lds_successes(e) == before:
+                assert time.time() - t0 < 20, f"reload {version} not applied"
+                time.sleep(0.05)
+            time.sleep(2.5)  # the old listener drained (--drain-time-s 1)
+
+        reload(1, 110_000)
+        for proof in seen:
+            assert send(proof) == 401, "a proof accepted before the reload is a replay after it"
+        second = client.proof(key, "GET", target, token=token)
+        assert send(second) == 200 and send(second) == 401
+        seen.append(second)
+        before = e.memory_allocated()
+        sizes = [120_000, 130_000, 140_000, 150_000]
+        for version, entries in enumerate(sizes, start=2):
+            reload(version, entries)
+            for proof in seen:
+                assert send(proof) == 401, (entries, "a replay after a reload")
+            fresh_proof = client.proof(key, "GET", target, token=token)
+            assert send(fresh_proof) == 200
+            seen.append(fresh_proof)
+        after = e.memory_allocated()
+        grown = (after - before) / 2**20
+        print(f"\nreplay store 110000 -> {sizes}: memory {before / 2**20:.1f} -> {after / 2**20:.1f} MiB "
+              f"(+{grown:.1f} MiB; slots of every size kept apart would add {sum(sizes)} slots)")
+        # The largest size's 40 000 more slots (and their share table), not 540 000.
+        assert grown < 30, grown
+    finally:
+        e.stop()
+        client.stop()
+        op.stop()

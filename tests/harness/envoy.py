@@ -14,7 +14,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WASM = ROOT / "dist" / "envoy_token_filter.wasm"
+# TOKEN_FILTER_WASM runs the tests against another build of the module (an older one, to see a new
+# test fail on it).
+WASM = Path(os.environ.get("TOKEN_FILTER_WASM") or ROOT / "dist" / "envoy_token_filter.wasm")
 
 
 def envoy_bin():
@@ -30,8 +32,10 @@ def envoy_bin():
     return out.stdout.strip()
 
 
-def plugin_filter(plugin_config, name="token_filter", stop_iteration=True, code=None):
-    """`code`: the VM's `code` (a data source), the built module from disk by default."""
+def plugin_filter(plugin_config, name="token_filter", stop_iteration=True, code=None,
+                  vm_id="token_filter"):
+    """`code`: the VM's `code` (a data source), the built module from disk by default;
+    `vm_id`: listeners with the same one share the VM and its shared data."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.wasm",
@@ -45,7 +49,7 @@ def plugin_filter(plugin_config, name="token_filter", stop_iteration=True, code=
                 # splitting token responses).
                 "allow_on_headers_stop_iteration": stop_iteration,
                 "vm_config": {
-                    "vm_id": "token_filter",
+                    "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": code or {"local": {"filename": str(WASM)}},
                 },
@@ -116,8 +120,9 @@ class Envoy:
     """One Envoy process. `listeners` maps a name to a plugin configuration (dict or raw string),
     to a pair (plugin configuration, routes) for routes other than everything to `api`, or to a
     dict with `plugin`, and optionally `routes`, `hcm`, `transport_socket`, `code` (the VM's
-    code data source) and the filters to place `before` and `after` the token filter. `clusters` maps a name to a port, or to a
-    pair (port, "h2") for an HTTP/2 upstream."""
+    code data source), `vm_id` (a VM of its own) and the filters to place `before` and `after`
+    the token filter. `clusters` maps a name to a port, or to a pair (port, "h2") for an
+    HTTP/2 upstream."""
 
     def __init__(self, workdir, listeners, clusters, concurrency=1, stop_iteration=True,
                  log_args=("--log-level", "info", "--component-log-level", "wasm:debug")):
@@ -129,7 +134,8 @@ class Envoy:
                 spec = {"plugin": spec[0], "routes": spec[1]}
             elif not (isinstance(spec, dict) and "plugin" in spec):
                 spec = {"plugin": spec}
-            ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration, code=spec.get("code"))
+            ours = plugin_filter(spec["plugin"], stop_iteration=stop_iteration, code=spec.get("code"),
+                                 vm_id=spec.get("vm_id", "token_filter"))
             filters = list(spec.get("before", [])) + [ours] + list(spec.get("after", []))
             return listener(name, filters, spec.get("routes", (("/", "api"),)), spec.get("hcm"),
                             spec.get("transport_socket"))

@@ -33,6 +33,7 @@ fn step(cfg: &Config, host: &FakeHost, map: &HeaderMap) -> Step {
         route_name: None,
         route_policy: None,
         client_cert_sha256: None,
+        secure: false,
     };
     pipeline::on_request(cfg, &host.worker, host, &req).step
 }
