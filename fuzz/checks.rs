@@ -250,7 +250,7 @@ pub fn config(data: &[u8]) {
         let again = Config::from_slice(data).map(|c| c.summary());
         assert_eq!(again.ok(), Some(cfg.summary()));
         if let Some(p) = &cfg.phantom {
-            assert!(!cfg.summary().contains(&p.basic_authorization));
+            assert!(!cfg.summary().contains(&p.endpoint.basic_authorization));
         }
     }
 }

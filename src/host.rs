@@ -20,6 +20,8 @@ pub trait Host {
         self.count_by(counter, 1);
     }
     fn count_by(&self, counter: Counter, n: u64);
+    /// Counts a request under policy `index` (`policy.<name>.allowed` or `.denied`).
+    fn count_policy(&self, _index: usize, _allowed: bool) {}
 
     /// The split store's epoch: a number every worker of the process reads at once, moved
     /// after every revocation and every re-publication of a stored signature. A worker keeps

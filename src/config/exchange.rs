@@ -1,14 +1,12 @@
 //! `token_exchange` and a policy's `exchange`: RFC 8693 token exchange, so that each API gets a
 //! token made for it (its audience, its scopes) instead of the one every API gets.
 
-use std::fmt;
-
 use serde::Deserialize;
 
 use super::checks::*;
+use super::endpoint::RawEndpoint;
 use super::*;
 use crate::token::exchange::{self, SubjectToken};
-use crate::token::introspection;
 use crate::token::jws;
 
 #[derive(Deserialize)]
@@ -32,46 +30,20 @@ pub(super) struct RawExchangeRule {
 }
 
 /// Where and how the gateway exchanges tokens (`token_exchange`).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ExchangeConfig {
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub client_id: String,
-    /// Precomputed `Authorization: Basic ...` value; holds the secret.
-    pub basic_authorization: String,
-    pub timeout_ms: u64,
+    /// The token endpoint and the gateway's client credentials.
+    pub endpoint: Endpoint,
     /// What is sent as the subject token.
     pub subject: SubjectToken,
     /// Prefix of the exchange cache's shared-data keys.
     pub namespace: String,
 }
 
-// The secret is inside `basic_authorization`: never print it.
-impl fmt::Debug for ExchangeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExchangeConfig")
-            .field("cluster", &self.cluster)
-            .field("authority", &self.authority)
-            .field("path", &self.path)
-            .field("client_id", &self.client_id)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
-    }
-}
-
 impl ExchangeConfig {
     /// The headers of an exchange request.
     pub fn request_headers(&self) -> [(&str, &str); 6] {
-        [
-            (":method", "POST"),
-            (":path", &self.path),
-            (":authority", &self.authority),
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("accept", "application/json"),
-            ("authorization", &self.basic_authorization),
-        ]
+        self.endpoint.request_headers("application/json")
     }
 }
 
@@ -96,18 +68,15 @@ pub struct ExchangeRule {
 
 impl RawExchange {
     pub(super) fn validate(self, has_phantom: bool) -> Result<ExchangeConfig, ConfigError> {
-        check_name("token_exchange.cluster", &self.cluster)?;
-        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
-        check_name("token_exchange.authority", &authority)?;
-        check_call_path("token_exchange.path", &self.path)?;
-        check_credential("token_exchange.client_id", &self.client_id)?;
-        check_credential("token_exchange.client_secret", &self.client_secret)?;
-        let timeout_ms = in_range(
-            "token_exchange.timeout_ms",
-            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
+        let endpoint = RawEndpoint {
+            cluster: self.cluster,
+            authority: self.authority,
+            path: self.path,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            timeout_ms: self.timeout_ms,
+        }
+        .validate("token_exchange")?;
         let subject = match self.subject_token.as_deref().unwrap_or("access_token") {
             "access_token" => SubjectToken::AccessToken,
             "jwt" => SubjectToken::Jwt,
@@ -125,26 +94,13 @@ impl RawExchange {
                 "must be \"jwt\" with split tokens alone (the client's token is a signature)",
             ));
         }
+        let [cluster, authority, path, client_id] = endpoint.identity();
         let namespace = format!(
             "x{}",
-            namespace_of(&[
-                &self.cluster,
-                &authority,
-                &self.path,
-                &self.client_id,
-                subject.name(),
-            ])
+            namespace_of(&[cluster, authority, path, client_id, subject.name()])
         );
         Ok(ExchangeConfig {
-            basic_authorization: introspection::basic_authorization(
-                &self.client_id,
-                &self.client_secret,
-            ),
-            cluster: self.cluster,
-            authority,
-            path: self.path,
-            client_id: self.client_id,
-            timeout_ms,
+            endpoint,
             subject,
             namespace,
         })
@@ -156,12 +112,13 @@ impl ExchangeRule {
     pub(super) fn identify(&mut self, x: &ExchangeConfig) {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
+        let [cluster, authority, path, client_id] = x.endpoint.identity();
         for part in [
             "exchange-rule",
-            &x.cluster,
-            &x.authority,
-            &x.path,
-            &x.client_id,
+            cluster,
+            authority,
+            path,
+            client_id,
             x.subject.name(),
             &self.form,
         ] {

@@ -7,6 +7,7 @@
 
 mod cache;
 mod checks;
+mod endpoint;
 mod exchange;
 mod phantom;
 mod policy;
@@ -17,6 +18,7 @@ mod verify;
 use serde::Deserialize;
 
 pub use self::cache::CacheConfig;
+pub use self::endpoint::Endpoint;
 pub use self::exchange::{ExchangeConfig, ExchangeRule};
 pub use self::phantom::PhantomConfig;
 pub use self::policy::{
@@ -182,14 +184,9 @@ impl Config {
         );
         if let Some(p) = &self.phantom {
             out.push_str(&format!(
-                " phantom.cluster={} phantom.authority={} phantom.path={} phantom.client_id={} \
-                 phantom.timeout_ms={} phantom.response={} cache.max_ttl_s={} \
-                 cache.negative_ttl_s={} cache.max_entries={}",
-                p.cluster,
-                p.authority,
-                p.path,
-                p.client_id,
-                p.timeout_ms,
+                " {} phantom.response={} cache.max_ttl_s={} cache.negative_ttl_s={} \
+                 cache.max_entries={}",
+                p.endpoint.summary("phantom"),
                 p.contract.name(),
                 self.cache.max_ttl_s,
                 self.cache.negative_ttl_s,
@@ -231,14 +228,8 @@ impl Config {
                 .map(|p| p.name.as_str())
                 .collect();
             out.push_str(&format!(
-                " token_exchange.cluster={} token_exchange.authority={} token_exchange.path={} \
-                 token_exchange.client_id={} token_exchange.timeout_ms={} \
-                 token_exchange.subject_token={} exchanging_policies={exchanging:?}",
-                x.cluster,
-                x.authority,
-                x.path,
-                x.client_id,
-                x.timeout_ms,
+                " {} token_exchange.subject_token={} exchanging_policies={exchanging:?}",
+                x.endpoint.summary("token_exchange"),
                 x.subject.name(),
             ));
         }
@@ -312,11 +303,12 @@ impl RawConfig {
             .as_ref()
             .map_or_else(String::new, |v| v.fingerprint.clone());
         let namespace = phantom.as_ref().map_or_else(String::new, |p| {
+            let [cluster, authority, path, client_id] = p.endpoint.identity();
             namespace_of(&[
-                &p.cluster,
-                &p.authority,
-                &p.path,
-                &p.client_id,
+                cluster,
+                authority,
+                path,
+                client_id,
                 &fingerprint,
                 &format!("{:?}", p.contract),
                 p.mint.as_ref().map_or("", |m| m.fingerprint.as_str()),
@@ -427,6 +419,7 @@ mod tests {
         let p = c.phantom.clone().unwrap();
         assert_eq!(c.realm, "api");
         assert_eq!(c.policies.default.required_scopes, vec!["read"]);
+        let p = &p.endpoint;
         assert_eq!(p.cluster, "token_service");
         assert_eq!(p.authority, "login.example.com");
         assert_eq!(p.path, "/oauth/v2/oauth-introspect");
@@ -604,8 +597,11 @@ mod tests {
         let p = c.phantom.clone().unwrap();
         assert_eq!(c.realm, DEFAULT_REALM);
         assert!(c.policies.default.required_scopes.is_empty());
-        assert_eq!(p.authority, "ts", "authority defaults to the cluster");
-        assert_eq!(p.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(
+            p.endpoint.authority, "ts",
+            "authority defaults to the cluster"
+        );
+        assert_eq!(p.endpoint.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert_eq!(c.cache.max_ttl_s, DEFAULT_MAX_TTL_S);
         assert_eq!(c.cache.negative_ttl_s, DEFAULT_NEGATIVE_TTL_S);
         assert_eq!(c.cache.max_entries, DEFAULT_MAX_ENTRIES);
@@ -767,7 +763,7 @@ mod tests {
     #[test]
     fn secret_never_appears_in_debug_summary_or_errors() {
         let c = Config::from_slice(MINIMAL.as_bytes()).unwrap();
-        let encoded = c.phantom.clone().unwrap().basic_authorization;
+        let encoded = c.phantom.clone().unwrap().endpoint.basic_authorization;
         for text in [format!("{c:?}"), c.summary()] {
             assert!(!text.contains("s3cr3t-value"), "{text}");
             assert!(!text.contains(&encoded), "{text}");

@@ -1,12 +1,11 @@
 //! `phantom`: where and how opaque tokens are introspected, and how the gateway mints JWTs.
 
-use std::fmt;
-
 use serde::Deserialize;
 
 use super::checks::*;
+use super::endpoint::RawEndpoint;
 use super::*;
-use crate::token::introspection::{self, Contract};
+use crate::token::introspection::Contract;
 use crate::token::mint::{self, MintConfig, SigningKey};
 
 #[derive(Deserialize)]
@@ -39,15 +38,10 @@ pub(super) struct RawMint {
 
 /// Where and how to introspect opaque tokens (RFC 7662, Curity's `application/jwt` variant,
 /// RFC 9701).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PhantomConfig {
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub client_id: String,
-    /// Precomputed `Authorization: Basic ...` value (RFC 6749 §2.3.1); holds the secret.
-    pub basic_authorization: String,
-    pub timeout_ms: u64,
+    /// The introspection endpoint and the gateway's client credentials.
+    pub endpoint: Endpoint,
     /// What the introspection answer is (`phantom.response`).
     pub contract: Contract,
     /// How the gateway mints a JWT from introspected claims (`phantom.mint`).
@@ -57,46 +51,21 @@ pub struct PhantomConfig {
 impl PhantomConfig {
     /// The headers of an introspection request (RFC 7662 §2.1).
     pub fn request_headers(&self) -> [(&str, &str); 6] {
-        introspection::request_headers(
-            &self.path,
-            &self.authority,
-            &self.contract,
-            &self.basic_authorization,
-        )
-    }
-}
-
-// The secret is inside `basic_authorization`: never print it.
-impl fmt::Debug for PhantomConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PhantomConfig")
-            .field("cluster", &self.cluster)
-            .field("authority", &self.authority)
-            .field("path", &self.path)
-            .field("client_id", &self.client_id)
-            .field("basic_authorization", &"<redacted>")
-            .field("timeout_ms", &self.timeout_ms)
-            .field("contract", &self.contract)
-            .field("mint", &self.mint)
-            .finish()
+        self.endpoint.request_headers(self.contract.accept())
     }
 }
 
 impl RawPhantom {
     pub(super) fn validate(self) -> Result<PhantomConfig, ConfigError> {
-        check_name("phantom.cluster", &self.cluster)?;
-        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
-        check_name("phantom.authority", &authority)?;
-        // The introspection path may carry a query; paths matched against requests may not.
-        check_call_path("phantom.path", &self.path)?;
-        check_credential("phantom.client_id", &self.client_id)?;
-        check_credential("phantom.client_secret", &self.client_secret)?;
-        let timeout_ms = in_range(
-            "phantom.timeout_ms",
-            self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
+        let endpoint = RawEndpoint {
+            cluster: self.cluster,
+            authority: self.authority,
+            path: self.path,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            timeout_ms: self.timeout_ms,
+        }
+        .validate("phantom")?;
         if let Some(claim) = &self.jwt_claim {
             check_name("phantom.jwt_claim", claim)?;
         }
@@ -142,15 +111,7 @@ impl RawPhantom {
             _ => {}
         }
         Ok(PhantomConfig {
-            basic_authorization: introspection::basic_authorization(
-                &self.client_id,
-                &self.client_secret,
-            ),
-            cluster: self.cluster,
-            authority,
-            path: self.path,
-            client_id: self.client_id,
-            timeout_ms,
+            endpoint,
             contract,
             mint,
         })

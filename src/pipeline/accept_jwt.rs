@@ -5,62 +5,57 @@
 //! (`cache.jwt_namespace`), so a route that introspects never serves what a JWT route accepted.
 //! Anything else (an opaque token, a split signature) goes on to the other stages.
 
-use crate::config::Config;
 use crate::hash::TokenKeys;
-use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
-use crate::storage::phantom_cache::{self, Cached};
+use crate::storage::phantom_cache;
 use crate::token::jwt;
 
 use super::authorize::{authorize, resolved};
+use super::cached::{self, Found};
 use super::verify::check_jwt;
-use super::{Caller, Verdict, Worker};
+use super::{Caller, Ctx, Verdict};
 
 /// The stage: `None` when the policy does not accept JWTs or the token is not a JWS.
-pub fn lookup(
-    cfg: &Config,
-    caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
-    keys: &TokenKeys<'_>,
-) -> Option<Verdict> {
+pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option<Verdict> {
+    let (cfg, worker, host) = (cx.cfg, cx.worker, cx.host);
     let token = keys.token;
     if !caller.policy.accept_jwt || jwt::segments(token).is_err() {
         return None;
     }
     let now = host.now_ms();
-    if let Some(known) = worker.local_jwt.get(&keys.fast, now) {
-        host.count(Counter::JwtCacheHit);
-        return Some(authorize(cfg, caller, &known));
-    }
-    let hash = keys.sha256();
-    let key = phantom_cache::slot_key(&cfg.cache.jwt_namespace, hash, cfg.cache.max_entries);
-    let value = host.shared_get(&key);
-    match value
-        .as_deref()
-        .and_then(|v| phantom_cache::lookup(v, hash, now))
-    {
-        Some(Cached::Active {
-            jwt,
-            scope,
-            expires_at_ms,
-        }) => {
+    let slot = || {
+        phantom_cache::slot_key(
+            &cfg.cache.jwt_namespace,
+            keys.sha256(),
+            cfg.cache.max_entries,
+        )
+    };
+    let found = cached::read(cx, &worker.local_jwt, &keys.fast, slot, |value| {
+        super::phantom_cache::entry(value, keys, now)
+    });
+    match found {
+        Found::Local(known) => {
             host.count(Counter::JwtCacheHit);
-            let token = resolved(cfg, jwt, scope);
+            return Some(authorize(cfg, caller, &known));
+        }
+        Found::Shared { token, until_ms } => {
+            host.count(Counter::JwtCacheHit);
             let verdict = authorize(cfg, caller, &token);
             if matches!(verdict, Verdict::Forward(_)) {
-                worker.local_jwt.put(&keys.fast, expires_at_ms, token);
+                worker.local_jwt.put(&keys.fast, until_ms, token);
             }
             return Some(verdict);
         }
-        Some(Cached::Inactive) => {
+        Found::Refused(denial) => {
             host.count(Counter::JwtCacheHit);
-            return Some(Verdict::Reject(Denial::InvalidToken));
+            return Some(Verdict::Reject(denial));
         }
-        None => {}
+        Found::Miss => {}
     }
-    match check_jwt(cfg, worker, host, token) {
+    let hash = keys.sha256();
+    let key = slot();
+    match check_jwt(cx, token) {
         // Not the token's fault: nothing cached.
         Err(Denial::KeysUnavailable) => Some(Verdict::Reject(Denial::KeysUnavailable)),
         Err(denial) => {

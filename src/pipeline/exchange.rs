@@ -6,9 +6,8 @@
 
 use std::rc::Rc;
 
-use crate::config::{Config, ExchangeRule};
+use crate::config::ExchangeRule;
 use crate::hash::{TokenHash, TokenKeys};
-use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::exchange_cache::{self, Cached};
@@ -18,8 +17,9 @@ use crate::token::exchange::{Outcome, Refusal, SubjectToken};
 use crate::token::introspection::CallFailure;
 
 use super::authorize::resolved;
-use super::verify::refused;
-use super::{Caller, Step, Verdict, Worker};
+use super::cached::{self, Entry, Found};
+use super::verify::verify_with;
+use super::{Caller, Ctx, Step, Verdict, Worker};
 
 /// The token a request came with, as sent, and its keys.
 pub type Incoming<'a> = &'a TokenKeys<'a>;
@@ -33,14 +33,8 @@ pub struct Exchanged {
 
 /// The stage, on a verdict reached for `incoming`: unchanged unless it forwards under a policy
 /// with an `exchange`.
-pub fn stage(
-    cfg: &Config,
-    caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
-    incoming: Incoming<'_>,
-    verdict: Verdict,
-) -> Step {
+pub fn stage(cx: &Ctx<'_>, caller: &Caller<'_>, incoming: Incoming<'_>, verdict: Verdict) -> Step {
+    let (cfg, worker, host) = (cx.cfg, cx.worker, cx.host);
     let (Verdict::Forward(resolved_token), Some(rule), Some(x)) =
         (&verdict, &caller.policy.exchange, &cfg.token_exchange)
     else {
@@ -51,62 +45,76 @@ pub fn stage(
     // position: another policy, another listener or a reload never reads what this one made
     // unless it asks for exactly the same.
     let key = exchange_cache::key_of(incoming.sha256(), &rule.id);
-    if let Some(token) = worker.local_exchange.get(&key, now) {
-        host.count(Counter::ExchangeHit);
-        return Step::Done(Verdict::Forward(token));
+    let found = cached::read(
+        cx,
+        &worker.local_exchange,
+        &key,
+        || exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries),
+        |value| entry(value, &key, now),
+    );
+    match found {
+        Found::Local(token) => {
+            host.count(Counter::ExchangeHit);
+            return Step::Done(Verdict::Forward(token));
+        }
+        // Only a token made for this policy's audience is served; any other is exchanged
+        // again.
+        Found::Shared { token, until_ms } if rule.made_for(bearer_jwt(&token)) => {
+            host.count(Counter::ExchangeHit);
+            worker.local_exchange.put(&key, until_ms, token.clone());
+            return Step::Done(Verdict::Forward(token));
+        }
+        Found::Refused(denial) => {
+            host.count(Counter::ExchangeHit);
+            return Step::Done(Verdict::Reject(denial));
+        }
+        Found::Shared { .. } | Found::Miss => {}
     }
-    let slot = exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries);
-    let value = host.shared_get(&slot);
-    match value
-        .as_deref()
-        .and_then(|v| exchange_cache::lookup(v, &key, now))
-    {
-        Some(Cached::Issued {
+    host.count(Counter::ExchangeMiss);
+    let subject = match x.subject {
+        SubjectToken::AccessToken => incoming.token.to_owned(),
+        SubjectToken::Jwt => bearer_jwt(resolved_token).to_owned(),
+    };
+    Step::Exchange {
+        key,
+        token: *incoming.sha256(),
+        subject,
+    }
+}
+
+/// The JWT a resolved token forwards.
+fn bearer_jwt(token: &Resolved) -> &str {
+    token
+        .authorization
+        .strip_prefix("Bearer ")
+        .unwrap_or_default()
+}
+
+/// An exchange cache slot as an [`Entry`].
+fn entry<'v>(value: &'v [u8], key: &TokenHash, now_ms: u64) -> Option<Entry<'v>> {
+    match exchange_cache::lookup(value, key, now_ms)? {
+        Cached::Issued {
             jwt,
             scope,
             expires_at_ms,
-        }) if rule.made_for(jwt) => {
-            host.count(Counter::ExchangeHit);
-            let token = resolved(cfg, jwt, scope);
-            worker
-                .local_exchange
-                .put(&key, expires_at_ms, token.clone());
-            Step::Done(Verdict::Forward(token))
-        }
-        Some(Cached::Refused(refusal)) => {
-            host.count(Counter::ExchangeHit);
-            Step::Done(Verdict::Reject(denial_of(refusal)))
-        }
-        // A miss, or an entry that is not for this API (never served: exchanged again).
-        _ => {
-            host.count(Counter::ExchangeMiss);
-            let subject = match x.subject {
-                SubjectToken::AccessToken => incoming.token.to_owned(),
-                SubjectToken::Jwt => resolved_token
-                    .authorization
-                    .strip_prefix("Bearer ")
-                    .unwrap_or_default()
-                    .to_owned(),
-            };
-            Step::Exchange {
-                key,
-                token: *incoming.sha256(),
-                subject,
-            }
-        }
+        } => Some(Entry::Token {
+            jwt,
+            scope,
+            until_ms: expires_at_ms,
+        }),
+        Cached::Refused(refusal) => Some(Entry::Refused(denial_of(refusal))),
     }
 }
 
 /// Turns the token service's answer to the exchange `key` for `rule` into the token made, or
 /// why there is none, caching it (refusals for `cache.negative_ttl_s`).
 pub fn on_exchange(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     rule: &ExchangeRule,
-    worker: &Worker,
-    host: &dyn Host,
     key: &TokenHash,
     outcome: Outcome,
 ) -> Result<Exchanged, Denial> {
+    let (cfg, host) = (cx.cfg, cx.host);
     let Some(x) = &cfg.token_exchange else {
         return Err(Denial::ExchangeFailed(CallFailure::Malformed));
     };
@@ -118,7 +126,7 @@ pub fn on_exchange(
             claims,
             expires_in_s,
         } => {
-            if let Err(denial) = check(rule, worker, host, &jwt) {
+            if let Err(denial) = check(cx, rule, &jwt) {
                 host.count(Counter::ExchangeError);
                 return Err(denial);
             }
@@ -183,23 +191,15 @@ pub fn after_exchange(
 
 /// With `verify`, the JWT made is verified like any other, for the policy's audience; one that
 /// fails is the token service's fault (502), never forwarded.
-fn check(rule: &ExchangeRule, worker: &Worker, host: &dyn Host, jwt: &str) -> Result<(), Denial> {
+fn check(cx: &Ctx<'_>, rule: &ExchangeRule, jwt: &str) -> Result<(), Denial> {
     let Some(rules) = &rule.verify else {
         return Ok(());
     };
-    let Some(keys) = worker.keys.keys() else {
-        return Err(Denial::KeysUnavailable);
-    };
-    match keys.verify(rules, jwt, host.now_ms() / 1_000) {
-        Ok(()) => {
-            host.count(Counter::Verified);
-            Ok(())
-        }
-        Err(failure) => {
-            // Counted by reason, like any JWT that fails.
-            let _ = refused(worker, host, failure);
-            Err(Denial::ExchangeFailed(CallFailure::Unverified))
-        }
+    match verify_with(cx, rules, jwt) {
+        Err(Denial::KeysUnavailable) => Err(Denial::KeysUnavailable),
+        // Counted by reason, like any JWT that fails; the token service's fault (502).
+        Err(_) => Err(Denial::ExchangeFailed(CallFailure::Unverified)),
+        Ok(()) => Ok(()),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::token::mint::{self, MintError, Minted};
 use super::authorize::{authorize, resolved};
 use super::exchange::Incoming;
 use super::verify::{check_jwt, check_signed_response, refused};
-use super::{Caller, Step, Verdict, Worker};
+use super::{Caller, Ctx, Step, Verdict};
 
 /// A token the token service vouched for: what it resolved to, and until when this worker may
 /// keep it ([`after_introspection`]); `None` when it is not cached.
@@ -33,12 +33,11 @@ pub struct Introspected {
 /// caching it as the TTL rule allows. The same answer serves every request waiting for it:
 /// each is then judged under its own policy ([`after_introspection`]).
 pub fn on_introspection(
-    cfg: &Config,
-    worker: &Worker,
-    host: &dyn Host,
+    cx: &Ctx<'_>,
     hash: &TokenHash,
     outcome: Outcome,
 ) -> Result<Introspected, Denial> {
+    let (cfg, host) = (cx.cfg, cx.host);
     let now = host.now_ms();
     let key = || phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
     let inactive = || {
@@ -62,7 +61,7 @@ pub fn on_introspection(
         } => {
             // Verified before it is cached: a cache hit never verifies again, and a JWT
             // that fails is neither cached nor forwarded.
-            check_jwt(cfg, worker, host, &jwt)?;
+            check_jwt(cx, &jwt)?;
             (jwt, claims, max_age_s, no_store)
         }
         Outcome::Claims { claims, max_age_s } => match mint_for(cfg, host, &claims) {
@@ -71,7 +70,7 @@ pub fn on_introspection(
             Err(denial) => return Err(denial),
         },
         Outcome::Signed { jwt, max_age_s } => {
-            let introspected = check_signed_response(cfg, worker, host, &jwt)?;
+            let introspected = check_signed_response(cx, &jwt)?;
             // RFC 9701 §5: inactive tokens are answered with 200 too.
             match introspected.get("active") {
                 Some(serde_json::Value::Bool(true)) => {}
@@ -88,7 +87,7 @@ pub fn on_introspection(
         // An unsigned JWT (`alg: none`) is a token that fails verification when the gateway
         // verifies; without `verify` it is a broken answer.
         Outcome::Failed(CallFailure::Unsigned) if cfg.verify.is_some() => {
-            return Err(refused(worker, host, VerifyFailure::DisallowedAlgorithm));
+            return Err(refused(cx, VerifyFailure::DisallowedAlgorithm));
         }
         Outcome::Failed(failure) => return Err(Denial::TokenService(failure)),
     };
@@ -113,24 +112,24 @@ pub fn on_introspection(
 /// its policy: a token it forwards is kept in this worker's copy of recent hits, then goes to
 /// the exchange stage.
 pub fn after_introspection(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
     incoming: Incoming<'_>,
     answer: &Result<Introspected, Denial>,
 ) -> Step {
     let verdict = match answer {
         Err(denial) => Verdict::Reject(*denial),
         Ok(found) => {
-            let verdict = authorize(cfg, caller, &found.token);
+            let verdict = authorize(cx.cfg, caller, &found.token);
             if let (Verdict::Forward(_), Some(until)) = (&verdict, found.cache_until) {
-                worker.local.put(&incoming.fast, until, found.token.clone());
+                cx.worker
+                    .local
+                    .put(&incoming.fast, until, found.token.clone());
             }
             verdict
         }
     };
-    super::finish(cfg, caller, worker, host, incoming, verdict)
+    super::finish(cx, caller, incoming, verdict)
 }
 
 /// Mints the JWT for an active token from its introspected claims; `None` when the claims

@@ -36,9 +36,14 @@
 
 mod accept_jwt;
 mod authorize;
+mod cached;
 mod exchange;
+pub mod executor;
 mod extract;
+pub mod forward;
 mod introspect;
+pub mod io;
+pub mod machine;
 mod phantom_cache;
 mod policy;
 mod proof;
@@ -64,6 +69,7 @@ use crate::storage::verified::Verified;
 
 pub use self::authorize::authorize;
 pub use self::exchange::{after_exchange, on_exchange, Exchanged, Incoming};
+pub use self::executor::{Executor, Flow};
 pub use self::introspect::{after_introspection, on_introspection, Introspected};
 pub use self::proof::{server_nonce, NONCE_WINDOW_S};
 pub use self::publish::{after_remote_write, count_publish, publish, publish_gate};
@@ -74,6 +80,15 @@ pub use self::route::{
 pub use self::split_lookup::{on_remote_get, RemoteAnswer};
 pub use self::token_response::{on_token_response, split_write_done, TokenResponse};
 pub use crate::token::bearer::Presented;
+
+/// What every stage works with: the configuration, this worker's own state, and the proxy
+/// (clock, shared data, counters).
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub worker: &'a Worker,
+    pub host: &'a dyn Host,
+}
 
 /// One worker's own state for one filter configuration, handed to every stage that needs it:
 /// the verification keys it loaded, the split entries it verified, its copy of recent phantom
@@ -145,6 +160,7 @@ pub enum Step {
 
 /// A request as the pipeline sees it: its headers, whether they end the stream, and what the
 /// proxy says of its route (read only when some policy needs it).
+#[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     /// No body or trailers follow the headers.
@@ -180,12 +196,8 @@ pub struct Decision {
 }
 
 /// Decides what to do with a request whose headers just arrived: one call per stage.
-pub fn on_request(
-    cfg: &Config,
-    worker: &Worker,
-    host: &dyn Host,
-    request: &Request<'_>,
-) -> Decision {
+pub fn on_request(cx: &Ctx<'_>, request: &Request<'_>) -> Decision {
+    let cfg = cx.cfg;
     let default = cfg.policies.list.len();
     let decided = |policy, step| Decision {
         policy,
@@ -199,7 +211,7 @@ pub fn on_request(
         Ok(index) => index,
         Err(denial) => return decided(default, Step::Done(Verdict::Reject(denial))),
     };
-    let (presented, step) = authenticate(cfg, policy, worker, host, request);
+    let (presented, step) = authenticate(cx, policy, request);
     Decision {
         policy,
         presented,
@@ -208,13 +220,8 @@ pub fn on_request(
 }
 
 /// The token stages, under the chosen policy.
-fn authenticate(
-    cfg: &Config,
-    policy: usize,
-    worker: &Worker,
-    host: &dyn Host,
-    request: &Request<'_>,
-) -> (Presented, Step) {
+fn authenticate(cx: &Ctx<'_>, policy: usize, request: &Request<'_>) -> (Presented, Step) {
+    let cfg = cx.cfg;
     let rules = cfg.policies.get(policy);
     let authorization = request.headers.text("authorization");
     let reject = |denial| (Presented::default(), Step::Done(Verdict::Reject(denial)));
@@ -223,7 +230,7 @@ fn authenticate(
         Ok(None) => return (Presented::default(), Step::Done(Verdict::Anonymous)),
         Err(denial) => return reject(denial),
     };
-    let presented = match proof::present(cfg, host, request, scheme, token) {
+    let presented = match proof::present(cx, request, scheme, token) {
         Ok(presented) => presented,
         Err(denial) => return reject(denial),
     };
@@ -234,9 +241,9 @@ fn authenticate(
     // This worker's copies are keyed by the token's keyed hash; one SHA-256, made only when a
     // stage needs it, serves every shared key: the split store's (of the signature), the
     // phantom cache's (of the opaque token), the JWT cache's (of the JWT).
-    let keys = TokenKeys::new(&worker.keyed, token);
-    let step = match lookup(cfg, &caller, worker, host, &keys) {
-        Step::Done(verdict) => finish(cfg, &caller, worker, host, &keys, verdict),
+    let keys = TokenKeys::new(&cx.worker.keyed, token);
+    let step = match lookup(cx, &caller, &keys) {
+        Step::Done(verdict) => finish(cx, &caller, &keys, verdict),
         other => other,
     };
     (presented, step)
@@ -247,47 +254,39 @@ fn authenticate(
 /// (only now that the token is known to be active and bound to its key), then goes to the
 /// exchange stage.
 fn finish(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
     incoming: exchange::Incoming<'_>,
     verdict: Verdict,
 ) -> Step {
     if let Verdict::Forward(_) = verdict {
-        if let Err(denial) = proof::record(cfg, caller, host) {
+        if let Err(denial) = proof::record(cx, caller) {
             return Step::Done(Verdict::Reject(denial));
         }
     }
-    exchange::stage(cfg, caller, worker, host, incoming, verdict)
+    exchange::stage(cx, caller, incoming, verdict)
 }
 
 /// The token lookups: a JWT accepted as it is, the split store, the phantom cache, else an
 /// introspection.
-fn lookup(
-    cfg: &Config,
-    caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
-    keys: &TokenKeys<'_>,
-) -> Step {
-    let token = keys.token;
-    if let Some(verdict) = accept_jwt::lookup(cfg, caller, worker, host, keys) {
+fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Step {
+    let cfg = cx.cfg;
+    if let Some(verdict) = accept_jwt::lookup(cx, caller, keys) {
         return Step::Done(verdict);
     }
     if let Some(split) = &cfg.split {
-        if let Some(step) = split_lookup::lookup(cfg, caller, split, worker, host, keys) {
+        if let Some(step) = split_lookup::lookup(cx, caller, split, keys) {
             return step;
         }
     }
     if cfg.phantom.is_none() {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
     }
-    if let Some(verdict) = phantom_cache::lookup(cfg, caller, worker, host, keys) {
+    if let Some(verdict) = phantom_cache::lookup(cx, caller, keys) {
         return Step::Done(verdict);
     }
     Step::Introspect {
         hash: *keys.sha256(),
-        token: token.to_owned(),
+        token: keys.token.to_owned(),
     }
 }

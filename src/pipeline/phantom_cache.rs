@@ -1,56 +1,62 @@
 //! Stage: the phantom cache. This worker's copy of recent forwarded hits first (no host call),
 //! then the token's shared-data slot (every worker's introspections).
 
-use crate::config::Config;
 use crate::hash::TokenKeys;
-use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::phantom_cache::{self, Cached};
 
-use super::authorize::{authorize, resolved};
-use super::{Caller, Verdict, Worker};
+use super::authorize::authorize;
+use super::cached::{self, Entry, Found};
+use super::{Caller, Ctx, Verdict};
 
 /// The stage: a verdict on a hit, `None` on a miss (introspect).
-pub fn lookup(
-    cfg: &Config,
-    caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
-    keys: &TokenKeys<'_>,
-) -> Option<Verdict> {
-    let now = host.now_ms();
-    if let Some(known) = worker.local.get(&keys.fast, now) {
-        host.count(Counter::CacheHit);
-        return Some(authorize(cfg, caller, &known));
-    }
-    let hash = keys.sha256();
-    let key = phantom_cache::slot_key(&cfg.cache.namespace, hash, cfg.cache.max_entries);
-    let value = host.shared_get(&key);
-    match value
-        .as_deref()
-        .and_then(|v| phantom_cache::lookup(v, hash, now))
-    {
-        Some(Cached::Active {
-            jwt,
-            scope,
-            expires_at_ms,
-        }) => {
+pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option<Verdict> {
+    let (cfg, worker, host) = (cx.cfg, cx.worker, cx.host);
+    let namespace = &cfg.cache.namespace;
+    let found = cached::read(
+        cx,
+        &worker.local,
+        &keys.fast,
+        || phantom_cache::slot_key(namespace, keys.sha256(), cfg.cache.max_entries),
+        |value| entry(value, keys, host.now_ms()),
+    );
+    match found {
+        Found::Local(token) => {
             host.count(Counter::CacheHit);
-            let token = resolved(cfg, jwt, scope);
+            Some(authorize(cfg, caller, &token))
+        }
+        Found::Shared { token, until_ms } => {
+            host.count(Counter::CacheHit);
             let verdict = authorize(cfg, caller, &token);
             if matches!(verdict, Verdict::Forward(_)) {
-                worker.local.put(&keys.fast, expires_at_ms, token);
+                worker.local.put(&keys.fast, until_ms, token);
             }
             Some(verdict)
         }
-        Some(Cached::Inactive) => {
+        Found::Refused(denial) => {
             host.count(Counter::CacheHit);
-            Some(Verdict::Reject(Denial::InvalidToken))
+            Some(Verdict::Reject(denial))
         }
-        None => {
+        Found::Miss => {
             host.count(Counter::CacheMiss);
             None
         }
+    }
+}
+
+/// A phantom cache slot (the same layout holds JWTs accepted as they are) as an [`Entry`].
+pub(super) fn entry<'v>(value: &'v [u8], keys: &TokenKeys<'_>, now_ms: u64) -> Option<Entry<'v>> {
+    match phantom_cache::lookup(value, keys.sha256(), now_ms)? {
+        Cached::Active {
+            jwt,
+            scope,
+            expires_at_ms,
+        } => Some(Entry::Token {
+            jwt,
+            scope,
+            until_ms: expires_at_ms,
+        }),
+        Cached::Inactive => Some(Entry::Refused(Denial::InvalidToken)),
     }
 }

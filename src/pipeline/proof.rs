@@ -20,7 +20,7 @@ use crate::storage::local::Resolved;
 use crate::token::bearer::{Presented, ProofUse, Scheme};
 use crate::token::dpop::{self as proofs, Expect, ProofError};
 
-use super::{Caller, Request};
+use super::{Caller, Ctx, Request};
 
 /// How long a server nonce is current (and the one before it), in seconds.
 pub const NONCE_WINDOW_S: u64 = 60;
@@ -28,12 +28,12 @@ pub const NONCE_WINDOW_S: u64 = 60;
 /// Checks what the request presents for `token`, which came with `scheme`: exactly one `DPoP`
 /// header with a valid, fresh proof for a `DPoP` token; the client certificate with `mtls`.
 pub fn present(
-    cfg: &Config,
-    host: &dyn Host,
+    cx: &Ctx<'_>,
     request: &Request<'_>,
     scheme: Scheme,
     token: &str,
 ) -> Result<Presented, Denial> {
+    let (cfg, host) = (cx.cfg, cx.host);
     let headers = request.headers;
     let proofs_sent = headers.count("dpop");
     if proofs_sent > 1 {
@@ -133,7 +133,8 @@ fn window_s(dpop: &crate::config::DpopConfig) -> u64 {
 /// Records the proof the caller presented, once its token is resolved, active and bound to the
 /// proof's key (the verdict forwards): first its key's share of the replay store, then the
 /// replay store itself. A request without a proof passes.
-pub fn record(cfg: &Config, caller: &Caller<'_>, host: &dyn Host) -> Result<(), Denial> {
+pub fn record(cx: &Ctx<'_>, caller: &Caller<'_>) -> Result<(), Denial> {
+    let (cfg, host) = (cx.cfg, cx.host);
     let (Some(proof), Some(dpop)) = (&caller.presented.proof, &cfg.dpop) else {
         return Ok(());
     };

@@ -8,7 +8,6 @@
 
 use crate::config::{Config, SplitConfig};
 use crate::hash::{TokenHash, TokenKeys};
-use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::remote::{self, Got};
@@ -18,21 +17,20 @@ use crate::token::split::{self, Entry};
 
 use super::authorize::{authorize, resolved_bearer};
 use super::verify::check_jwt;
-use super::{Caller, Step, Verdict, Worker};
+use super::{Caller, Ctx, Step, Verdict};
 
 /// The stage: `None` to go on to the phantom flow (a miss with `fallback_to_phantom`).
 pub fn lookup(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     caller: &Caller<'_>,
     split: &SplitConfig,
-    worker: &Worker,
-    host: &dyn Host,
     keys: &TokenKeys<'_>,
 ) -> Option<Step> {
-    if let Some(verdict) = worker_copy(cfg, caller, worker, host, keys) {
+    let cfg = cx.cfg;
+    if let Some(verdict) = worker_copy(cx, caller, keys) {
         return Some(Step::Done(verdict));
     }
-    if let Some(verdict) = local_lookup(cfg, caller, split, worker, host, keys) {
+    if let Some(verdict) = local_lookup(cx, caller, split, keys) {
         return Some(Step::Done(verdict));
     }
     let (token, hash) = (keys.token, keys.sha256());
@@ -53,13 +51,8 @@ pub fn lookup(
 
 /// This worker's copy of a recent hit, when the store's epoch has not moved since it was made
 /// (a moved epoch empties the copy first).
-fn worker_copy(
-    cfg: &Config,
-    caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
-    keys: &TokenKeys<'_>,
-) -> Option<Verdict> {
+fn worker_copy(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option<Verdict> {
+    let (cfg, worker, host) = (cx.cfg, cx.worker, cx.host);
     let epoch = host.split_epoch()?;
     if worker.split_epoch.get() != Some(epoch) {
         worker.split_local.clear();
@@ -73,13 +66,12 @@ fn worker_copy(
 
 /// The gateway's own store. `None`: a miss to hand to the next level.
 fn local_lookup(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     caller: &Caller<'_>,
     split: &SplitConfig,
-    worker: &Worker,
-    host: &dyn Host,
     keys: &TokenKeys<'_>,
 ) -> Option<Verdict> {
+    let (worker, host) = (cx.worker, cx.host);
     let (token, hash) = (keys.token, keys.sha256());
     // Only a base64url string can be a JWS signature; anything else cannot be in the store.
     let found = if jwt::is_segment(token) {
@@ -90,7 +82,7 @@ fn local_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            let verdict = split_hit(cfg, caller, worker, host, token, hash, &stored);
+            let verdict = split_hit(cx, caller, token, hash, &stored);
             // Kept while the epoch read before this lookup holds (see `worker_copy`).
             if let (Verdict::Forward(resolved), Some(_)) = (&verdict, worker.split_epoch.get()) {
                 worker
@@ -117,14 +109,13 @@ fn local_lookup(
 
 /// The verdict for a live split entry: scopes, then verification (once per entry and worker).
 fn split_hit(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
     token: &str,
     hash: &TokenHash,
     stored: &Stored,
 ) -> Verdict {
+    let (cfg, worker, host) = (cx.cfg, cx.worker, cx.host);
     let authorization = format!("Bearer {}.{token}", stored.header_payload());
     let verdict = authorize(
         cfg,
@@ -140,7 +131,7 @@ fn split_hit(
         let now = host.now_ms();
         if stored.version.is_none() || !worker.verified.is_verified(hash, stored.version, now) {
             let jwt = resolved.authorization.get("Bearer ".len()..).unwrap_or("");
-            if let Err(denial) = check_jwt(cfg, worker, host, jwt) {
+            if let Err(denial) = check_jwt(cx, jwt) {
                 return Verdict::Reject(denial);
             }
             if stored.version.is_some() {
@@ -164,14 +155,13 @@ pub struct RemoteAnswer {
 /// gateway's own store for at most `local_ttl_s`, then treated as a hit; a miss goes on to the
 /// phantom fallback when configured (else 401); a store failure too (else 502).
 pub fn on_remote_get(
-    cfg: &Config,
+    cx: &Ctx<'_>,
     caller: &Caller<'_>,
-    worker: &Worker,
-    host: &dyn Host,
     hash: &TokenHash,
     token: &str,
     answer: RemoteAnswer,
 ) -> Step {
+    let (cfg, host) = (cx.cfg, cx.host);
     let RemoteAnswer { got, latency_ms } = answer;
     let Some(split) = &cfg.split else {
         return Step::Done(Verdict::Reject(Denial::InvalidToken));
@@ -209,9 +199,9 @@ pub fn on_remote_get(
     // A failed copy only costs the next request another remote read.
     let _ = Store::new(split.max_entries).put(host, &local, now);
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
-    let verdict = split_hit(cfg, caller, worker, host, token, hash, &stored);
-    let incoming = TokenKeys::with_sha(&worker.keyed, token, *hash);
-    super::finish(cfg, caller, worker, host, &incoming, verdict)
+    let verdict = split_hit(cx, caller, token, hash, &stored);
+    let incoming = TokenKeys::with_sha(&cx.worker.keyed, token, *hash);
+    super::finish(cx, caller, &incoming, verdict)
 }
 
 fn fallback_or(

@@ -23,9 +23,7 @@ fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Ste
     }
     let headers = HeaderMap::from_pairs(&pairs);
     let decision = super::on_request(
-        cfg,
-        &host.worker,
-        host,
+        &cx(cfg, host),
         &Request {
             headers: &headers,
             end_of_stream: true,
@@ -45,7 +43,7 @@ fn on_request(cfg: &Config, host: &FakeHost, authorization: Option<&str>) -> Ste
 
 /// The answer of an introspection for one request waiting, under the default policy.
 fn on_introspection(cfg: &Config, host: &FakeHost, hash: &TokenHash, outcome: Outcome) -> Verdict {
-    let answer = super::on_introspection(cfg, &host.worker, host, hash, outcome);
+    let answer = super::on_introspection(&cx(cfg, host), hash, outcome);
     judge(cfg, &cfg.policies.default, host, hash, &answer)
 }
 
@@ -66,7 +64,7 @@ fn judge(
     let token = INTROSPECTED.with(|m| m.borrow().get(hash).cloned());
     let token = token.unwrap_or_else(|| "the-token".to_owned());
     let incoming = crate::hash::TokenKeys::with_sha(&host.worker.keyed, &token, *hash);
-    match after_introspection(cfg, &caller, &host.worker, host, &incoming, answer) {
+    match after_introspection(&cx(cfg, host), &caller, &incoming, answer) {
         Step::Done(verdict) => bare(verdict),
         other => panic!("not a verdict: {other:?}"),
     }
@@ -86,10 +84,8 @@ fn on_remote_get(
         presented: &presented,
     };
     bare_step(super::on_remote_get(
-        cfg,
+        &cx(cfg, host),
         &caller,
-        &host.worker,
-        host,
         hash,
         token,
         RemoteAnswer { got, latency_ms },
@@ -120,6 +116,15 @@ fn bare_step(step: Step) -> Step {
 }
 
 const T0: u64 = 1_700_000_000_000;
+
+/// The stages' context: `cfg`, and the fake host and the worker it carries.
+fn cx<'a>(cfg: &'a Config, host: &'a FakeHost) -> Ctx<'a> {
+    Ctx {
+        cfg,
+        worker: &host.worker,
+        host,
+    }
+}
 
 fn config(extra: &str) -> Config {
     let json = format!(
@@ -1343,9 +1348,7 @@ mod policies {
         }
         let headers = HeaderMap::from_pairs(&pairs);
         let d = super::super::on_request(
-            cfg,
-            &host.worker,
-            host,
+            &cx(cfg, host),
             &Request {
                 headers: &headers,
                 end_of_stream: true,
@@ -1577,8 +1580,7 @@ mod policies {
         let Step::Introspect { hash, .. } = decide(&cfg, &host, r).1 else {
             panic!("a token on an optional route is looked up")
         };
-        let answer =
-            super::super::on_introspection(&cfg, &host.worker, &host, &hash, Outcome::Inactive);
+        let answer = super::super::on_introspection(&cx(&cfg, &host), &hash, Outcome::Inactive);
         let catalog = cfg.policies.named("catalog").unwrap().1;
         assert_eq!(
             judge(&cfg, catalog, &host, &hash, &answer),
@@ -1605,9 +1607,7 @@ mod policies {
             panic!("miss")
         };
         let answer = super::super::on_introspection(
-            &cfg,
-            &host.worker,
-            &host,
+            &cx(&cfg, &host),
             &hash,
             active(&jwt, None, "read orders:write"),
         );
@@ -1644,13 +1644,8 @@ mod policies {
             r#"{"sub":"alice","scope":"read","realm_access":{"roles":["a","b"]},"x":{"y":1}}"#,
         );
         let hash = introspect(&cfg, &host, "Bearer t");
-        let answer = super::super::on_introspection(
-            &cfg,
-            &host.worker,
-            &host,
-            &hash,
-            active(&jwt, None, "read"),
-        );
+        let answer =
+            super::super::on_introspection(&cx(&cfg, &host), &hash, active(&jwt, None, "read"));
         let Ok(found) = answer else { panic!("active") };
         assert_eq!(
             found.token.claims,
@@ -1764,9 +1759,7 @@ mod possession {
         }
         let headers = HeaderMap::from_pairs(&pairs);
         let mut d = super::super::on_request(
-            cfg,
-            &host.worker,
-            host,
+            &cx(cfg, host),
             &Request {
                 headers: &headers,
                 end_of_stream: true,
@@ -1783,13 +1776,8 @@ mod possession {
     /// Resolves `token` to `jwt` through an introspection, as a DPoP request with `key`.
     fn introspected(cfg: &Config, host: &FakeHost, token: &str, jwt: &str) {
         let hash = crate::hash::token_hash(token);
-        let answer = super::super::on_introspection(
-            cfg,
-            &host.worker,
-            host,
-            &hash,
-            active(jwt, None, "read"),
-        );
+        let answer =
+            super::super::on_introspection(&cx(cfg, host), &hash, active(jwt, None, "read"));
         assert!(answer.is_ok());
     }
 
@@ -1880,9 +1868,7 @@ mod possession {
         let jwt = bound_jwt(&format!(r#"{{"jkt":"{}"}}"#, key.jkt()));
         introspected(&tiny, &host, "good", &jwt);
         let _ = super::super::on_introspection(
-            &tiny,
-            &host.worker,
-            &host,
+            &cx(&tiny, &host),
             &crate::hash::token_hash("worthless"),
             Outcome::Inactive,
         );
@@ -2104,9 +2090,7 @@ mod exchange {
             ("authorization", authorization.as_str()),
         ]);
         super::super::on_request(
-            cfg,
-            &host.worker,
-            host,
+            &cx(cfg, host),
             &Request {
                 headers: &headers,
                 end_of_stream: true,
@@ -2136,13 +2120,7 @@ mod exchange {
 
     fn resolve_with(cfg: &Config, host: &FakeHost, token: &str, jwt: &str, scope: &str) {
         let hash = crate::hash::token_hash(token);
-        let _ = super::super::on_introspection(
-            cfg,
-            &host.worker,
-            host,
-            &hash,
-            active(jwt, None, scope),
-        );
+        let _ = super::super::on_introspection(&cx(cfg, host), &hash, active(jwt, None, scope));
     }
 
     /// The exchange step a request on `path` leads to.
@@ -2172,7 +2150,7 @@ mod exchange {
         outcome: Answer,
     ) -> Verdict {
         let rule = cfg.policies.get(policy).exchange.as_ref().unwrap();
-        let made = super::super::on_exchange(cfg, rule, &host.worker, host, key, outcome);
+        let made = super::super::on_exchange(&cx(cfg, host), rule, key, outcome);
         let _ = token;
         bare(super::super::after_exchange(&host.worker, key, &made))
     }
@@ -2491,9 +2469,7 @@ mod cost {
         let token = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
         let hash = crate::hash::token_hash(token);
         let _ = super::super::on_introspection(
-            &cfg,
-            &host.worker,
-            &host,
+            &cx(&cfg, &host),
             &hash,
             active(&make(r#"{"scope":"read"}"#), None, "read"),
         );
@@ -2518,9 +2494,7 @@ mod cost {
             for _ in 0..n {
                 let headers = bytes.clone();
                 let d = super::super::on_request(
-                    &cfg,
-                    &host.worker,
-                    &host,
+                    &cx(&cfg, &host),
                     &Request {
                         headers: &headers,
                         end_of_stream: true,

@@ -9,19 +9,10 @@
 use std::collections::HashMap;
 
 use crate::hash::TokenHash;
-use crate::token::bearer::Presented;
 
-/// A request waiting for an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiter {
-    pub context_id: u32,
-    /// `HEAD` requests get replies without a body.
-    pub head: bool,
-    /// The policy the request is judged under (each waiter may have its own).
-    pub policy: usize,
-    /// What the request presented besides the token (its proof of possession).
-    pub presented: Presented,
-}
+/// A request waiting for an answer: its context id (what it needs of the answer is its own
+/// state, kept by the executor).
+pub type Waiter = u32;
 
 /// What a call in flight asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +63,7 @@ pub struct InFlight {
 
 impl InFlight {
     pub fn join(&mut self, key: TokenHash, token: &str, kind: CallKind, waiter: Waiter) -> Join {
-        self.waiting.insert(waiter.context_id, key);
+        self.waiting.insert(waiter, key);
         match self.pending.get_mut(&key) {
             Some(p) => {
                 p.waiters.push(waiter);
@@ -104,8 +95,8 @@ impl InFlight {
     fn done(&mut self, key: &TokenHash) -> Option<Pending> {
         let p = self.pending.remove(key)?;
         for w in &p.waiters {
-            if self.waiting.get(&w.context_id) == Some(key) {
-                self.waiting.remove(&w.context_id);
+            if self.waiting.get(w) == Some(key) {
+                self.waiting.remove(w);
             }
         }
         Some(p)
@@ -142,7 +133,7 @@ impl InFlight {
         let Some(p) = self.pending.get_mut(&key) else {
             return;
         };
-        p.waiters.retain(|w| w.context_id != context_id);
+        p.waiters.retain(|w| *w != context_id);
         if let Some((owner, call)) = p.call {
             if owner == context_id {
                 self.calls.remove(&call);
@@ -186,12 +177,7 @@ mod tests {
     const I: CallKind = CallKind::Introspection;
 
     fn w(id: u32) -> Waiter {
-        Waiter {
-            context_id: id,
-            head: false,
-            policy: 0,
-            presented: Presented::default(),
-        }
+        id
     }
 
     #[test]
@@ -276,10 +262,7 @@ mod tests {
         f.started(&H, 1, 100);
         let done = f.complete(100).unwrap();
         assert!(!f.is_waiting(1));
-        assert_eq!(
-            f.join(H2, "subject", x, done.waiters[0].clone()),
-            Join::Lead
-        );
+        assert_eq!(f.join(H2, "subject", x, done.waiters[0]), Join::Lead);
         assert!(f.is_waiting(1), "waiting again, for the exchange");
         f.started(&H2, 1, 101);
         f.leave(1);

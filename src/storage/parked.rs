@@ -18,7 +18,7 @@ pub const MAX_PARKED: usize = 4_096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// A request whose headers were decided without keys: decided again.
-    Request(Waiter),
+    Request(u32),
     /// The answer to an introspection of `token` (hash `hash`), for its waiters.
     Introspection {
         hash: TokenHash,
@@ -26,10 +26,9 @@ pub enum Item {
         waiters: Vec<Waiter>,
         outcome: Outcome,
     },
-    /// The answer to an exchange of the token with hash `token` under `policy`.
+    /// The answer to the exchange `key` under `policy`'s rule.
     Exchange {
         key: TokenHash,
-        token: TokenHash,
         policy: usize,
         waiters: Vec<Waiter>,
         outcome: ExchangeOutcome,
@@ -39,9 +38,9 @@ pub enum Item {
 impl Item {
     fn holds(&self, context_id: u32) -> bool {
         match self {
-            Item::Request(w) => w.context_id == context_id,
+            Item::Request(w) => *w == context_id,
             Item::Introspection { waiters, .. } | Item::Exchange { waiters, .. } => {
-                waiters.iter().any(|w| w.context_id == context_id)
+                waiters.contains(&context_id)
             }
         }
     }
@@ -82,9 +81,9 @@ impl Parked {
     /// Request `context_id` is gone: dropped from everything parked.
     pub fn leave(&mut self, context_id: u32) {
         self.items.retain_mut(|(_, item)| match item {
-            Item::Request(w) => w.context_id != context_id,
+            Item::Request(w) => *w != context_id,
             Item::Introspection { waiters, .. } | Item::Exchange { waiters, .. } => {
-                waiters.retain(|w| w.context_id != context_id);
+                waiters.retain(|w| *w != context_id);
                 !waiters.is_empty()
             }
         });
@@ -98,15 +97,9 @@ impl Parked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::bearer::Presented;
 
     fn w(id: u32) -> Waiter {
-        Waiter {
-            context_id: id,
-            head: false,
-            policy: 0,
-            presented: Presented::default(),
-        }
+        id
     }
 
     #[test]

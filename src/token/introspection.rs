@@ -80,24 +80,6 @@ pub fn form_urlencode(value: &str) -> String {
     out
 }
 
-/// Headers of the introspection request: `POST path` to `authority`, form-encoded, asking for
-/// the contract's media type, with the gateway's Basic credentials.
-pub fn request_headers<'a>(
-    path: &'a str,
-    authority: &'a str,
-    contract: &Contract,
-    basic_authorization: &'a str,
-) -> [(&'a str, &'a str); 6] {
-    [
-        (":method", "POST"),
-        (":path", path),
-        (":authority", authority),
-        ("content-type", "application/x-www-form-urlencoded"),
-        ("accept", contract.accept()),
-        ("authorization", basic_authorization),
-    ]
-}
-
 /// Body of the introspection request.
 pub fn request_body(token: &str) -> Vec<u8> {
     format!("token={}", form_urlencode(token)).into_bytes()

@@ -1,9 +1,12 @@
-//! Reading from the proxy: a whole header map with one host call, and bodies.
+//! Reading from the proxy: a whole header map with one host call, bodies, properties, and the
+//! filter state the filter sets.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
+use crate::config::Config;
 use crate::header_map::HeaderMap;
+use crate::pipeline::io::RequestParts;
 
 /// A body of `size` bytes (a request, a response, a call's answer): `None` when it is larger
 /// than `max` and is not read at all; empty when it could not be read.
@@ -29,6 +32,18 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
 }
 
 /// Map `map` of the current context, read whole with one call to the proxy (see
@@ -48,27 +63,6 @@ pub(crate) fn read(map: MapType) -> HeaderMap {
         return HeaderMap::default();
     }
     HeaderMap::from_bytes(unsafe { Vec::from_raw_parts(data, size, size) })
-}
-
-/// One header of `map` (reading the whole map costs the same).
-pub(crate) fn value(map: MapType, name: &str) -> Option<String> {
-    read(map).get(name)
-}
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_property(
-        path_data: *const u8,
-        path_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
-    fn proxy_set_property(
-        path_data: *const u8,
-        path_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
 }
 
 /// A property of the current request (`xds.route_name`, ...), as text; `None` when the proxy
@@ -112,54 +106,32 @@ const ROUTE_POLICY: [&str; 5] = [
 /// What the pipeline reads of the current request: its headers (one read of the whole map:
 /// each header read separately costs as much), and what the proxy says of its route and
 /// connection, read only when the configuration needs it.
-pub(crate) struct RequestParts {
-    pub headers: crate::header_map::HeaderMap,
-    pub route_name: Option<String>,
-    pub route_policy: Option<String>,
-    pub client_cert: Option<String>,
-    /// The connection is TLS, read for DPoP requests whose proof's scheme it decides.
-    pub secure: bool,
-}
-
-impl RequestParts {
-    pub(crate) fn read(cfg: &crate::config::Config) -> Self {
-        let policies = &cfg.policies;
-        let headers = read(MapType::HttpRequestHeaders);
-        // A DPoP proof names the URL with the connection's scheme (unless `dpop.origin` fixes
-        // it): read only for requests that come with the DPoP scheme. `tls_version` is only
-        // set on a TLS connection.
-        let secure = cfg.dpop.as_ref().is_some_and(|d| d.origin.is_none())
-            && headers
-                .text("authorization")
-                .is_some_and(|a| a.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")))
-            && property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty());
-        Self {
-            secure,
-            headers,
-            route_name: policies
-                .by_route_name
-                .then(|| property(&["xds", "route_name"]))
-                .flatten(),
-            route_policy: (!policies.is_empty())
-                .then(|| property(&ROUTE_POLICY))
-                .flatten(),
-            // The client certificate's digest, only where a bound token may need it.
-            client_cert: cfg
-                .mtls
-                .as_ref()
-                .filter(|m| !m.forwarded_client_cert)
-                .and_then(|_| property(&["connection", "sha256_peer_certificate_digest"])),
-        }
-    }
-
-    pub(crate) fn request(&self, end_of_stream: bool) -> crate::pipeline::Request<'_> {
-        crate::pipeline::Request {
-            headers: &self.headers,
-            end_of_stream,
-            route_name: self.route_name.as_deref(),
-            route_policy: self.route_policy.as_deref(),
-            client_cert_sha256: self.client_cert.as_deref(),
-            secure: self.secure,
-        }
+pub(crate) fn request_parts(cfg: &Config) -> RequestParts {
+    let policies = &cfg.policies;
+    let headers = read(MapType::HttpRequestHeaders);
+    // A DPoP proof names the URL with the connection's scheme (unless `dpop.origin` fixes it):
+    // read only for requests that come with the DPoP scheme. `tls_version` is only set on a
+    // TLS connection.
+    let secure = cfg.dpop.as_ref().is_some_and(|d| d.origin.is_none())
+        && headers
+            .text("authorization")
+            .is_some_and(|a| a.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")))
+        && property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty());
+    RequestParts {
+        secure,
+        route_name: policies
+            .by_route_name
+            .then(|| property(&["xds", "route_name"]))
+            .flatten(),
+        route_policy: (!policies.is_empty())
+            .then(|| property(&ROUTE_POLICY))
+            .flatten(),
+        // The client certificate's digest, only where a bound token may need it.
+        client_cert: cfg
+            .mtls
+            .as_ref()
+            .filter(|m| !m.forwarded_client_cert)
+            .and_then(|_| property(&["connection", "sha256_peer_certificate_digest"])),
+        headers,
     }
 }

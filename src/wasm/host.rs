@@ -1,20 +1,21 @@
-//! One plugin configuration on one worker ([`Plugin`]): the core's [`Host`] over proxy-wasm
-//! host calls, the counters and the logs. Host calls that can fail return `Result` and
-//! failures are handled: a panic would trap the VM and take the worker's filter down.
+//! One plugin configuration on one worker ([`Plugin`]): the core's [`Host`] and [`Io`] over
+//! proxy-wasm host calls, the counters and the logs. Host calls that can fail return `Result`
+//! and failures are handled: a panic would trap the VM and take the worker's filter down.
 
-use std::cell::{Cell, RefCell};
-use std::time::UNIX_EPOCH;
+use std::cell::Cell;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::Config;
+use crate::header_map::HeaderMap;
 use crate::host::{CasMismatch, Host};
 use crate::metrics::Counter;
-use crate::pipeline::Worker;
-use crate::storage::held::Held;
-use crate::storage::inflight::InFlight;
-use crate::storage::parked::Parked;
+use crate::pipeline::io::{Body, CallResponse, Io, Level, Outgoing, RequestParts};
+use crate::pipeline::Executor;
+use crate::reply::LocalReply;
+
+use super::headers;
 
 pub fn log(level: LogLevel, message: &str) {
     // Nothing sensible to do if logging itself fails.
@@ -122,23 +123,15 @@ impl Metrics {
     }
 }
 
-/// One plugin configuration on one worker, shared by the root context and its HTTP contexts.
+/// One plugin configuration on one worker, shared by the root context and its HTTP contexts:
+/// the executor (the configuration, the worker's state, every paused request) and the proxy it
+/// acts on, as the core's [`Host`] and [`Io`].
 pub struct Plugin {
-    pub root_id: u32,
-    pub cfg: Config,
-    /// This worker's own state, handed to the pipeline.
-    pub worker: Worker,
+    pub executor: Executor,
     pub metrics: Metrics,
-    pub inflight: RefCell<InFlight>,
-    /// What waits for the first key set (warm-up).
-    pub parked: RefCell<Parked>,
-    /// Requests held for a body (publish requests, token responses), with deadlines.
-    pub held: RefCell<Held>,
     /// Whether Envoy logs the filter at debug level (read on every timer tick): debug lines
     /// are neither formatted nor sent otherwise.
     pub debug_logs: Cell<bool>,
-    /// Route metadata policy names this worker found unknown and logged (each once; bounded).
-    pub unknown_policies: RefCell<Vec<String>>,
 }
 
 impl Host for Plugin {
@@ -175,6 +168,9 @@ impl Host for Plugin {
     fn count_by(&self, counter: Counter, n: u64) {
         self.metrics.count_by(counter, n);
     }
+    fn count_policy(&self, index: usize, allowed: bool) {
+        self.metrics.count_policy(index, allowed);
+    }
     fn split_epoch(&self) -> Option<u64> {
         self.metrics.split_epoch()
     }
@@ -183,25 +179,110 @@ impl Host for Plugin {
     }
 }
 
-impl Plugin {
-    /// Logs, once per worker, a route metadata policy name the configuration lacks.
-    pub fn log_unknown_policy(&self, context_id: u32, name: &str) {
-        let Ok(mut seen) = self.unknown_policies.try_borrow_mut() else {
-            return;
-        };
-        if seen.len() >= 64 || seen.iter().any(|n| n == name) {
-            return;
-        }
-        seen.push(name.to_owned());
-        log(
-            LogLevel::Error,
-            &format!(
-                "#{context_id} route metadata names policy {name:?}, which the configuration \
-                 does not define: requests on that route are refused with 500"
-            ),
-        );
+impl Io for Plugin {
+    fn select(&self, id: u32) -> bool {
+        hostcalls::set_effective_context(id).is_ok()
     }
 
+    fn request(&self) -> RequestParts {
+        headers::request_parts(&self.executor.cfg)
+    }
+
+    fn set_header(&self, name: &str, value: Option<&str>) -> bool {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
+    }
+
+    fn remove_trailer(&self, name: &str) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestTrailers, name, None);
+    }
+
+    fn set_filter_state(&self, name: &str, value: &[u8]) {
+        headers::set_filter_state(name, value);
+    }
+
+    fn resume_request(&self) {
+        if let Err(s) = hostcalls::resume_http_request() {
+            log(LogLevel::Debug, &format!("resume failed: {s:?}"));
+        }
+    }
+
+    fn resume_response(&self) {
+        let _ = hostcalls::resume_http_response();
+    }
+
+    fn reply(&self, r: &LocalReply) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = (!r.body.is_empty()).then_some(r.body.as_slice());
+        if let Err(s) = hostcalls::send_http_response(r.status, headers, body) {
+            log(LogLevel::Debug, &format!("local reply failed: {s:?}"));
+        }
+    }
+
+    fn read_body(&self, body: Body, size: usize) -> Vec<u8> {
+        let buffer = match body {
+            Body::Request => BufferType::HttpRequestBody,
+            Body::Response => BufferType::HttpResponseBody,
+        };
+        // The size was checked against the body's bound before it is read.
+        headers::read_body(buffer, size, usize::MAX).unwrap_or_default()
+    }
+
+    fn response_headers(&self) -> HeaderMap {
+        headers::read(MapType::HttpResponseHeaders)
+    }
+
+    fn replace_response_body(&self, size: usize, body: &[u8]) -> bool {
+        let replaced = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body);
+        let resized = if self.response_headers().contains("content-length") {
+            let length = body.len().to_string();
+            hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                "content-length",
+                Some(&length),
+            )
+        } else {
+            Ok(())
+        };
+        replaced.is_ok() && resized.is_ok()
+    }
+
+    fn dispatch(&self, call: &Outgoing<'_>) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(
+            call.cluster,
+            call.headers.clone(),
+            call.body,
+            vec![],
+            Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|status| format!("{status:?}"))
+    }
+
+    fn call_response(&self, num_headers: usize, body_size: usize, max: usize) -> CallResponse {
+        // One host call for all headers (Envoy hands their names lower-cased); none at all is
+        // a reset.
+        CallResponse {
+            headers: (num_headers > 0).then(|| headers::read(MapType::HttpCallResponseHeaders)),
+            body: headers::read_body(BufferType::HttpCallResponseBody, body_size, max),
+            body_size,
+        }
+    }
+
+    fn log(&self, level: Level, message: std::fmt::Arguments<'_>) {
+        if level == Level::Debug && !self.debug_logs.get() {
+            return;
+        }
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+            Level::Critical => LogLevel::Critical,
+        };
+        log(level, &message.to_string());
+    }
+}
+
+impl Plugin {
     /// Reads Envoy's current log level for the filter.
     pub fn refresh_log_level(&self) {
         let level = hostcalls::get_log_level().unwrap_or(LogLevel::Trace);

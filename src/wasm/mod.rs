@@ -1,22 +1,18 @@
 //! The only place that talks to the proxy (proxy-wasm ABI 0.2.1 through the `proxy-wasm`
 //! crate). Everything here is glue: reading headers, calling the core, applying its verdicts.
 //!
-//! - `headers`: the FFI reader of a whole header map, and bodies.
-//! - `host`: one plugin configuration on one worker ([`host::Plugin`]): the core's `Host` over
-//!   host calls, the counters, the logs.
-//! - `calls`: the calls the filter makes (introspection, remote store, JWKS) and their answers.
-//! - `apply`: verdicts and local replies applied to requests.
+//! - `headers`: the FFI reader of a whole header map, bodies, properties, filter state.
+//! - `host`: one plugin configuration on one worker ([`host::Plugin`]): the core's `Host` and
+//!   `Io` over host calls, the counters, the logs.
 //! - `root`: the root context (configuration, timer).
-//! - `http`: the HTTP context: one request's state and its callbacks, nothing else.
-//! - `warmup`: what waits for the first key set, decided again once it is in.
+//! - `http`: the HTTP context: each callback handed to the executor.
+//!
+//! Every decision, and every action carried out, is the executor's (`pipeline::executor`).
 
-mod apply;
-mod calls;
 mod headers;
 mod host;
 mod http;
 mod root;
-mod warmup;
 
 use proxy_wasm::types::LogLevel;
 

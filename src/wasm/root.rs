@@ -1,8 +1,8 @@
 //! Root context: parses and validates the configuration (fail closed), defines the counters,
-//! creates the split token store, and on its timer flushes counters, runs the key set schedule,
-//! answers held requests past their deadline and re-dispatches orphaned introspections and exchanges.
+//! creates the stores' slots, and on its timer flushes counters and hands the tick to the
+//! executor (the key set schedule, held and parked requests, orphaned calls).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,22 +11,17 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, Status};
 
 use crate::config::{Config, ConfigError, KeySource};
-use crate::pipeline::Worker;
+use crate::pipeline::executor::{FIRST_TICK_MS, TICK_MS};
+use crate::pipeline::{Executor, Worker};
 use crate::storage::dpop::{KeyQuota, ReplayStore};
-use crate::storage::held::Held;
-use crate::storage::inflight::InFlight;
 use crate::storage::keys::{self, KeyState};
-use crate::storage::parked::Parked;
 use crate::storage::split_store::Store;
 
 use super::host::{log, MetricError, Metrics, Plugin};
 use super::http::Http;
 
-/// How often the root looks for introspections orphaned by a client reset, and for held
-/// requests past their deadline.
-pub(crate) const TICK: Duration = Duration::from_millis(200);
-/// The first tick, soon after the configuration loads.
-const FIRST_TICK: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_millis(TICK_MS);
+const FIRST_TICK: Duration = Duration::from_millis(FIRST_TICK_MS);
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +37,6 @@ enum ConfigureError {
 pub struct Root {
     context_id: u32,
     plugin: Option<Rc<Plugin>>,
-    /// The JWKS fetch this root started, if one is in flight.
-    jwks_call: Option<u32>,
     /// Whether the first (early) tick came.
     ticked: bool,
 }
@@ -53,7 +46,6 @@ impl Root {
         Self {
             context_id,
             plugin: None,
-            jwks_call: None,
             ticked: false,
         }
     }
@@ -80,24 +72,24 @@ impl Root {
             _ => KeyState::default(),
         };
         let plugin = Rc::new(Plugin {
-            root_id: self.context_id,
-            cfg,
-            worker: Worker {
-                keys,
-                ..Worker::default()
-            },
+            executor: Executor::new(
+                cfg,
+                Worker {
+                    keys,
+                    ..Worker::default()
+                },
+            ),
             metrics,
-            inflight: RefCell::new(InFlight::default()),
-            parked: RefCell::new(Parked::default()),
-            held: RefCell::new(Held::default()),
             debug_logs: Cell::new(true),
-            unknown_policies: RefCell::new(Vec::new()),
         });
-        if let (Some(src), Some(verify)) = (plugin.jwks_source(), plugin.cfg.verify.as_ref()) {
-            keys::initialize(src, plugin.as_ref());
-            keys::load_shared(src, &verify.policy, plugin.as_ref(), &plugin.worker.keys);
+        let (cfg, worker) = (&plugin.executor.cfg, &plugin.executor.worker);
+        if let Some(verify) = &cfg.verify {
+            if let KeySource::Remote(src) = &verify.keys {
+                keys::initialize(src, plugin.as_ref());
+                keys::load_shared(src, &verify.policy, plugin.as_ref(), &worker.keys);
+            }
         }
-        if let Some(split) = &plugin.cfg.split {
+        if let Some(split) = &cfg.split {
             // Before any request: creates the store's slots so every write can be a
             // compare-and-swap.
             if Store::new(split.max_entries).initialize(plugin.as_ref()) {
@@ -110,7 +102,7 @@ impl Root {
                 );
             }
         }
-        if let Some(dpop) = &plugin.cfg.dpop {
+        if let Some(dpop) = &cfg.dpop {
             // Likewise for the DPoP replay store, and the table of each key's share of it.
             let created = ReplayStore::new(dpop.replay_entries).initialize(plugin.as_ref());
             if created > 0 {
@@ -154,14 +146,9 @@ impl Context for Root {
         _trailers: usize,
     ) {
         let Some(plugin) = &self.plugin else { return };
-        if self.jwks_call == Some(call) {
-            self.jwks_call = None;
-            plugin.on_jwks_response(self.context_id, num_headers, body_size);
-            // What waited for the keys goes on at once (or is refused if the fetch failed).
-            plugin.unpark(self.context_id);
-        } else {
-            plugin.on_call_response(self.context_id, call, num_headers, body_size);
-        }
+        let p = plugin.as_ref();
+        p.executor
+            .on_call_response(p, p, call, num_headers, body_size);
     }
 }
 
@@ -199,24 +186,8 @@ impl RootContext for Root {
         }
         plugin.metrics.flush();
         plugin.refresh_log_level();
-        if self.jwks_call.is_none() {
-            self.jwks_call = plugin.jwks_tick(self.context_id);
-        }
-        plugin.unpark(self.context_id);
-        plugin.expire_held();
-        let orphans = plugin.inflight.borrow().orphans();
-        for (hash, token, kind) in orphans {
-            match plugin.dispatch_kind(kind, &token) {
-                Ok(call) => plugin
-                    .inflight
-                    .borrow_mut()
-                    .started(&hash, plugin.root_id, call),
-                Err(e) => {
-                    log(LogLevel::Warn, &format!("#{} {e}", self.context_id));
-                    plugin.abandon(self.context_id, &hash, kind);
-                }
-            }
-        }
+        let p = plugin.as_ref();
+        p.executor.on_tick(p, p, self.context_id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

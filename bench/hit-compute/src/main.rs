@@ -35,7 +35,12 @@ fn step(cfg: &Config, host: &FakeHost, map: &HeaderMap) -> Step {
         client_cert_sha256: None,
         secure: false,
     };
-    pipeline::on_request(cfg, &host.worker, host, &req).step
+    let cx = pipeline::Ctx {
+        cfg,
+        worker: &host.worker,
+        host,
+    };
+    pipeline::on_request(&cx, &req).step
 }
 
 fn time(name: &str, cfg: &Config, host: &FakeHost, map: &HeaderMap) {
@@ -64,10 +69,13 @@ fn main() {
     let Step::Introspect { hash, .. } = step(&cfg, &host, &map) else {
         panic!("no miss")
     };
+    let cx = pipeline::Ctx {
+        cfg: &cfg,
+        worker: &host.worker,
+        host: &host,
+    };
     let _ = pipeline::on_introspection(
-        &cfg,
-        &host.worker,
-        &host,
+        &cx,
         &hash,
         Outcome::Active {
             jwt: JWT.to_owned(),

@@ -1,0 +1,65 @@
+//! The two levels every token cache is read through: this worker's own copy first (no host
+//! call, no copy, no decoding), then the token's shared-data slot (every worker's answers). One
+//! read for the phantom cache, the cache of JWTs accepted as they are, and the exchange cache;
+//! each stage counts and decides what a hit means for it.
+
+use std::rc::Rc;
+
+use crate::reply::Denial;
+use crate::storage::local::{LocalCache, Resolved};
+
+use super::authorize::resolved;
+use super::Ctx;
+
+/// What a shared slot holds for a key (see `storage::phantom_cache`, `storage::exchange_cache`).
+pub(super) enum Entry<'v> {
+    /// A token, its scopes, and until when it may be served.
+    Token {
+        jwt: &'v str,
+        scope: &'v str,
+        until_ms: u64,
+    },
+    /// A refusal, remembered for a while: the denial it means.
+    Refused(Denial),
+}
+
+/// Where a token was found.
+pub(super) enum Found {
+    /// This worker's copy (a token forwarded before: its scopes and binding still checked).
+    Local(Rc<Resolved>),
+    /// The shared slot's token, resolved, and until when this worker may keep it.
+    Shared { token: Rc<Resolved>, until_ms: u64 },
+    /// The shared slot's refusal.
+    Refused(Denial),
+    /// Neither level has it.
+    Miss,
+}
+
+/// Reads `local` at `local_key`, then the shared slot `slot()` through `entry` (which checks
+/// the full key and the expiry: a slot collision or an expired entry is a miss).
+pub(super) fn read<K: Eq + std::hash::Hash + Copy>(
+    cx: &Ctx<'_>,
+    local: &LocalCache<K>,
+    local_key: &K,
+    slot: impl FnOnce() -> String,
+    entry: impl for<'v> FnOnce(&'v [u8]) -> Option<Entry<'v>>,
+) -> Found {
+    if let Some(token) = local.get(local_key, cx.host.now_ms()) {
+        return Found::Local(token);
+    }
+    let Some(value) = cx.host.shared_get(&slot()) else {
+        return Found::Miss;
+    };
+    match entry(&value) {
+        Some(Entry::Token {
+            jwt,
+            scope,
+            until_ms,
+        }) => Found::Shared {
+            token: resolved(cx.cfg, jwt, scope),
+            until_ms,
+        },
+        Some(Entry::Refused(denial)) => Found::Refused(denial),
+        None => Found::Miss,
+    }
+}
