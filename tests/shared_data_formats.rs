@@ -150,7 +150,7 @@ fn dpop_replay_and_nonce_keys() {
         "85c1f913d3eea18f1a4f3a0badfead829ce1971173edd91b3e270b03e0ffcb18"
     );
     assert_eq!(
-        store.check_and_insert(&data, &h, 1_700_000_000_123, 1_700_000_000_000),
+        store.check_and_insert(&data, &h, 1_700_000_000_123, 1_700_000_000_000, |_| Ok(())),
         Seen::Fresh
     );
     let written: Vec<Vec<u8>> = data
@@ -163,8 +163,9 @@ fn dpop_replay_and_nonce_keys() {
     assert_eq!(written.iter().map(|v| hex(v)).collect::<Vec<_>>(), [want]);
     assert_eq!(dpop::nonce_key_name("a1b2c3d4"), "dpna1b2c3d4:key");
 
-    // A key's share: slots dq:<slot>, magic "dq1", the SHA-256 of the key's thumbprint, the
-    // end of the bucket after next as expiry, and "<bucket> <current> <previous>" as body.
+    // A key's share: slots dq:<slot>, magic "dq1", the SHA-256 of the key's thumbprint, the end
+    // of the period after this one as expiry, and "<start_s> <period_s> <current> <previous>"
+    // as body.
     let quota = KeyQuota {
         slots: 64,
         limit: 2,
@@ -183,14 +184,14 @@ fn dpop_replay_and_nonce_keys() {
         .into_iter()
         .filter(|v| !v.is_empty())
         .collect();
-    // bucket 17000000 (1 700 000 000 s / 100), expiry (17000000 + 2) * 100 s in ms.
+    // The period starts now (1 700 000 000 s) and lasts 100 s: expiry 1 700 000 200 s in ms.
     let want = [
         "647131",
         "01",
         "0000018bcfe87540",
         &"05".repeat(32),
         "0000",
-        &hex(b"17000000 1 0"),
+        &hex(b"1700000000 100 1 0"),
     ]
     .concat();
     assert_eq!(written.iter().map(|v| hex(v)).collect::<Vec<_>>(), [want]);

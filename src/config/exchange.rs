@@ -108,8 +108,9 @@ impl RawExchange {
 }
 
 impl ExchangeRule {
-    /// Sets [`Self::id`] for the token service `x`.
-    pub(super) fn identify(&mut self, x: &ExchangeConfig) {
+    /// Sets [`Self::id`] for the token service `x`, under `verify`'s fingerprint (its rules and
+    /// inline keys: empty without `verify`).
+    pub(super) fn identify(&mut self, x: &ExchangeConfig, verify: &str) {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         let [cluster, authority, path, client_id] = x.endpoint.identity();
@@ -121,6 +122,8 @@ impl ExchangeRule {
             client_id,
             x.subject.name(),
             &self.form,
+            verify,
+            &format!("{:?}", self.verify),
         ] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
@@ -247,6 +250,30 @@ mod tests {
         assert_eq!(a.verify.as_ref().unwrap().audiences, ["a-api"]);
         let b = c.policies.get(1).exchange.as_ref().unwrap();
         assert_eq!(b.verify.as_ref().unwrap().audiences, ["gw-api"]);
+        // What is asked for includes how its answer is verified: a configuration without
+        // `verify`, or with other keys or audiences, never shares these exchanged tokens.
+        let plain = cfg(&format!(
+            r#"{EXCHANGE}, "policies": [{{"name": "a", "exchange": {{"audience": "a-api"}}}}]"#
+        ))
+        .unwrap();
+        assert_ne!(plain.policies.get(0).exchange.as_ref().unwrap().id, a.id);
+        let other_audiences = cfg(&format!(
+            r#"{EXCHANGE}, "verify": {{"issuer": "i", "audiences": ["other-api"], "algorithms": ["ES256"],
+            "jwks": {{"cluster": "ts", "path": "/jwks"}}}},
+            "policies": [{{"name": "a", "exchange": {{"audience": "a-api"}}}},
+                         {{"name": "b", "exchange": {{"scope": "read"}}}}]"#
+        ))
+        .unwrap();
+        assert_ne!(
+            other_audiences
+                .policies
+                .get(1)
+                .exchange
+                .as_ref()
+                .unwrap()
+                .id,
+            b.id
+        );
     }
 
     #[test]

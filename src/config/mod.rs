@@ -341,9 +341,6 @@ impl RawConfig {
             .iter_mut()
             .chain(std::iter::once(&mut policies.default));
         for rule in all.filter_map(|p| p.exchange.as_mut()) {
-            if let Some(x) = &token_exchange {
-                rule.identify(x);
-            }
             if let Some(v) = &verify {
                 // An exchanged JWT is verified like any other, for its policy's audience.
                 let mut rules = v.policy.clone();
@@ -351,6 +348,12 @@ impl RawConfig {
                     rules.audiences = vec![audience.clone()];
                 }
                 rule.verify = Some(rules);
+            }
+            if let Some(x) = &token_exchange {
+                // How the token made is verified is part of what is asked for: a
+                // configuration that verifies (or with other keys) never serves what one
+                // without it cached.
+                rule.identify(x, &fingerprint);
             }
         }
         // JWTs accepted as they are (`accept_jwt`) are cached apart from introspected ones: a

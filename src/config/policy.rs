@@ -527,15 +527,17 @@ fn validate_match(field: &str, raw: RawMatch) -> Result<Match, ConfigError> {
     })
 }
 
-/// A header name a claim may be written into: a token (RFC 9110 §5.6.2), lower case, not a
-/// pseudo-header and not one of [`FORBIDDEN_HEADERS`].
+/// A header name a claim may be written into: a token (RFC 9110 §5.6.2) without `_`, lower
+/// case, not a pseudo-header and not one of [`FORBIDDEN_HEADERS`]. No `_`: some servers read
+/// `x_user_id` as `x-user-id`, and the filter removes every spelling of the headers it owns by
+/// reading `_` in a request as `-`, never the other way.
 fn check_claim_header(field: &str, name: &str) -> Result<String, ConfigError> {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     let lower = name.to_ascii_lowercase();
-    if name.is_empty() || name.len() > 128 || !name.bytes().all(tchar) {
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(tchar) || name.contains('_') {
         return Err(ConfigError::new(
             field,
-            "must be a header name (1 to 128 token characters, no ':')",
+            "must be a header name (1 to 128 token characters, no ':' and no '_')",
         ));
     }
     if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
@@ -710,6 +712,10 @@ mod tests {
             ),
             (
                 r#", "claims_to_headers": [{"claim": "sub", "header": "x user"}]"#,
+                "claims_to_headers[0].header",
+            ),
+            (
+                r#", "claims_to_headers": [{"claim": "sub", "header": "x_user_id"}]"#,
                 "claims_to_headers[0].header",
             ),
             (

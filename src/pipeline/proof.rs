@@ -139,25 +139,29 @@ pub fn record(cx: &Ctx<'_>, caller: &Caller<'_>) -> Result<(), Denial> {
         return Ok(());
     };
     let now_ms = host.now_ms();
-    let quota = KeyQuota {
-        slots: KeyQuota::table_slots(dpop.replay_entries),
-        limit: dpop.max_proofs_per_key,
-        bucket_s: window_s(dpop),
-    };
     // Without its salt (shared data refusing a write) no share can be counted: fail closed.
     let Some(salt) = dpop::quota_salt(host, random_key) else {
         return Err(Denial::ReplayStoreFull);
     };
-    if let Admit::Over { retry_after_s } = quota.admit(host, &proof.key, &salt, now_ms) {
-        return Err(Denial::DpopKeyQuota {
-            retry_after_s: u32::try_from(retry_after_s).unwrap_or(u32::MAX),
-        });
-    }
+    // The key's share is counted only for a proof that is not a replay and has room: a
+    // replayed proof (someone else's capture) or a full store costs the key nothing.
+    let admit = |store_size: u32| {
+        let quota = KeyQuota {
+            slots: KeyQuota::table_slots(store_size),
+            limit: dpop.max_proofs_per_key,
+            bucket_s: window_s(dpop),
+        };
+        match quota.admit(host, &proof.key, &salt, now_ms) {
+            Admit::Yes => Ok(()),
+            Admit::Over { retry_after_s } => Err(retry_after_s),
+        }
+    };
     match ReplayStore::new(dpop.replay_entries).check_and_insert(
         host,
         &proof.id,
         proof.until_ms,
         now_ms,
+        admit,
     ) {
         Seen::Fresh => {
             host.count(Counter::DpopProofAccepted);
@@ -168,6 +172,9 @@ pub fn record(cx: &Ctx<'_>, caller: &Caller<'_>) -> Result<(), Denial> {
             Err(Denial::InvalidDpopProof)
         }
         Seen::Full => Err(Denial::ReplayStoreFull),
+        Seen::OverQuota { retry_after_s } => Err(Denial::DpopKeyQuota {
+            retry_after_s: u32::try_from(retry_after_s).unwrap_or(u32::MAX),
+        }),
     }
 }
 

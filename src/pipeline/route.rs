@@ -65,12 +65,16 @@ pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
     if method != "OPTIONS" {
         return None;
     }
+    // A method override under any spelling (`x_http_method_override` too).
+    let has_override = headers
+        .names()
+        .any(|n| METHOD_OVERRIDE_HEADERS.iter().any(|h| same_header(n, h)));
     match preflight(
         &method,
         headers.get("origin").as_deref(),
         headers.get("access-control-request-method").as_deref(),
         !request.end_of_stream,
-        METHOD_OVERRIDE_HEADERS.iter().any(|h| headers.contains(h)),
+        has_override,
     ) {
         Preflight::No => None,
         Preflight::Pass => Some(Step::Preflight),

@@ -354,6 +354,27 @@ fn cors_preflight_detection() {
         p("GET", Some("https://a"), Some("POST"), true, true),
         Preflight::No
     );
+    // A method override under its `_` spelling is a method override.
+    let (cfg, host) = (config(""), FakeHost::at(T0));
+    let headers = HeaderMap::from_pairs(&[
+        (":method", "OPTIONS"),
+        (":path", "/api"),
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "DELETE"),
+        ("x_http_method_override", "DELETE"),
+    ]);
+    let request = Request {
+        headers: &headers,
+        end_of_stream: true,
+        route_name: None,
+        route_policy: None,
+        client_cert_sha256: None,
+        secure: false,
+    };
+    assert_eq!(
+        super::on_request(&cx(&cfg, &host), &request).step,
+        Step::Done(Verdict::Reject(Denial::InvalidPreflight))
+    );
 }
 
 /// Every header the filter owns is removed from every request it lets through, under its own

@@ -65,6 +65,8 @@ pub enum Seen {
     Replayed,
     /// No room among its slots: refused, never forgotten.
     Full,
+    /// Not seen, but its key holds its share of the store: refused, not recorded.
+    OverQuota { retry_after_s: u64 },
 }
 
 /// The replay store of one size (a value, made where it is needed).
@@ -225,14 +227,19 @@ impl ReplayStore {
     }
 
     /// Records proof `hash`, live until `expires_at_ms`, unless it was seen: under the largest
-    /// live size, after looking in the ways of every other live size.
+    /// live size, after looking in the ways of every other live size. `admit` is asked once,
+    /// with that size, when the proof is not a replay and has a free slot, just before it is
+    /// written (its key's share, [`KeyQuota`]): a replay or a full store costs the key
+    /// nothing.
     pub fn check_and_insert(
         &self,
         host: &dyn Host,
         hash: &TokenHash,
         expires_at_ms: u64,
         now_ms: u64,
+        admit: impl FnOnce(u32) -> Result<(), u64>,
     ) -> Seen {
+        let mut admit = Some(admit);
         let live = |value: &[u8]| {
             record::decode(MAGIC, value)
                 .filter(|r| now_ms < r.expires_at_ms)
@@ -297,6 +304,11 @@ impl ReplayStore {
             let Some(key) = keys.get(mine) else {
                 return Seen::Full;
             };
+            if let Some(admit) = admit.take() {
+                if let Err(retry_after_s) = admit(target) {
+                    return Seen::OverQuota { retry_after_s };
+                }
+            }
             if host.shared_set_cas(key, &value, cas).is_err() {
                 // Another proof (or this one) took the slot first: look again.
                 continue;
@@ -358,11 +370,12 @@ impl KeyQuota {
 
     /// Counts one more proof of the key whose thumbprint hashes to `key`, unless the key
     /// already holds its share. `salt`: the table's random salt ([`shared_secret`]).
+    ///
+    /// A counter says when its current period started and how long periods last (the window
+    /// of the configuration that started it): every configuration of the VM reads it the same
+    /// way, whatever its own window.
     pub fn admit(&self, host: &dyn Host, key: &TokenHash, salt: &[u8; 32], now_ms: u64) -> Admit {
-        let bucket_s = self.bucket_s.max(1);
         let now_s = now_ms / 1_000;
-        let bucket = now_s / bucket_s;
-        let retry_after_s = bucket_s - now_s % bucket_s;
         let mut placed = Sha256::new();
         placed.update(salt);
         placed.update(key);
@@ -372,11 +385,11 @@ impl KeyQuota {
         let keys: Vec<String> = (0..u64::from(QUOTA_WAYS.min(self.slots.max(1))))
             .map(|i| quota_key((base + i) % n))
             .collect();
-        // Counts as of `bucket`: (current, previous).
-        let shifted = |b: u64, cur: u32, prev: u32| match bucket.checked_sub(b) {
-            Some(0) => (cur, prev),
-            Some(1) => (0, cur),
-            _ => (0, 0),
+        let fresh = Counts {
+            start_s: now_s,
+            period_s: self.bucket_s.max(1),
+            current: 0,
+            previous: 0,
         };
         for _ in 0..MAX_ATTEMPTS {
             let mut mine = None;
@@ -393,15 +406,14 @@ impl KeyQuota {
                 let counted = value
                     .as_deref()
                     .and_then(|v| record::decode(QUOTA_MAGIC, v))
-                    .and_then(|r| Some((r, parse_counts(r.body)?)));
+                    .and_then(|r| Some((r, Counts::parse(r.body)?.at(now_s))));
                 match counted {
-                    Some((r, (b, cur, prev))) if constant_time_eq(r.hash, key) => {
-                        mine = Some((i, cas, shifted(b, cur, prev)));
+                    Some((r, counts)) if constant_time_eq(r.hash, key) => {
+                        mine = Some((i, cas, counts));
                         break;
                     }
-                    Some((_, (b, cur, prev))) => {
-                        let (c, p) = shifted(b, cur, prev);
-                        let load = u64::from(c) + u64::from(p);
+                    Some((_, counts)) => {
+                        let load = counts.live();
                         if take.is_none_or(|(_, _, l)| load < l) {
                             take = Some((i, cas, load));
                         }
@@ -413,36 +425,104 @@ impl KeyQuota {
                     }
                 }
             }
-            let (slot, cas, (cur, prev)) = match (mine, take) {
+            let (slot, cas, counts) = match (mine, take) {
                 (Some(m), _) => m,
-                (None, Some((i, cas, _))) => (i, cas, (0, 0)),
+                (None, Some((i, cas, _))) => (i, cas, fresh),
                 (None, None) => continue,
             };
-            if u64::from(cur) + u64::from(prev) >= u64::from(self.limit) {
-                return Admit::Over { retry_after_s };
+            if counts.live() >= u64::from(self.limit) {
+                return Admit::Over {
+                    retry_after_s: counts.retry_after(now_s, self.limit),
+                };
             }
             let Some(name) = keys.get(slot) else {
                 break;
             };
-            let counts = format!("{bucket} {} {prev}", cur + 1);
-            let until = (bucket + 2).saturating_mul(bucket_s).saturating_mul(1_000);
-            let value = record::encode(QUOTA_MAGIC, 1, key, until, "", &counts);
+            let next = Counts {
+                current: counts.current.saturating_add(1),
+                ..counts
+            };
+            let until = next
+                .start_s
+                .saturating_add(2 * next.period_s)
+                .saturating_mul(1_000);
+            let value = record::encode(QUOTA_MAGIC, 1, key, until, "", &next.to_text());
             if host.shared_set_cas(name, &value, cas).is_ok() {
                 return Admit::Yes;
             }
         }
         // The key's own requests kept racing for its counter: refused like an exceeded share.
-        Admit::Over { retry_after_s }
+        Admit::Over {
+            retry_after_s: fresh.period_s,
+        }
     }
 }
 
-fn parse_counts(body: &[u8]) -> Option<(u64, u32, u32)> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut parts = text.split(' ');
-    let bucket = parts.next()?.parse().ok()?;
-    let cur = parts.next()?.parse().ok()?;
-    let prev = parts.next()?.parse().ok()?;
-    Some((bucket, cur, prev))
+/// A key's counter: the proofs it recorded in the current period (from `start_s`, lasting
+/// `period_s`) and in the one before. Proofs live at most a period, so the two hold every
+/// live proof of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    start_s: u64,
+    period_s: u64,
+    current: u32,
+    previous: u32,
+}
+
+impl Counts {
+    fn parse(body: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut parts = text.split(' ');
+        let counts = Self {
+            start_s: parts.next()?.parse().ok()?,
+            period_s: parts.next()?.parse().ok().filter(|p| *p > 0)?,
+            current: parts.next()?.parse().ok()?,
+            previous: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(counts)
+    }
+
+    fn to_text(self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.start_s, self.period_s, self.current, self.previous
+        )
+    }
+
+    /// The counts as of `now_s`: periods that ended are shifted out.
+    fn at(self, now_s: u64) -> Self {
+        let elapsed = now_s.saturating_sub(self.start_s) / self.period_s;
+        let start_s = self.start_s.saturating_add(elapsed * self.period_s);
+        match elapsed {
+            0 => self,
+            1 => Self {
+                start_s,
+                current: 0,
+                previous: self.current,
+                ..self
+            },
+            _ => Self {
+                start_s,
+                current: 0,
+                previous: 0,
+                ..self
+            },
+        }
+    }
+
+    fn live(self) -> u64 {
+        u64::from(self.current) + u64::from(self.previous)
+    }
+
+    /// Seconds until the key holds less than `limit`: the end of this period (the previous
+    /// one's proofs forgotten), or of the next one when this period alone filled it.
+    fn retry_after(self, now_s: u64, limit: u32) -> u64 {
+        let periods = if self.current >= limit { 2 } else { 1 };
+        self.start_s
+            .saturating_add(periods * self.period_s)
+            .saturating_sub(now_s)
+            .max(1)
+    }
 }
 
 /// The shared-data key of the nonce key of a configuration.
@@ -487,28 +567,33 @@ mod tests {
 
     const T0: u64 = 1_700_000_000_000;
 
+    /// Every key has room (the share is [`KeyQuota`]'s, tested below).
+    fn admit_all(_: u32) -> Result<(), u64> {
+        Ok(())
+    }
+
     #[test]
     fn a_proof_passes_once_within_its_window() {
         let (host, store) = (FakeHost::at(T0), ReplayStore::new(64));
         assert_eq!(store.initialize(&host), 64);
         let h = proof_hash("jkt", "j-1");
         assert_eq!(
-            store.check_and_insert(&host, &h, T0 + 10_000, T0),
+            store.check_and_insert(&host, &h, T0 + 10_000, T0, admit_all),
             Seen::Fresh
         );
         assert_eq!(
-            store.check_and_insert(&host, &h, T0 + 10_000, T0 + 9_999),
+            store.check_and_insert(&host, &h, T0 + 10_000, T0 + 9_999, admit_all),
             Seen::Replayed
         );
         // Another key, same jti: another proof.
         let other = proof_hash("jkt2", "j-1");
         assert_eq!(
-            store.check_and_insert(&host, &other, T0 + 10_000, T0),
+            store.check_and_insert(&host, &other, T0 + 10_000, T0, admit_all),
             Seen::Fresh
         );
         // Past its window the slot is free again (the proof itself is too old by then).
         assert_eq!(
-            store.check_and_insert(&host, &h, T0 + 20_000, T0 + 10_000),
+            store.check_and_insert(&host, &h, T0 + 20_000, T0 + 10_000, admit_all),
             Seen::Fresh
         );
     }
@@ -520,23 +605,23 @@ mod tests {
         let hashes: Vec<TokenHash> = (0..WAYS).map(|i| proof_hash("k", &i.to_string())).collect();
         for h in &hashes {
             assert_eq!(
-                store.check_and_insert(&host, h, T0 + 1_000, T0),
+                store.check_and_insert(&host, h, T0 + 1_000, T0, admit_all),
                 Seen::Fresh
             );
         }
         let more = proof_hash("k", "one more");
         assert_eq!(
-            store.check_and_insert(&host, &more, T0 + 1_000, T0),
+            store.check_and_insert(&host, &more, T0 + 1_000, T0, admit_all),
             Seen::Full
         );
         for h in &hashes {
             assert_eq!(
-                store.check_and_insert(&host, h, T0 + 1_000, T0),
+                store.check_and_insert(&host, h, T0 + 1_000, T0, admit_all),
                 Seen::Replayed
             );
         }
         assert_eq!(
-            store.check_and_insert(&host, &more, T0 + 2_000, T0 + 1_000),
+            store.check_and_insert(&host, &more, T0 + 2_000, T0 + 1_000, admit_all),
             Seen::Fresh
         );
     }
@@ -554,13 +639,14 @@ mod tests {
                     h2,
                     &proof_hash("jkt", "raced"),
                     T0 + 1_000,
-                    T0
+                    T0,
+                    admit_all
                 ),
                 Seen::Fresh
             );
         });
         assert_eq!(
-            store.check_and_insert(&host, &h, T0 + 1_000, T0),
+            store.check_and_insert(&host, &h, T0 + 1_000, T0, admit_all),
             Seen::Replayed
         );
     }
@@ -573,7 +659,7 @@ mod tests {
         let hashes: Vec<TokenHash> = (0..32).map(|i| proof_hash("k", &i.to_string())).collect();
         for h in &hashes {
             assert_eq!(
-                small.check_and_insert(&host, h, T0 + 60_000, T0),
+                small.check_and_insert(&host, h, T0 + 60_000, T0, admit_all),
                 Seen::Fresh
             );
         }
@@ -582,22 +668,22 @@ mod tests {
         assert_eq!(big.initialize(&host), 192);
         for h in &hashes {
             assert_eq!(
-                big.check_and_insert(&host, h, T0 + 60_000, T0 + 1),
+                big.check_and_insert(&host, h, T0 + 60_000, T0 + 1, admit_all),
                 Seen::Replayed
             );
             assert_eq!(
-                small.check_and_insert(&host, h, T0 + 60_000, T0 + 1),
+                small.check_and_insert(&host, h, T0 + 60_000, T0 + 1, admit_all),
                 Seen::Replayed
             );
         }
         // Every configuration inserts under the largest live size: one set of ways per proof.
         let new = proof_hash("k", "new");
         assert_eq!(
-            small.check_and_insert(&host, &new, T0 + 60_000, T0 + 2),
+            small.check_and_insert(&host, &new, T0 + 60_000, T0 + 2, admit_all),
             Seen::Fresh
         );
         assert_eq!(
-            big.check_and_insert(&host, &new, T0 + 60_000, T0 + 2),
+            big.check_and_insert(&host, &new, T0 + 60_000, T0 + 2, admit_all),
             Seen::Replayed
         );
         assert_eq!(big.layout(&host).target(64, T0 + 2), 256);
@@ -611,7 +697,7 @@ mod tests {
         let late = T0 + MAX_WINDOW_MS + 1;
         let h = proof_hash("k", "late");
         assert_eq!(
-            small.check_and_insert(&host, &h, late + 1_000, late),
+            small.check_and_insert(&host, &h, late + 1_000, late, admit_all),
             Seen::Fresh
         );
         let layout = small.layout(&host);
@@ -642,21 +728,100 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(quota.admit(&host, &attacker, &salt, T0), Admit::Yes);
         }
-        let Admit::Over { retry_after_s } = quota.admit(&host, &attacker, &salt, T0) else {
-            panic!("past its share");
-        };
-        assert!((1..=100).contains(&retry_after_s));
+        // The period alone filled the share: two periods to wait.
+        let over = quota.admit(&host, &attacker, &salt, T0 + 1_000);
+        assert_eq!(over, Admit::Over { retry_after_s: 199 });
         assert_eq!(quota.admit(&host, &other, &salt, T0), Admit::Yes);
-        // The next bucket still counts the previous one's proofs (they are still live)...
-        let next = (T0 / 100_000 + 1) * 100_000;
-        assert!(matches!(
+        // The next period still counts the previous one's proofs (they are still live)...
+        let next = T0 + 100_000;
+        assert_eq!(
             quota.admit(&host, &attacker, &salt, next),
-            Admit::Over { .. }
-        ));
+            Admit::Over { retry_after_s: 100 }
+        );
         // ...and the one after has forgotten them.
         assert_eq!(
             quota.admit(&host, &attacker, &salt, next + 100_000),
             Admit::Yes
+        );
+    }
+
+    /// Configurations with other windows (`max_age_s`, `clock_skew_s`) read one counter the
+    /// same way: its own period, written in it.
+    #[test]
+    fn the_share_holds_across_configurations_with_other_windows() {
+        let host = FakeHost::at(T0);
+        let (long, short) = (
+            KeyQuota {
+                slots: 64,
+                limit: 4,
+                bucket_s: 311,
+            },
+            KeyQuota {
+                slots: 64,
+                limit: 4,
+                bucket_s: 71,
+            },
+        );
+        long.initialize(&host);
+        let (salt, key) = ([9; 32], [1; 32]);
+        let mut accepted = 0;
+        for i in 0..24 {
+            let quota = if i % 2 == 0 { &long } else { &short };
+            if quota.admit(&host, &key, &salt, T0 + i * 1_000) == Admit::Yes {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 4);
+    }
+
+    /// A replayed proof, or one refused for a full store, costs its key nothing: a capture of
+    /// someone's proof cannot lock its owner out.
+    #[test]
+    fn replays_and_a_full_store_cost_the_key_nothing() {
+        let host = FakeHost::at(T0);
+        let store = ReplayStore::new(WAYS);
+        store.initialize(&host);
+        let asked = std::cell::Cell::new(0);
+        let count = |_: u32| {
+            asked.set(asked.get() + 1);
+            Ok(())
+        };
+        let first = proof_hash("k", "1");
+        assert_eq!(
+            store.check_and_insert(&host, &first, T0 + 1_000, T0, count),
+            Seen::Fresh
+        );
+        for _ in 0..5 {
+            assert_eq!(
+                store.check_and_insert(&host, &first, T0 + 1_000, T0, count),
+                Seen::Replayed
+            );
+        }
+        for i in 2..=WAYS {
+            let h = proof_hash("k", &i.to_string());
+            assert_eq!(
+                store.check_and_insert(&host, &h, T0 + 1_000, T0, count),
+                Seen::Fresh
+            );
+        }
+        let more = proof_hash("k", "more");
+        assert_eq!(
+            store.check_and_insert(&host, &more, T0 + 1_000, T0, count),
+            Seen::Full
+        );
+        assert_eq!(
+            asked.get(),
+            WAYS,
+            "asked once per proof recorded, never for the others"
+        );
+        let over = |size: u32| {
+            assert_eq!(size, WAYS, "the store's size, for the table's placement");
+            Err(42)
+        };
+        let late = proof_hash("k", "late");
+        assert_eq!(
+            store.check_and_insert(&host, &late, T0 + 2_000, T0 + 1_000, over),
+            Seen::OverQuota { retry_after_s: 42 }
         );
     }
 

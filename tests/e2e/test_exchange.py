@@ -14,7 +14,8 @@ Envoy (one worker, so that concurrent requests share one call):
   down     as x, the exchange endpoint unreachable
   hostile  the stub token service introspects and answers the exchanges, each scripted
   xa, xb   as x, on the same VM and exchange endpoint, with the same policies in another order
-           (xb: billing, nowhere, orders, admin): two listeners, or a reload that reorders"""
+           (xb: billing, nowhere, orders, admin): two listeners, or a reload that reorders
+  lax      as hostile without `verify`, on the same VM and exchange endpoint"""
 
 import json
 import threading
@@ -117,6 +118,7 @@ def xenv(tmp_path_factory, op, echo, stub, stub_signer):
             "x": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token")),
             "split": split,
             "down": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token", "down", closed_port())),
+            "lax": {k: v for k, v in hostile.items() if k != "verify"},
             "xa": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token")),
             "xb": phantom_cfg(op, token_exchange=exchange_cfg(op, "access_token"),
                               policies=[policies()[i] for i in (1, 2, 0, 3)]),
@@ -316,3 +318,20 @@ def test_hostile_exchange_answers(xenv, stub, stub_signer, echo, row):
     else:
         assert r.json()["code"] == code, name
         assert not seen_by_api(echo, marker), f"{name}: the request reached the API"
+
+
+def test_a_listener_that_verifies_never_serves_what_one_without_verify_cached(xenv, stub, echo):
+    """How an exchanged token is verified is part of what is asked for: a token cached by a
+    listener without `verify` (here one signed by a key nobody trusts) is never forwarded by a
+    listener that verifies, on the same VM and exchange endpoint."""
+    token = fresh("lax")
+    forged = Signer("ES256", kid="stub-1").mint(
+        {"iss": "https://login.example.com", "aud": "orders-api", "sub": "mallory", "scope": "read",
+         "iat": int(time.time()), "exp": int(time.time()) + 300})
+    stub.raw["exchange:" + token] = (200, "application/json", exchange_answer(forged), {})
+    r = request(xenv.ports["lax"], "/orders/lax", bearer(token))
+    assert r.status == 200 and forwarded(r)[0]["sub"] == "mallory"
+    marker = fresh("strict")
+    r = request(xenv.ports["hostile"], f"/orders/{marker}", bearer(token))
+    assert r.status == 502 and r.json()["code"] == "token_service_error", (r.status, r.body)
+    assert not seen_by_api(echo, marker)

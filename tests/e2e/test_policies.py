@@ -435,6 +435,16 @@ def test_preflights_carry_no_header_the_filter_owns(penv, echo):
         assert name not in seen, (name, seen)
 
 
+def test_a_preflight_with_an_underscore_method_override_is_refused(penv, echo):
+    marker = uuid.uuid4().hex
+    r = request(penv.ports["raw"], f"/orders/1?m={marker}", [
+        ("host", "api.example.com"), ("origin", "https://app.example.com"),
+        ("access-control-request-method", "DELETE"), ("x_http_method_override", "DELETE")],
+        method="OPTIONS")
+    assert r.status == 400 and r.json()["code"] == "invalid_request", (r.status, r.body)
+    assert api_saw(echo, marker) is None
+
+
 def test_underscore_spellings_of_owned_headers_never_reach_the_api(penv, echo, token_service):
     """Some servers read `_` as `-`: `x_user_id` would be `x-user-id` to them."""
     token = opaque(token_service, sub="dave")

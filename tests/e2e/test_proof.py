@@ -11,6 +11,7 @@ Listeners (one Envoy, two workers, one VM):
                replay store per VM)
   small        as dpop, with a replay store of 64 slots (8 per key by default; its own VM)
   flood        as dpop, with a replay store of 2000 slots (250 per key by default; its own VM)
+  qa, qb       as dpop, 64 slots, 4 per key, one VM; qb's proofs live 60 s, qa's 300 s
   mtls         HTTPS, client certificate required, `mtls` (the certificate Envoy verified)
   mtls_opt     HTTPS, client certificate optional, `mtls`
   xfcc         HTTPS, client certificate required, Envoy sets x-forwarded-client-cert
@@ -88,6 +89,11 @@ def penv(tmp_path_factory, op, echo, pki):
                      "vm_id": "tiny"},
             "small": {"plugin": cfg(op, dpop={"replay_entries": 64}), "vm_id": "small"},
             "flood": {"plugin": cfg(op, dpop={"replay_entries": 2000}), "vm_id": "flood"},
+            # Two listeners of one VM with other proof windows share each key's count.
+            "qa": {"plugin": cfg(op, dpop={"replay_entries": 64, "max_proofs_per_key": 4}),
+                   "vm_id": "windows"},
+            "qb": {"plugin": cfg(op, dpop={"replay_entries": 64, "max_proofs_per_key": 4,
+                                           "max_age_s": 60}), "vm_id": "windows"},
             "mtls": {"plugin": cfg(op, mtls={}), "transport_socket": pki.downstream_tls()},
             "mtls_opt": {"plugin": cfg(op, mtls={}),
                          "transport_socket": pki.downstream_tls(require_client_certificate=False)},
@@ -243,7 +249,12 @@ def test_a_full_replay_store_refuses_and_forgets_nothing(penv, op, client):
     proofs = [client.proof(k, "GET", target, token=t)
               for k, t, n in zip(keys, tokens, (4, 3, 1)) for _ in range(n)]
     owners = [t for t, n in zip(tokens, (4, 3, 1)) for _ in range(n)]
-    statuses = [call(penv, "tiny", "/orders/t", t, p).status for t, p in zip(owners, proofs)]
+    statuses = [call(penv, "tiny", "/orders/t", t, p).status for t, p in zip(owners[:4], proofs[:4])]
+    # The first key holds its share (4 of 8): its own new proofs wait, with Retry-After.
+    over = call(penv, "tiny", "/orders/t", tokens[0], client.proof(keys[0], "GET", target, token=tokens[0]))
+    assert over.status == 429 and over.json()["code"] == "dpop_key_quota", over.body
+    assert int(over.header("retry-after")) > 0
+    statuses += [call(penv, "tiny", "/orders/t", t, p).status for t, p in zip(owners[4:], proofs[4:])]
     assert statuses == [200] * 8, statuses
     for _ in range(2):
         full = call(penv, "tiny", "/orders/t", tokens[3],
@@ -252,10 +263,6 @@ def test_a_full_replay_store_refuses_and_forgets_nothing(penv, op, client):
         assert full.header("retry-after") == "1"
     # The proofs it holds are still refused as replays, not forgotten.
     assert call(penv, "tiny", "/orders/t", owners[-1], proofs[-1]).status == 401
-    # The first key holds its share: its own new proofs wait, with Retry-After.
-    over = call(penv, "tiny", "/orders/t", tokens[0], client.proof(keys[0], "GET", target, token=tokens[0]))
-    assert over.status == 429 and over.json()["code"] == "dpop_key_quota", over.body
-    assert int(over.header("retry-after")) > 0
     after = penv.counters()
     assert after["denied_dpop_replay_store_full"] - before.get("denied_dpop_replay_store_full", 0) == 2
     assert after["denied_dpop_key_quota"] - before.get("denied_dpop_key_quota", 0) == 1
@@ -278,6 +285,33 @@ def test_proofs_with_worthless_tokens_take_no_room(penv, op, client):
         for _ in range(2):
             r = call(penv, "small", "/orders/w", token, client.proof(user, "GET", target, token=token))
             assert r.status == 200, (r.status, r.body)
+
+
+def test_a_replayed_proof_never_costs_its_key_its_share(penv, op, client):
+    """Someone who captured one proof replays it: each replay is refused (401) and costs the
+    key's owner nothing, who goes on to use its whole share."""
+    key = client.key("Ed25519")
+    token = op.token(dpop=(client, key))
+    target = url(penv, "small", "/orders/r")
+    captured = client.proof(key, "GET", target, token=token)
+    assert call(penv, "small", "/orders/r", token, captured).status == 200
+    for _ in range(20):
+        assert call(penv, "small", "/orders/r", token, captured).status == 401
+    # Its share (8 of 64) minus the one proof it used.
+    for i in range(7):
+        r = call(penv, "small", "/orders/r", token, client.proof(key, "GET", target, token=token))
+        assert r.status == 200, (i, r.status, r.body)
+
+
+def test_listeners_with_other_windows_share_a_keys_count(penv, op, client):
+    key = client.key("Ed25519")
+    token = op.token(dpop=(client, key))
+    statuses = []
+    for i in range(16):
+        listener = "qa" if i % 2 == 0 else "qb"
+        proof = client.proof(key, "GET", url(penv, listener, "/orders/q"), token=token)
+        statuses.append(call(penv, listener, "/orders/q", token, proof).status)
+    assert statuses.count(200) == 4 and set(statuses) == {200, 429}, statuses
 
 
 def test_one_client_flooding_proofs_locks_out_nobody_else(penv, op, client):

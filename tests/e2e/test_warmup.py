@@ -105,3 +105,36 @@ def test_a_failed_first_fetch_is_502_at_once(tmp_path, vts, echo):
         assert max(took) < 1.0, took
     finally:
         e.stop()
+
+
+def test_requests_waiting_for_the_keys_go_on_without_the_headers_the_filter_owns(tmp_path, vts, echo):
+    """A request parked at start goes on, once the keys are in, exactly as it would have after:
+    the `_` spellings of owned headers, the method overrides and the DPoP header removed."""
+    vts.jwks_delay = 0.8
+    cfg = config(timeout_ms=3000)["split"]
+    cfg["dpop"] = {}
+    cfg["claims_to_headers"] = [{"claim": "sub", "header": "x-user-id"}]
+    cfg["policies"] = [{"name": "orders", "match": {"path_prefix": "/orders/"}}]
+    e = Envoy(tmp_path / "envoy", listeners={"split": cfg},
+              clusters={"api": echo.port, "token_service": vts.port}, concurrency=2)
+    e.start()
+    try:
+        now = int(time.time())
+        jwt = vts.signer.mint({"iss": ISS, "aud": AUD, "sub": "warm", "scope": "read", "iat": now,
+                               "exp": now + 300})
+        hp, sig = jwt.rsplit(".", 1)
+        body = json.dumps({"signature_hash": store_key(sig), "header_payload": hp, "expires_at": now + 300})
+        r = request(e.ports["split"], PUBLISH, [("content-type", "application/json")] + bearer(SECRET),
+                    method="POST", body=body.encode())
+        assert r.status == 204, r.body
+        r = request(e.ports["split"], "/x", bearer(sig) + [
+            ("x_user_id", "mallory"), ("dpop", "a.b.c"), ("x-http-method-override", "DELETE"),
+            ("x_http_method_override", "DELETE")], timeout=10)
+        assert r.status == 200, r.body
+        seen = dict(r.json()["headers"])
+        assert seen["x-user-id"] == "warm"
+        for name in ("x_user_id", "dpop", "x-http-method-override", "x_http_method_override"):
+            assert name not in seen, (name, seen)
+        assert e.counters().get("denied_jwks_unavailable", 0) == 0
+    finally:
+        e.stop()
