@@ -10,7 +10,6 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// First bytes of the hash in hex: enough to correlate log lines, useless to an attacker.
 /// A token's key in this worker's own copies of recent tokens: SipHash-1-3 (128-bit) of the
 /// token under a key drawn at random when the worker's state is made ([`Keyed`]). An attacker
 /// who never sees the key cannot aim at another token's key (a PRF: 2^-128 per guess), and a
@@ -76,6 +75,7 @@ impl<'a> TokenKeys<'a> {
     }
 }
 
+/// First bytes of the hash in hex: enough to correlate log lines, useless to an attacker.
 pub fn hash_prefix(hash: &TokenHash) -> String {
     hash.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }

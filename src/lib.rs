@@ -5,24 +5,27 @@
 //!
 //! ```text
 //! wasm/       the only code that calls proxy-wasm (compiled for wasm32 only): headers, host
-//!             (Plugin: one configuration on one worker), calls, apply, root, http
-//! testing     (test support) a fake host with Envoy's shared-data rules
-//! pipeline/   the request path, one stage per file; decisions only, behind Host
+//!             (Plugin: Host and Io over host calls), root, http
+//! testing     (test support) a fake host with Envoy's shared-data rules, a fake proxy
+//! pipeline/   the request path, one stage per file, the request machine (machine.rs) and the
+//!             one executor (executor.rs) that carries its actions out through Io; decisions
+//!             only, behind Host and Io
 //! config/     parse, then validate, one file per section
 //! storage/    state between requests: shared data through Host, and per-worker state
-//! reply       every outcome -> local reply and counter, in one table
-//! token/      pure formats: bearer, scope, jwt, jws, es256, dpop, claims, mint, introspection,
-//!             split
+//! reply       every denial -> local reply and counter, in one table
+//! token/      pure formats: bearer, scope, jwt, jws, es256, dpop, claims, mint, path, host,
+//!             exchange, introspection, split/
 //! host        the Host trait: clock, shared data, counters
 //! metrics, hash, header_map, json_error
 //! ```
 //!
-//! The request path ([`pipeline::on_request`], one call per stage):
+//! A request's story ([`pipeline::machine::step`], carried out by [`pipeline::Executor`]):
 //!
 //! ```text
-//! route ─► policy ─► extract ─► proof ─► accept_jwt ─► split_lookup ─► phantom_cache
-//!   ─► introspect ─► verify ─► authorize (proof binding, scopes) ─► forward
-//! (publish API, token endpoint, JWK Set, URI token, CORS)   (mint)
+//! headers ─► route ─► policy ─► extract ─► proof ─► accept_jwt ─► split_lookup ─► phantom_cache
+//!   ─► (introspect: a call) ─► verify ─► authorize ─► proof record ─► (exchange: a call)
+//!   ─► forward with edits | reply
+//! (publish API, token endpoint: bodies held; JWK Set, preflights, warm-up: parked for keys)
 //! ```
 
 pub mod config;

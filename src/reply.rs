@@ -77,29 +77,77 @@ pub enum Denial {
     Internal,
 }
 
+/// How a denial is answered: the challenge it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    None,
+    /// `Bearer realm=...` (with the row's `error`), and `DPoP algs=...` beside it with `dpop`:
+    /// no credentials came, both schemes are offered.
+    Both,
+    /// `Bearer realm=..., error=...` (with the required scopes for `insufficient_scope`).
+    Bearer,
+    /// `DPoP error=..., algs=...` with `dpop` (and the nonce for `use_dpop_nonce`), else a
+    /// `Bearer` `invalid_token` one.
+    Dpop,
+    /// `Retry-After: 1` (a full store: retry soon).
+    RetrySoon,
+    /// `Retry-After` the seconds the denial says.
+    RetryAfter,
+}
+
+/// One row of the table: everything a denial becomes.
+struct Row {
+    status: u32,
+    /// RFC 6750 / RFC 9449 `error` of the challenge.
+    error: Option<&'static str>,
+    /// The body's `code`.
+    code: &'static str,
+    message: &'static str,
+    counter: Counter,
+    challenge: Challenge,
+}
+
 impl Denial {
+    /// The one table: each denial's status, challenge, body and counter.
+    #[rustfmt::skip]
+    fn row(self) -> Row {
+        use Challenge as C;
+        let row = |status, error, code, message, counter, challenge| Row {
+            status,
+            error,
+            code,
+            message,
+            counter,
+            challenge,
+        };
+        match self {
+            Denial::NoCredentials => row(401, None, "unauthorized", "Missing access token", Counter::DeniedNoCredentials, C::Both),
+            Denial::MalformedCredentials => row(400, Some("invalid_request"), "invalid_request", "Malformed access token", Counter::DeniedMalformed, C::Bearer),
+            Denial::InvalidToken => row(401, Some("invalid_token"), "invalid_token", "Invalid or expired access token", Counter::DeniedInvalidToken, C::Bearer),
+            Denial::InsufficientScope => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token lacks a required scope", Counter::DeniedInsufficientScope, C::Bearer),
+            Denial::ExchangeForbidden => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token is not valid for this API", Counter::DeniedInsufficientScope, C::Bearer),
+            Denial::TokenService(CallFailure::Unavailable) => row(503, None, "token_service_unavailable", "The token service is unavailable", Counter::TokenServiceUnavailable, C::None),
+            Denial::ExchangeFailed(CallFailure::Unavailable) => row(503, None, "token_service_unavailable", "The token service is unavailable", Counter::ExchangeError, C::None),
+            Denial::TokenService(_) => row(502, None, "token_service_error", "The token service could not be reached or gave an invalid answer", Counter::TokenServiceError, C::None),
+            Denial::ExchangeFailed(_) => row(502, None, "token_service_error", "The token service could not be reached or gave an invalid answer", Counter::ExchangeError, C::None),
+            Denial::KeysUnavailable => row(502, None, "jwks_unavailable", "The keys to verify the token are not available yet", Counter::DeniedJwksUnavailable, C::None),
+            Denial::StoreUnavailable => row(502, None, "store_unavailable", "The token store could not be reached", Counter::DeniedStoreUnavailable, C::None),
+            Denial::InvalidPreflight => row(400, None, "invalid_request", "A CORS preflight has no body and no method override", Counter::DeniedMalformed, C::None),
+            Denial::Internal => row(500, None, "internal_error", "The gateway could not complete the request", Counter::InternalError, C::None),
+            Denial::AmbiguousRequest => row(400, None, "invalid_request", "The request's method, path or host is ambiguous", Counter::DeniedMalformed, C::None),
+            Denial::UnknownPolicy => row(500, None, "filter_misconfigured", "The gateway is misconfigured", Counter::InternalError, C::None),
+            Denial::InvalidDpopProof => row(401, Some("invalid_dpop_proof"), "invalid_dpop_proof", "The DPoP proof is invalid", Counter::DeniedInvalidToken, C::Dpop),
+            Denial::UseDpopNonce => row(401, Some("use_dpop_nonce"), "use_dpop_nonce", "The DPoP proof must carry the server's nonce", Counter::DeniedInvalidToken, C::Dpop),
+            Denial::BoundTokenUnproven => row(401, Some("invalid_token"), "invalid_token", "The access token is bound to a key the request does not prove", Counter::DeniedUnproven, C::Dpop),
+            Denial::ProofRequired => row(401, Some("invalid_token"), "invalid_token", "This resource needs a token bound to a key, with its proof", Counter::DeniedUnproven, C::Dpop),
+            Denial::ReplayStoreFull => row(503, None, "dpop_replay_store_full", "The gateway cannot record more DPoP proofs now; retry", Counter::DeniedReplayStoreFull, C::RetrySoon),
+            Denial::DpopKeyQuota { .. } => row(429, None, "dpop_key_quota", "This DPoP key has sent too many proofs recently; retry later", Counter::DeniedDpopKeyQuota, C::RetryAfter),
+        }
+    }
+
     /// The counter bumped for each reply of this kind.
     pub fn counter(self) -> Counter {
-        match self {
-            Denial::NoCredentials => Counter::DeniedNoCredentials,
-            Denial::MalformedCredentials => Counter::DeniedMalformed,
-            Denial::InvalidToken => Counter::DeniedInvalidToken,
-            Denial::InsufficientScope => Counter::DeniedInsufficientScope,
-            Denial::TokenService(CallFailure::Unavailable) => Counter::TokenServiceUnavailable,
-            Denial::TokenService(_) => Counter::TokenServiceError,
-            Denial::KeysUnavailable => Counter::DeniedJwksUnavailable,
-            Denial::StoreUnavailable => Counter::DeniedStoreUnavailable,
-            Denial::InvalidPreflight => Counter::DeniedMalformed,
-            Denial::Internal => Counter::InternalError,
-            Denial::AmbiguousRequest => Counter::DeniedMalformed,
-            Denial::UnknownPolicy => Counter::InternalError,
-            Denial::InvalidDpopProof | Denial::UseDpopNonce => Counter::DeniedInvalidToken,
-            Denial::BoundTokenUnproven | Denial::ProofRequired => Counter::DeniedUnproven,
-            Denial::ReplayStoreFull => Counter::DeniedReplayStoreFull,
-            Denial::DpopKeyQuota { .. } => Counter::DeniedDpopKeyQuota,
-            Denial::ExchangeForbidden => Counter::DeniedInsufficientScope,
-            Denial::ExchangeFailed(_) => Counter::ExchangeError,
-        }
+        self.row().counter
     }
 }
 
@@ -191,118 +239,7 @@ pub fn local_reply_with(
     dpop: Option<DpopChallenge<'_>>,
     head: bool,
 ) -> LocalReply {
-    let (status, error, code, message) = match denial {
-        Denial::NoCredentials => (401, None, "unauthorized", "Missing access token"),
-        Denial::MalformedCredentials => (
-            400,
-            Some("invalid_request"),
-            "invalid_request",
-            "Malformed access token",
-        ),
-        Denial::InvalidToken => (
-            401,
-            Some("invalid_token"),
-            "invalid_token",
-            "Invalid or expired access token",
-        ),
-        Denial::InsufficientScope => (
-            403,
-            Some("insufficient_scope"),
-            "insufficient_scope",
-            "The access token lacks a required scope",
-        ),
-        Denial::ExchangeForbidden => (
-            403,
-            Some("insufficient_scope"),
-            "insufficient_scope",
-            "The access token is not valid for this API",
-        ),
-        Denial::TokenService(CallFailure::Unavailable)
-        | Denial::ExchangeFailed(CallFailure::Unavailable) => (
-            503,
-            None,
-            "token_service_unavailable",
-            "The token service is unavailable",
-        ),
-        Denial::TokenService(_) | Denial::ExchangeFailed(_) => (
-            502,
-            None,
-            "token_service_error",
-            "The token service could not be reached or gave an invalid answer",
-        ),
-        Denial::KeysUnavailable => (
-            502,
-            None,
-            "jwks_unavailable",
-            "The keys to verify the token are not available yet",
-        ),
-        Denial::StoreUnavailable => (
-            502,
-            None,
-            "store_unavailable",
-            "The token store could not be reached",
-        ),
-        Denial::InvalidPreflight => (
-            400,
-            None,
-            "invalid_request",
-            "A CORS preflight has no body and no method override",
-        ),
-        Denial::Internal => (
-            500,
-            None,
-            "internal_error",
-            "The gateway could not complete the request",
-        ),
-        Denial::AmbiguousRequest => (
-            400,
-            None,
-            "invalid_request",
-            "The request's method, path or host is ambiguous",
-        ),
-        Denial::UnknownPolicy => (
-            500,
-            None,
-            "filter_misconfigured",
-            "The gateway is misconfigured",
-        ),
-        Denial::InvalidDpopProof => (
-            401,
-            Some("invalid_dpop_proof"),
-            "invalid_dpop_proof",
-            "The DPoP proof is invalid",
-        ),
-        Denial::UseDpopNonce => (
-            401,
-            Some("use_dpop_nonce"),
-            "use_dpop_nonce",
-            "The DPoP proof must carry the server's nonce",
-        ),
-        Denial::BoundTokenUnproven => (
-            401,
-            Some("invalid_token"),
-            "invalid_token",
-            "The access token is bound to a key the request does not prove",
-        ),
-        Denial::ProofRequired => (
-            401,
-            Some("invalid_token"),
-            "invalid_token",
-            "This resource needs a token bound to a key, with its proof",
-        ),
-        Denial::ReplayStoreFull => (
-            503,
-            None,
-            "dpop_replay_store_full",
-            "The gateway cannot record more DPoP proofs now; retry",
-        ),
-        Denial::DpopKeyQuota { .. } => (
-            429,
-            None,
-            "dpop_key_quota",
-            "This DPoP key has sent too many proofs recently; retry later",
-        ),
-    };
+    let row = denial.row();
     let mut headers = Vec::with_capacity(4);
     let bearer = |error: Option<&str>| {
         let mut challenge = format!("Bearer realm=\"{realm}\"");
@@ -322,25 +259,18 @@ pub fn local_reply_with(
         challenge.push_str(&format!(" algs=\"{}\"", d.algs));
         challenge
     };
-    match denial {
-        Denial::NoCredentials => {
-            headers.push(("www-authenticate", bearer(None)));
+    match row.challenge {
+        Challenge::None => {}
+        Challenge::Both => {
+            headers.push(("www-authenticate", bearer(row.error)));
             if let Some(d) = dpop {
                 headers.push(("www-authenticate", dpop_challenge(d, None)));
             }
         }
-        Denial::MalformedCredentials
-        | Denial::InvalidToken
-        | Denial::InsufficientScope
-        | Denial::ExchangeForbidden => {
-            headers.push(("www-authenticate", bearer(error)));
-        }
-        Denial::InvalidDpopProof
-        | Denial::UseDpopNonce
-        | Denial::BoundTokenUnproven
-        | Denial::ProofRequired => match dpop {
+        Challenge::Bearer => headers.push(("www-authenticate", bearer(row.error))),
+        Challenge::Dpop => match dpop {
             Some(d) => {
-                headers.push(("www-authenticate", dpop_challenge(d, error)));
+                headers.push(("www-authenticate", dpop_challenge(d, row.error)));
                 if denial == Denial::UseDpopNonce {
                     if let Some(nonce) = d.nonce {
                         headers.push(("dpop-nonce", nonce.to_owned()));
@@ -349,13 +279,14 @@ pub fn local_reply_with(
             }
             None => headers.push(("www-authenticate", bearer(Some("invalid_token")))),
         },
-        Denial::ReplayStoreFull => headers.push(("retry-after", "1".to_owned())),
-        Denial::DpopKeyQuota { retry_after_s } => {
-            headers.push(("retry-after", retry_after_s.to_string()));
+        Challenge::RetrySoon => headers.push(("retry-after", "1".to_owned())),
+        Challenge::RetryAfter => {
+            if let Denial::DpopKeyQuota { retry_after_s } = denial {
+                headers.push(("retry-after", retry_after_s.to_string()));
+            }
         }
-        _ => {}
     }
-    json_reply(status, headers, code, message, head)
+    json_reply(row.status, headers, row.code, row.message, head)
 }
 
 /// A JSON error reply `{"code": ..., "message": ...}`, never cached; no body for `HEAD`.

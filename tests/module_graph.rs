@@ -1,7 +1,7 @@
 //! The module graph of `src/`: no import circles, and each layer imports only from the layers
 //! below it. Read from the source (`use crate::...` and `crate::...` paths, `super::` paths),
-//! without comments, the `#[cfg(test)] mod tests` blocks at the end of files and `tests.rs`
-//! files (tests may reach anywhere).
+//! without comments, the `#[cfg(test)] mod tests` blocks at the end of files and `tests.rs` and
+//! `*_tests.rs` files (tests may reach anywhere).
 //!
 //! The layers, lowest first (see `src/lib.rs`):
 //!
@@ -48,9 +48,10 @@ fn modules(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
             modules(&path, &join(prefix, &name), out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let module = match name.as_str() {
-                // The crate root, and test modules in files of their own (tests may reach
-                // anywhere).
+                // The crate root, and test modules in files of their own (`tests.rs`,
+                // `*_tests.rs`: tests may reach anywhere).
                 "lib" | "tests" => continue,
+                test if test.ends_with("_tests") => continue,
                 "mod" => prefix.to_owned(),
                 _ => join(prefix, &name),
             };

@@ -34,6 +34,22 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// The endpoint fields of a section as the configuration gives them (`phantom`,
+/// `token_exchange`: the same six), moved out of it.
+macro_rules! raw_endpoint {
+    ($raw:expr) => {
+        $crate::config::endpoint::RawEndpoint {
+            cluster: $raw.cluster,
+            authority: $raw.authority,
+            path: $raw.path,
+            client_id: $raw.client_id,
+            client_secret: $raw.client_secret,
+            timeout_ms: $raw.timeout_ms,
+        }
+    };
+}
+pub(super) use raw_endpoint;
+
 /// An endpoint's fields as the configuration gives them.
 pub(super) struct RawEndpoint {
     pub cluster: String,

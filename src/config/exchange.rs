@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::checks::*;
-use super::endpoint::RawEndpoint;
+use super::endpoint::raw_endpoint;
 use super::*;
 use crate::token::exchange::{self, SubjectToken};
 use crate::token::jws;
@@ -68,15 +68,7 @@ pub struct ExchangeRule {
 
 impl RawExchange {
     pub(super) fn validate(self, has_phantom: bool) -> Result<ExchangeConfig, ConfigError> {
-        let endpoint = RawEndpoint {
-            cluster: self.cluster,
-            authority: self.authority,
-            path: self.path,
-            client_id: self.client_id,
-            client_secret: self.client_secret,
-            timeout_ms: self.timeout_ms,
-        }
-        .validate("token_exchange")?;
+        let endpoint = raw_endpoint!(self).validate("token_exchange")?;
         let subject = match self.subject_token.as_deref().unwrap_or("access_token") {
             "access_token" => SubjectToken::AccessToken,
             "jwt" => SubjectToken::Jwt,
@@ -192,15 +184,7 @@ impl RawExchangeRule {
 mod tests {
     use super::*;
 
-    fn cfg(extra: &str) -> Result<Config, ConfigError> {
-        Config::from_slice(
-            format!(
-                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
-                "client_secret": "s"}} {extra}}}"#
-            )
-            .as_bytes(),
-        )
-    }
+    use super::super::tests::cfg;
 
     const EXCHANGE: &str = r#", "token_exchange": {"cluster": "ts", "authority": "login.example.com",
         "path": "/oauth/v2/oauth-token", "client_id": "gateway", "client_secret": "xs",

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::checks::*;
-use super::endpoint::RawEndpoint;
+use super::endpoint::raw_endpoint;
 use super::*;
 use crate::token::introspection::Contract;
 use crate::token::mint::{self, MintConfig, SigningKey};
@@ -57,15 +57,7 @@ impl PhantomConfig {
 
 impl RawPhantom {
     pub(super) fn validate(self) -> Result<PhantomConfig, ConfigError> {
-        let endpoint = RawEndpoint {
-            cluster: self.cluster,
-            authority: self.authority,
-            path: self.path,
-            client_id: self.client_id,
-            client_secret: self.client_secret,
-            timeout_ms: self.timeout_ms,
-        }
-        .validate("phantom")?;
+        let endpoint = raw_endpoint!(self).validate("phantom")?;
         if let Some(claim) = &self.jwt_claim {
             check_name("phantom.jwt_claim", claim)?;
         }
@@ -170,5 +162,190 @@ impl RawMint {
             jwks,
             fingerprint,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{err, mint_json, with_phantom, VERIFY};
+    use super::super::*;
+
+    #[test]
+    fn response_contracts_and_minting() {
+        let c = Config::from_slice(with_phantom(r#", "response": "json""#, "").as_bytes());
+        assert_eq!(c.unwrap_err().field, "phantom.mint");
+        let json = Config::from_slice(
+            with_phantom(&format!(r#", "response": "json"{}"#, mint_json("")), "").as_bytes(),
+        )
+        .unwrap();
+        let p = json.phantom.as_ref().unwrap();
+        assert_eq!(p.contract, Contract::Json { jwt_claim: None });
+        let m = p.mint.as_ref().unwrap();
+        assert_eq!(m.max_lifetime_s, DEFAULT_MINT_LIFETIME_S);
+        assert!(m.claims.is_empty() && m.jwks_path.is_none());
+        // Neither the summary nor Debug shows the private key.
+        for shown in [json.summary(), format!("{json:?}")] {
+            assert!(
+                !shown.contains("PRIVATE") && !shown.contains("MIGH"),
+                "{shown}"
+            );
+        }
+        let claim_only = Config::from_slice(
+            with_phantom(r#", "response": "json", "jwt_claim": "jwt""#, "").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            claim_only.phantom.unwrap().contract,
+            Contract::Json {
+                jwt_claim: Some("jwt".into())
+            }
+        );
+        // Each contract caches under its own namespace.
+        let jwt_default = Config::from_slice(with_phantom("", "").as_bytes()).unwrap();
+        assert_ne!(jwt_default.cache.namespace, json.cache.namespace);
+        assert_ne!(claim_only.cache.namespace, json.cache.namespace);
+
+        let rfc = with_phantom(&format!(r#", "response": "rfc9701"{}"#, mint_json("")), "");
+        assert_eq!(err(&rfc).field, "verify");
+        let rfc = with_phantom(
+            &format!(r#", "response": "rfc9701"{}"#, mint_json("")),
+            VERIFY,
+        );
+        assert_eq!(
+            Config::from_slice(rfc.as_bytes())
+                .unwrap()
+                .phantom
+                .unwrap()
+                .contract,
+            Contract::Rfc9701
+        );
+        let cases = [
+            (
+                with_phantom(r#", "response": "JSON""#, ""),
+                "phantom.response",
+            ),
+            (
+                with_phantom(r#", "jwt_claim": "x""#, ""),
+                "phantom.jwt_claim",
+            ),
+            (with_phantom(&mint_json(""), ""), "phantom.mint"),
+            (
+                with_phantom(r#", "response": "rfc9701""#, VERIFY),
+                "phantom.mint",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "rfc9701", "jwt_claim": "x"{}"#,
+                        mint_json("")
+                    ),
+                    VERIFY,
+                ),
+                "phantom.jwt_claim",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "json"{}"#,
+                        mint_json(r#", "max_lifetime_s": 0"#)
+                    ),
+                    "",
+                ),
+                "phantom.mint.max_lifetime_s",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "json"{}"#,
+                        mint_json(r#", "jwks_path": "/k?x""#)
+                    ),
+                    "",
+                ),
+                "phantom.mint.jwks_path",
+            ),
+            (
+                with_phantom(
+                    &format!(
+                        r#", "response": "json"{}"#,
+                        mint_json(r#", "claims": [""]"#)
+                    ),
+                    "",
+                ),
+                "phantom.mint.claims[0]",
+            ),
+            (
+                with_phantom(
+                    &format!(r#", "response": "json"{}"#, mint_json(r#", "color": 1"#)),
+                    "",
+                ),
+                "phantom.mint.color",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(err(&json).field, field, "{json}");
+        }
+        // A wrong algorithm or a key that does not load: the error names the field only.
+        let wrong_alg = with_phantom(
+            &format!(r#", "response": "json"{}"#, mint_json("")).replace("ES256", "RS256"),
+            "",
+        );
+        assert_eq!(err(&wrong_alg).field, "phantom.mint.algorithm");
+        let not_ed = with_phantom(
+            &format!(r#", "response": "json"{}"#, mint_json("")).replace("ES256", "EdDSA"),
+            "",
+        );
+        let e = err(&not_ed);
+        assert_eq!(e.field, "phantom.mint.private_key_pem");
+        assert!(
+            !e.message.contains("MIGH") && !e.to_string().contains("MIGH"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s", "timeout": 5}}"#,
+                "phantom.timeout",
+            ),
+            (
+                r#"{"phantom": {"cluster": "", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#,
+                "phantom.cluster",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "authority": "a b", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#,
+                "phantom.authority",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "i", "client_id": "gw", "client_secret": "s"}}"#,
+                "phantom.path",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "", "client_secret": "s"}}"#,
+                "phantom.client_id",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": ""}}"#,
+                "phantom.client_secret",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s", "timeout_ms": 0}}"#,
+                "phantom.timeout_ms",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s", "timeout_ms": 60001}}"#,
+                "phantom.timeout_ms",
+            ),
+            (
+                r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s", "timeout_ms": -1}}"#,
+                "phantom.timeout_ms",
+            ),
+        ];
+        for (json, field) in cases {
+            let e = err(json);
+            assert_eq!(e.field, *field, "config {json} gave {e}");
+            assert!(e.to_string().starts_with(field), "{e}");
+        }
     }
 }

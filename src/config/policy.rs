@@ -12,6 +12,14 @@ use super::*;
 use crate::token::claims::ClaimPath;
 use crate::token::scope;
 
+/// Method-override headers some frameworks honour (Rails, Express, ASP.NET...): with policies,
+/// the filter owns them.
+pub const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Most policies in one configuration.
 pub const MAX_POLICIES: usize = 256;
 /// Most `claims_to_headers` entries in one list, and most `claims_to_filter_state` claims.
@@ -39,18 +47,21 @@ const FORBIDDEN_HEADERS: [&str; 15] = [
     "dpop",
 ];
 
+/// A policy as given; the top level's fields make the `default` policy's. Every rule is
+/// optional: an unset one is the top level's (for a listed policy) or its default (for the top
+/// level); `exchange` is never inherited.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
-    name: String,
+    pub name: String,
     #[serde(rename = "match", default)]
-    matcher: RawMatch,
-    token: Option<String>,
-    required_scopes: Option<Vec<String>>,
-    accept_jwt: Option<bool>,
-    proof: Option<String>,
-    claims_to_headers: Option<Vec<RawClaimHeader>>,
-    exchange: Option<RawExchangeRule>,
+    pub matcher: RawMatch,
+    pub token: Option<String>,
+    pub required_scopes: Option<Vec<String>>,
+    pub accept_jwt: Option<bool>,
+    pub proof: Option<String>,
+    pub claims_to_headers: Option<Vec<RawClaimHeader>>,
+    pub exchange: Option<RawExchangeRule>,
 }
 
 #[derive(Deserialize, Default)]
@@ -203,43 +214,35 @@ impl Policies {
     }
 }
 
-/// The top-level fields that make the default policy.
-pub(super) struct RawDefaults {
-    pub required_scopes: Vec<String>,
-    pub token: Option<String>,
-    pub accept_jwt: Option<bool>,
-    pub proof: Option<String>,
-    pub claims_to_headers: Vec<RawClaimHeader>,
-    /// The `default` policy's own (policies do not inherit it).
-    pub exchange: Option<RawExchangeRule>,
+/// What a configuration needs to know of itself to validate policies.
+pub(super) struct Needs {
+    pub has_verify: bool,
+    pub has_exchange: bool,
 }
 
-pub(super) fn validate(
-    defaults: RawDefaults,
-    raw: Vec<RawPolicy>,
-    filter_state: Vec<String>,
-    has_verify: bool,
-    has_exchange: bool,
-) -> Result<Policies, ConfigError> {
-    if raw.len() > MAX_POLICIES {
-        return Err(ConfigError::new(
-            "policies",
-            format!("has more than {MAX_POLICIES} policies"),
-        ));
-    }
-    let mut claims: Vec<ClaimPath> = Vec::new();
-    let mut claim_headers: Vec<String> = Vec::new();
-    let mut intern = |path: ClaimPath| -> usize {
-        if let Some(i) = claims.iter().position(|c| *c == path) {
+/// The claims some policy or the filter state reads, each once, and the headers some policy
+/// writes: gathered while the policies are validated.
+#[derive(Default)]
+struct Claims {
+    paths: Vec<ClaimPath>,
+    headers: Vec<String>,
+}
+
+impl Claims {
+    fn intern(&mut self, path: ClaimPath) -> usize {
+        if let Some(i) = self.paths.iter().position(|c| *c == path) {
             return i;
         }
-        claims.push(path);
-        claims.len() - 1
-    };
-    let mut headers_of = |field: &str,
-                          list: &[RawClaimHeader],
-                          intern: &mut dyn FnMut(ClaimPath) -> usize|
-     -> Result<Vec<ClaimHeader>, ConfigError> {
+        self.paths.push(path);
+        self.paths.len() - 1
+    }
+
+    /// A `claims_to_headers` list (named `field`), validated.
+    fn headers_of(
+        &mut self,
+        field: &str,
+        list: &[RawClaimHeader],
+    ) -> Result<Vec<ClaimHeader>, ConfigError> {
         if list.len() > MAX_CLAIM_MAPPINGS {
             return Err(ConfigError::new(
                 field,
@@ -257,102 +260,114 @@ pub(super) fn validate(
                     "is named twice in this list",
                 ));
             }
-            if !claim_headers.contains(&header) {
-                claim_headers.push(header.clone());
+            if !self.headers.contains(&header) {
+                self.headers.push(header.clone());
             }
             out.push(ClaimHeader {
-                claim: intern(claim),
+                claim: self.intern(claim),
                 header,
             });
         }
         Ok(out)
+    }
+}
+
+/// One policy's rules, validated: the same checks for the top level (`prefix` empty) and for
+/// each listed policy (`prefix` `policies[i].`).
+fn rules(
+    prefix: &str,
+    raw: RawPolicy,
+    matcher: Match,
+    inherit: Option<&Policy>,
+    needs: &Needs,
+    claims: &mut Claims,
+) -> Result<Policy, ConfigError> {
+    let field = |f: &str| format!("{prefix}{f}");
+    let token = match (raw.token, inherit) {
+        (Some(t), _) => TokenRule::parse(&field("token"), Some(&t))?,
+        (None, Some(p)) => p.token,
+        (None, None) => TokenRule::parse(&field("token"), None)?,
     };
-    let default_scopes = check_scopes("required_scopes", defaults.required_scopes)?;
-    let default_token = TokenRule::parse("token", defaults.token.as_deref())?;
-    let default_accept_jwt = defaults.accept_jwt.unwrap_or(false);
-    let default_proof = ProofRule::parse("proof", defaults.proof.as_deref())?;
-    if default_accept_jwt && !has_verify {
+    let required_scopes = match (raw.required_scopes, inherit) {
+        (Some(s), _) => check_scopes(&field("required_scopes"), s)?,
+        (None, Some(p)) => p.required_scopes.clone(),
+        (None, None) => Vec::new(),
+    };
+    let accept_jwt = raw
+        .accept_jwt
+        .or(inherit.map(|p| p.accept_jwt))
+        .unwrap_or(false);
+    if accept_jwt && !needs.has_verify {
         return Err(ConfigError::new(
-            "accept_jwt",
+            &field("accept_jwt"),
             "requires verify: a JWT is only accepted once its signature and claims check out",
         ));
     }
-    let default_headers = headers_of(
-        "claims_to_headers",
-        &defaults.claims_to_headers,
-        &mut intern,
-    )?;
-    let default = Policy {
-        name: DEFAULT_POLICY.to_owned(),
-        matcher: Match::default(),
-        token: default_token,
-        required_scopes: default_scopes,
-        accept_jwt: default_accept_jwt,
-        proof: default_proof,
-        claims_to_headers: default_headers.clone(),
-        exchange: match defaults.exchange {
-            Some(_) if !has_exchange => {
-                return Err(ConfigError::new(
-                    "exchange",
-                    "requires token_exchange (where tokens are exchanged)",
-                ))
-            }
-            Some(rule) => Some(rule.validate("exchange")?),
-            None => None,
-        },
+    let proof = match (raw.proof, inherit) {
+        (Some(rule), _) => ProofRule::parse(&field("proof"), Some(&rule))?,
+        (None, Some(p)) => p.proof,
+        (None, None) => ProofRule::parse(&field("proof"), None)?,
     };
+    let claims_to_headers = match (raw.claims_to_headers, inherit) {
+        (Some(list), _) => claims.headers_of(&field("claims_to_headers"), &list)?,
+        (None, Some(p)) => p.claims_to_headers.clone(),
+        (None, None) => Vec::new(),
+    };
+    let exchange = match raw.exchange {
+        Some(_) if !needs.has_exchange => {
+            return Err(ConfigError::new(
+                &field("exchange"),
+                "requires token_exchange (where tokens are exchanged)",
+            ))
+        }
+        Some(rule) => Some(rule.validate(&field("exchange"))?),
+        None => None,
+    };
+    Ok(Policy {
+        name: raw.name,
+        matcher,
+        token,
+        required_scopes,
+        accept_jwt,
+        proof,
+        claims_to_headers,
+        exchange,
+    })
+}
+
+pub(super) fn validate(
+    defaults: RawPolicy,
+    raw: Vec<RawPolicy>,
+    filter_state: Vec<String>,
+    needs: &Needs,
+) -> Result<Policies, ConfigError> {
+    if raw.len() > MAX_POLICIES {
+        return Err(ConfigError::new(
+            "policies",
+            format!("has more than {MAX_POLICIES} policies"),
+        ));
+    }
+    let mut claims = Claims::default();
+    let default = rules("", defaults, Match::default(), None, needs, &mut claims)?;
     let mut list: Vec<Policy> = Vec::with_capacity(raw.len());
-    for (i, p) in raw.into_iter().enumerate() {
-        let field = format!("policies[{i}]");
-        check_policy_name(&format!("{field}.name"), &p.name)?;
+    for (i, mut p) in raw.into_iter().enumerate() {
+        let prefix = format!("policies[{i}].");
+        check_policy_name(&format!("{prefix}name"), &p.name)?;
         if p.name == DEFAULT_POLICY || list.iter().any(|q| q.name == p.name) {
             return Err(ConfigError::new(
-                &format!("{field}.name"),
+                &format!("{prefix}name"),
                 "must be unique (and not \"default\", the top-level policy)",
             ));
         }
-        let matcher = validate_match(&format!("{field}.match"), p.matcher)?;
-        let accept_jwt = p.accept_jwt.unwrap_or(default_accept_jwt);
-        if accept_jwt && !has_verify {
-            return Err(ConfigError::new(
-                &format!("{field}.accept_jwt"),
-                "requires verify: a JWT is only accepted once its signature and claims check out",
-            ));
-        }
-        let exchange = match p.exchange {
-            Some(_) if !has_exchange => {
-                return Err(ConfigError::new(
-                    &format!("{field}.exchange"),
-                    "requires token_exchange (where tokens are exchanged)",
-                ));
-            }
-            Some(rule) => Some(rule.validate(&format!("{field}.exchange"))?),
-            None => None,
-        };
-        list.push(Policy {
-            exchange,
-            name: p.name,
+        let matcher = validate_match(&format!("{prefix}match"), std::mem::take(&mut p.matcher))?;
+        list.push(rules(
+            &prefix,
+            p,
             matcher,
-            token: match p.token {
-                Some(t) => TokenRule::parse(&format!("{field}.token"), Some(&t))?,
-                None => default_token,
-            },
-            required_scopes: match p.required_scopes {
-                Some(s) => check_scopes(&format!("{field}.required_scopes"), s)?,
-                None => default.required_scopes.clone(),
-            },
-            accept_jwt,
-            proof: match p.proof {
-                Some(rule) => ProofRule::parse(&format!("{field}.proof"), Some(&rule))?,
-                None => default_proof,
-            },
-            claims_to_headers: match p.claims_to_headers {
-                Some(list) => {
-                    headers_of(&format!("{field}.claims_to_headers"), &list, &mut intern)?
-                }
-                None => default_headers.clone(),
-            },
-        });
+            Some(&default),
+            needs,
+            &mut claims,
+        )?);
     }
     if filter_state.len() > MAX_CLAIM_MAPPINGS {
         return Err(ConfigError::new(
@@ -371,7 +386,7 @@ pub(super) fn validate(
                 "must be unique, and not \"policy\" (the filter state key of the policy's name)",
             ));
         }
-        state.push((intern(claim), name));
+        state.push((claims.intern(claim), name));
     }
     let mut by_first_segment: std::collections::HashMap<String, Vec<usize>> =
         std::collections::HashMap::new();
@@ -391,8 +406,8 @@ pub(super) fn validate(
         by_route_name: list.iter().any(|p| p.matcher.route_name.is_some()),
         list,
         default,
-        claims,
-        claim_headers,
+        claims: claims.paths,
+        claim_headers: claims.headers,
         filter_state: state,
     })
 }
@@ -554,15 +569,7 @@ fn check_claim_header(field: &str, name: &str) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
-    fn cfg(extra: &str) -> Result<Config, ConfigError> {
-        Config::from_slice(
-            format!(
-                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
-                "client_secret": "s"}} {extra}}}"#
-            )
-            .as_bytes(),
-        )
-    }
+    use super::super::tests::cfg;
 
     fn field_of(extra: &str) -> String {
         match cfg(extra) {

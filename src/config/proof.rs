@@ -201,15 +201,7 @@ impl RawMtls {
 mod tests {
     use super::*;
 
-    fn cfg(extra: &str) -> Result<Config, ConfigError> {
-        Config::from_slice(
-            format!(
-                r#"{{"phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw",
-                "client_secret": "s"}} {extra}}}"#
-            )
-            .as_bytes(),
-        )
-    }
+    use super::super::tests::cfg;
 
     #[test]
     fn the_documented_example_parses_with_its_defaults() {

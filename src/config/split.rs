@@ -190,3 +190,62 @@ impl RawRemote {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::err;
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"split": {"hash_encoding": "base32"}}"#,
+                "split.hash_encoding",
+            ),
+            (r#"{"split": {"max_entries": 0}}"#, "split.max_entries"),
+            (
+                r#"{"split": {"max_entries": 1000001}}"#,
+                "split.max_entries",
+            ),
+            (
+                r#"{"split": {"fallback_to_phantom": true}}"#,
+                "split.fallback_to_phantom",
+            ),
+            (r#"{"split": {"fallback": true}}"#, "split.fallback"),
+            (r#"{"split": {"publish": {"path": "/p"}}}"#, "split.publish"),
+            (
+                r#"{"split": {"publish": {"path": "p", "secret": "0123456789abcdef"}}}"#,
+                "split.publish.path",
+            ),
+            (
+                r#"{"split": {"publish": {"path": "/p?x", "secret": "0123456789abcdef"}}}"#,
+                "split.publish.path",
+            ),
+            (
+                r#"{"split": {"publish": {"path": "/p", "secret": "short"}}}"#,
+                "split.publish.secret",
+            ),
+            (
+                r#"{"split": {"publish": {"path": "/p", "secret": "has a space in it!"}}}"#,
+                "split.publish.secret",
+            ),
+            (
+                r#"{"split": {"split_responses": {"paths": []}}}"#,
+                "split.split_responses.paths",
+            ),
+            (
+                r#"{"split": {"split_responses": {"paths": ["/t", "t"]}}}"#,
+                "split.split_responses.paths[1]",
+            ),
+            (
+                r#"{"split": {"split_responses": {"paths": ["/p"]}, "publish": {"path": "/p", "secret": "0123456789abcdef"}}}"#,
+                "split.split_responses.paths[0]",
+            ),
+        ];
+        for (json, field) in cases {
+            let e = err(json);
+            assert_eq!(e.field, *field, "config {json} gave {e}");
+            assert!(e.to_string().starts_with(field), "{e}");
+        }
+    }
+}

@@ -168,3 +168,111 @@ impl RawJwksSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{err, with_verify, REMOTE};
+    use super::super::*;
+    use crate::token::jws::Alg;
+
+    #[test]
+    fn verify_defaults_and_namespaces() {
+        let json = with_verify(&format!(
+            r#"{{"issuer": "https://login.example.com", "audiences": ["api"],
+            "algorithms": ["ES256", "RS256", "ES256"], {REMOTE}}}"#
+        ));
+        let c = Config::from_slice(json.as_bytes()).unwrap();
+        let v = c.verify.as_ref().unwrap();
+        assert_eq!(v.policy.algorithms, vec![Alg::Es256, Alg::Rs256]);
+        assert_eq!(v.policy.clock_skew_s, DEFAULT_CLOCK_SKEW_S);
+        let KeySource::Remote(src) = &v.keys else {
+            panic!("remote expected")
+        };
+        assert_eq!(
+            (
+                src.refresh_s,
+                src.min_refetch_s,
+                src.timeout_ms,
+                src.authority.as_str()
+            ),
+            (300, 5, 2_000, "token_service")
+        );
+        let plain = Config::from_slice(with_verify("null").as_bytes()).unwrap();
+        assert_ne!(
+            plain.cache.namespace, c.cache.namespace,
+            "a verifying configuration never reads a cache filled without verification"
+        );
+    }
+
+    #[test]
+    fn verify_errors_name_the_field() {
+        let base = r#""issuer": "i", "audiences": ["a"]"#;
+        let inline = r#""jwks_inline": {"keys": [{"kty": "oct", "kid": "k",
+            "k": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#;
+        let cases = [
+            (
+                format!(r#"{{{base}, "algorithms": ["none"], {REMOTE}}}"#),
+                "verify.algorithms[0]",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["rs256"], {REMOTE}}}"#),
+                "verify.algorithms[0]",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": [], {REMOTE}}}"#),
+                "verify.algorithms",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["HS256"], {REMOTE}}}"#),
+                "verify.algorithms",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"]}}"#),
+                "verify.jwks",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], {REMOTE}, {inline}}}"#),
+                "verify.jwks",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], {inline}}}"#),
+                "verify.jwks_inline",
+            ),
+            (
+                format!(r#"{{"issuer": "i", "audiences": [], "algorithms": ["ES256"], {REMOTE}}}"#),
+                "verify.audiences",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], "clock_skew_s": 301, {REMOTE}}}"#),
+                "verify.clock_skew_s",
+            ),
+            (
+                format!(
+                    r#"{{{base}, "algorithms": ["ES256"], "jwks": {{"cluster": "c", "path": "x"}}}}"#
+                ),
+                "verify.jwks.path",
+            ),
+            (
+                format!(
+                    r#"{{{base}, "algorithms": ["ES256"], "jwks": {{"cluster": "c", "path": "/x", "refresh_s": 10, "min_refetch_s": 11}}}}"#
+                ),
+                "verify.jwks.min_refetch_s",
+            ),
+            (
+                format!(r#"{{{base}, "algorithms": ["ES256"], {REMOTE}, "jku": "x"}}"#),
+                "verify",
+            ),
+        ];
+        for (verify, field) in cases {
+            let e = err(&with_verify(&verify));
+            assert!(e.field.starts_with(field), "{verify}: {e}");
+        }
+        // HS256 with its secret inline is the one way to allow it.
+        let ok = with_verify(&format!(r#"{{{base}, "algorithms": ["HS256"], {inline}}}"#));
+        let c = Config::from_slice(ok.as_bytes()).unwrap();
+        assert!(matches!(c.verify.unwrap().keys, KeySource::Inline(_)));
+        // The secret is not in the debug output.
+        let dbg = format!("{:?}", Config::from_slice(ok.as_bytes()).unwrap());
+        assert!(!dbg.contains("AAAAAAAAAAAAAAAA"), "{dbg}");
+    }
+}

@@ -31,9 +31,14 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
             cfg.cache.max_entries,
         )
     };
-    let found = cached::read(cx, &worker.local_jwt, &keys.fast, slot, |value| {
-        super::phantom_cache::entry(value, keys, now)
-    });
+    let found = cached::read(
+        cx,
+        &worker.local_jwt,
+        &keys.fast,
+        slot,
+        |value| phantom_cache::lookup(value, keys.sha256(), now),
+        |()| Denial::InvalidToken,
+    );
     match found {
         Found::Local(known) => {
             host.count(Counter::JwtCacheHit);

@@ -7,21 +7,10 @@ use std::rc::Rc;
 
 use crate::reply::Denial;
 use crate::storage::local::{LocalCache, Resolved};
+use crate::storage::record::Cached;
 
 use super::authorize::resolved;
 use super::Ctx;
-
-/// What a shared slot holds for a key (see `storage::phantom_cache`, `storage::exchange_cache`).
-pub(super) enum Entry<'v> {
-    /// A token, its scopes, and until when it may be served.
-    Token {
-        jwt: &'v str,
-        scope: &'v str,
-        until_ms: u64,
-    },
-    /// A refusal, remembered for a while: the denial it means.
-    Refused(Denial),
-}
 
 /// Where a token was found.
 pub(super) enum Found {
@@ -36,13 +25,15 @@ pub(super) enum Found {
 }
 
 /// Reads `local` at `local_key`, then the shared slot `slot()` through `entry` (which checks
-/// the full key and the expiry: a slot collision or an expired entry is a miss).
-pub(super) fn read<K: Eq + std::hash::Hash + Copy>(
+/// the full key and the expiry: a slot collision or an expired entry is a miss); a refusal it
+/// holds is the denial `deny` says.
+pub(super) fn read<K: Eq + std::hash::Hash + Copy, R>(
     cx: &Ctx<'_>,
     local: &LocalCache<K>,
     local_key: &K,
     slot: impl FnOnce() -> String,
-    entry: impl for<'v> FnOnce(&'v [u8]) -> Option<Entry<'v>>,
+    entry: impl for<'v> FnOnce(&'v [u8]) -> Option<Cached<'v, R>>,
+    deny: impl FnOnce(R) -> Denial,
 ) -> Found {
     if let Some(token) = local.get(local_key, cx.host.now_ms()) {
         return Found::Local(token);
@@ -51,15 +42,15 @@ pub(super) fn read<K: Eq + std::hash::Hash + Copy>(
         return Found::Miss;
     };
     match entry(&value) {
-        Some(Entry::Token {
+        Some(Cached::Token {
             jwt,
             scope,
-            until_ms,
+            expires_at_ms,
         }) => Found::Shared {
             token: resolved(cx.cfg, jwt, scope),
-            until_ms,
+            until_ms: expires_at_ms,
         },
-        Some(Entry::Refused(denial)) => Found::Refused(denial),
+        Some(Cached::Refused(refusal)) => Found::Refused(deny(refusal)),
         None => Found::Miss,
     }
 }

@@ -10,14 +10,14 @@ use crate::config::ExchangeRule;
 use crate::hash::{TokenHash, TokenKeys};
 use crate::metrics::Counter;
 use crate::reply::Denial;
-use crate::storage::exchange_cache::{self, Cached};
+use crate::storage::exchange_cache;
 use crate::storage::local::Resolved;
 use crate::storage::phantom_cache;
 use crate::token::exchange::{Outcome, Refusal, SubjectToken};
 use crate::token::introspection::CallFailure;
 
 use super::authorize::resolved;
-use super::cached::{self, Entry, Found};
+use super::cached::{self, Found};
 use super::verify::verify_with;
 use super::{Caller, Ctx, Step, Verdict, Worker};
 
@@ -50,7 +50,8 @@ pub fn stage(cx: &Ctx<'_>, caller: &Caller<'_>, incoming: Incoming<'_>, verdict:
         &worker.local_exchange,
         &key,
         || exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries),
-        |value| entry(value, &key, now),
+        |value| exchange_cache::lookup(value, &key, now),
+        denial_of,
     );
     match found {
         Found::Local(token) => {
@@ -88,22 +89,6 @@ fn bearer_jwt(token: &Resolved) -> &str {
         .authorization
         .strip_prefix("Bearer ")
         .unwrap_or_default()
-}
-
-/// An exchange cache slot as an [`Entry`].
-fn entry<'v>(value: &'v [u8], key: &TokenHash, now_ms: u64) -> Option<Entry<'v>> {
-    match exchange_cache::lookup(value, key, now_ms)? {
-        Cached::Issued {
-            jwt,
-            scope,
-            expires_at_ms,
-        } => Some(Entry::Token {
-            jwt,
-            scope,
-            until_ms: expires_at_ms,
-        }),
-        Cached::Refused(refusal) => Some(Entry::Refused(denial_of(refusal))),
-    }
 }
 
 /// Turns the token service's answer to the exchange `key` for `rule` into the token made, or

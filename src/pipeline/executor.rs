@@ -10,6 +10,7 @@
 //! and then given to every request waiting for it, each under its own policy; a request's own
 //! call (the remote split store) is given to that request.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
@@ -19,11 +20,13 @@ use crate::header_map::HeaderMap;
 use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
+use crate::storage::dpop::{KeyQuota, ReplayStore};
 use crate::storage::held::{self, Held};
 use crate::storage::inflight::{CallKind, Completed, InFlight, Join};
-use crate::storage::keys::{self, JwksSource};
+use crate::storage::keys::{self, JwksSource, KeyState};
 use crate::storage::parked::{Item, Parked};
 use crate::storage::remote;
+use crate::storage::split_store::Store;
 use crate::token::exchange;
 use crate::token::introspection::{self, CallFailure, Response, MAX_RESPONSE_BYTES};
 use crate::token::jws::MAX_JWKS_BYTES;
@@ -67,24 +70,56 @@ enum Next {
     WriteFailed,
 }
 
+/// Context and call ids are the proxy's counters, unique and not chosen by clients: hashed as
+/// they are.
+type Ids = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
 /// One configuration on one worker.
 pub struct Executor {
     pub cfg: Config,
     pub worker: Worker,
-    requests: RefCell<HashMap<u32, State>>,
+    requests: RefCell<HashMap<u32, State, Ids>>,
     inflight: RefCell<InFlight>,
-    own_calls: RefCell<HashMap<u32, (u32, Own)>>,
+    own_calls: RefCell<HashMap<u32, (u32, Own), Ids>>,
     parked: RefCell<Parked>,
     held: RefCell<Held>,
     jwks_call: Cell<Option<u32>>,
     logged_policies: RefCell<Vec<String>>,
+    /// The request (or root) the proxy acts on now: making it current again costs a host call.
+    current: Cell<u32>,
 }
 
 impl Executor {
-    pub fn new(cfg: Config, worker: Worker) -> Self {
+    /// The executor of `cfg` on this worker; with inline verification keys, they are in from
+    /// the start.
+    pub fn new(cfg: Config) -> Self {
+        let keys = match cfg.verify.as_ref().map(|v| &v.keys) {
+            Some(KeySource::Inline(keys)) => KeyState::with_keys(keys.clone()),
+            _ => KeyState::default(),
+        };
         Self {
             cfg,
-            worker,
+            worker: Worker {
+                keys,
+                ..Worker::default()
+            },
             requests: RefCell::default(),
             inflight: RefCell::default(),
             own_calls: RefCell::default(),
@@ -92,6 +127,60 @@ impl Executor {
             held: RefCell::default(),
             jwks_call: Cell::new(None),
             logged_policies: RefCell::default(),
+            current: Cell::new(0),
+        }
+    }
+
+    /// What a configuration does when it loads, before any request: the key set schedule's
+    /// lease (and the key set another worker fetched already, so that a reload has its keys at
+    /// once), and every store's slots, created empty so that every write can be a
+    /// compare-and-swap (Envoy's only protects a key that exists).
+    pub fn start(&self, host: &dyn Host, io: &dyn Io, root_id: u32) {
+        let cfg = &self.cfg;
+        if let (Some(src), Some(verify)) = (self.jwks_source(), cfg.verify.as_ref()) {
+            keys::initialize(src, host);
+            keys::load_shared(src, &verify.policy, host, &self.worker.keys);
+        }
+        if let Some(split) = &cfg.split {
+            if Store::new(split.max_entries).initialize(host) {
+                io.log(
+                    Level::Info,
+                    format_args!(
+                        "#{root_id} split token store created: {} slots",
+                        split.max_entries
+                    ),
+                );
+            }
+        }
+        if let Some(dpop) = &cfg.dpop {
+            let created = ReplayStore::new(dpop.replay_entries).initialize(host);
+            if created > 0 {
+                io.log(
+                    Level::Info,
+                    format_args!(
+                        "#{root_id} DPoP replay store: {} slots ({created} new; one store per \
+                         VM, sized by the largest replay_entries in use)",
+                        dpop.replay_entries
+                    ),
+                );
+            }
+            let slots = KeyQuota::table_slots(dpop.replay_entries);
+            let quota = KeyQuota {
+                slots,
+                limit: dpop.max_proofs_per_key,
+                bucket_s: 1,
+            };
+            let created = quota.initialize(host);
+            if created > 0 {
+                io.log(
+                    Level::Info,
+                    format_args!(
+                        "#{root_id} DPoP key share table: {slots} slots ({created} new), at \
+                         most {} proofs per key",
+                        dpop.max_proofs_per_key
+                    ),
+                );
+            }
         }
     }
 
@@ -113,6 +202,7 @@ impl Executor {
         parts: &RequestParts,
         end_of_stream: bool,
     ) -> Flow {
+        self.current.set(id);
         let request = parts.request(end_of_stream);
         self.run(host, io, id, Event::Headers(&request), false)
     }
@@ -135,6 +225,7 @@ impl Executor {
         id: u32,
         trailers: &HeaderMap,
     ) -> Flow {
+        self.current.set(id);
         self.saw_body(id);
         self.run(host, io, id, Event::Trailers(trailers), false)
     }
@@ -150,6 +241,7 @@ impl Executor {
             // Only a token request's response is looked at.
             return Flow::Continue;
         }
+        self.current.set(id);
         let headers = io.response_headers();
         let status = headers.get(":status");
         let coding = headers.get("content-encoding");
@@ -175,15 +267,17 @@ impl Executor {
         self.body(host, io, id, size, end_of_stream)
     }
 
-    /// A call's answer, whichever context the proxy gave it to.
+    /// A call's answer, whichever context (`context_id`) the proxy gave it to.
     pub fn on_call_response(
         &self,
         host: &dyn Host,
         io: &dyn Io,
+        context_id: u32,
         call: u32,
         num_headers: usize,
         body_size: usize,
     ) {
+        self.current.set(context_id);
         if self.jwks_call.get() == Some(call) {
             self.jwks_call.set(None);
             let response = io.call_response(num_headers, body_size, MAX_JWKS_BYTES);
@@ -195,7 +289,7 @@ impl Executor {
         let own = self.own_calls.borrow_mut().remove(&call);
         if let Some((id, own)) = own {
             let response = io.call_response(num_headers, body_size, MAX_HEADER_PAYLOAD_LEN);
-            if !io.select(id) {
+            if !self.select(io, id) {
                 return;
             }
             let status = response.status();
@@ -245,6 +339,7 @@ impl Executor {
 
     /// The root's timer.
     pub fn on_tick(&self, host: &dyn Host, io: &dyn Io, root_id: u32) {
+        self.current.set(root_id);
         if self.jwks_call.get().is_none() {
             self.jwks_call.set(self.jwks_tick(host, io));
         }
@@ -265,15 +360,30 @@ impl Executor {
         }
     }
 
-    /// Request `id` is gone (finished, or reset by its client).
+    /// Request `id` is gone (finished, or reset by its client). Most requests are done at
+    /// once and leave nothing behind: each table is only looked into when it holds something.
     pub fn on_done(&self, id: u32) {
-        self.requests.borrow_mut().remove(&id);
-        self.inflight.borrow_mut().leave(id);
-        self.parked.borrow_mut().leave(id);
-        self.held.borrow_mut().release(id);
-        self.own_calls
-            .borrow_mut()
-            .retain(|_, (owner, _)| *owner != id);
+        if let Ok(mut requests) = self.requests.try_borrow_mut() {
+            if !requests.is_empty() {
+                requests.remove(&id);
+            }
+        }
+        if let Ok(mut inflight) = self.inflight.try_borrow_mut() {
+            if !inflight.is_idle() {
+                inflight.leave(id);
+            }
+        }
+        if let Ok(mut parked) = self.parked.try_borrow_mut() {
+            if !parked.is_empty() {
+                parked.leave(id);
+            }
+        }
+        self.release_held(id);
+        if let Ok(mut own) = self.own_calls.try_borrow_mut() {
+            if !own.is_empty() {
+                own.retain(|_, (owner, _)| *owner != id);
+            }
+        }
     }
 
     /// Requests with a state kept (tests, and the soak's bound).
@@ -282,6 +392,19 @@ impl Executor {
     }
 
     // ---- the machine, and its actions ----------------------------------------------------
+
+    /// Makes request `id` the one the proxy acts on (a host call, unless it already is). False
+    /// when it is gone.
+    fn select(&self, io: &dyn Io, id: u32) -> bool {
+        if self.current.get() == id {
+            return true;
+        }
+        let selected = io.select(id);
+        if selected {
+            self.current.set(id);
+        }
+        selected
+    }
 
     /// `Some(paused)` for a request with a state kept; `None` for an idle one.
     fn state_of(&self, id: u32) -> Option<bool> {
@@ -305,6 +428,7 @@ impl Executor {
         size: Option<usize>,
         complete: bool,
     ) -> Flow {
+        self.current.set(id);
         self.saw_body(id);
         self.run(host, io, id, Event::Body { size, complete }, false)
     }
@@ -342,17 +466,30 @@ impl Executor {
     }
 
     fn take(&self, id: u32) -> State {
-        self.requests.borrow_mut().remove(&id).unwrap_or_default()
+        match self.requests.try_borrow_mut() {
+            Ok(mut requests) if !requests.is_empty() => requests.remove(&id).unwrap_or_default(),
+            _ => State::Idle,
+        }
     }
 
     /// Keeps a request's state (an idle one is not kept), before its action is carried out:
     /// an action may step it again (a call that cannot be made answers its waiters at once).
     fn keep(&self, id: u32, state: State) {
         if state.held().is_none() {
-            self.held.borrow_mut().release(id);
+            self.release_held(id);
         }
         if state != State::Idle {
-            self.requests.borrow_mut().insert(id, state);
+            if let Ok(mut requests) = self.requests.try_borrow_mut() {
+                requests.insert(id, state);
+            }
+        }
+    }
+
+    fn release_held(&self, id: u32) {
+        if let Ok(mut held) = self.held.try_borrow_mut() {
+            if !held.is_empty() {
+                held.release(id);
+            }
         }
     }
 
@@ -423,10 +560,12 @@ impl Executor {
         if let Some((name, value)) = forward.required() {
             if !io.set_header(name, value) {
                 io.log(Level::Error, format_args!("cannot set the {name} header"));
+                // Read only now, in this rare path: the reply to a `HEAD` has no body.
+                let head = io.request().headers.text(":method").as_deref() == Some("HEAD");
                 return Next::Refused(Refused::Forward {
                     kind: forward.kind,
                     policy: forward.policy,
-                    head: forward.head,
+                    head,
                 });
             }
         }
@@ -674,7 +813,7 @@ impl Executor {
         event: impl Fn(u32) -> Event<'e>,
     ) {
         for &id in waiters {
-            if io.select(id) {
+            if self.select(io, id) {
                 self.run(host, io, id, event(id), true);
             }
         }
@@ -708,19 +847,22 @@ impl Executor {
             return;
         }
         let failed = matches!(answer, Err(Denial::TokenService(_)));
-        io.log(
-            if failed { Level::Warn } else { Level::Debug },
-            format_args!(
-                "introspection of token {} answered {} : {}, {} waiting",
-                hash::hash_prefix(&done.key),
-                status.unwrap_or("no headers"),
-                match &answer {
-                    Ok(_) => "active".to_owned(),
-                    Err(d) => format!("refused {d:?}"),
-                },
-                done.waiters.len(),
-            ),
-        );
+        let level = if failed { Level::Warn } else { Level::Debug };
+        if io.enabled(level) {
+            io.log(
+                level,
+                format_args!(
+                    "introspection of token {} answered {} : {}, {} waiting",
+                    hash::hash_prefix(&done.key),
+                    status.unwrap_or("no headers"),
+                    match &answer {
+                        Ok(_) => "active".to_owned(),
+                        Err(d) => format!("refused {d:?}"),
+                    },
+                    done.waiters.len(),
+                ),
+            );
+        }
         self.give_introspection(host, io, &done.key, &done.token, &done.waiters, &answer);
     }
 
@@ -770,20 +912,23 @@ impl Executor {
             return;
         }
         let failed = matches!(answer, Err(Denial::ExchangeFailed(_)));
-        io.log(
-            if failed { Level::Warn } else { Level::Debug },
-            format_args!(
-                "exchange {} for policy {} answered {}: {}, {} waiting",
-                hash::hash_prefix(&done.key),
-                self.cfg.policies.get(policy).name,
-                status.unwrap_or("no headers"),
-                match &answer {
-                    Ok(_) => "issued".to_owned(),
-                    Err(d) => format!("refused {d:?}"),
-                },
-                done.waiters.len(),
-            ),
-        );
+        let level = if failed { Level::Warn } else { Level::Debug };
+        if io.enabled(level) {
+            io.log(
+                level,
+                format_args!(
+                    "exchange {} for policy {} answered {}: {}, {} waiting",
+                    hash::hash_prefix(&done.key),
+                    self.cfg.policies.get(policy).name,
+                    status.unwrap_or("no headers"),
+                    match &answer {
+                        Ok(_) => "issued".to_owned(),
+                        Err(d) => format!("refused {d:?}"),
+                    },
+                    done.waiters.len(),
+                ),
+            );
+        }
         self.answer(host, io, &done.waiters, |_| Event::Exchanged {
             key: &done.key,
             answer: &answer,
@@ -862,7 +1007,7 @@ impl Executor {
         for item in items {
             match item {
                 Item::Request(id) => {
-                    if !io.select(id) {
+                    if !self.select(io, id) {
                         continue;
                     }
                     if ready {
@@ -914,7 +1059,7 @@ impl Executor {
             Err(_) => return,
         };
         for e in expired {
-            if io.select(e.context_id) {
+            if self.select(io, e.context_id) {
                 let event = Event::Expired {
                     never_saw_body: e.never_saw_body,
                 };
@@ -1007,21 +1152,23 @@ impl Executor {
 
 /// What the classifiers read of a call's answer. A reset has no headers; Envoy adds
 /// `x-envoy-upstream-service-time` to upstream answers only, so a 503 without it is synthesized.
-struct Read {
-    status: Option<String>,
-    content_type: Option<String>,
-    cache_control: Option<String>,
+struct Read<'r> {
+    status: Option<Cow<'r, str>>,
+    content_type: Option<Cow<'r, str>>,
+    cache_control: Option<Cow<'r, str>>,
     synthesized: bool,
 }
 
-impl Read {
-    fn of(response: &CallResponse) -> Self {
+impl<'r> Read<'r> {
+    /// Borrowed from the answer's headers (no copy, unless a value is not UTF-8).
+    fn of(response: &'r CallResponse) -> Self {
+        let header = |name: &str| response.headers.as_ref().and_then(|h| h.text(name));
         Self {
-            status: response.status(),
-            content_type: response.header("content-type"),
-            cache_control: response.header("cache-control"),
+            status: header(":status"),
+            content_type: header("content-type"),
+            cache_control: header("cache-control"),
             synthesized: introspection::is_synthesized(
-                response.header("x-envoy-upstream-service-time").as_deref(),
+                header("x-envoy-upstream-service-time").as_deref(),
             ),
         }
     }

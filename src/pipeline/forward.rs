@@ -34,8 +34,6 @@ pub struct Forward {
     pub kind: ForwardKind,
     /// The policy it was judged under (its claim headers and counters).
     pub policy: usize,
-    /// A `HEAD` request (a reply, should an edit be refused, has no body).
-    pub head: bool,
     /// The token it goes on with, for [`ForwardKind::Token`].
     pub token: Option<Rc<Resolved>>,
     /// Headers the filter owns that the request carries, to remove (`route::owned_present`):

@@ -118,4 +118,8 @@ pub trait Io {
     fn call_response(&self, num_headers: usize, body_size: usize, max: usize) -> CallResponse;
     /// Logs a line (formatted only when the level is shown).
     fn log(&self, level: Level, message: std::fmt::Arguments<'_>);
+    /// Whether lines of `level` are shown (what a line costs to make is only paid then).
+    fn enabled(&self, _level: Level) -> bool {
+        true
+    }
 }

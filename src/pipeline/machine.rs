@@ -161,7 +161,7 @@ pub enum Event<'a> {
 /// What the proxy refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    /// The first edit of a forward.
+    /// The first edit of a forward (`head`: the request is a `HEAD`, read by the executor).
     Forward {
         kind: ForwardKind,
         policy: usize,
@@ -385,22 +385,32 @@ fn done(action: Action) -> (State, Action) {
 fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
     let decision = super::on_request(cx, request);
     let headers = request.headers;
-    let head = headers.text(":method").as_deref() == Some("HEAD");
-    let judged = Judged {
-        head,
-        policy: decision.policy,
-        presented: decision.presented,
-    };
-    let forward = |kind, passage| {
+    let policy = decision.policy;
+    let forward = |kind, token, passage| {
         Action::Forward(Forward {
             kind,
-            policy: judged.policy,
-            head,
-            token: None,
+            policy,
+            token,
             strip: owned(cx, passage, headers),
         })
     };
-    match decision.step {
+    // A forward at once (a hit, the common case) reads nothing more of the request.
+    let step = match decision.step {
+        Step::Done(Verdict::Forward(token)) => {
+            return done(forward(ForwardKind::Token, Some(token), Passage::Api));
+        }
+        Step::Done(Verdict::Anonymous) => {
+            return done(forward(ForwardKind::Anonymous, None, Passage::Api));
+        }
+        step => step,
+    };
+    let judged = Judged {
+        head: headers.text(":method").as_deref() == Some("HEAD"),
+        policy,
+        presented: decision.presented,
+    };
+    let forward = |kind, passage| forward(kind, None, passage);
+    match step {
         Step::Publish => start_publish(cx, request),
         Step::TokenRequest => (
             State::TokenRequest,
@@ -451,7 +461,6 @@ fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (Stat
         done(Action::Forward(Forward {
             kind,
             policy: judged.policy,
-            head: judged.head,
             token,
             strip,
         }))

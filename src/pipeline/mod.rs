@@ -10,26 +10,30 @@
 //!   │                   gateway JWK Set ──► Step::GatewayJwks
 //!   │                   access token in the URI ──► Reject(MalformedCredentials)
 //!   │                   CORS preflight ──► Step::Preflight | Reject(InvalidPreflight)
-//!   ▼ policy.rs         route metadata, else the first matching policy, else `default`;
-//!   │                   an ambiguous path or host ──► Reject(AmbiguousRequest)
+//!   ▼ policy.rs         route metadata, else the first matching policy, else `default`; with
+//!   │                   policies a non-canonical path or method ──► Reject(AmbiguousRequest)
 //!   ▼ extract.rs        Authorization: Bearer or DPoP, under the policy's `token` rule
 //!   │                   ──► Anonymous ("none", "optional" without a token) | Reject(...)
-//!   ▼ proof.rs          present: the DPoP proof (RFC 9449 checks, replay) and the client
+//!   ▼ proof.rs          present: the DPoP proof's checks (replay aside) and the client
 //!   │                   certificate ──► Presented | Reject(InvalidDpopProof, UseDpopNonce, ...)
 //!   ▼ accept_jwt.rs     a JWS on an `accept_jwt` route: verified once, forwarded as it is
-//!   ▼ split_lookup.rs   this worker's copy while the store's epoch holds ──► authorize.rs;
-//!   │                   split store by SHA-256(signature) ──► hit: verify.rs, authorize.rs
-//!   │                   revoked ──► Reject(InvalidToken); a local miss with split.remote ──►
-//!   │                   Step::Remote (answer: on_remote_get); a miss ──► fallback or 401
-//!   ▼ phantom_cache.rs  per-worker copy (keyed hash), then the shared slot ──► authorize.rs
-//!   ▼ introspect.rs     Step::Introspect; its answer (on_introspection): verify.rs (a JWT) or
-//!   │                   mint (claims, RFC 9701 after verify.rs), cache; then, for each request
-//!   │                   waiting, authorize.rs under its own policy (after_introspection)
-//!   ▼ authorize.rs      proof.rs bind (cnf.jkt / x5t#S256 against what was presented;
-//!                       `proof: required`), then the policy's scopes
-//!                       ──► Forward(token) | Reject(BoundTokenUnproven, InsufficientScope, ...)
+//!   ▼ split_lookup.rs   this worker's copy while the store's epoch holds; the split store by
+//!   │                   SHA-256(signature); revoked ──► Reject(InvalidToken); a miss with
+//!   │                   split.remote ──► Step::Remote; a miss ──► fallback or 401
+//!   ▼ phantom_cache.rs  per-worker copy, then the shared slot (cached.rs: one two-level read)
+//!   ▼ introspect.rs     Step::Introspect; its answer (on_introspection, once for the worker):
+//!   │                   verify.rs (a JWT) or mint; then, for each request waiting,
+//!   │                   after_introspection under its own policy
+//!   ▼ authorize.rs      proof.rs bind (cnf.jkt / x5t#S256), then the policy's scopes
+//!   ▼ proof.rs record   the proof recorded (replay, the key's share) now that the token is
+//!   │                   known to be active and bound
+//!   ▼ exchange.rs       a policy with `exchange`: its API's own token (cached.rs), else
+//!                       Step::Exchange; its answer: on_exchange, after_exchange
 //! ```
 //!
+//! Around the stages: machine.rs reads every `Step` (and every other event of a request's
+//! life) and returns one `Action`; forward.rs says what a forwarded request's headers become;
+//! executor.rs carries actions out through io.rs's `Io` and keeps what lives across callbacks.
 //! Beside the request path: publish.rs (the publish API), token_response.rs (splitting at
 //! issuance). A new stage is a new file here, and one call in [`on_request`] or in the stage
 //! that leads to it.
@@ -53,6 +57,8 @@ mod split_lookup;
 mod token_response;
 mod verify;
 
+#[cfg(test)]
+mod machine_tests;
 #[cfg(test)]
 mod tests;
 

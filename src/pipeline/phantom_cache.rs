@@ -4,10 +4,10 @@
 use crate::hash::TokenKeys;
 use crate::metrics::Counter;
 use crate::reply::Denial;
-use crate::storage::phantom_cache::{self, Cached};
+use crate::storage::phantom_cache;
 
 use super::authorize::authorize;
-use super::cached::{self, Entry, Found};
+use super::cached::{self, Found};
 use super::{Caller, Ctx, Verdict};
 
 /// The stage: a verdict on a hit, `None` on a miss (introspect).
@@ -19,7 +19,8 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
         &worker.local,
         &keys.fast,
         || phantom_cache::slot_key(namespace, keys.sha256(), cfg.cache.max_entries),
-        |value| entry(value, keys, host.now_ms()),
+        |value| phantom_cache::lookup(value, keys.sha256(), host.now_ms()),
+        |()| Denial::InvalidToken,
     );
     match found {
         Found::Local(token) => {
@@ -42,21 +43,5 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
             host.count(Counter::CacheMiss);
             None
         }
-    }
-}
-
-/// A phantom cache slot (the same layout holds JWTs accepted as they are) as an [`Entry`].
-pub(super) fn entry<'v>(value: &'v [u8], keys: &TokenKeys<'_>, now_ms: u64) -> Option<Entry<'v>> {
-    match phantom_cache::lookup(value, keys.sha256(), now_ms)? {
-        Cached::Active {
-            jwt,
-            scope,
-            expires_at_ms,
-        } => Some(Entry::Token {
-            jwt,
-            scope,
-            until_ms: expires_at_ms,
-        }),
-        Cached::Inactive => Some(Entry::Refused(Denial::InvalidToken)),
     }
 }

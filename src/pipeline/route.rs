@@ -38,12 +38,7 @@ pub enum Preflight {
     Refuse,
 }
 
-/// Method-override headers some frameworks honour (Rails, Express, ASP.NET...).
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+pub use crate::config::METHOD_OVERRIDES as METHOD_OVERRIDE_HEADERS;
 
 /// The stage: `None` for a protected request, which goes on to the token stages.
 pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
@@ -129,6 +124,13 @@ pub fn owned_present<'h>(cfg: &Config, passage: Passage, headers: &'h HeaderMap)
     let overrides = !cfg.policies.is_empty();
     let mut out = Vec::new();
     for name in headers.names() {
+        // Most headers are of no owned name's length: one test each.
+        let bit = u32::try_from(name.len())
+            .ok()
+            .and_then(|n| 1u64.checked_shl(n));
+        if bit.is_none_or(|b| cfg.owned_lengths & b == 0) {
+            continue;
+        }
         let owned = |own: &str| same_header(name, own);
         let claim = cfg.policies.claim_headers.iter().any(|h| owned(h));
         let method_override = overrides && METHOD_OVERRIDE_HEADERS.iter().any(|h| owned(h));

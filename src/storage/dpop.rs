@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 
 use crate::hash::{constant_time_eq, slot_of, TokenHash};
 use crate::host::Host;
-use crate::storage::record;
+use crate::storage::{record, slots};
 
 /// Slots a proof may occupy.
 pub const WAYS: u32 = 8;
@@ -162,24 +162,6 @@ fn ways(hash: &TokenHash, slots: u32) -> impl Iterator<Item = String> {
     (0..u64::from(WAYS.min(slots.max(1)))).map(move |i| slot_key((base + i) % n))
 }
 
-/// Creates the slots `0..slots` that do not exist yet, empty (a compare-and-swap write needs
-/// the key to exist). Returns how many it created.
-fn create_slots(host: &dyn Host, slots: u32, key: impl Fn(u32) -> String) -> u32 {
-    // Created in order: when the last one exists, all do (a reload of the same size).
-    if slots == 0 || host.shared_get_cas(&key(slots - 1)).1.is_some() {
-        return 0;
-    }
-    let mut created = 0;
-    for slot in 0..slots {
-        let key = key(slot);
-        if host.shared_get_cas(&key).1.is_none() {
-            let _ = host.shared_set_cas(&key, &[], None);
-            created += 1;
-        }
-    }
-    created
-}
-
 impl ReplayStore {
     pub fn new(slots: u32) -> Self {
         Self {
@@ -190,7 +172,7 @@ impl ReplayStore {
     /// Creates the slots this size needs that do not exist yet, and lists the size in the
     /// layout. Returns how many slots it created.
     pub fn initialize(&self, host: &dyn Host) -> u32 {
-        let created = create_slots(host, self.slots, slot_key);
+        let created = slots::create(host, self.slots, slot_key);
         let now = host.now_ms();
         self.list(host, &[self.slots], now.saturating_add(MAX_WINDOW_MS), now);
         created
@@ -365,7 +347,7 @@ impl KeyQuota {
     /// Creates the table's missing slots (the same on every reload of the same size; another
     /// size reuses what exists).
     pub fn initialize(&self, host: &dyn Host) -> u32 {
-        create_slots(host, self.slots, quota_key)
+        slots::create(host, self.slots, quota_key)
     }
 
     /// Counts one more proof of the key whose thumbprint hashes to `key`, unless the key

@@ -10,7 +10,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::hash::{self, constant_time_eq, TokenHash};
+use crate::hash::{self, TokenHash};
 use crate::storage::record;
 use crate::token::exchange::Refusal;
 
@@ -35,16 +35,8 @@ pub fn slot_key(namespace: &str, key: &TokenHash, max_entries: u32) -> String {
     format!("xc:{namespace}:{slot}")
 }
 
-/// A cached exchange.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached<'a> {
-    Issued {
-        jwt: &'a str,
-        scope: &'a str,
-        expires_at_ms: u64,
-    },
-    Refused(Refusal),
-}
+/// A cached exchange: the token made, or the token service's refusal.
+pub type Cached<'a> = record::Cached<'a, Refusal>;
 
 pub fn encode_issued(key: &TokenHash, expires_at_ms: u64, scope: &str, jwt: &str) -> Vec<u8> {
     record::encode(MAGIC, KIND_ISSUED, key, expires_at_ms, scope, jwt)
@@ -60,24 +52,18 @@ pub fn encode_refused(key: &TokenHash, expires_at_ms: u64, refusal: Refusal) -> 
 
 /// Reads a slot: anything but a well-formed, unexpired entry for exactly this key is a miss.
 pub fn lookup<'a>(value: &'a [u8], key: &TokenHash, now_ms: u64) -> Option<Cached<'a>> {
-    let r = record::decode(MAGIC, value)?;
-    if !constant_time_eq(r.hash, key) || now_ms >= r.expires_at_ms {
-        return None;
-    }
-    match r.kind {
-        KIND_ISSUED => {
-            let scope = std::str::from_utf8(r.scope).ok()?;
-            let jwt = std::str::from_utf8(r.body).ok()?;
-            (!jwt.is_empty()).then_some(Cached::Issued {
-                jwt,
-                scope,
-                expires_at_ms: r.expires_at_ms,
-            })
-        }
-        KIND_INVALID_GRANT => Some(Cached::Refused(Refusal::InvalidGrant)),
-        KIND_FORBIDDEN => Some(Cached::Refused(Refusal::Forbidden)),
-        _ => None,
-    }
+    record::lookup(
+        MAGIC,
+        KIND_ISSUED,
+        |kind| match kind {
+            KIND_INVALID_GRANT => Some(Refusal::InvalidGrant),
+            KIND_FORBIDDEN => Some(Refusal::Forbidden),
+            _ => None,
+        },
+        value,
+        key,
+        now_ms,
+    )
 }
 
 #[cfg(test)]
@@ -94,7 +80,7 @@ mod tests {
         let v = encode_issued(&a, 2_000, "read", "h.p.s");
         assert_eq!(
             lookup(&v, &a, 1_999),
-            Some(Cached::Issued {
+            Some(Cached::Token {
                 jwt: "h.p.s",
                 scope: "read",
                 expires_at_ms: 2_000

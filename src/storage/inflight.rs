@@ -166,6 +166,11 @@ impl InFlight {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
+
+    /// Nothing in flight and nobody waiting: a request leaving has nothing to undo.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.waiting.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! Only tokens that were forwarded are kept, as a [`Resolved`] (the `Authorization` value to
 //! forward, the scopes, the claims the policies copy), until the shared entry's own expiry;
 //! scopes are checked again on every hit, against the policy of that request. The shared cache
-//! stays the source of truth for every other answer. Keyed by the token's SHA-256 (the token
-//! itself is never kept). Bounded in entries and bytes: when either bound is reached the copy
-//! is emptied and refills from the shared cache.
+//! stays the source of truth for every other answer. Keyed by the token's keyed hash
+//! ([`crate::hash::FastKey`]), or by an exchange's key (the token itself is never kept). Bounded
+//! in entries and bytes: when either bound is reached the copy is emptied and refills from the
+//! shared cache. The same copy serves the split store's hits, the JWTs accepted as they are and
+//! the exchanged tokens, each in a copy of its own.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -12,5 +12,6 @@ pub mod parked;
 pub mod phantom_cache;
 pub mod record;
 pub mod remote;
+pub mod slots;
 pub mod split_store;
 pub mod verified;

@@ -9,7 +9,7 @@
 //!
 //! Entries use [`crate::storage::record`]'s layout with magic `pt1`; the body is the JWT.
 
-use crate::hash::{self, constant_time_eq, TokenHash};
+use crate::hash::{self, TokenHash};
 use crate::storage::record;
 use crate::token::jwt::EXP_SKEW_MS;
 
@@ -43,16 +43,8 @@ pub fn active_expiry(
     (until > now_ms).then_some(until)
 }
 
-/// A cached answer for one token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached<'a> {
-    Active {
-        jwt: &'a str,
-        scope: &'a str,
-        expires_at_ms: u64,
-    },
-    Inactive,
-}
+/// A cached answer for one token: active (its JWT), or inactive.
+pub type Cached<'a> = record::Cached<'a, ()>;
 
 pub fn encode_active(hash: &TokenHash, expires_at_ms: u64, scope: &str, jwt: &str) -> Vec<u8> {
     record::encode(MAGIC, KIND_ACTIVE, hash, expires_at_ms, scope, jwt)
@@ -65,23 +57,14 @@ pub fn encode_inactive(hash: &TokenHash, expires_at_ms: u64) -> Vec<u8> {
 /// Reads a slot. Anything but a well-formed, unexpired entry for exactly this token is a miss
 /// (an empty or foreign value, a slot collision, an expired entry).
 pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cached<'a>> {
-    let r = record::decode(MAGIC, value)?;
-    if !constant_time_eq(r.hash, hash) || now_ms >= r.expires_at_ms {
-        return None;
-    }
-    match r.kind {
-        KIND_INACTIVE => Some(Cached::Inactive),
-        KIND_ACTIVE => {
-            let scope = std::str::from_utf8(r.scope).ok()?;
-            let jwt = std::str::from_utf8(r.body).ok()?;
-            (!jwt.is_empty()).then_some(Cached::Active {
-                jwt,
-                scope,
-                expires_at_ms: r.expires_at_ms,
-            })
-        }
-        _ => None,
-    }
+    record::lookup(
+        MAGIC,
+        KIND_ACTIVE,
+        |kind| (kind == KIND_INACTIVE).then_some(()),
+        value,
+        hash,
+        now_ms,
+    )
 }
 
 #[cfg(test)]
@@ -148,14 +131,14 @@ mod tests {
         let v = encode_active(&h, NOW + 5, "read write", "a.b.c");
         assert_eq!(
             lookup(&v, &h, NOW),
-            Some(Cached::Active {
+            Some(Cached::Token {
                 jwt: "a.b.c",
                 scope: "read write",
                 expires_at_ms: NOW + 5
             })
         );
         let v = encode_inactive(&h, NOW + 5);
-        assert_eq!(lookup(&v, &h, NOW), Some(Cached::Inactive));
+        assert_eq!(lookup(&v, &h, NOW), Some(Cached::Refused(())));
     }
 
     #[test]

@@ -19,6 +19,46 @@ pub struct Record<'a> {
     pub body: &'a [u8],
 }
 
+/// A token cache's entry (the phantom cache, the cache of JWTs accepted as they are, the
+/// exchange cache): a token with its scopes and the time it may be served until, or a refusal
+/// remembered for a while (`R` says which).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached<'a, R> {
+    Token {
+        jwt: &'a str,
+        scope: &'a str,
+        expires_at_ms: u64,
+    },
+    Refused(R),
+}
+
+/// Reads a token cache's slot (records of `magic`, tokens of kind `token`, refusals of the
+/// kinds `refusal` knows): anything but a well-formed, unexpired entry for exactly `key` is a
+/// miss (an empty or foreign value, a slot collision, an expired entry, an unknown kind).
+pub fn lookup<'a, R>(
+    magic: &[u8; 3],
+    token: u8,
+    refusal: impl Fn(u8) -> Option<R>,
+    value: &'a [u8],
+    key: &TokenHash,
+    now_ms: u64,
+) -> Option<Cached<'a, R>> {
+    let r = decode(magic, value)?;
+    if !crate::hash::constant_time_eq(r.hash, key) || now_ms >= r.expires_at_ms {
+        return None;
+    }
+    if r.kind != token {
+        return refusal(r.kind).map(Cached::Refused);
+    }
+    let scope = std::str::from_utf8(r.scope).ok()?;
+    let jwt = std::str::from_utf8(r.body).ok()?;
+    (!jwt.is_empty()).then_some(Cached::Token {
+        jwt,
+        scope,
+        expires_at_ms: r.expires_at_ms,
+    })
+}
+
 /// Encodes a value; a scope longer than `u16::MAX` bytes is cut (scopes are bounded far below).
 pub fn encode(
     magic: &[u8; 3],

@@ -108,12 +108,7 @@ impl Store {
         if host.shared_get_cas(&marker).1.is_some() {
             return false;
         }
-        for slot in 0..self.max_entries {
-            let key = self.key(slot);
-            if host.shared_get_cas(&key).1.is_none() {
-                let _ = host.shared_set_cas(&key, &[], None);
-            }
-        }
+        crate::storage::slots::create(host, self.max_entries, |slot| self.key(slot));
         let _ = host.shared_set_cas(&marker, b"1", None);
         true
     }

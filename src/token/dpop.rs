@@ -2,9 +2,9 @@
 //! binds a token to it (`cnf.jkt`), the access token hash (`ath`), the `htu` comparison after
 //! RFC 3986 normalisation, and server nonces (§8: a stateless HMAC over a time window).
 //!
-//! What is not here: replay (a `jti` seen before), which needs the store shared by every worker
-//! (`storage/dpop_replay.rs`), and the binding of a token to a key, which needs the token
-//! (`pipeline/proof.rs`).
+//! What is not here: replay (a `jti` seen before) and each key's share of the store, which need
+//! the store shared by every worker (`storage/dpop.rs`), and the binding of a token to a key,
+//! which needs the token (`pipeline/proof.rs`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

@@ -267,8 +267,12 @@ impl Io for Plugin {
         }
     }
 
+    fn enabled(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug_logs.get()
+    }
+
     fn log(&self, level: Level, message: std::fmt::Arguments<'_>) {
-        if level == Level::Debug && !self.debug_logs.get() {
+        if !self.enabled(level) {
             return;
         }
         let level = match level {

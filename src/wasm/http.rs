@@ -35,7 +35,7 @@ impl Context for Http {
         if let Some(p) = &self.plugin {
             let p = p.as_ref();
             p.executor
-                .on_call_response(p, p, call, num_headers, body_size);
+                .on_call_response(p, p, self.id, call, num_headers, body_size);
         }
     }
 }

@@ -10,12 +10,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, Status};
 
-use crate::config::{Config, ConfigError, KeySource};
+use crate::config::{Config, ConfigError};
 use crate::pipeline::executor::{FIRST_TICK_MS, TICK_MS};
-use crate::pipeline::{Executor, Worker};
-use crate::storage::dpop::{KeyQuota, ReplayStore};
-use crate::storage::keys::{self, KeyState};
-use crate::storage::split_store::Store;
+use crate::pipeline::Executor;
 
 use super::host::{log, MetricError, Metrics, Plugin};
 use super::http::Http;
@@ -66,73 +63,13 @@ impl Root {
             LogLevel::Info,
             &format!("#{} configured: {}", self.context_id, cfg.summary()),
         );
-        let keys = match cfg.verify.as_ref().map(|v| &v.keys) {
-            // Inline verification keys, fixed by the configuration.
-            Some(KeySource::Inline(keys)) => KeyState::with_keys(keys.clone()),
-            _ => KeyState::default(),
-        };
         let plugin = Rc::new(Plugin {
-            executor: Executor::new(
-                cfg,
-                Worker {
-                    keys,
-                    ..Worker::default()
-                },
-            ),
+            executor: Executor::new(cfg),
             metrics,
             debug_logs: Cell::new(true),
         });
-        let (cfg, worker) = (&plugin.executor.cfg, &plugin.executor.worker);
-        if let Some(verify) = &cfg.verify {
-            if let KeySource::Remote(src) = &verify.keys {
-                keys::initialize(src, plugin.as_ref());
-                keys::load_shared(src, &verify.policy, plugin.as_ref(), &worker.keys);
-            }
-        }
-        if let Some(split) = &cfg.split {
-            // Before any request: creates the store's slots so every write can be a
-            // compare-and-swap.
-            if Store::new(split.max_entries).initialize(plugin.as_ref()) {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "#{} split token store created: {} slots",
-                        self.context_id, split.max_entries
-                    ),
-                );
-            }
-        }
-        if let Some(dpop) = &cfg.dpop {
-            // Likewise for the DPoP replay store, and the table of each key's share of it.
-            let created = ReplayStore::new(dpop.replay_entries).initialize(plugin.as_ref());
-            if created > 0 {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "#{} DPoP replay store: {} slots ({created} new; one store per VM, \
-                         sized by the largest replay_entries in use)",
-                        self.context_id, dpop.replay_entries
-                    ),
-                );
-            }
-            let slots = KeyQuota::table_slots(dpop.replay_entries);
-            let created = KeyQuota {
-                slots,
-                limit: dpop.max_proofs_per_key,
-                bucket_s: 1,
-            }
-            .initialize(plugin.as_ref());
-            if created > 0 {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "#{} DPoP key share table: {slots} slots ({created} new), at most {} \
-                         proofs per key",
-                        self.context_id, dpop.max_proofs_per_key
-                    ),
-                );
-            }
-        }
+        let p = plugin.as_ref();
+        p.executor.start(p, p, self.context_id);
         Ok(plugin)
     }
 }
@@ -148,7 +85,7 @@ impl Context for Root {
         let Some(plugin) = &self.plugin else { return };
         let p = plugin.as_ref();
         p.executor
-            .on_call_response(p, p, call, num_headers, body_size);
+            .on_call_response(p, p, self.context_id, call, num_headers, body_size);
     }
 }
 

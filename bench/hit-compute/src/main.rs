@@ -3,7 +3,9 @@
 use base64::Engine;
 use envoy_token_filter::config::Config;
 use envoy_token_filter::header_map::HeaderMap;
-use envoy_token_filter::pipeline::{self, Request, Step, Verdict};
+use envoy_token_filter::pipeline::io::{Body, CallResponse, Io, Level, Outgoing, RequestParts};
+use envoy_token_filter::pipeline::{self, Executor, Flow, Request, Step, Verdict};
+use envoy_token_filter::reply::LocalReply;
 use envoy_token_filter::testing::FakeHost;
 use envoy_token_filter::token::introspection::Outcome;
 use envoy_token_filter::token::jwt::Claims;
@@ -43,8 +45,67 @@ fn step(cfg: &Config, host: &FakeHost, map: &HeaderMap) -> Step {
     pipeline::on_request(&cx, &req).step
 }
 
+/// A proxy that does nothing: the executor's own work on a hit, edits included.
+struct NullIo;
+
+impl Io for NullIo {
+    fn select(&self, _: u32) -> bool {
+        true
+    }
+    fn request(&self) -> RequestParts {
+        RequestParts::default()
+    }
+    fn set_header(&self, _: &str, _: Option<&str>) -> bool {
+        true
+    }
+    fn remove_trailer(&self, _: &str) {}
+    fn set_filter_state(&self, _: &str, _: &[u8]) {}
+    fn resume_request(&self) {}
+    fn resume_response(&self) {}
+    fn reply(&self, _: &LocalReply) {}
+    fn read_body(&self, _: Body, _: usize) -> Vec<u8> {
+        Vec::new()
+    }
+    fn response_headers(&self) -> HeaderMap {
+        HeaderMap::default()
+    }
+    fn replace_response_body(&self, _: usize, _: &[u8]) -> bool {
+        true
+    }
+    fn dispatch(&self, _: &Outgoing<'_>) -> Result<u32, String> {
+        Err("none".to_owned())
+    }
+    fn call_response(&self, _: usize, _: usize, _: usize) -> CallResponse {
+        CallResponse::default()
+    }
+    fn log(&self, _: Level, _: std::fmt::Arguments<'_>) {}
+}
+
+/// The whole hit as the glue runs it: the executor's headers callback (the stages, the
+/// machine, the edits) and the request's end.
+fn time_executor(name: &str, json: &[u8], host: &FakeHost, map: &HeaderMap, warm: impl Fn(&Executor)) {
+    let executor = Executor::new(Config::from_slice(json).unwrap());
+    warm(&executor);
+    let n: u32 = std::env::var("HIT_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let t = Instant::now();
+        for id in 0..n {
+            let parts = RequestParts {
+                headers: map.clone(),
+                ..RequestParts::default()
+            };
+            let flow = executor.on_request_headers(host, &NullIo, id, &parts, true);
+            assert_eq!(flow, Flow::Continue);
+            executor.on_done(id);
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e9 / f64::from(n));
+    }
+    println!("{name}: {best:.0} ns");
+}
+
 fn time(name: &str, cfg: &Config, host: &FakeHost, map: &HeaderMap) {
-    let n = 200_000u32;
+    let n: u32 = std::env::var("HIT_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let mut best = f64::MAX;
     for _ in 0..7 {
         let t = Instant::now();
@@ -60,9 +121,24 @@ fn time(name: &str, cfg: &Config, host: &FakeHost, map: &HeaderMap) {
     println!("{name}: {best:.0} ns");
 }
 
+const PHANTOM: &[u8] = br#"{"required_scopes": ["read"], "phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#;
+const SPLIT: &[u8] = br#"{"required_scopes": ["read"], "split": {"max_entries": 1000, "publish": {"path": "/_p", "secret": "publisher-secret-1234567890"}}}"#;
+
+fn active() -> Outcome {
+    Outcome::Active {
+        jwt: JWT.to_owned(),
+        claims: Claims {
+            exp: None,
+            scope: "read write".to_owned(),
+        },
+        max_age_s: None,
+        no_store: false,
+    }
+}
+
 fn main() {
     // Phantom hit.
-    let cfg = Config::from_slice(br#"{"required_scopes": ["read"], "phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#).unwrap();
+    let cfg = Config::from_slice(PHANTOM).unwrap();
     let host = FakeHost::at(NOW);
     let token = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
     let map = headers(token);
@@ -74,22 +150,19 @@ fn main() {
         worker: &host.worker,
         host: &host,
     };
-    let _ = pipeline::on_introspection(
-        &cx,
-        &hash,
-        Outcome::Active {
-            jwt: JWT.to_owned(),
-            claims: Claims {
-                exp: None,
-                scope: "read write".to_owned(),
-            },
-            max_age_s: None,
-            no_store: false,
-        },
-    );
+    let _ = pipeline::on_introspection(&cx, &hash, active());
     time("phantom_hit", &cfg, &host, &map);
+    let executor_host = FakeHost::at(NOW);
+    time_executor("phantom_hit_executor", PHANTOM, &executor_host, &map, |e| {
+        let cx = pipeline::Ctx {
+            cfg: &e.cfg,
+            worker: &e.worker,
+            host: &executor_host,
+        };
+        let _ = pipeline::on_introspection(&cx, &hash, active());
+    });
     // Split hit.
-    let cfg = Config::from_slice(br#"{"required_scopes": ["read"], "split": {"max_entries": 1000, "publish": {"path": "/_p", "secret": "publisher-secret-1234567890"}}}"#).unwrap();
+    let cfg = Config::from_slice(SPLIT).unwrap();
     let host = FakeHost::at(NOW);
     let (hp, sig) = JWT.rsplit_once('.').unwrap();
     let key =
@@ -98,4 +171,5 @@ fn main() {
     let (reply, _) = pipeline::publish(&cfg, &host, "POST", body.as_bytes());
     println!("publish: {reply:?}");
     time("split_hit", &cfg, &host, &headers(sig));
+    time_executor("split_hit_executor", SPLIT, &host, &headers(sig), |_| {});
 }
