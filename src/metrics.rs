@@ -84,6 +84,15 @@ counters! {
     RemoteError => "remote_error",
     RemoteLatencyMs => "remote_latency_ms",
     RemoteWriteFailed => "remote_write_failed",
+    RevokedToken => "revoked_token",
+    RevokedSubject => "revoked_subject",
+    RevokedSession => "revoked_session",
+    DeniedRevoked => "denied_revoked",
+    BackchannelLogoutAccepted => "backchannel_logout_accepted",
+    BackchannelLogoutRefused => "backchannel_logout_refused",
+    RevocationMarksFull => "revocation_marks_full",
+    RevocationRefused => "revocation_refused",
+    RevocationUnconfirmed => "revocation_unconfirmed",
 }
 
 impl Counter {

@@ -6,6 +6,7 @@
 //! | no credentials, or another scheme | 401 | `Bearer realm="api"` |
 //! | malformed bearer credentials | 400 | `Bearer realm="api", error="invalid_request"` |
 //! | inactive, unknown or expired token | 401 | `Bearer realm="api", error="invalid_token"` |
+//! | a revoked token (its own mark, its subject's, its session's) | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | a required scope missing | 403 | `Bearer realm="api", error="insufficient_scope", scope="..."` |
 //! | token service unreachable, timeout, reset, unexpected status, malformed answer | 502 | none |
 //! | token service answered 503 | 503 | none |
@@ -39,6 +40,8 @@ pub enum Denial {
     NoCredentials,
     MalformedCredentials,
     InvalidToken,
+    /// Revoked at the gateway (`revocation`): the token, its subject or its session.
+    Revoked,
     InsufficientScope,
     TokenService(CallFailure),
     /// `verify` is configured but no key set was ever loaded.
@@ -124,6 +127,7 @@ impl Denial {
             Denial::NoCredentials => row(401, None, "unauthorized", "Missing access token", Counter::DeniedNoCredentials, C::Both),
             Denial::MalformedCredentials => row(400, Some("invalid_request"), "invalid_request", "Malformed access token", Counter::DeniedMalformed, C::Bearer),
             Denial::InvalidToken => row(401, Some("invalid_token"), "invalid_token", "Invalid or expired access token", Counter::DeniedInvalidToken, C::Bearer),
+            Denial::Revoked => row(401, Some("invalid_token"), "invalid_token", "Invalid or expired access token", Counter::DeniedRevoked, C::Bearer),
             Denial::InsufficientScope => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token lacks a required scope", Counter::DeniedInsufficientScope, C::Bearer),
             Denial::ExchangeForbidden => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token is not valid for this API", Counter::DeniedInsufficientScope, C::Bearer),
             Denial::TokenService(CallFailure::Unavailable) => row(503, None, "token_service_unavailable", "The token service is unavailable", Counter::TokenServiceUnavailable, C::None),
@@ -337,6 +341,103 @@ pub fn gateway_jwks_reply(method: &str, jwks: &str) -> LocalReply {
         } else {
             jwks.as_bytes().to_vec()
         },
+    }
+}
+
+/// How the filter answers the revocation API (`revocation.path`), a back-channel logout
+/// (`revocation.backchannel_logout.path`), and an observed RFC 7009 request it cannot
+/// complete. Errors are OAuth error objects (`{"error": ...}`), never cached.
+///
+/// | answer | status | `error` |
+/// |---|---|---|
+/// | revoked, and every worker's copies forgotten | 200 (no body) | |
+/// | logout accepted, and every worker's copies forgotten | 200 (no body) | |
+/// | API: none or several of token, token_hash, sub, sid; malformed | 400 | `invalid_request` |
+/// | logout token refused (any rule) | 400 | `invalid_request` |
+/// | API: missing or wrong secret | 401 (`WWW-Authenticate: Bearer realm=...`) | `invalid_client` |
+/// | not `POST` | 405 (`Allow: POST`) | `invalid_request` |
+/// | body over the size limit | 413 | `invalid_request` |
+/// | the marks are full (a live mark is never dropped) | 503 (`Retry-After: 1`) | `temporarily_unavailable` |
+/// | not every worker confirmed in time; the logout's keys not loaded | 503 (`Retry-After: 1`) | `temporarily_unavailable` |
+/// | body not complete within 5 s | 408 | `invalid_request` |
+/// | body never delivered to the filter (`allow_on_headers_stop_iteration` missing) | 500 | `server_error` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReply {
+    Revoked,
+    Invalid(&'static str),
+    Unauthorized,
+    MethodNotAllowed,
+    TooLarge,
+    Full,
+    Unavailable(&'static str),
+    BodyTimeout,
+    BodyNotDelivered,
+}
+
+impl RevocationReply {
+    pub fn local_reply(&self, realm: &str) -> LocalReply {
+        let retry = || vec![("retry-after", "1".to_owned())];
+        let (status, headers, error, description) = match *self {
+            RevocationReply::Revoked => {
+                return LocalReply {
+                    status: 200,
+                    headers: vec![("cache-control", "no-store".to_owned())],
+                    body: Vec::new(),
+                }
+            }
+            RevocationReply::Invalid(why) => (400, vec![], "invalid_request", why),
+            RevocationReply::Unauthorized => (
+                401,
+                vec![("www-authenticate", format!("Bearer realm=\"{realm}\""))],
+                "invalid_client",
+                "missing or wrong credentials",
+            ),
+            RevocationReply::MethodNotAllowed => (
+                405,
+                vec![("allow", "POST".to_owned())],
+                "invalid_request",
+                "use POST",
+            ),
+            RevocationReply::TooLarge => (413, vec![], "invalid_request", "the body is too large"),
+            RevocationReply::Full => (
+                503,
+                retry(),
+                "temporarily_unavailable",
+                "the gateway holds as many revocations as it can; retry",
+            ),
+            RevocationReply::Unavailable(why) => (503, retry(), "temporarily_unavailable", why),
+            RevocationReply::BodyTimeout => (
+                408,
+                vec![],
+                "invalid_request",
+                "the body did not arrive in time",
+            ),
+            RevocationReply::BodyNotDelivered => (
+                500,
+                vec![],
+                "server_error",
+                "the gateway is misconfigured",
+            ),
+        };
+        oauth_error(status, headers, error, description)
+    }
+}
+
+/// An OAuth error object (RFC 6749 §5.2), never cached.
+fn oauth_error(
+    status: u32,
+    mut headers: Vec<(&'static str, String)>,
+    error: &str,
+    description: &str,
+) -> LocalReply {
+    headers.push(("cache-control", "no-store".to_owned()));
+    headers.push(("content-type", "application/json".to_owned()));
+    LocalReply {
+        status,
+        headers,
+        body: serde_json::json!({ "error": error, "error_description": description })
+            .to_string()
+            .into_bytes(),
     }
 }
 

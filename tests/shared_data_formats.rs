@@ -3,7 +3,7 @@
 //! Envoy keeps shared data across a configuration reload (and across listeners of one `vm_id`):
 //! a filter built from other code reads what the previous one wrote. A change to any of these
 //! formats would make a reload serve garbage or miss everything, so each is pinned here. A
-//! change that is meant must change the magic (`pt1`, `st1`, `dp1`) or the key prefix, and this file.
+//! change that is meant must change the magic (`pt2`, `st1`, `dp1`, `rv1`) or the key prefix, and this file.
 
 use envoy_token_filter::config::{Config, KeySource};
 use envoy_token_filter::hash;
@@ -11,6 +11,8 @@ use envoy_token_filter::storage::keys;
 use envoy_token_filter::storage::phantom_cache as cache;
 use envoy_token_filter::storage::split_store::Store;
 use envoy_token_filter::testing::FakeHost;
+use envoy_token_filter::storage::revocation::{self, Mark, MarkKind, Marks};
+use envoy_token_filter::token::revocation::Identity;
 use envoy_token_filter::token::split::Entry;
 
 fn hex(bytes: &[u8]) -> String {
@@ -35,21 +37,32 @@ fn phantom_cache_slot_keys() {
 #[test]
 fn phantom_cache_values() {
     let h = hash::token_hash("abc");
-    let active = cache::encode_active(&h, 1_700_000_000_123, "read write", "h.p.s");
-    // magic "pt1" | kind 1 | expires_at_ms u64 BE | sha256 | scope_len u16 BE | scope | jwt
+    let identity = Identity {
+        token: h,
+        sub: Some(h),
+        sid: None,
+        iat: Some(1_700_000_000),
+    };
+    let active = cache::encode_active(&h, 1_700_000_000_123, "read write", &identity, "h.p.s");
+    // magic "pt2" | kind 1 | expires_at_ms u64 BE | sha256 | scope_len u16 BE | scope |
+    // identity_len u8 | identity (flags u8: 1 iat, 2 sub, 4 sid | iat u64 BE | sub) | jwt
     let want = [
-        "707431",
+        "707432",
         "01",
         "0000018bcfe5687b",
         ABC,
         "000a",
         "72656164207772697465",
+        "29",
+        "03",
+        "000000006553f100",
+        ABC,
         "682e702e73",
     ]
     .concat();
     assert_eq!(hex(&active), want);
     let inactive = cache::encode_inactive(&h, 1_700_000_000_123);
-    let want = ["707431", "02", "0000018bcfe5687b", ABC, "0000"].concat();
+    let want = ["707432", "02", "0000018bcfe5687b", ABC, "0000"].concat();
     assert_eq!(hex(&inactive), want);
 }
 
@@ -197,4 +210,34 @@ fn dpop_replay_and_nonce_keys() {
     assert_eq!(written.iter().map(|v| hex(v)).collect::<Vec<_>>(), [want]);
     assert!(dpop::quota_salt(&data, || [3; 32]).is_some());
     assert!(data.data_keys().contains(&"dq:salt".to_owned()));
+}
+
+#[test]
+fn revocation_marks_log_and_participants() {
+    let data = FakeHost::at(1_700_000_000_000);
+    let marks = Marks::new(16);
+    marks.initialize(&data, 86_400_000);
+    assert_eq!(data.value("rvm:layout").unwrap(), b"rvl1 2@1700086400000");
+    assert_eq!(data.value("rvl:seq").unwrap(), b"0");
+    let h = hash::token_hash("abc");
+    let mark = Mark {
+        kind: MarkKind::Token,
+        key: h,
+        at_s: 1_700_000_000,
+        until_ms: 1_700_000_060_000,
+    };
+    marks.insert(&data, &mark, 1_700_000_000_000);
+    // magic "rv1" | (kind u8 | key [32] | at_s u64 BE | until_ms u64 BE) per mark; the bucket
+    // is the key's slot among max_marks / 8 buckets.
+    let want = ["727631", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
+    assert_eq!(hex(&data.value("rvm:0").unwrap()), want);
+    assert_eq!(revocation::log_append(&data, &mark), Some(1));
+    let want = ["0000000000000001", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
+    assert_eq!(hex(&data.value("rvl:1").unwrap()), want);
+    assert_eq!(data.value("rvl:seq").unwrap(), b"1");
+    revocation::create_participants(&data);
+    let slot = revocation::join(&data, 7, 1, 1_700_000_000_000).unwrap();
+    // id u64 | beat_ms u64 | applied u64, all BE
+    let want = ["0000000000000007", "0000018bcfe56800", "0000000000000001"].concat();
+    assert_eq!(hex(&data.value(&format!("rvp:{slot}")).unwrap()), want);
 }

@@ -2,7 +2,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{ConfigError, MAX_NAME_LEN, MAX_SECRET_LEN};
+use super::{ConfigError, MAX_NAME_LEN, MAX_SECRET_LEN, MIN_PUBLISH_SECRET_LEN};
+use crate::token::bearer;
 
 pub(super) fn entries(field: &str, value: u32, max: u32) -> Result<u32, ConfigError> {
     let v = in_range(field, u64::from(value), 1, u64::from(max))?;
@@ -104,4 +105,24 @@ pub(super) fn check_credential(field: &str, value: &str) -> Result<(), ConfigErr
         ));
     }
     Ok(())
+}
+
+/// A shared secret presented as a bearer token (the publish and revocation APIs): at least
+/// [`MIN_PUBLISH_SECRET_LEN`] characters of RFC 6750's `b64token`. Only its SHA-256 is kept,
+/// compared in constant time to the hash of what is presented, so neither the comparison time
+/// nor the length reveals anything.
+pub(super) fn secret_hash(field: &str, value: &str) -> Result<[u8; 32], ConfigError> {
+    if value.len() < MIN_PUBLISH_SECRET_LEN
+        || value.len() > MAX_SECRET_LEN
+        || !bearer::is_b64token(value)
+    {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "must be {MIN_PUBLISH_SECRET_LEN} to {MAX_SECRET_LEN} characters, usable as a \
+                 bearer token (letters, digits, -._~+/ and trailing =)"
+            ),
+        ));
+    }
+    Ok(crate::hash::token_hash(value))
 }

@@ -12,6 +12,7 @@ mod exchange;
 mod phantom;
 mod policy;
 mod proof;
+mod revocation;
 mod split;
 mod verify;
 
@@ -26,6 +27,7 @@ pub use self::policy::{
     DEFAULT_POLICY, MAX_POLICIES, METHOD_OVERRIDES,
 };
 pub use self::proof::{DpopConfig, MtlsConfig, ProofRule, DPOP_ALGORITHMS};
+pub use self::revocation::{BackchannelConfig, RevocationConfig};
 pub use self::split::{PublishConfig, SplitConfig};
 pub use self::verify::{KeySource, VerifyConfig};
 pub use crate::token::introspection::Contract;
@@ -36,6 +38,7 @@ use self::exchange::{RawExchange, RawExchangeRule};
 use self::phantom::RawPhantom;
 use self::policy::{RawClaimHeader, RawMatch, RawPolicy};
 use self::proof::{RawDpop, RawMtls};
+use self::revocation::RawRevocation;
 use self::split::RawSplit;
 use self::verify::RawVerify;
 
@@ -121,6 +124,7 @@ struct RawConfig {
     split: Option<RawSplit>,
     verify: Option<RawVerify>,
     token_exchange: Option<RawExchange>,
+    revocation: Option<RawRevocation>,
 }
 
 /// The validated configuration.
@@ -142,6 +146,9 @@ pub struct Config {
     pub mtls: Option<MtlsConfig>,
     /// Token exchange (RFC 8693), for the policies with an `exchange`.
     pub token_exchange: Option<ExchangeConfig>,
+    /// Revocation that reaches every cache of the process (the API, RFC 7009 observed,
+    /// back-channel logout); `None`: tokens are forgotten when their cache entries end.
+    pub revocation: Option<RevocationConfig>,
     /// The lengths of the names of the headers the filter may own, as bits (bit `n`: a name
     /// of `n` bytes): a request header of any other length is none of them, at the cost of
     /// one test.
@@ -369,6 +376,24 @@ impl RawConfig {
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
         let dpop = self.dpop.map(RawDpop::validate).transpose()?;
         let mtls = self.mtls.map(RawMtls::validate);
+        let mint = phantom.as_ref().and_then(|p| p.mint.as_ref());
+        let revocation = match self.revocation {
+            None => None,
+            Some(raw) => {
+                let mut owned_paths: Vec<&str> = Vec::new();
+                if let Some(split) = &split {
+                    owned_paths.extend(split.publish.as_ref().map(|p| p.path.as_str()));
+                    owned_paths.extend(split.split_responses.iter().map(String::as_str));
+                }
+                owned_paths.extend(mint.and_then(|m| m.jwks_path.as_deref()));
+                let around = revocation::Around {
+                    longest_s: max_ttl_s.max(mint.map_or(0, |m| m.max_lifetime_s)),
+                    has_verify: verify.is_some(),
+                    owned_paths,
+                };
+                Some(raw.validate(&around)?)
+            }
+        };
         // Those of `pipeline::owned_present`: DPoP unless it is forwarded, the method
         // overrides with policies.
         let dpop_owned = dpop.as_ref().is_some_and(|d| !d.forward_proof);
@@ -394,6 +419,7 @@ impl RawConfig {
             dpop,
             mtls,
             token_exchange,
+            revocation,
             phantom,
             cache: CacheConfig {
                 max_ttl_s,

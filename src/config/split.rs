@@ -7,7 +7,6 @@ use serde::Deserialize;
 use super::checks::*;
 use super::*;
 use crate::storage::remote::RemoteConfig;
-use crate::token::bearer;
 use crate::token::split::HashEncoding;
 
 #[derive(Deserialize)]
@@ -99,18 +98,10 @@ impl RawSplit {
             None => None,
             Some(p) => {
                 check_path("split.publish.path", &p.path)?;
-                if p.secret.len() < MIN_PUBLISH_SECRET_LEN || !bearer::is_b64token(&p.secret) {
-                    return Err(ConfigError::new(
-                        "split.publish.secret",
-                        format!(
-                            "must be at least {MIN_PUBLISH_SECRET_LEN} characters, usable as a \
-                             bearer token (letters, digits, -._~+/ and trailing =)"
-                        ),
-                    ));
-                }
+                let secret_hash = secret_hash("split.publish.secret", &p.secret)?;
                 Some(PublishConfig {
                     path: p.path,
-                    secret_hash: crate::hash::token_hash(&p.secret),
+                    secret_hash,
                 })
             }
         };

@@ -9,12 +9,14 @@ use crate::hash::TokenKeys;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::phantom_cache;
-use crate::token::jwt;
+use crate::token::revocation::Identity;
+use crate::token::{claims, jwt};
 
-use super::authorize::{authorize, resolved};
+use super::authorize::{authorize, resolved, Who};
 use super::cached::{self, Found};
+use super::phantom_cache::stored_identity;
 use super::verify::check_jwt;
-use super::{Caller, Ctx, Verdict};
+use super::{revoke, Caller, Ctx, Verdict};
 
 /// The stage: `None` when the policy does not accept JWTs or the token is not a JWS.
 pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option<Verdict> {
@@ -37,6 +39,7 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
         &keys.fast,
         slot,
         |value| phantom_cache::lookup(value, keys.sha256(), now),
+        |bytes| Some(Box::new(stored_identity(keys.sha256(), bytes))),
         |()| Denial::InvalidToken,
     );
     match found {
@@ -73,14 +76,25 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
         Ok(()) => {
             // Verified: its shape and claims are sound.
             let claims = jwt::parse(token).unwrap_or_default();
-            let token_ref = resolved(cfg, token, &claims.scope);
+            let identity = claims::payload_of(token)
+                .map(|p| Identity::of(hash, &p))
+                .unwrap_or_else(|| stored_identity(hash, &[]));
+            let token_ref = resolved(
+                cfg,
+                token,
+                &claims.scope,
+                Who::Known(Some(Box::new(identity.clone()))),
+            );
+            if revoke::refuses(cx, &token_ref, false) {
+                return Some(Verdict::Reject(Denial::Revoked));
+            }
             let verdict = authorize(cfg, caller, &token_ref);
             if let Some(until) =
                 phantom_cache::active_expiry(now, &claims, None, cfg.cache.max_ttl_s)
             {
                 host.shared_set(
                     &key,
-                    &phantom_cache::encode_active(hash, until, &claims.scope, token),
+                    &phantom_cache::encode_active(hash, until, &claims.scope, &identity, token),
                 );
                 if matches!(verdict, Verdict::Forward(_)) {
                     worker.local_jwt.put(&keys.fast, until, token_ref);

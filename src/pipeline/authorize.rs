@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::reply::Denial;
 use crate::storage::local::Resolved;
 use crate::token::claims::{self, Binding, Claim};
+use crate::token::revocation::Identity;
 use crate::token::scope;
 
 use super::{proof, Caller, Verdict};
@@ -24,16 +25,31 @@ pub fn authorize(cfg: &Config, caller: &Caller<'_>, token: &Rc<Resolved>) -> Ver
     }
 }
 
-/// A token resolved to `jwt`: what is forwarded, its scopes, and the claims the policies copy
-/// (read from the JWT's payload only when some are configured).
-pub fn resolved(cfg: &Config, jwt: &str, scope: &str) -> Rc<Resolved> {
-    resolved_bearer(cfg, format!("{BEARER}{jwt}"), scope)
+/// Whose a resolved token is (kept only with `revocation`).
+pub enum Who<'a> {
+    /// Read from the forwarded JWT's own claims; the token the client presents has this
+    /// SHA-256 (a split token, a JWT accepted as it is).
+    Payload(&'a crate::hash::TokenHash),
+    /// Known already: the claims a JWT was minted from, a cache entry's record, the client's
+    /// own token (for a token exchanged for it).
+    Known(Option<Box<Identity>>),
+}
+
+/// A token resolved to `jwt`: what is forwarded, its scopes, the claims the policies copy
+/// (read from the JWT's payload only when some are configured), and whose it is.
+pub fn resolved(cfg: &Config, jwt: &str, scope: &str, who: Who<'_>) -> Rc<Resolved> {
+    resolved_bearer(cfg, format!("{BEARER}{jwt}"), scope, who)
 }
 
 const BEARER: &str = "Bearer ";
 
 /// [`resolved`], from the `Authorization` value already made.
-pub fn resolved_bearer(cfg: &Config, authorization: String, scope: &str) -> Rc<Resolved> {
+pub fn resolved_bearer(
+    cfg: &Config,
+    authorization: String,
+    scope: &str,
+    who: Who<'_>,
+) -> Rc<Resolved> {
     let wanted = &cfg.policies.claims;
     let jwt = authorization.get(BEARER.len()..).unwrap_or("");
     // The payload is read whole only when it can bind the token or claims are wanted.
@@ -49,10 +65,22 @@ pub fn resolved_bearer(cfg: &Config, authorization: String, scope: &str) -> Rc<R
         ),
         None => (vec![Claim::Absent; wanted.len()], Binding::default()),
     };
+    let identity = match who {
+        _ if cfg.revocation.is_none() => None,
+        Who::Payload(token) => Some(Box::new(match &payload {
+            Some(p) => Identity::of(token, p),
+            None => Identity {
+                token: *token,
+                ..Identity::default()
+            },
+        })),
+        Who::Known(identity) => identity,
+    };
     Rc::new(Resolved {
         authorization,
         scope: scope.to_owned(),
         claims,
         binding,
+        identity,
     })
 }

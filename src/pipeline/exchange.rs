@@ -16,10 +16,12 @@ use crate::storage::phantom_cache;
 use crate::token::exchange::{Outcome, Refusal, SubjectToken};
 use crate::token::introspection::CallFailure;
 
-use super::authorize::resolved;
+use crate::token::revocation::Identity;
+
+use super::authorize::{resolved, Who};
 use super::cached::{self, Found};
 use super::verify::verify_with;
-use super::{Caller, Ctx, Step, Verdict, Worker};
+use super::{revoke, Caller, Ctx, Step, Verdict, Worker};
 
 /// The token a request came with, as sent, and its keys.
 pub type Incoming<'a> = &'a TokenKeys<'a>;
@@ -51,6 +53,9 @@ pub fn stage(cx: &Ctx<'_>, caller: &Caller<'_>, incoming: Incoming<'_>, verdict:
         &key,
         || exchange_cache::slot_key(&x.namespace, &key, cfg.cache.max_entries),
         |value| exchange_cache::lookup(value, &key, now),
+        // Whose the token made is: the client's (a revocation names the client's token, its
+        // subject or session).
+        |_| resolved_token.identity.clone(),
         denial_of,
     );
     match found {
@@ -80,6 +85,7 @@ pub fn stage(cx: &Ctx<'_>, caller: &Caller<'_>, incoming: Incoming<'_>, verdict:
         key,
         token: *incoming.sha256(),
         subject,
+        client: resolved_token.identity.clone(),
     }
 }
 
@@ -92,11 +98,14 @@ fn bearer_jwt(token: &Resolved) -> &str {
 }
 
 /// Turns the token service's answer to the exchange `key` for `rule` into the token made, or
-/// why there is none, caching it (refusals for `cache.negative_ttl_s`).
+/// why there is none, caching it (refusals for `cache.negative_ttl_s`). `client`: whose the
+/// client's token is (with `revocation`): revoked while the call was in flight, the answer is
+/// refused and never kept.
 pub fn on_exchange(
     cx: &Ctx<'_>,
     rule: &ExchangeRule,
     key: &TokenHash,
+    client: Option<&Identity>,
     outcome: Outcome,
 ) -> Result<Exchanged, Denial> {
     let (cfg, host) = (cx.cfg, cx.host);
@@ -130,16 +139,22 @@ pub fn on_exchange(
                 host.count(Counter::ExchangeError);
                 return Err(Denial::ExchangeFailed(CallFailure::Malformed));
             }
+            let token = resolved(
+                cfg,
+                &jwt,
+                &claims.scope,
+                Who::Known(client.cloned().map(Box::new)),
+            );
+            if revoke::refuses(cx, &token, true) {
+                return Err(Denial::Revoked);
+            }
             if let Some(until) = cache_until {
                 host.shared_set(
                     &slot(),
                     &exchange_cache::encode_issued(key, until, &claims.scope, &jwt),
                 );
             }
-            Ok(Exchanged {
-                token: resolved(cfg, &jwt, &claims.scope),
-                cache_until,
-            })
+            Ok(Exchanged { token, cache_until })
         }
         Outcome::Refused(refusal) => {
             host.count(Counter::ExchangeRefused);

@@ -35,7 +35,7 @@ use crate::token::jwt::MAX_HEADER_PAYLOAD_LEN;
 use super::forward::Forward;
 use super::io::{CallResponse, Io, Level, Outgoing, RequestParts};
 use super::machine::{self, Action, Call, Event, Note, Refused, State};
-use super::{on_exchange, on_introspection, Ctx, Exchanged, Introspected, Worker};
+use super::{on_exchange, on_introspection, revoke, Ctx, Exchanged, Introspected, Worker};
 
 /// The period of the root context's timer: counters flushed, the key set scheduled, parked and
 /// held requests looked at, orphaned calls made again.
@@ -104,6 +104,8 @@ pub struct Executor {
     logged_policies: RefCell<Vec<String>>,
     /// The request (or root) the proxy acts on now: making it current again costs a host call.
     current: Cell<u32>,
+    /// Requests waiting until every worker has applied their revocation.
+    confirming: RefCell<Vec<u32>>,
 }
 
 impl Executor {
@@ -128,6 +130,7 @@ impl Executor {
             jwks_call: Cell::new(None),
             logged_policies: RefCell::default(),
             current: Cell::new(0),
+            confirming: RefCell::default(),
         }
     }
 
@@ -148,6 +151,19 @@ impl Executor {
                     format_args!(
                         "#{root_id} split token store created: {} slots",
                         split.max_entries
+                    ),
+                );
+            }
+        }
+        if let Some(rv) = &cfg.revocation {
+            let created = revoke::start(&self.cx(host));
+            if created > 0 {
+                io.log(
+                    Level::Info,
+                    format_args!(
+                        "#{root_id} revocation marks: room for {} ({created} buckets new; one \
+                         table per VM, sized by the largest max_marks in use)",
+                        rv.max_marks
                     ),
                 );
             }
@@ -345,6 +361,13 @@ impl Executor {
         }
         self.unpark(host, io);
         self.expire_held(host, io);
+        revoke::follow(&self.cx(host));
+        let confirming = self.confirming.take();
+        for id in confirming {
+            if self.select(io, id) {
+                self.run(host, io, id, Event::Tick, true);
+            }
+        }
         let orphans = self.inflight.borrow().orphans();
         for (key, token, kind) in orphans {
             match self.dispatch_kind(io, kind, &token) {
@@ -379,6 +402,11 @@ impl Executor {
             }
         }
         self.release_held(id);
+        if let Ok(mut confirming) = self.confirming.try_borrow_mut() {
+            if !confirming.is_empty() {
+                confirming.retain(|c| *c != id);
+            }
+        }
         if let Ok(mut own) = self.own_calls.try_borrow_mut() {
             if !own.is_empty() {
                 own.retain(|_, (owner, _)| *owner != id);
@@ -411,7 +439,7 @@ impl Executor {
         self.requests
             .borrow()
             .get(&id)
-            .map(|s| !matches!(s, State::TokenRequest))
+            .map(|s| !matches!(s, State::TokenRequest | State::Observed { .. }))
     }
 
     fn saw_body(&self, id: u32) {
@@ -551,6 +579,22 @@ impl Executor {
                 }
                 Next::Flow(if hold { Flow::Pause } else { Flow::Continue })
             }
+            Action::Confirm => {
+                if let Ok(mut confirming) = self.confirming.try_borrow_mut() {
+                    if !confirming.contains(&id) {
+                        confirming.push(id);
+                    }
+                }
+                Next::Flow(Flow::Pause)
+            }
+            Action::ResumeResponse => {
+                if resumed {
+                    io.resume_response();
+                    Next::Flow(Flow::Pause)
+                } else {
+                    Next::Flow(Flow::Continue)
+                }
+            }
         }
     }
 
@@ -628,13 +672,14 @@ impl Executor {
     fn call(&self, host: &dyn Host, io: &dyn Io, id: u32, call: Call) -> Next {
         match call {
             Call::Introspect { hash, token } => {
-                self.join(host, io, id, hash, &token, CallKind::Introspection)
+                self.join(host, io, id, hash, &token, CallKind::Introspection, None)
             }
             Call::Exchange {
                 key,
                 token,
                 subject,
                 policy,
+                client,
             } => self.join(
                 host,
                 io,
@@ -642,6 +687,7 @@ impl Executor {
                 key,
                 &subject,
                 CallKind::Exchange { token, policy },
+                client,
             ),
             Call::RemoteGet(call) => self.own_call(io, id, &call, Own::Read),
             Call::RemoteWrite(call) => self.own_call(io, id, &call, Own::Write),
@@ -649,7 +695,9 @@ impl Executor {
     }
 
     /// Starts (or joins) a coalesced call for request `id`, which stays paused. When the call
-    /// cannot be made, everyone waiting for it is answered at once (502).
+    /// cannot be made, everyone waiting for it is answered at once (502). `client`: whose the
+    /// client's token is, kept beside an exchange.
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &self,
         host: &dyn Host,
@@ -658,11 +706,15 @@ impl Executor {
         key: TokenHash,
         token: &str,
         kind: CallKind,
+        client: Option<Box<crate::token::revocation::Identity>>,
     ) -> Next {
         let join = self.inflight.borrow_mut().join(key, token, kind, id);
         match join {
             Join::Wait => host.count(Counter::Coalesced),
-            Join::Lead => match self.dispatch_kind(io, kind, token) {
+            Join::Lead => match {
+                self.inflight.borrow_mut().attach(&key, client);
+                self.dispatch_kind(io, kind, token)
+            } {
                 Ok(call) => {
                     self.count(host, kind);
                     self.inflight.borrow_mut().started(&key, id, call);
@@ -896,7 +948,8 @@ impl Executor {
             return;
         };
         let cx = self.cx(host);
-        let answer = self.exchange_answer(&cx, policy, &done.key, outcome.clone());
+        let client = done.client.as_deref();
+        let answer = self.exchange_answer(&cx, policy, &done.key, client, outcome.clone());
         if answer == Err(Denial::KeysUnavailable)
             && machine::waits_for_keys(&cx, Denial::KeysUnavailable)
             && self.park(
@@ -906,6 +959,7 @@ impl Executor {
                     policy,
                     waiters: done.waiters.clone(),
                     outcome,
+                    client: done.client.clone(),
                 },
             )
         {
@@ -942,10 +996,11 @@ impl Executor {
         cx: &Ctx<'_>,
         policy: usize,
         key: &TokenHash,
+        client: Option<&crate::token::revocation::Identity>,
         outcome: exchange::Outcome,
     ) -> Result<Exchanged, Denial> {
         match self.cfg.policies.get(policy).exchange.as_ref() {
-            Some(rule) => on_exchange(cx, rule, key, outcome),
+            Some(rule) => on_exchange(cx, rule, key, client, outcome),
             None => Err(Denial::Internal),
         }
     }
@@ -1037,9 +1092,10 @@ impl Executor {
                     policy,
                     waiters,
                     outcome,
+                    client,
                 } => {
                     let answer = if ready {
-                        self.exchange_answer(&cx, policy, &key, outcome)
+                        self.exchange_answer(&cx, policy, &key, client.as_deref(), outcome)
                     } else {
                         Err(Denial::KeysUnavailable)
                     };
@@ -1073,6 +1129,7 @@ impl Executor {
                     held::Kind::TokenResponse => {
                         crate::reply::Outcome::TokenResponseRefused.counter()
                     }
+                    held::Kind::Revocation => Counter::RevocationRefused,
                 };
                 host.count(counter);
             }

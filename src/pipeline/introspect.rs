@@ -16,10 +16,14 @@ use crate::token::introspection::{CallFailure, Outcome};
 use crate::token::jws::VerifyFailure;
 use crate::token::mint::{self, MintError, Minted};
 
-use super::authorize::{authorize, resolved};
+use crate::token::claims;
+use crate::token::revocation::Identity;
+
+use super::authorize::{authorize, resolved, Who};
 use super::exchange::Incoming;
+use super::phantom_cache::stored_identity;
 use super::verify::{check_jwt, check_signed_response, refused};
-use super::{Caller, Ctx, Step, Verdict};
+use super::{revoke, Caller, Ctx, Step, Verdict};
 
 /// A token the token service vouched for: what it resolved to, and until when this worker may
 /// keep it ([`after_introspection`]); `None` when it is not cached.
@@ -44,7 +48,9 @@ pub fn on_introspection(
         cache_inactive(cfg, host, &key(), hash, now);
         Err(Denial::InvalidToken)
     };
-    let (jwt, claims, max_age_s, no_store) = match outcome {
+    // Whose the token is: read from the JWT the token service made, or from the claims the
+    // gateway mints from (a minted JWT's `iat` is the gateway's; the token's own is wanted).
+    let (jwt, claims, max_age_s, no_store, identity) = match outcome {
         Outcome::Active { claims, .. }
             if claims
                 .exp
@@ -62,10 +68,18 @@ pub fn on_introspection(
             // Verified before it is cached: a cache hit never verifies again, and a JWT
             // that fails is neither cached nor forwarded.
             check_jwt(cx, &jwt)?;
-            (jwt, claims, max_age_s, no_store)
+            let identity = stored_identity(hash, &[]);
+            let identity = claims::payload_of(&jwt).map_or(identity, |p| Identity::of(hash, &p));
+            (jwt, claims, max_age_s, no_store, identity)
         }
-        Outcome::Claims { claims, max_age_s } => match mint_for(cfg, host, &claims) {
-            Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
+        Outcome::Claims {
+            claims: introspected,
+            max_age_s,
+        } => match mint_for(cfg, host, &introspected) {
+            Ok(Some(m)) => {
+                let identity = Identity::of(hash, &introspected);
+                (m.jwt, m.claims, max_age_s, false, identity)
+            }
             Ok(None) => return inactive(),
             Err(denial) => return Err(denial),
         },
@@ -78,7 +92,10 @@ pub fn on_introspection(
                 _ => return Err(Denial::TokenService(CallFailure::Malformed)),
             }
             match mint_for(cfg, host, &introspected) {
-                Ok(Some(m)) => (m.jwt, m.claims, max_age_s, false),
+                Ok(Some(m)) => {
+                    let identity = Identity::of(hash, &introspected);
+                    (m.jwt, m.claims, max_age_s, false, identity)
+                }
                 Ok(None) => return inactive(),
                 Err(denial) => return Err(denial),
             }
@@ -91,6 +108,16 @@ pub fn on_introspection(
         }
         Outcome::Failed(failure) => return Err(Denial::TokenService(failure)),
     };
+    let token = resolved(
+        cfg,
+        &jwt,
+        &claims.scope,
+        Who::Known(Some(Box::new(identity.clone()))),
+    );
+    // Revoked while the call was in flight: refused, and kept nowhere.
+    if revoke::refuses(cx, &token, true) {
+        return Err(Denial::Revoked);
+    }
     let cache_until = if no_store {
         None
     } else {
@@ -99,13 +126,10 @@ pub fn on_introspection(
     if let Some(until) = cache_until {
         host.shared_set(
             &key(),
-            &phantom_cache::encode_active(hash, until, &claims.scope, &jwt),
+            &phantom_cache::encode_active(hash, until, &claims.scope, &identity, &jwt),
         );
     }
-    Ok(Introspected {
-        token: resolved(cfg, &jwt, &claims.scope),
-        cache_until,
-    })
+    Ok(Introspected { token, cache_until })
 }
 
 /// What to do with one request waiting for the introspection of `token` (hash `hash`), under

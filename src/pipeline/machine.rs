@@ -19,11 +19,13 @@
 
 use crate::hash::{TokenHash, TokenKeys};
 use crate::header_map::HeaderMap;
-use crate::reply::{self, Denial, DpopChallenge, LocalReply, Outcome, SplitReply};
+use crate::metrics::Counter;
+use crate::reply::{self, Denial, DpopChallenge, LocalReply, Outcome, RevocationReply, SplitReply};
 use crate::storage::held;
 use crate::storage::keys::{self, FirstFetch};
 use crate::storage::remote::{self, Got};
 use crate::token::bearer::Presented;
+use crate::token::revocation;
 use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
 use super::forward::{Forward, ForwardKind};
@@ -31,7 +33,8 @@ use super::io::Body;
 use super::route::{owned_present, Passage};
 use super::{
     after_exchange, after_introspection, gateway_jwks, on_remote_get, publish, publish_gate,
-    Caller, Ctx, Exchanged, Introspected, RemoteAnswer, Request, Step, Verdict,
+    revoke, Caller, Ctx, Exchanged, Introspected, RemoteAnswer, Request, Revocation, Step,
+    Verdict,
 };
 use crate::config::KeySource;
 
@@ -87,6 +90,28 @@ pub enum State {
     },
     /// A split token response, waiting for its remote write before it is passed on.
     SplitWrite { body: Vec<u8>, size: usize },
+    /// A revocation request (the API, a back-channel logout, an observed RFC 7009 request),
+    /// its body being held. `strip`: the headers the filter owns, removed if it goes on.
+    Revoking {
+        route: Revocation,
+        size: usize,
+        strip: Vec<String>,
+    },
+    /// An observed RFC 7009 request, forwarded: the token it names (its SHA-256) is revoked
+    /// here when the token service answers 200.
+    Observed { token: Option<TokenHash> },
+    /// A revocation made, waiting until every live worker has applied it (then `then`), at
+    /// most until `until_ms` (then 503).
+    Confirming { seq: u64, until_ms: u64, then: Then },
+}
+
+/// What a confirmed revocation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Answer the request (the API, a back-channel logout): 200.
+    Reply,
+    /// Let the token service's answer (an observed RFC 7009 request) go on.
+    ResumeResponse,
 }
 
 impl State {
@@ -100,6 +125,8 @@ impl State {
                 | State::Parked { .. }
                 | State::Publishing { .. }
                 | State::PublishWrite { .. }
+                | State::Revoking { .. }
+                | State::Confirming { .. }
         )
     }
 
@@ -108,6 +135,7 @@ impl State {
         match self {
             State::Publishing { .. } => Some(held::Kind::Publish),
             State::Splitting { .. } => Some(held::Kind::TokenResponse),
+            State::Revoking { .. } => Some(held::Kind::Revocation),
             _ => None,
         }
     }
@@ -156,6 +184,8 @@ pub enum Event<'a> {
     /// The proxy refused what the last action needed (writing `Authorization`, replacing a
     /// response body).
     Refused(&'a Refused),
+    /// The root's timer (a revocation waiting for every worker).
+    Tick,
 }
 
 /// What the proxy refused.
@@ -183,6 +213,7 @@ pub enum Call {
         token: TokenHash,
         subject: String,
         policy: usize,
+        client: Option<Box<crate::token::revocation::Identity>>,
     },
     /// A read of the remote split store.
     RemoteGet(remote::Call),
@@ -228,6 +259,11 @@ pub enum Action {
     ReplaceBody { size: usize, body: Vec<u8> },
     /// Remove these trailers; then keep it paused (`hold`) or let it go on.
     StripTrailers { names: Vec<String>, hold: bool },
+    /// Keep it paused, and step it with [`Event::Tick`] on each tick (a revocation waiting
+    /// for every worker).
+    Confirm,
+    /// Let its response go on (resumed, if it was paused).
+    ResumeResponse,
 }
 
 /// The next state and action of a request in `state` when `event` happens.
@@ -356,6 +392,59 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
             }
         }
         (
+            State::Revoking { route, size, strip },
+            E::Body {
+                size: now,
+                complete,
+            },
+        ) => held_body(
+            State::Revoking {
+                route,
+                size: now.unwrap_or(size),
+                strip,
+            },
+            complete,
+            cx,
+        ),
+        (state @ State::Revoking { .. }, E::Trailers(_)) => held_body(state, true, cx),
+        (State::Revoking { route, strip, .. }, E::BodyRead(body)) => {
+            revocation_body(cx, route, strip, body)
+        }
+        (State::Revoking { .. }, E::Expired { never_saw_body }) => {
+            cx.host.count(Counter::RevocationRefused);
+            let answer = if never_saw_body {
+                RevocationReply::BodyNotDelivered
+            } else {
+                RevocationReply::BodyTimeout
+            };
+            let note = if never_saw_body {
+                Note::BodyNotDelivered
+            } else {
+                Note::BodyTimeout
+            };
+            done(Action::Reply(answer.local_reply(&cx.cfg.realm), Some(note)))
+        }
+        (State::Observed { token }, E::ResponseHeaders { status, .. }) => match token {
+            Some(token) if status == Some("200") => match revoke::observed(cx, &token) {
+                Ok(seq) => confirm(cx, seq, Then::ResumeResponse),
+                Err(answer) => done(revocation_reply(cx, answer)),
+            },
+            _ => done(Action::Continue),
+        },
+        (State::Confirming { seq, until_ms, then }, E::Tick) => {
+            if revoke::confirmed(cx, seq) {
+                confirmed(cx, then)
+            } else if cx.host.now_ms() >= until_ms {
+                cx.host.count(Counter::RevocationUnconfirmed);
+                done(revocation_reply(
+                    cx,
+                    RevocationReply::Unavailable("not every worker confirmed in time; retry"),
+                ))
+            } else {
+                (State::Confirming { seq, until_ms, then }, Action::Confirm)
+            }
+        }
+        (
             state @ (State::Publishing { .. } | State::Splitting { .. }),
             E::Expired { never_saw_body },
         ) => done(expired(cx, &state, never_saw_body)),
@@ -417,6 +506,7 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
             forward(ForwardKind::TokenRequest, Passage::TokenRequest),
         ),
         Step::Preflight => done(forward(ForwardKind::Preflight, Passage::Preflight)),
+        Step::Revocation(route) => start_revocation(cx, route, request),
         Step::GatewayJwks => {
             let method = headers.text(":method").unwrap_or_default();
             match gateway_jwks(cx.cfg) {
@@ -480,6 +570,7 @@ fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (Stat
             key,
             token,
             subject,
+            client,
         } => {
             let policy = judged.policy;
             (
@@ -489,6 +580,7 @@ fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (Stat
                     token,
                     subject,
                     policy,
+                    client,
                 }),
             )
         }
@@ -509,9 +601,11 @@ fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (Stat
             )
         }
         // A request's headers alone lead to these (`headers`): no token stage does.
-        Step::Publish | Step::TokenRequest | Step::GatewayJwks | Step::Preflight => {
-            done(deny(cx, &judged, Denial::Internal))
-        }
+        Step::Publish
+        | Step::TokenRequest
+        | Step::GatewayJwks
+        | Step::Preflight
+        | Step::Revocation(_) => done(deny(cx, &judged, Denial::Internal)),
     }
 }
 
@@ -581,9 +675,14 @@ fn held_body(state: State, complete: bool, cx: &Ctx<'_>) -> (State, Action) {
     let (size, max, body) = match &state {
         State::Publishing { size, .. } => (*size, MAX_PUBLISH_BODY, Body::Request),
         State::Splitting { size, .. } => (*size, MAX_TOKEN_RESPONSE, Body::Response),
+        State::Revoking { route, size, .. } => (*size, revocation_limit(*route), Body::Request),
         _ => return (state, Action::Continue),
     };
     if size > max {
+        if let State::Revoking { .. } = state {
+            cx.host.count(Counter::RevocationRefused);
+            return done(revocation_reply(cx, RevocationReply::TooLarge));
+        }
         return done(match body {
             Body::Request => {
                 let answer = SplitReply::TooLarge;
@@ -598,6 +697,102 @@ fn held_body(state: State, complete: bool, cx: &Ctx<'_>) -> (State, Action) {
         return (state, Action::Pause);
     }
     (state, Action::ReadBody(body, size))
+}
+
+/// A request to one of the `revocation` block's paths. The API and back-channel logout are
+/// answered by the filter (`POST` only; the API's secret checked before its body is read);
+/// an observed RFC 7009 request goes on to the token service, its body read first.
+fn start_revocation(cx: &Ctx<'_>, route: Revocation, request: &Request<'_>) -> (State, Action) {
+    let headers = request.headers;
+    let method = headers.get(":method").unwrap_or_default();
+    let gate = match route {
+        Revocation::Api => revoke::api_gate(
+            cx.cfg,
+            &method,
+            headers.get("authorization").as_deref(),
+        ),
+        Revocation::Logout if method != "POST" => Err(RevocationReply::MethodNotAllowed),
+        Revocation::Logout | Revocation::Observed => Ok(()),
+    };
+    if let Err(answer) = gate {
+        cx.host.count(Counter::RevocationRefused);
+        return done(revocation_reply(cx, answer));
+    }
+    let strip = owned(cx, Passage::TokenRequest, headers);
+    if request.end_of_stream {
+        return revocation_body(cx, route, strip, &[]);
+    }
+    (
+        State::Revoking {
+            route,
+            size: 0,
+            strip,
+        },
+        Action::Hold(held::Kind::Revocation),
+    )
+}
+
+fn revocation_limit(route: Revocation) -> usize {
+    match route {
+        Revocation::Api => revocation::MAX_API_BODY,
+        Revocation::Logout => revocation::MAX_LOGOUT_BODY,
+        Revocation::Observed => revocation::MAX_OBSERVED_BODY,
+    }
+}
+
+/// A revocation request's whole body.
+fn revocation_body(
+    cx: &Ctx<'_>,
+    route: Revocation,
+    strip: Vec<String>,
+    body: &[u8],
+) -> (State, Action) {
+    let made = match route {
+        Revocation::Api => revoke::api(cx, body),
+        Revocation::Logout => revoke::logout(cx, body),
+        Revocation::Observed => {
+            let token = revocation::observed_token(body).map(|t| crate::hash::token_hash(&t));
+            return (
+                State::Observed { token },
+                Action::Forward(Forward {
+                    kind: ForwardKind::TokenRequest,
+                    policy: cx.cfg.policies.list.len(),
+                    token: None,
+                    strip,
+                }),
+            );
+        }
+    };
+    match made {
+        Ok(seq) => confirm(cx, seq, Then::Reply),
+        Err(answer) => {
+            if route == Revocation::Api && !matches!(answer, RevocationReply::Full) {
+                cx.host.count(Counter::RevocationRefused);
+            }
+            done(revocation_reply(cx, answer))
+        }
+    }
+}
+
+/// A revocation made (log entry `seq`): done at once when every worker has applied it, else
+/// waited for on the timer.
+fn confirm(cx: &Ctx<'_>, seq: u64, then: Then) -> (State, Action) {
+    if revoke::confirmed(cx, seq) {
+        return confirmed(cx, then);
+    }
+    let until_ms = cx.host.now_ms().saturating_add(revoke::CONFIRM_DEADLINE_MS);
+    (State::Confirming { seq, until_ms, then }, Action::Confirm)
+}
+
+fn confirmed(cx: &Ctx<'_>, then: Then) -> (State, Action) {
+    match then {
+        Then::Reply => done(revocation_reply(cx, RevocationReply::Revoked)),
+        Then::ResumeResponse => done(Action::ResumeResponse),
+    }
+}
+
+fn revocation_reply(cx: &Ctx<'_>, answer: RevocationReply) -> Action {
+    Action::Reply(answer.local_reply(&cx.cfg.realm), None)
 }
 
 fn finish_publish(cx: &Ctx<'_>, method: &str, body: &[u8]) -> (State, Action) {

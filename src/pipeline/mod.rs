@@ -8,6 +8,8 @@
 //!   │ route.rs          publish path ──► Step::Publish (answered by the filter, never forwarded)
 //!   │                   token endpoint ──► Step::TokenRequest (its response: token_response.rs)
 //!   │                   gateway JWK Set ──► Step::GatewayJwks
+//!   │                   revocation API, back-channel logout, RFC 7009 observed ──►
+//!   │                   Step::Revocation (revoke.rs)
 //!   │                   access token in the URI ──► Reject(MalformedCredentials)
 //!   │                   CORS preflight ──► Step::Preflight | Reject(InvalidPreflight)
 //!   ▼ policy.rs         route metadata, else the first matching policy, else `default`; with
@@ -35,7 +37,8 @@
 //! life) and returns one `Action`; forward.rs says what a forwarded request's headers become;
 //! executor.rs carries actions out through io.rs's `Io` and keeps what lives across callbacks.
 //! Beside the request path: publish.rs (the publish API), token_response.rs (splitting at
-//! issuance). A new stage is a new file here, and one call in [`on_request`] or in the stage
+//! issuance), revoke.rs (revocation: its requests, and the one question every resolved token
+//! is asked, [`revoke::refuses`]). A new stage is a new file here, and one call in [`on_request`] or in the stage
 //! that leads to it.
 
 mod accept_jwt;
@@ -52,6 +55,7 @@ mod phantom_cache;
 mod policy;
 mod proof;
 mod publish;
+pub mod revoke;
 mod route;
 mod split_lookup;
 mod token_response;
@@ -71,6 +75,7 @@ use crate::host::Host;
 use crate::reply::Denial;
 use crate::storage::keys::KeyState;
 use crate::storage::local::{LocalCache, Resolved};
+use crate::storage::revocation::Follower;
 use crate::storage::verified::Verified;
 
 pub use self::authorize::authorize;
@@ -80,8 +85,8 @@ pub use self::introspect::{after_introspection, on_introspection, Introspected};
 pub use self::proof::{server_nonce, NONCE_WINDOW_S};
 pub use self::publish::{after_remote_write, count_publish, publish, publish_gate};
 pub use self::route::{
-    gateway_jwks, has_routes, owned_present, preflight, route, Passage, Preflight, Route,
-    METHOD_OVERRIDE_HEADERS,
+    gateway_jwks, has_routes, owned_present, preflight, route, Passage, Preflight, Revocation,
+    Route, METHOD_OVERRIDE_HEADERS,
 };
 pub use self::split_lookup::{on_remote_get, RemoteAnswer};
 pub use self::token_response::{on_token_response, split_write_done, TokenResponse};
@@ -116,6 +121,8 @@ pub struct Worker {
     /// Recent split store hits, by the token's keyed hash, made under epoch `split_epoch`.
     pub split_local: LocalCache<FastKey>,
     pub split_epoch: std::cell::Cell<Option<u64>>,
+    /// Its place in revocation: how far it applied the log to these copies.
+    pub revocation: Follower,
 }
 
 /// The final word on a request.
@@ -146,6 +153,8 @@ pub enum Step {
         key: TokenHash,
         token: TokenHash,
         subject: String,
+        /// Whose the client's token is (with `revocation`).
+        client: Option<Box<crate::token::revocation::Identity>>,
     },
     /// Split store miss with `split.remote`: ask the remote store (then [`on_remote_get`]).
     Remote {
@@ -162,6 +171,8 @@ pub enum Step {
     GatewayJwks,
     /// A CORS preflight: forwarded unauthenticated, without `Authorization`.
     Preflight,
+    /// One of the `revocation` block's paths (`revoke.rs`).
+    Revocation(Revocation),
 }
 
 /// A request as the pipeline sees it: its headers, whether they end the stream, and what the

@@ -5,6 +5,7 @@ use crate::hash::TokenKeys;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::phantom_cache;
+use crate::token::revocation::Identity;
 
 use super::authorize::authorize;
 use super::cached::{self, Found};
@@ -20,6 +21,7 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
         &keys.fast,
         || phantom_cache::slot_key(namespace, keys.sha256(), cfg.cache.max_entries),
         |value| phantom_cache::lookup(value, keys.sha256(), host.now_ms()),
+        |bytes| Some(Box::new(stored_identity(keys.sha256(), bytes))),
         |()| Denial::InvalidToken,
     );
     match found {
@@ -44,4 +46,12 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
             None
         }
     }
+}
+
+/// Whose a cached token is, as its entry says (an entry that cannot say names the token only).
+pub(super) fn stored_identity(token: &crate::hash::TokenHash, bytes: &[u8]) -> Identity {
+    Identity::decode(token, bytes).unwrap_or(Identity {
+        token: *token,
+        ..Identity::default()
+    })
 }

@@ -22,6 +22,20 @@ pub enum Route {
     /// `phantom.mint.jwks_path`: the public keys of the gateway's minted JWTs, answered by
     /// the filter and never forwarded.
     GatewayJwks,
+    /// One of the `revocation` block's paths.
+    Revocation(Revocation),
+}
+
+/// Which of the `revocation` block's paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// `revocation.path`: the revocation API, answered by the filter.
+    Api,
+    /// `revocation.backchannel_logout.path`: answered by the filter.
+    Logout,
+    /// One of `revocation.observe_paths`: forwarded to the token service as it is; the token
+    /// it names is revoked here when the token service answers 200.
+    Observed,
 }
 
 /// What a request that may be a CORS preflight is.
@@ -50,6 +64,7 @@ pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
             Route::Publish => return Some(Step::Publish),
             Route::TokenEndpoint => return Some(Step::TokenRequest),
             Route::GatewayJwks => return Some(Step::GatewayJwks),
+            Route::Revocation(r) => return Some(Step::Revocation(r)),
         }
     }
     // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
@@ -164,9 +179,10 @@ fn same_header(present: &[u8], owned: &str) -> bool {
             .all(|(&p, o)| p == o || (p == b'_' && o == b'-'))
 }
 
-/// Whether some path is the filter's own (split routes, the gateway's JWK Set).
+/// Whether some path is the filter's own (split routes, the gateway's JWK Set, revocation).
 pub fn has_routes(cfg: &Config) -> bool {
     gateway_jwks(cfg).is_some()
+        || cfg.revocation.is_some()
         || cfg
             .split
             .as_ref()
@@ -183,6 +199,17 @@ pub fn route(cfg: &Config, path: &str) -> Route {
     let path = path.split(['?', '#']).next().unwrap_or("");
     if gateway_jwks(cfg).is_some_and(|(p, _)| p == path) {
         return Route::GatewayJwks;
+    }
+    if let Some(rv) = &cfg.revocation {
+        if rv.path.as_deref() == Some(path) {
+            return Route::Revocation(Revocation::Api);
+        }
+        if rv.backchannel_logout.as_ref().is_some_and(|b| b.path == path) {
+            return Route::Revocation(Revocation::Logout);
+        }
+        if rv.observe_paths.iter().any(|p| p == path) {
+            return Route::Revocation(Revocation::Observed);
+        }
     }
     let Some(split) = &cfg.split else {
         return Route::Protected;

@@ -15,9 +15,9 @@ use crate::storage::split_store::{Found, Store, Stored};
 use crate::token::jwt;
 use crate::token::split::{self, Entry};
 
-use super::authorize::{authorize, resolved_bearer};
+use super::authorize::{authorize, resolved_bearer, Who};
 use super::verify::check_jwt;
-use super::{Caller, Ctx, Step, Verdict};
+use super::{revoke, Caller, Ctx, Step, Verdict};
 
 /// The stage: `None` to go on to the phantom flow (a miss with `fallback_to_phantom`).
 pub fn lookup(
@@ -82,7 +82,7 @@ fn local_lookup(
     match found {
         Found::Hit(stored) => {
             host.count(Counter::SplitHit);
-            let verdict = split_hit(cx, caller, token, hash, &stored);
+            let verdict = split_hit(cx, caller, token, hash, &stored, false);
             // Kept while the epoch read before this lookup holds (see `worker_copy`).
             if let (Verdict::Forward(resolved), Some(_)) = (&verdict, worker.split_epoch.get()) {
                 worker
@@ -107,21 +107,24 @@ fn local_lookup(
     }
 }
 
-/// The verdict for a live split entry: scopes, then verification (once per entry and worker).
+/// The verdict for a live split entry: revocation, scopes, then verification (once per entry
+/// and worker). `fresh`: an answer of the remote store, which may have been in flight while a
+/// revocation was made.
 fn split_hit(
     cx: &Ctx<'_>,
     caller: &Caller<'_>,
     token: &str,
     hash: &TokenHash,
     stored: &Stored,
+    fresh: bool,
 ) -> Verdict {
     let (cfg, worker, host) = (cx.cfg, cx.worker, cx.host);
     let authorization = format!("Bearer {}.{token}", stored.header_payload());
-    let verdict = authorize(
-        cfg,
-        caller,
-        &resolved_bearer(cfg, authorization, stored.scope()),
-    );
+    let resolved = resolved_bearer(cfg, authorization, stored.scope(), Who::Payload(hash));
+    if revoke::refuses(cx, &resolved, fresh) {
+        return Verdict::Reject(Denial::Revoked);
+    }
+    let verdict = authorize(cfg, caller, &resolved);
     let Verdict::Forward(resolved) = &verdict else {
         return verdict;
     };
@@ -199,7 +202,7 @@ pub fn on_remote_get(
     // A failed copy only costs the next request another remote read.
     let _ = Store::new(split.max_entries).put(host, &local, now);
     let stored = Stored::new(&local.scope, &local.header_payload, local.expires_at_ms);
-    let verdict = split_hit(cx, caller, token, hash, &stored);
+    let verdict = split_hit(cx, caller, token, hash, &stored, true);
     let incoming = TokenKeys::with_sha(&cx.worker.keyed, token, *hash);
     super::finish(cx, caller, &incoming, verdict)
 }

@@ -2157,6 +2157,7 @@ mod exchange {
                 key,
                 token: hash,
                 subject,
+                ..
             } => (d.policy, key, hash, subject),
             other => panic!("expected an exchange on {path}, got {other:?}"),
         }
@@ -2171,7 +2172,7 @@ mod exchange {
         outcome: Answer,
     ) -> Verdict {
         let rule = cfg.policies.get(policy).exchange.as_ref().unwrap();
-        let made = super::super::on_exchange(&cx(cfg, host), rule, key, outcome);
+        let made = super::super::on_exchange(&cx(cfg, host), rule, key, None, outcome);
         let _ = token;
         bare(super::super::after_exchange(&host.worker, key, &made))
     }

@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 
 use crate::hash::{constant_time_eq, slot_of, TokenHash};
 use crate::host::Host;
+use crate::storage::layout::{Layout, LayoutRecord};
 use crate::storage::{record, slots};
 
 /// Slots a proof may occupy.
@@ -51,10 +52,11 @@ const KIND_SEEN: u8 = 1;
 /// The longest a proof can be live under any configuration (`max_age_s` 3600, twice a skew of
 /// 300, and a second), in ms: how long a replaced layout is still looked in.
 pub const MAX_WINDOW_MS: u64 = (3_600 + 2 * 300 + 1) * 1_000;
-/// Replaced layouts kept in the layout record, at most.
-const MAX_LAYOUTS: usize = 8;
-const LAYOUT_KEY: &str = "dp:layout";
-const LAYOUT_MAGIC: &str = "dpl1";
+/// Where the sizes in use are listed.
+const LAYOUT: LayoutRecord = LayoutRecord {
+    key: "dp:layout",
+    magic: "dpl1",
+};
 
 /// What the store says of a proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,73 +86,6 @@ pub fn proof_hash(jkt: &str, jti: &str) -> TokenHash {
     h.finalize().into()
 }
 
-/// The sizes in use, each with the time until which it may hold a live proof.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Layout {
-    pub sizes: Vec<(u32, u64)>,
-}
-
-impl Layout {
-    fn decode(value: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(value).ok()?;
-        let mut parts = text.split(' ');
-        if parts.next()? != LAYOUT_MAGIC {
-            return None;
-        }
-        let mut sizes = Vec::new();
-        for part in parts.take(MAX_LAYOUTS) {
-            let (size, until) = part.split_once('@')?;
-            sizes.push((size.parse().ok().filter(|n| *n > 0)?, until.parse().ok()?));
-        }
-        Some(Self { sizes })
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = LAYOUT_MAGIC.to_owned();
-        for (size, until) in &self.sizes {
-            out.push_str(&format!(" {size}@{until}"));
-        }
-        out.into_bytes()
-    }
-
-    /// The sizes still live at `now_ms`.
-    fn live(&self, now_ms: u64) -> impl Iterator<Item = u32> + '_ {
-        self.sizes
-            .iter()
-            .filter(move |(_, until)| *until > now_ms)
-            .map(|(size, _)| *size)
-    }
-
-    /// Where a configuration of `own` size inserts: the largest live size, its own included.
-    pub fn target(&self, own: u32, now_ms: u64) -> u32 {
-        self.live(now_ms).fold(own, u32::max)
-    }
-
-    fn until(&self, size: u32) -> Option<u64> {
-        self.sizes.iter().find(|(s, _)| *s == size).map(|(_, u)| *u)
-    }
-
-    /// The layout with `sizes` live until at least `until_ms` (and the expired ones dropped).
-    fn with(&self, sizes: &[u32], until_ms: u64, now_ms: u64) -> Self {
-        let mut out: Vec<(u32, u64)> = self
-            .sizes
-            .iter()
-            .copied()
-            .filter(|(_, until)| *until > now_ms)
-            .collect();
-        for size in sizes {
-            match out.iter_mut().find(|(s, _)| s == size) {
-                Some((_, until)) => *until = (*until).max(until_ms),
-                None => out.push((*size, until_ms)),
-            }
-        }
-        // The largest sizes matter most (proofs live there); the list stays bounded.
-        out.sort_by_key(|s| std::cmp::Reverse(s.0));
-        out.truncate(MAX_LAYOUTS);
-        Self { sizes: out }
-    }
-}
-
 fn slot_key(slot: impl std::fmt::Display) -> String {
     format!("dp:{slot}")
 }
@@ -174,38 +109,13 @@ impl ReplayStore {
     pub fn initialize(&self, host: &dyn Host) -> u32 {
         let created = slots::create(host, self.slots, slot_key);
         let now = host.now_ms();
-        self.list(host, &[self.slots], now.saturating_add(MAX_WINDOW_MS), now);
+        LAYOUT.list(host, &[self.slots], now.saturating_add(MAX_WINDOW_MS), now);
         created
-    }
-
-    /// Lists `sizes` as live until at least `until_ms` (a compare-and-swap, retried).
-    fn list(&self, host: &dyn Host, sizes: &[u32], until_ms: u64, now_ms: u64) -> Layout {
-        for _ in 0..MAX_ATTEMPTS {
-            let (value, cas) = host.shared_get_cas(LAYOUT_KEY);
-            let layout = value
-                .as_deref()
-                .and_then(Layout::decode)
-                .unwrap_or_default();
-            if sizes
-                .iter()
-                .all(|s| layout.until(*s).is_some_and(|u| u >= until_ms))
-            {
-                return layout;
-            }
-            let next = layout.with(sizes, until_ms, now_ms);
-            if host.shared_set_cas(LAYOUT_KEY, &next.encode(), cas).is_ok() {
-                return next;
-            }
-        }
-        self.layout(host)
     }
 
     /// The layout in force (empty when there is none).
     pub fn layout(&self, host: &dyn Host) -> Layout {
-        host.shared_get(LAYOUT_KEY)
-            .as_deref()
-            .and_then(Layout::decode)
-            .unwrap_or_default()
+        LAYOUT.load(host)
     }
 
     /// Records proof `hash`, live until `expires_at_ms`, unless it was seen: under the largest
@@ -235,7 +145,7 @@ impl ReplayStore {
         let renew = now_ms.saturating_add(MAX_WINDOW_MS / 2).max(expires_at_ms);
         let listed = |l: &Layout, s: u32| l.until(s).is_some_and(|u| u >= renew);
         if !listed(&layout, target) || !listed(&layout, self.slots) {
-            layout = self.list(
+            layout = LAYOUT.list(
                 host,
                 &[target, self.slots],
                 now_ms.saturating_add(MAX_WINDOW_MS),
@@ -689,11 +599,6 @@ mod tests {
             "256 expired: nobody inserts there"
         );
         assert!(layout.sizes.iter().all(|(s, u)| *s == 64 || *u <= late));
-        let round = Layout::default().with(&[5, 7], 10, 0);
-        assert_eq!(Layout::decode(&round.encode()), Some(round.clone()));
-        assert_eq!(round.sizes, [(7, 10), (5, 10)]);
-        assert_eq!(Layout::decode(b"dpl1 0@5"), None);
-        assert_eq!(Layout::decode(b"xx 5@5"), None);
     }
 
     #[test]

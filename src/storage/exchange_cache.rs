@@ -60,6 +60,7 @@ pub fn lookup<'a>(value: &'a [u8], key: &TokenHash, now_ms: u64) -> Option<Cache
             KIND_FORBIDDEN => Some(Refusal::Forbidden),
             _ => None,
         },
+        false,
         value,
         key,
         now_ms,
@@ -83,7 +84,8 @@ mod tests {
             Some(Cached::Token {
                 jwt: "h.p.s",
                 scope: "read",
-                expires_at_ms: 2_000
+                expires_at_ms: 2_000,
+                identity: &[],
             })
         );
         assert_eq!(lookup(&v, &a, 2_000), None, "expired");
@@ -93,7 +95,13 @@ mod tests {
             assert_eq!(lookup(&v, &a, 0), Some(Cached::Refused(refusal)));
         }
         // The phantom cache's values are never read as exchanges.
-        let phantom = crate::storage::phantom_cache::encode_active(&a, 2_000, "read", "h.p.s");
+        let phantom = crate::storage::phantom_cache::encode_active(
+            &a,
+            2_000,
+            "read",
+            &crate::token::revocation::Identity::default(),
+            "h.p.s",
+        );
         assert_eq!(lookup(&phantom, &a, 0), None);
         assert!(slot_key("ns", &a, 10).starts_with("xc:ns:"));
     }

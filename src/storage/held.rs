@@ -20,6 +20,9 @@ pub enum Kind {
     Publish,
     /// A token endpoint response: the response body is read.
     TokenResponse,
+    /// A revocation request (the API, a back-channel logout, an observed RFC 7009 request):
+    /// the request body is read.
+    Revocation,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +92,7 @@ impl Held {
                 return true;
             }
             let reply = match (h.kind, h.saw_body) {
-                (Kind::Publish, true) => SplitReply::BodyTimeout,
+                (Kind::Publish | Kind::Revocation, true) => SplitReply::BodyTimeout,
                 (_, false) => SplitReply::BodyNotDelivered,
                 (Kind::TokenResponse, true) => SplitReply::SplitFailed,
             };

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::hash::TokenHash;
+use crate::token::revocation::Identity;
 
 /// A request waiting for an answer: its context id (what it needs of the answer is its own
 /// state, kept by the executor).
@@ -33,6 +34,9 @@ struct Pending {
     waiters: Vec<Waiter>,
     /// The context that made the call, and the call's token; `None` when orphaned.
     call: Option<(u32, u32)>,
+    /// Whose the client's token is, for an exchange (with `revocation`): its answer is
+    /// looked up in the marks before it is kept.
+    client: Option<Box<Identity>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub struct Completed {
     pub token: String,
     pub kind: CallKind,
     pub waiters: Vec<Waiter>,
+    /// See [`InFlight::attach`].
+    pub client: Option<Box<Identity>>,
 }
 
 #[derive(Debug, Default)]
@@ -77,10 +83,18 @@ impl InFlight {
                         kind,
                         waiters: vec![waiter],
                         call: None,
+                        client: None,
                     },
                 );
                 Join::Lead
             }
+        }
+    }
+
+    /// Keeps whose the client's token is beside the call for `key` (an exchange).
+    pub fn attach(&mut self, key: &TokenHash, client: Option<Box<Identity>>) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.client = client;
         }
     }
 
@@ -120,6 +134,7 @@ impl InFlight {
             token: p.token,
             kind: p.kind,
             waiters: p.waiters,
+            client: p.client,
         })
     }
 

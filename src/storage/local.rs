@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use crate::hash::TokenHash;
 use crate::token::claims::{Binding, Claim};
+use crate::token::revocation::Identity;
 
 /// A token the gateway resolved to a JWT: what to forward, and what policies read of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,6 +30,9 @@ pub struct Resolved {
     pub claims: Vec<Claim>,
     /// What the token is bound to (`cnf`): enforced on every request, hits included.
     pub binding: Binding,
+    /// Whose it is, with `revocation` (`None` without): what a revocation can name, so that
+    /// this worker's copies of it can be forgotten.
+    pub identity: Option<Box<Identity>>,
 }
 
 impl Resolved {
@@ -80,6 +84,8 @@ pub struct LocalCache<K = TokenHash> {
 struct Inner<K> {
     map: HashMap<K, Local, BuildHasherDefault<DigestHasher>>,
     bytes: usize,
+    /// Copies are kept (see [`LocalCache::keep`]).
+    on: bool,
 }
 
 impl<K> Default for LocalCache<K> {
@@ -88,6 +94,7 @@ impl<K> Default for LocalCache<K> {
             inner: RefCell::new(Inner {
                 map: HashMap::default(),
                 bytes: 0,
+                on: true,
             }),
         }
     }
@@ -105,6 +112,9 @@ impl<K: Eq + std::hash::Hash + Copy> LocalCache<K> {
         let Ok(mut inner) = self.inner.try_borrow_mut() else {
             return;
         };
+        if !inner.on {
+            return;
+        }
         let added = token.size();
         if inner.map.len() >= MAX_ENTRIES || inner.bytes + added > MAX_BYTES {
             inner.map.clear();
@@ -124,6 +134,33 @@ impl<K: Eq + std::hash::Hash + Copy> LocalCache<K> {
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
             inner.map.clear();
             inner.bytes = 0;
+        }
+    }
+
+    /// Forgets the copies `forget` says of.
+    pub fn forget(&self, forget: impl Fn(&Resolved) -> bool) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            let mut freed = 0;
+            inner.map.retain(|_, local| {
+                let gone = forget(&local.token);
+                if gone {
+                    freed += local.token.size();
+                }
+                !gone
+            });
+            inner.bytes = inner.bytes.saturating_sub(freed);
+        }
+    }
+
+    /// Whether copies are kept at all: a worker that cannot take part in revocation keeps
+    /// none (emptied now, nothing kept until it can).
+    pub fn keep(&self, on: bool) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            inner.on = on;
+            if !on {
+                inner.map.clear();
+                inner.bytes = 0;
+            }
         }
     }
 
@@ -172,5 +209,13 @@ mod tests {
             c.get(&[4; 32], 0).map(|a| a.authorization.len()),
             Some(big.len())
         );
+        c.forget(|t| t.authorization.len() == big.len());
+        assert!(c.is_empty());
+        c.keep(false);
+        c.put(&[5; 32], 100, token("Bearer y"));
+        assert!(c.is_empty(), "nothing kept while off");
+        c.keep(true);
+        c.put(&[5; 32], 100, token("Bearer y"));
+        assert_eq!(c.len(), 1);
     }
 }

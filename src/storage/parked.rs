@@ -26,12 +26,14 @@ pub enum Item {
         waiters: Vec<Waiter>,
         outcome: Outcome,
     },
-    /// The answer to the exchange `key` under `policy`'s rule.
+    /// The answer to the exchange `key` under `policy`'s rule (`client`: whose the client's
+    /// token is).
     Exchange {
         key: TokenHash,
         policy: usize,
         waiters: Vec<Waiter>,
         outcome: ExchangeOutcome,
+        client: Option<Box<crate::token::revocation::Identity>>,
     },
 }
 

@@ -7,15 +7,18 @@
 //! direct-mapped cache). The entry carries the full token hash, compared in constant time, so a
 //! slot collision is a miss, never another token's JWT. The opaque token itself is never stored.
 //!
-//! Entries use [`crate::storage::record`]'s layout with magic `pt1`; the body is the JWT.
+//! Entries use [`crate::storage::record`]'s layout with magic `pt2`; the body is whose the
+//! token is ([`Identity`]: what a revocation can name, read back by every worker) and the
+//! JWT.
 
 use crate::hash::{self, TokenHash};
 use crate::storage::record;
 use crate::token::jwt::EXP_SKEW_MS;
 
 use crate::token::jwt::Claims;
+use crate::token::revocation::Identity;
 
-const MAGIC: &[u8; 3] = b"pt1";
+const MAGIC: &[u8; 3] = b"pt2";
 const KIND_ACTIVE: u8 = 1;
 const KIND_INACTIVE: u8 = 2;
 
@@ -46,8 +49,23 @@ pub fn active_expiry(
 /// A cached answer for one token: active (its JWT), or inactive.
 pub type Cached<'a> = record::Cached<'a, ()>;
 
-pub fn encode_active(hash: &TokenHash, expires_at_ms: u64, scope: &str, jwt: &str) -> Vec<u8> {
-    record::encode(MAGIC, KIND_ACTIVE, hash, expires_at_ms, scope, jwt)
+pub fn encode_active(
+    hash: &TokenHash,
+    expires_at_ms: u64,
+    scope: &str,
+    identity: &Identity,
+    jwt: &str,
+) -> Vec<u8> {
+    let identity = identity.encode();
+    record::encode_with(
+        MAGIC,
+        KIND_ACTIVE,
+        hash,
+        expires_at_ms,
+        scope,
+        Some(&identity),
+        jwt,
+    )
 }
 
 pub fn encode_inactive(hash: &TokenHash, expires_at_ms: u64) -> Vec<u8> {
@@ -61,6 +79,7 @@ pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cach
         MAGIC,
         KIND_ACTIVE,
         |kind| (kind == KIND_INACTIVE).then_some(()),
+        true,
         value,
         hash,
         now_ms,
@@ -128,13 +147,20 @@ mod tests {
     #[test]
     fn round_trips_entries() {
         let h = token_hash("tok");
-        let v = encode_active(&h, NOW + 5, "read write", "a.b.c");
+        let identity = Identity {
+            token: h,
+            sub: Some([3; 32]),
+            sid: None,
+            iat: Some(7),
+        };
+        let v = encode_active(&h, NOW + 5, "read write", &identity, "a.b.c");
         assert_eq!(
             lookup(&v, &h, NOW),
             Some(Cached::Token {
                 jwt: "a.b.c",
                 scope: "read write",
-                expires_at_ms: NOW + 5
+                expires_at_ms: NOW + 5,
+                identity: &identity.encode(),
             })
         );
         let v = encode_inactive(&h, NOW + 5);
@@ -145,7 +171,7 @@ mod tests {
     fn expired_foreign_and_corrupt_entries_are_misses() {
         let h = token_hash("tok");
         let other = token_hash("other");
-        let v = encode_active(&h, NOW + 5, "", "a.b.c");
+        let v = encode_active(&h, NOW + 5, "", &Identity::default(), "a.b.c");
         assert_eq!(lookup(&v, &h, NOW + 5), None, "expiry is exclusive");
         assert_eq!(lookup(&v, &other, NOW), None, "slot collision");
         assert_eq!(lookup(b"", &h, NOW), None, "shared data 'removed' value");
@@ -159,9 +185,9 @@ mod tests {
         let mut bad = v.clone();
         bad[3] = 9;
         assert_eq!(lookup(&bad, &h, NOW), None);
-        let empty_jwt = encode_active(&h, NOW + 5, "", "");
+        let empty_jwt = encode_active(&h, NOW + 5, "", &Identity::default(), "");
         assert_eq!(lookup(&empty_jwt, &h, NOW), None);
-        let mut long_scope = encode_active(&h, NOW + 5, "", "a.b.c");
+        let mut long_scope = encode_active(&h, NOW + 5, "", &Identity::default(), "a.b.c");
         long_scope[crate::storage::record::HEADER_LEN - 2] = 0xff;
         assert_eq!(lookup(&long_scope, &h, NOW), None);
     }

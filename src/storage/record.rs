@@ -2,7 +2,8 @@
 //! store (each with its own magic, so neither ever reads the other's values).
 //!
 //! Layout (big-endian): `magic [3] | kind u8 | expires_at_ms u64 | sha256 [32] | scope_len u16 |
-//! scope | body`.
+//! scope | body`. A token cache whose entries say whose the token is (the phantom cache, for
+//! revocation) writes its body as `identity_len u8 | identity | jwt`.
 
 use crate::hash::TokenHash;
 
@@ -28,17 +29,22 @@ pub enum Cached<'a, R> {
         jwt: &'a str,
         scope: &'a str,
         expires_at_ms: u64,
+        /// Whose the token is ([`crate::token::revocation::Identity::encode`]); empty for a
+        /// cache that does not say.
+        identity: &'a [u8],
     },
     Refused(R),
 }
 
 /// Reads a token cache's slot (records of `magic`, tokens of kind `token`, refusals of the
-/// kinds `refusal` knows): anything but a well-formed, unexpired entry for exactly `key` is a
-/// miss (an empty or foreign value, a slot collision, an expired entry, an unknown kind).
+/// kinds `refusal` knows; `identified`: bodies carry an identity): anything but a
+/// well-formed, unexpired entry for exactly `key` is a miss (an empty or foreign value, a slot
+/// collision, an expired entry, an unknown kind).
 pub fn lookup<'a, R>(
     magic: &[u8; 3],
     token: u8,
     refusal: impl Fn(u8) -> Option<R>,
+    identified: bool,
     value: &'a [u8],
     key: &TokenHash,
     now_ms: u64,
@@ -51,11 +57,18 @@ pub fn lookup<'a, R>(
         return refusal(r.kind).map(Cached::Refused);
     }
     let scope = std::str::from_utf8(r.scope).ok()?;
-    let jwt = std::str::from_utf8(r.body).ok()?;
+    let (identity, body) = if identified {
+        let (&len, rest) = r.body.split_first()?;
+        rest.split_at_checked(usize::from(len))?
+    } else {
+        (&[][..], r.body)
+    };
+    let jwt = std::str::from_utf8(body).ok()?;
     (!jwt.is_empty()).then_some(Cached::Token {
         jwt,
         scope,
         expires_at_ms: r.expires_at_ms,
+        identity,
     })
 }
 
@@ -68,16 +81,35 @@ pub fn encode(
     scope: &str,
     body: &str,
 ) -> Vec<u8> {
+    encode_with(magic, kind, hash, expires_at_ms, scope, None, body)
+}
+
+/// [`encode`], the body preceded by an identity (at most 255 bytes) when one is given.
+pub fn encode_with(
+    magic: &[u8; 3],
+    kind: u8,
+    hash: &TokenHash,
+    expires_at_ms: u64,
+    scope: &str,
+    identity: Option<&[u8]>,
+    body: &str,
+) -> Vec<u8> {
     let scope = scope
         .get(..scope.len().min(usize::from(u16::MAX)))
         .unwrap_or("");
-    let mut out = Vec::with_capacity(HEADER_LEN + scope.len() + body.len());
+    let identity = identity.map(|i| i.get(..i.len().min(255)).unwrap_or_default());
+    let extra = identity.map_or(0, |i| 1 + i.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + scope.len() + extra + body.len());
     out.extend_from_slice(magic);
     out.push(kind);
     out.extend_from_slice(&expires_at_ms.to_be_bytes());
     out.extend_from_slice(hash);
     out.extend_from_slice(&u16::try_from(scope.len()).unwrap_or(0).to_be_bytes());
     out.extend_from_slice(scope.as_bytes());
+    if let Some(identity) = identity {
+        out.push(u8::try_from(identity.len()).unwrap_or(0));
+        out.extend_from_slice(identity);
+    }
     out.extend_from_slice(body.as_bytes());
     out
 }

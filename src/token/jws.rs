@@ -359,6 +359,34 @@ impl KeySet {
         }
     }
 
+    /// Verifies an OpenID Connect back-channel logout token (Back-Channel Logout 1.0, 2.6):
+    /// `typ`, when present, `logout+jwt`; the signature, with the policy's keys and
+    /// algorithms; `iss` the policy's issuer; `aud` naming one of `audiences`; `iat` not in the
+    /// future and `exp` not past (within the clock skew). Returns its claims, for the rules
+    /// that remain ([`crate::token::revocation::logout_claims`]).
+    pub fn verify_logout(
+        &self,
+        policy: &Policy,
+        audiences: &[String],
+        jwt: &str,
+        now_s: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, VerifyFailure> {
+        if jwt.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyFailure::Malformed);
+        }
+        let meta = Token::decode_metadata(jwt).map_err(|_| VerifyFailure::Malformed)?;
+        if let Some(typ) = meta.signature_type() {
+            let typ = typ.to_ascii_lowercase();
+            if typ.strip_prefix("application/").unwrap_or(&typ) != "logout+jwt" {
+                return Err(VerifyFailure::Malformed);
+            }
+        }
+        let mut o = options(policy, now_s);
+        o.allowed_audiences = Some(audiences.iter().cloned().collect());
+        self.verify_as(policy, jwt, o)?;
+        crate::token::claims::payload_of(jwt).ok_or(VerifyFailure::Malformed)
+    }
+
     fn verify_as(
         &self,
         policy: &Policy,
@@ -1010,6 +1038,68 @@ pub(crate) mod tests {
             ..HeaderOptions::default()
         };
         key.sign_with_options(c, &opts).unwrap()
+    }
+
+    /// A back-channel logout token as an OpenID Provider signs it, with `change` applied to
+    /// its claims and `typ` in its header.
+    pub fn logout_token(
+        key: &ES256KeyPair,
+        typ: Option<&str>,
+        change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) -> String {
+        let mut claims = serde_json::json!({
+            "iss": ISS, "aud": "web", "iat": NOW, "exp": NOW + 120, "jti": "j-1",
+            "sub": "alice", "sid": "s-1",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        change(&mut claims);
+        let header = serde_json::json!({"alg": "ES256", "kid": "ec-1", "typ": typ});
+        let mut header = header.as_object().unwrap().clone();
+        if typ.is_none() {
+            header.remove("typ");
+        }
+        let input = format!(
+            "{}.{}",
+            b64u(serde_json::to_string(&header).unwrap().as_bytes()),
+            b64u(serde_json::to_string(&claims).unwrap().as_bytes())
+        );
+        use p256::ecdsa::signature::Signer as _;
+        let signer = p256::ecdsa::SigningKey::from_slice(&key.to_bytes()).unwrap();
+        let signature: p256::ecdsa::Signature = signer.sign(input.as_bytes());
+        format!("{input}.{}", b64u(&signature.to_bytes()))
+    }
+
+    #[test]
+    fn logout_tokens_are_verified_per_backchannel_logout() {
+        let k = keys();
+        let keys = set(&k);
+        let p = policy(&all());
+        let audiences = ["web".to_owned(), "spa".to_owned()];
+        let verify = |jwt: &str| keys.verify_logout(&p, &audiences, jwt, NOW + 5);
+        for typ in [None, Some("logout+jwt"), Some("application/Logout+JWT")] {
+            let good = logout_token(&k.ec, typ, |_| {});
+            assert_eq!(verify(&good).unwrap()["sub"], "alice", "{typ:?}");
+        }
+        let set = |name: &str, value: serde_json::Value| {
+            let name = name.to_owned();
+            move |c: &mut serde_json::Map<String, serde_json::Value>| drop(c.insert(name, value))
+        };
+        let cases = [
+            ("typ of an ID token", logout_token(&k.ec, Some("JWT"), |_| {}), VerifyFailure::Malformed),
+            ("another audience", logout_token(&k.ec, None, set("aud", "api".into())), VerifyFailure::WrongAudience),
+            ("another issuer", logout_token(&k.ec, None, set("iss", "https://evil".into())), VerifyFailure::WrongIssuer),
+            ("issued in the future", logout_token(&k.ec, None, set("iat", (NOW + 600).into())), VerifyFailure::NotYetValid),
+            ("expired", logout_token(&k.ec, None, set("exp", (NOW - 600).into())), VerifyFailure::Expired),
+            ("signed by another key", logout_token(&ES256KeyPair::generate(), None, |_| {}), VerifyFailure::BadSignature),
+        ];
+        for (what, jwt, failure) in cases {
+            assert_eq!(verify(&jwt).err(), Some(failure), "{what}");
+        }
+        let audience_list = logout_token(&k.ec, None, set("aud", serde_json::json!(["x", "spa"])));
+        assert!(verify(&audience_list).is_ok(), "one of the audiences suffices");
     }
 
     #[test]

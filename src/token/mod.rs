@@ -12,5 +12,6 @@ pub mod jws;
 pub mod jwt;
 pub mod mint;
 pub mod path;
+pub mod revocation;
 pub mod scope;
 pub mod split;
