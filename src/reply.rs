@@ -412,12 +412,9 @@ impl RevocationReply {
                 "invalid_request",
                 "the body did not arrive in time",
             ),
-            RevocationReply::BodyNotDelivered => (
-                500,
-                vec![],
-                "server_error",
-                "the gateway is misconfigured",
-            ),
+            RevocationReply::BodyNotDelivered => {
+                (500, vec![], "server_error", "the gateway is misconfigured")
+            }
         };
         oauth_error(status, headers, error, description)
     }

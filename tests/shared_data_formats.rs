@@ -9,9 +9,9 @@ use envoy_token_filter::config::{Config, KeySource};
 use envoy_token_filter::hash;
 use envoy_token_filter::storage::keys;
 use envoy_token_filter::storage::phantom_cache as cache;
+use envoy_token_filter::storage::revocation::{self, Mark, MarkKind, Marks};
 use envoy_token_filter::storage::split_store::Store;
 use envoy_token_filter::testing::FakeHost;
-use envoy_token_filter::storage::revocation::{self, Mark, MarkKind, Marks};
 use envoy_token_filter::token::revocation::Identity;
 use envoy_token_filter::token::split::Entry;
 
@@ -232,7 +232,14 @@ fn revocation_marks_log_and_participants() {
     let want = ["727631", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
     assert_eq!(hex(&data.value("rvm:0").unwrap()), want);
     assert_eq!(revocation::log_append(&data, &mark), Some(1));
-    let want = ["0000000000000001", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
+    let want = [
+        "0000000000000001",
+        "01",
+        ABC,
+        "000000006553f100",
+        "0000018bcfe65260",
+    ]
+    .concat();
     assert_eq!(hex(&data.value("rvl:1").unwrap()), want);
     assert_eq!(data.value("rvl:seq").unwrap(), b"1");
     revocation::create_participants(&data);

@@ -189,7 +189,8 @@ impl RawRevocation {
         };
         let mine: Vec<&str> = config.paths().collect();
         for (i, p) in mine.iter().enumerate() {
-            if mine[..i].contains(p) || around.owned_paths.contains(p) {
+            let repeated = mine.iter().take(i).any(|q| q == p);
+            if repeated || around.owned_paths.contains(p) {
                 return Err(ConfigError::new(
                     "revocation",
                     "each path must be its own: not another of the block's, nor one the \
@@ -259,6 +260,9 @@ mod tests {
         let b = c.unwrap().revocation.unwrap().backchannel_logout.unwrap();
         assert_eq!(b.audiences, ["web"]);
         let e = verified(r#"{"backchannel_logout": {"path": "/bcl", "audiences": []}}"#);
-        assert_eq!(e.unwrap_err().field, "revocation.backchannel_logout.audiences");
+        assert_eq!(
+            e.unwrap_err().field,
+            "revocation.backchannel_logout.audiences"
+        );
     }
 }

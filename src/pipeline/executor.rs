@@ -711,10 +711,7 @@ impl Executor {
         let join = self.inflight.borrow_mut().join(key, token, kind, id);
         match join {
             Join::Wait => host.count(Counter::Coalesced),
-            Join::Lead => match {
-                self.inflight.borrow_mut().attach(&key, client);
-                self.dispatch_kind(io, kind, token)
-            } {
+            Join::Lead => match self.lead(io, &key, kind, token, client) {
                 Ok(call) => {
                     self.count(host, kind);
                     self.inflight.borrow_mut().started(&key, id, call);
@@ -726,6 +723,19 @@ impl Executor {
             },
         }
         Next::Flow(Flow::Pause)
+    }
+
+    /// The first request for `key` makes the call (`client` kept beside it).
+    fn lead(
+        &self,
+        io: &dyn Io,
+        key: &TokenHash,
+        kind: CallKind,
+        token: &str,
+        client: Option<Box<crate::token::revocation::Identity>>,
+    ) -> Result<u32, String> {
+        self.inflight.borrow_mut().attach(key, client);
+        self.dispatch_kind(io, kind, token)
     }
 
     fn count(&self, host: &dyn Host, kind: CallKind) {

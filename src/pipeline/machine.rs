@@ -33,8 +33,7 @@ use super::io::Body;
 use super::route::{owned_present, Passage};
 use super::{
     after_exchange, after_introspection, gateway_jwks, on_remote_get, publish, publish_gate,
-    revoke, Caller, Ctx, Exchanged, Introspected, RemoteAnswer, Request, Revocation, Step,
-    Verdict,
+    revoke, Caller, Ctx, Exchanged, Introspected, RemoteAnswer, Request, Revocation, Step, Verdict,
 };
 use crate::config::KeySource;
 
@@ -431,7 +430,14 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
             },
             _ => done(Action::Continue),
         },
-        (State::Confirming { seq, until_ms, then }, E::Tick) => {
+        (
+            State::Confirming {
+                seq,
+                until_ms,
+                then,
+            },
+            E::Tick,
+        ) => {
             if revoke::confirmed(cx, seq) {
                 confirmed(cx, then)
             } else if cx.host.now_ms() >= until_ms {
@@ -441,7 +447,14 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
                     RevocationReply::Unavailable("not every worker confirmed in time; retry"),
                 ))
             } else {
-                (State::Confirming { seq, until_ms, then }, Action::Confirm)
+                (
+                    State::Confirming {
+                        seq,
+                        until_ms,
+                        then,
+                    },
+                    Action::Confirm,
+                )
             }
         }
         (
@@ -706,11 +719,9 @@ fn start_revocation(cx: &Ctx<'_>, route: Revocation, request: &Request<'_>) -> (
     let headers = request.headers;
     let method = headers.get(":method").unwrap_or_default();
     let gate = match route {
-        Revocation::Api => revoke::api_gate(
-            cx.cfg,
-            &method,
-            headers.get("authorization").as_deref(),
-        ),
+        Revocation::Api => {
+            revoke::api_gate(cx.cfg, &method, headers.get("authorization").as_deref())
+        }
         Revocation::Logout if method != "POST" => Err(RevocationReply::MethodNotAllowed),
         Revocation::Logout | Revocation::Observed => Ok(()),
     };
@@ -781,7 +792,14 @@ fn confirm(cx: &Ctx<'_>, seq: u64, then: Then) -> (State, Action) {
         return confirmed(cx, then);
     }
     let until_ms = cx.host.now_ms().saturating_add(revoke::CONFIRM_DEADLINE_MS);
-    (State::Confirming { seq, until_ms, then }, Action::Confirm)
+    (
+        State::Confirming {
+            seq,
+            until_ms,
+            then,
+        },
+        Action::Confirm,
+    )
 }
 
 fn confirmed(cx: &Ctx<'_>, then: Then) -> (State, Action) {

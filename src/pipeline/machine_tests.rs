@@ -10,6 +10,7 @@ use crate::header_map::HeaderMap;
 use crate::metrics::Counter;
 use crate::testing::{answer, Did, FakeHost, FakeIo};
 use crate::token::jwt::tests::make;
+use crate::token::revocation;
 
 use super::executor::{Executor, Flow, TICK_MS};
 use super::io::{CallResponse, RequestParts};
@@ -20,7 +21,7 @@ const PHANTOM: &str = r#""phantom": {"cluster": "ts", "path": "/introspect", "cl
 
 struct Env {
     executor: Rc<Executor>,
-    host: FakeHost,
+    host: Rc<FakeHost>,
     io: FakeIo,
 }
 
@@ -31,13 +32,18 @@ impl Env {
     }
 
     fn with(json: &str) -> Self {
+        Self::on(Rc::new(FakeHost::at(T0)), json)
+    }
+
+    /// Another worker of the same process: its own executor and proxy, the same shared data.
+    fn on(host: Rc<FakeHost>, json: &str) -> Self {
         let cfg = Config::from_slice(json.as_bytes()).unwrap();
         let env = Self {
             executor: Rc::new(Executor::new(cfg)),
-            host: FakeHost::at(T0),
+            host,
             io: FakeIo::default(),
         };
-        env.executor.start(&env.host, &env.io, 0);
+        env.executor.start(&*env.host, &env.io, 0);
         env
     }
 
@@ -63,7 +69,7 @@ impl Env {
         self.io.requests.borrow_mut().insert(id, parts.clone());
         self.io.enter(id);
         self.executor
-            .on_request_headers(&self.host, &self.io, id, &parts, end)
+            .on_request_headers(&*self.host, &self.io, id, &parts, end)
     }
 
     fn get(&self, id: u32, token: &str) -> Flow {
@@ -76,13 +82,33 @@ impl Env {
         *self.io.answer.borrow_mut() = response;
         self.io.enter(from);
         self.executor
-            .on_call_response(&self.host, &self.io, from, call, 1, 0);
+            .on_call_response(&*self.host, &self.io, from, call, 1, 0);
     }
 
     fn tick(&self) {
         self.host.now.set(self.host.now.get() + TICK_MS);
+        self.tick_only();
+    }
+
+    /// This worker's timer, the clock unmoved (another worker's tick moved it).
+    fn tick_only(&self) {
         self.io.enter(0);
-        self.executor.on_tick(&self.host, &self.io, 0);
+        self.executor.on_tick(&*self.host, &self.io, 0);
+    }
+
+    /// A request with this body (headers, then the whole body at once).
+    fn post(&self, id: u32, path: &str, extra: &[(&str, &str)], body: &str) -> Flow {
+        let flow = self.request(id, "POST", path, extra, body.is_empty());
+        if body.is_empty() || flow != Flow::Pause {
+            return flow;
+        }
+        self.io
+            .bodies
+            .borrow_mut()
+            .insert(id, body.as_bytes().to_vec());
+        self.io.enter(id);
+        self.executor
+            .on_request_body(&*self.host, &self.io, id, body.len(), true)
     }
 
     /// Request `id` is gone (done, or reset by its client).
@@ -367,12 +393,12 @@ fn a_publish_body_is_held_read_and_answered_or_timed_out() {
     env.io.enter(1);
     assert_eq!(
         env.executor
-            .on_request_body(&env.host, &env.io, 1, 10, false),
+            .on_request_body(&*env.host, &env.io, 1, 10, false),
         Flow::Pause
     );
     assert!(env.io.reply_of(1).is_none());
     env.executor
-        .on_request_body(&env.host, &env.io, 1, body.len(), true);
+        .on_request_body(&*env.host, &env.io, 1, body.len(), true);
     assert_eq!(status(&env.io, 1), Some(204));
     assert_eq!(env.executor.kept(), 0);
     // Now served from the store.
@@ -423,7 +449,7 @@ fn a_token_response_is_held_and_its_body_replaced() {
         .insert(1, HeaderMap::from_pairs(&[(":status", "200")]));
     assert_eq!(
         env.executor
-            .on_response_headers(&env.host, &env.io, 1, false),
+            .on_response_headers(&*env.host, &env.io, 1, false),
         Flow::Pause
     );
     let token = make(&format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 300));
@@ -434,7 +460,7 @@ fn a_token_response_is_held_and_its_body_replaced() {
         .insert(1, body.clone().into_bytes());
     assert_eq!(
         env.executor
-            .on_response_body(&env.host, &env.io, 1, Some(body.len()), true),
+            .on_response_body(&*env.host, &env.io, 1, Some(body.len()), true),
         Flow::Continue
     );
     let replaced = env.io.did.borrow().iter().find_map(|d| match d {
@@ -457,13 +483,13 @@ fn a_paused_requests_body_and_trailers_wait_and_its_owned_trailers_are_removed()
     env.io.enter(1);
     assert_eq!(
         env.executor
-            .on_request_body(&env.host, &env.io, 1, 5, false),
+            .on_request_body(&*env.host, &env.io, 1, 5, false),
         Flow::Pause
     );
     let trailers = HeaderMap::from_pairs(&[("authorization", "Bearer wait"), ("x-ok", "1")]);
     assert_eq!(
         env.executor
-            .on_request_trailers(&env.host, &env.io, 1, &trailers),
+            .on_request_trailers(&*env.host, &env.io, 1, &trailers),
         Flow::Pause
     );
     assert!(env.io.did.borrow().contains(&Did::RemoveTrailer {
@@ -474,7 +500,7 @@ fn a_paused_requests_body_and_trailers_wait_and_its_owned_trailers_are_removed()
     env.get(2, "other-hit-miss");
     assert_eq!(
         env.executor
-            .on_request_trailers(&env.host, &env.io, 3, &HeaderMap::default()),
+            .on_request_trailers(&*env.host, &env.io, 3, &HeaderMap::default()),
         Flow::Continue
     );
 }
@@ -493,4 +519,302 @@ fn a_refused_authorization_edit_is_the_gateways_500() {
     assert_eq!(status(&env.io, 1), Some(500));
     assert!(!env.io.did.borrow().contains(&Did::Resume(1)));
     assert_eq!(env.host.count_of(Counter::InternalError), 1);
+}
+
+// ---- revocation --------------------------------------------------------------------------
+
+const REVOKE_SECRET: &str = "revocation-secret-123";
+
+fn revoking(extra: &str) -> String {
+    format!(
+        r#"{{"required_scopes": ["read"], {PHANTOM}, "revocation": {{"path": "/_revoke",
+        "secret": "{REVOKE_SECRET}", "observe_paths": ["/oauth/revoke"]{extra}}}}}"#
+    )
+}
+
+/// A JWT of `sub` (and `sid`) issued at `iat` (seconds).
+fn issued(sub: &str, sid: &str, iat: u64) -> String {
+    make(&format!(
+        r#"{{"scope":"read","sub":"{sub}","sid":"{sid}","iat":{iat}}}"#
+    ))
+}
+
+impl Env {
+    /// `token` introspected (as request `id`) and answered with `jwt`: forwarded.
+    fn resolve(&self, id: u32, token: &str, jwt: &str) {
+        assert_eq!(self.get(id, token), Flow::Pause);
+        let (call, ..) = self.io.dispatched().last().cloned().unwrap();
+        self.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+        assert_eq!(
+            self.io.header_of(id, "authorization"),
+            Some(Some(format!("Bearer {jwt}")))
+        );
+    }
+
+    fn revoke(&self, id: u32, form: &str) -> Flow {
+        let secret = format!("Bearer {REVOKE_SECRET}");
+        self.post(id, "/_revoke", &[("authorization", &secret)], form)
+    }
+}
+
+#[test]
+fn a_revoked_token_is_refused_on_every_worker_once_the_api_answers() {
+    let a = Env::with(&revoking(""));
+    let b = Env::on(a.host.clone(), &revoking(""));
+    let jwt = issued("alice", "s-1", T0 / 1000 - 10);
+    a.resolve(1, "opaque", &jwt);
+    assert_eq!(
+        b.get(2, "opaque"),
+        Flow::Continue,
+        "a shared hit, kept by b"
+    );
+    assert_eq!(a.get(3, "opaque"), Flow::Continue, "a's own copy");
+    // b revokes: it waits until a has applied the revocation.
+    assert_eq!(b.revoke(4, "token=opaque"), Flow::Pause);
+    assert_eq!(status(&b.io, 4), None, "not before every worker applied it");
+    a.tick();
+    b.tick_only();
+    assert_eq!(status(&b.io, 4), Some(200));
+    assert_eq!(b.io.reply_of(4).unwrap().body, b"");
+    // Refused everywhere, from every copy, with no fallback to introspection.
+    let calls = a.io.dispatched().len();
+    assert_eq!(a.get(5, "opaque"), Flow::Pause);
+    assert_eq!(status(&a.io, 5), Some(401));
+    assert_eq!(b.get(6, "opaque"), Flow::Pause);
+    assert_eq!(status(&b.io, 6), Some(401));
+    assert_eq!(a.io.dispatched().len(), calls, "no introspection");
+    assert_eq!(a.host.count_of(Counter::DeniedRevoked), 2);
+    assert_eq!(a.host.count_of(Counter::RevokedToken), 1);
+    let challenge = a.io.reply_of(5).unwrap().headers;
+    assert!(challenge
+        .iter()
+        .any(|(n, v)| *n == "www-authenticate" && v.contains("invalid_token")));
+}
+
+#[test]
+fn the_api_is_strict_about_who_asks_and_what() {
+    let env = Env::with(&revoking(""));
+    let secret = format!("Bearer {REVOKE_SECRET}");
+    let auth = [("authorization", secret.as_str())];
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, u32);
+    let cases: [Case<'_>; 7] = [
+        (
+            "POST",
+            &[("authorization", "Bearer wrong-secret-1234567")],
+            "token=a",
+            401,
+        ),
+        ("POST", &[], "token=a", 401),
+        ("GET", &auth, "", 405),
+        ("POST", &auth, "", 400),
+        ("POST", &auth, "token=a&sub=b", 400),
+        ("POST", &auth, "token_hash=not-a-hash", 400),
+        ("POST", &auth, "token=never-seen", 200),
+    ];
+    for (i, (method, headers, body, want)) in cases.into_iter().enumerate() {
+        let id = 10 + i as u32;
+        if method == "POST" {
+            env.post(id, "/_revoke", headers, body);
+        } else {
+            env.request(id, method, "/_revoke", headers, true);
+        }
+        assert_eq!(status(&env.io, id), Some(want), "{method} {body}");
+        let reply = env.io.reply_of(id).unwrap();
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "cache-control" && v == "no-store"));
+        if want != 200 {
+            let error: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            assert!(error["error"].is_string(), "{error}");
+        }
+    }
+    let big = format!("token={}", "a".repeat(revocation::MAX_API_BODY));
+    env.post(30, "/_revoke", &auth, &big);
+    assert_eq!(status(&env.io, 30), Some(413));
+    assert_eq!(env.host.count_of(Counter::RevocationRefused), 7);
+}
+
+#[test]
+fn a_subject_revocation_spares_tokens_issued_after_it() {
+    let env = Env::with(&revoking(""));
+    let now_s = T0 / 1000;
+    let old = issued("alice", "s-1", now_s - 100);
+    env.resolve(1, "old", &old);
+    let other = issued("bob", "s-2", now_s - 100);
+    env.resolve(2, "other", &other);
+    env.revoke(3, "sub=alice");
+    assert_eq!(
+        status(&env.io, 3),
+        Some(200),
+        "one worker: confirmed at once"
+    );
+    assert_eq!(env.get(4, "old"), Flow::Pause);
+    assert_eq!(status(&env.io, 4), Some(401));
+    assert_eq!(env.get(5, "other"), Flow::Continue, "bob is not alice");
+    // Issued after the revocation (the next second): served.
+    env.tick();
+    let new = issued("alice", "s-3", now_s + 1);
+    env.resolve(6, "new", &new);
+    assert_eq!(env.get(7, "new"), Flow::Continue);
+    // A session: only its tokens.
+    env.revoke(8, "sid=s-2");
+    assert_eq!(status(&env.io, 8), Some(200));
+    assert_eq!(env.get(9, "other"), Flow::Pause);
+    assert_eq!(status(&env.io, 9), Some(401));
+    assert_eq!(env.host.count_of(Counter::RevokedSubject), 1);
+    assert_eq!(env.host.count_of(Counter::RevokedSession), 1);
+}
+
+#[test]
+fn an_introspection_in_flight_when_its_token_is_revoked_is_refused_and_kept_nowhere() {
+    let a = Env::with(&revoking(""));
+    let b = Env::on(a.host.clone(), &revoking(""));
+    assert_eq!(a.get(1, "slow"), Flow::Pause);
+    let (call, ..) = a.io.dispatched()[0].clone();
+    b.revoke(2, "token=slow");
+    a.tick();
+    b.tick_only();
+    assert_eq!(status(&b.io, 2), Some(200));
+    let jwt = issued("alice", "s-1", T0 / 1000 - 10);
+    a.answer(1, call, answer("200", "application/jwt", jwt.as_bytes()));
+    assert_eq!(status(&a.io, 1), Some(401));
+    // Nothing was kept: the next request asks again, and is refused again.
+    a.io.take();
+    assert_eq!(a.get(3, "slow"), Flow::Pause);
+    let (call, ..) = a.io.dispatched()[0].clone();
+    a.answer(3, call, answer("200", "application/jwt", jwt.as_bytes()));
+    assert_eq!(status(&a.io, 3), Some(401));
+}
+
+#[test]
+fn a_revocation_seen_on_its_way_to_the_token_service_applies_when_it_answers_200() {
+    let a = Env::with(&revoking(""));
+    let b = Env::on(a.host.clone(), &revoking(""));
+    a.resolve(1, "opaque", &issued("alice", "s-1", T0 / 1000 - 10));
+    let client = [
+        ("authorization", "Basic YXBwOnNlY3JldA=="),
+        ("x_user_id", "x"),
+    ];
+    // Forwarded once its body is read (the client's own authentication goes on).
+    assert_eq!(
+        a.post(
+            2,
+            "/oauth/revoke",
+            &client,
+            "token=opaque&token_type_hint=access_token"
+        ),
+        Flow::Continue
+    );
+    assert!(
+        a.io.header_of(2, "authorization").is_none(),
+        "left as it is"
+    );
+    let respond = |env: &Env, id: u32, status: &str| {
+        env.io
+            .responses
+            .borrow_mut()
+            .insert(id, HeaderMap::from_pairs(&[(":status", status)]));
+        env.io.enter(id);
+        env.executor
+            .on_response_headers(&*env.host, &env.io, id, true)
+    };
+    // The token service answers 200: held until b has applied it too.
+    assert_eq!(respond(&a, 2, "200"), Flow::Pause);
+    b.tick();
+    a.tick_only();
+    assert!(a.io.did.borrow().contains(&Did::ResumeResponse(2)));
+    assert_eq!(a.get(3, "opaque"), Flow::Pause);
+    assert_eq!(status(&a.io, 3), Some(401));
+    // Refused by the token service (or not naming one token): nothing is revoked.
+    a.resolve(4, "kept", &issued("carol", "s-9", T0 / 1000 - 10));
+    a.post(5, "/oauth/revoke", &client, "token=kept");
+    assert_eq!(respond(&a, 5, "401"), Flow::Continue);
+    a.post(6, "/oauth/revoke", &client, "token=kept&token=other");
+    assert_eq!(respond(&a, 6, "200"), Flow::Continue);
+    assert_eq!(a.get(7, "kept"), Flow::Continue);
+    assert_eq!(a.host.count_of(Counter::RevokedToken), 1);
+}
+
+#[test]
+fn full_marks_refuse_a_revocation_and_forget_none() {
+    let env = Env::with(&revoking(r#", "max_marks": 8"#));
+    for i in 0..8 {
+        env.revoke(100 + i, &format!("token=t{i}"));
+        assert_eq!(status(&env.io, 100 + i), Some(200));
+    }
+    env.revoke(200, "token=one-too-many");
+    let reply = env.io.reply_of(200).unwrap();
+    assert_eq!(reply.status, 503);
+    assert!(reply.headers.iter().any(|(n, _)| *n == "retry-after"));
+    assert_eq!(env.host.count_of(Counter::RevocationMarksFull), 1);
+    // Every mark is kept: a token revoked before is still refused.
+    assert_eq!(env.get(201, "t3"), Flow::Pause);
+    let (call, ..) = env.io.dispatched().last().cloned().unwrap();
+    let jwt = issued("x", "y", T0 / 1000);
+    env.answer(201, call, answer("200", "application/jwt", jwt.as_bytes()));
+    assert_eq!(status(&env.io, 201), Some(401));
+}
+
+#[test]
+fn a_backchannel_logout_signs_a_session_out_once() {
+    use crate::token::jws::tests::{es256_jws, jwks, keys, logout_token, ISS};
+    let k = keys();
+    let json = format!(
+        r#"{{"required_scopes": ["read"], {PHANTOM},
+        "verify": {{"issuer": "{ISS}", "audiences": ["api"], "algorithms": ["ES256"],
+                   "jwks_inline": {}}},
+        "revocation": {{"backchannel_logout": {{"path": "/_bcl", "audiences": ["web"]}}}}}}"#,
+        jwks(&k)
+    );
+    let env = Env::with(&json);
+    let now_s = T0 / 1000;
+    let access = |sid: &str| {
+        es256_jws(
+            &k.ec,
+            &serde_json::json!({"alg": "ES256", "kid": "ec-1"}),
+            &serde_json::json!({"iss": ISS, "aud": "api", "sub": "alice", "sid": sid,
+                "scope": "read", "iat": now_s - 10, "exp": now_s + 600}),
+        )
+    };
+    env.resolve(1, "opaque", &access("s-1"));
+    env.resolve(2, "other-session", &access("s-2"));
+    let logout = logout_token(&k.ec, Some("logout+jwt"), |c| {
+        c.remove("sub");
+    });
+    let form = format!("logout_token={logout}");
+    env.post(3, "/_bcl", &[], &form);
+    let reply = env.io.reply_of(3).unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .headers
+        .contains(&("cache-control", "no-store".into())));
+    assert_eq!(env.get(4, "opaque"), Flow::Pause);
+    assert_eq!(status(&env.io, 4), Some(401), "session s-1 signed out");
+    assert_eq!(env.get(5, "other-session"), Flow::Continue, "s-2 goes on");
+    // The same logout token again: a replay.
+    env.post(6, "/_bcl", &[], &form);
+    let reply = env.io.reply_of(6).unwrap();
+    assert_eq!(reply.status, 400);
+    let error: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(error["error"], "invalid_request");
+    // Hostile ones: each refused, none revokes anything.
+    let hostile = [
+        logout_token(&k.ec, None, |c| drop(c.insert("nonce".into(), "n".into()))),
+        logout_token(&k.ec, None, |c| drop(c.insert("aud".into(), "api".into()))),
+        logout_token(&k.ec, Some("JWT"), |c| {
+            drop(c.insert("jti".into(), "j-2".into()))
+        }),
+        logout_token(&k.ec, None, |c| drop(c.remove("events"))),
+    ];
+    for (i, token) in hostile.iter().enumerate() {
+        let id = 10 + i as u32;
+        env.post(id, "/_bcl", &[], &format!("logout_token={token}"));
+        assert_eq!(status(&env.io, id), Some(400), "hostile {i}");
+    }
+    env.request(20, "GET", "/_bcl", &[], true);
+    assert_eq!(status(&env.io, 20), Some(405));
+    assert_eq!(env.get(21, "other-session"), Flow::Continue);
+    assert_eq!(env.host.count_of(Counter::BackchannelLogoutAccepted), 1);
+    assert_eq!(env.host.count_of(Counter::BackchannelLogoutRefused), 5);
 }

@@ -171,7 +171,9 @@ pub fn revoke(cx: &Ctx<'_>, what: &Revoke) -> Result<u64, RevocationReply> {
     };
     insert(cx, &mark)?;
     let Some(seq) = store::log_append(host, &mark) else {
-        return Err(RevocationReply::Unavailable("the revocation log is busy; retry"));
+        return Err(RevocationReply::Unavailable(
+            "the revocation log is busy; retry",
+        ));
     };
     host.count(counter);
     follow(cx);
@@ -276,9 +278,7 @@ pub fn logout(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
         until_ms: now.saturating_add(rv.mark_ttl_s.saturating_mul(1_000)),
     };
     match insert(cx, &jti) {
-        Err(RevocationReply::Invalid(_)) => {
-            return Err(refused(revocation::LogoutError::Replayed))
-        }
+        Err(RevocationReply::Invalid(_)) => return Err(refused(revocation::LogoutError::Replayed)),
         Err(other) => return Err(other),
         Ok(()) => {}
     }

@@ -204,7 +204,11 @@ pub fn route(cfg: &Config, path: &str) -> Route {
         if rv.path.as_deref() == Some(path) {
             return Route::Revocation(Revocation::Api);
         }
-        if rv.backchannel_logout.as_ref().is_some_and(|b| b.path == path) {
+        if rv
+            .backchannel_logout
+            .as_ref()
+            .is_some_and(|b| b.path == path)
+        {
             return Route::Revocation(Revocation::Logout);
         }
         if rv.observe_paths.iter().any(|p| p == path) {

@@ -140,7 +140,9 @@ fn decode_bucket(value: &[u8]) -> Vec<Mark> {
     let Some(body) = value.strip_prefix(MARKS_MAGIC) else {
         return Vec::new();
     };
-    body.chunks_exact(MARK_LEN).filter_map(Mark::decode).collect()
+    body.chunks_exact(MARK_LEN)
+        .filter_map(Mark::decode)
+        .collect()
 }
 
 fn encode_bucket(marks: &[Mark]) -> Vec<u8> {
@@ -182,15 +184,14 @@ impl Marks {
     pub fn covering(host: &dyn Host, sizes: &[u32], identity: &Identity, now_ms: u64) -> bool {
         let keys = [Some(identity.token), identity.sub, identity.sid];
         for &size in sizes {
-            let mut read: [Option<u64>; 3] = [None; 3];
-            for (i, key) in keys.iter().enumerate() {
-                let Some(key) = key else { continue };
+            let mut read: Vec<u64> = Vec::with_capacity(3);
+            for key in keys.iter().flatten() {
                 let bucket = slot_of(key, u64::from(size.max(1)));
                 // Two keys in one bucket: read once.
-                if read[..i].contains(&Some(bucket)) {
+                if read.contains(&bucket) {
                     continue;
                 }
-                read[i] = Some(bucket);
+                read.push(bucket);
                 let Some(value) = host.shared_get(&bucket_key(bucket)) else {
                     continue;
                 };
@@ -492,18 +493,42 @@ mod tests {
         let after = alice(Some(T0 / 1_000 + 1));
         assert!(!covered(&before));
         let until = T0 + 60_000;
-        assert_eq!(marks.insert(&host, &mark(MarkKind::Subject, subject_key("alice"), until), T0), Insert::Added);
+        assert_eq!(
+            marks.insert(
+                &host,
+                &mark(MarkKind::Subject, subject_key("alice"), until),
+                T0
+            ),
+            Insert::Added
+        );
         assert!(covered(&before) && covered(&same_second));
         assert!(!covered(&after), "issued after the revocation");
         assert!(covered(&alice(None)), "no iat: refused");
-        let bob = Identity { token: [2; 32], sub: Some(subject_key("bob")), sid: None, iat: None };
+        let bob = Identity {
+            token: [2; 32],
+            sub: Some(subject_key("bob")),
+            sid: None,
+            iat: None,
+        };
         assert!(!covered(&bob));
         marks.insert(&host, &mark(MarkKind::Token, [2; 32], until), T0);
         assert!(covered(&bob));
-        let carol = Identity { token: [3; 32], sub: None, sid: Some(session_key("s-9")), iat: Some(1) };
-        marks.insert(&host, &mark(MarkKind::Session, session_key("s-9"), until), T0);
+        let carol = Identity {
+            token: [3; 32],
+            sub: None,
+            sid: Some(session_key("s-9")),
+            iat: Some(1),
+        };
+        marks.insert(
+            &host,
+            &mark(MarkKind::Session, session_key("s-9"), until),
+            T0,
+        );
         assert!(covered(&carol));
-        assert!(!Marks::covering(&host, &sizes, &carol, until), "expired with its mark");
+        assert!(
+            !Marks::covering(&host, &sizes, &carol, until),
+            "expired with its mark"
+        );
     }
 
     #[test]
@@ -520,11 +545,17 @@ mod tests {
         assert_eq!(marks.insert(&host, &extra, T0), Insert::Full);
         let sizes = [1];
         for i in 0..WAYS {
-            let id = Identity { token: [i as u8 + 1; 32], ..Identity::default() };
+            let id = Identity {
+                token: [i as u8 + 1; 32],
+                ..Identity::default()
+            };
             assert!(Marks::covering(&host, &sizes, &id, T0), "mark {i} kept");
         }
         // Renewing a mark already there needs no room.
-        assert_eq!(marks.insert(&host, &mark(MarkKind::Token, [1; 32], until + 1), T0), Insert::Added);
+        assert_eq!(
+            marks.insert(&host, &mark(MarkKind::Token, [1; 32], until + 1), T0),
+            Insert::Added
+        );
         // Once marks expire, their room is taken again.
         assert_eq!(marks.insert(&host, &extra, until), Insert::Added);
     }
@@ -546,7 +577,10 @@ mod tests {
         assert_eq!(small.insert(&host, &token, T0), Insert::Added);
         let sizes: Vec<u32> = Marks::layout(&host).live(T0).collect();
         assert_eq!(sizes.len(), 2);
-        let id = Identity { token: [8; 32], ..Identity::default() };
+        let id = Identity {
+            token: [8; 32],
+            ..Identity::default()
+        };
         assert!(Marks::covering(&host, &sizes, &id, T0));
     }
 
@@ -586,6 +620,9 @@ mod tests {
         assert!(all_applied(&host, 2, T0 + 150 + STALE_MS));
         let c = join(&host, 3, 2, T0 + 150 + STALE_MS).unwrap();
         assert_eq!(c, b);
-        assert!(!beat(&host, b, 2, 2, T0 + 150 + STALE_MS), "b must join again");
+        assert!(
+            !beat(&host, b, 2, 2, T0 + 150 + STALE_MS),
+            "b must join again"
+        );
     }
 }

@@ -1056,17 +1056,25 @@ pub(crate) mod tests {
         .unwrap()
         .clone();
         change(&mut claims);
-        let header = serde_json::json!({"alg": "ES256", "kid": "ec-1", "typ": typ});
-        let mut header = header.as_object().unwrap().clone();
-        if typ.is_none() {
-            header.remove("typ");
+        let mut header = serde_json::json!({"alg": "ES256", "kid": "ec-1"});
+        if let Some(typ) = typ {
+            header["typ"] = typ.into();
         }
+        es256_jws(key, &header, &serde_json::Value::Object(claims))
+    }
+
+    /// A compact JWS of `claims` under `header`, signed with `key` (ES256).
+    pub fn es256_jws(
+        key: &ES256KeyPair,
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+    ) -> String {
+        use p256::ecdsa::signature::Signer as _;
         let input = format!(
             "{}.{}",
-            b64u(serde_json::to_string(&header).unwrap().as_bytes()),
-            b64u(serde_json::to_string(&claims).unwrap().as_bytes())
+            b64u(header.to_string().as_bytes()),
+            b64u(claims.to_string().as_bytes())
         );
-        use p256::ecdsa::signature::Signer as _;
         let signer = p256::ecdsa::SigningKey::from_slice(&key.to_bytes()).unwrap();
         let signature: p256::ecdsa::Signature = signer.sign(input.as_bytes());
         format!("{input}.{}", b64u(&signature.to_bytes()))
@@ -1088,18 +1096,45 @@ pub(crate) mod tests {
             move |c: &mut serde_json::Map<String, serde_json::Value>| drop(c.insert(name, value))
         };
         let cases = [
-            ("typ of an ID token", logout_token(&k.ec, Some("JWT"), |_| {}), VerifyFailure::Malformed),
-            ("another audience", logout_token(&k.ec, None, set("aud", "api".into())), VerifyFailure::WrongAudience),
-            ("another issuer", logout_token(&k.ec, None, set("iss", "https://evil".into())), VerifyFailure::WrongIssuer),
-            ("issued in the future", logout_token(&k.ec, None, set("iat", (NOW + 600).into())), VerifyFailure::NotYetValid),
-            ("expired", logout_token(&k.ec, None, set("exp", (NOW - 600).into())), VerifyFailure::Expired),
-            ("signed by another key", logout_token(&ES256KeyPair::generate(), None, |_| {}), VerifyFailure::BadSignature),
+            (
+                "typ of an ID token",
+                logout_token(&k.ec, Some("JWT"), |_| {}),
+                VerifyFailure::Malformed,
+            ),
+            (
+                "another audience",
+                logout_token(&k.ec, None, set("aud", "api".into())),
+                VerifyFailure::WrongAudience,
+            ),
+            (
+                "another issuer",
+                logout_token(&k.ec, None, set("iss", "https://evil".into())),
+                VerifyFailure::WrongIssuer,
+            ),
+            (
+                "issued in the future",
+                logout_token(&k.ec, None, set("iat", (NOW + 600).into())),
+                VerifyFailure::NotYetValid,
+            ),
+            (
+                "expired",
+                logout_token(&k.ec, None, set("exp", (NOW - 600).into())),
+                VerifyFailure::Expired,
+            ),
+            (
+                "signed by another key",
+                logout_token(&ES256KeyPair::generate(), None, |_| {}),
+                VerifyFailure::BadSignature,
+            ),
         ];
         for (what, jwt, failure) in cases {
             assert_eq!(verify(&jwt).err(), Some(failure), "{what}");
         }
         let audience_list = logout_token(&k.ec, None, set("aud", serde_json::json!(["x", "spa"])));
-        assert!(verify(&audience_list).is_ok(), "one of the audiences suffices");
+        assert!(
+            verify(&audience_list).is_ok(),
+            "one of the audiences suffices"
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Identity {
     /// only when present (the token's hash is the cache entry's own key).
     pub fn encode(&self) -> Vec<u8> {
         let mut flags = 0;
-        let mut out = vec![0];
+        let mut out = Vec::with_capacity(73);
         if let Some(iat) = self.iat {
             flags |= HAS_IAT;
             out.extend_from_slice(&iat.to_be_bytes());
@@ -97,7 +97,7 @@ impl Identity {
             flags |= HAS_SID;
             out.extend_from_slice(sid);
         }
-        out[0] = flags;
+        out.insert(0, flags);
         out
     }
 
@@ -339,10 +339,7 @@ mod tests {
                 ..full.clone()
             },
         ] {
-            assert_eq!(
-                Identity::decode(&token, &identity.encode()),
-                Some(identity)
-            );
+            assert_eq!(Identity::decode(&token, &identity.encode()), Some(identity));
         }
         let bytes = full.encode();
         assert_eq!(Identity::decode(&token, &bytes[..bytes.len() - 1]), None);
@@ -351,10 +348,7 @@ mod tests {
         // A subject and a session of the same text are different marks.
         assert_ne!(subject_key("x"), session_key("x"));
         // Claims of the wrong type name nobody.
-        let odd = Identity::of(
-            &token,
-            json!({"sub": 7, "iat": "1"}).as_object().unwrap(),
-        );
+        let odd = Identity::of(&token, json!({"sub": 7, "iat": "1"}).as_object().unwrap());
         assert_eq!((odd.sub, odd.iat), (None, None));
     }
 
@@ -432,17 +426,52 @@ mod tests {
             })
         );
         // Each case differs from the valid token above in one rule only.
-        let cases: [(&str, fn(&mut Map<String, Value>), LogoutError); 10] = [
+        type Change = fn(&mut Map<String, Value>);
+        let cases: [(&str, Change, LogoutError); 10] = [
             ("no iat", |c| drop(c.remove("iat")), LogoutError::NoIat),
-            ("iat not a number", |c| drop(c.insert("iat".into(), json!("1"))), LogoutError::NoIat),
+            (
+                "iat not a number",
+                |c| drop(c.insert("iat".into(), json!("1"))),
+                LogoutError::NoIat,
+            ),
             ("no exp", |c| drop(c.remove("exp")), LogoutError::NoExp),
             ("no jti", |c| drop(c.remove("jti")), LogoutError::NoJti),
-            ("no events", |c| drop(c.remove("events")), LogoutError::NoEvent),
-            ("another event", |c| drop(c.insert("events".into(), json!({"x": {}}))), LogoutError::NoEvent),
-            ("event not an object", |c| drop(c.insert("events".into(), json!({LOGOUT_EVENT: "yes"}))), LogoutError::NoEvent),
-            ("a nonce", |c| drop(c.insert("nonce".into(), json!("n"))), LogoutError::Nonce),
-            ("neither sub nor sid", |c| { c.remove("sub"); c.remove("sid"); }, LogoutError::NoSubjectOrSession),
-            ("sub not text, no sid", |c| { c.insert("sub".into(), json!(1)); c.remove("sid"); }, LogoutError::NoSubjectOrSession),
+            (
+                "no events",
+                |c| drop(c.remove("events")),
+                LogoutError::NoEvent,
+            ),
+            (
+                "another event",
+                |c| drop(c.insert("events".into(), json!({"x": {}}))),
+                LogoutError::NoEvent,
+            ),
+            (
+                "event not an object",
+                |c| drop(c.insert("events".into(), json!({LOGOUT_EVENT: "yes"}))),
+                LogoutError::NoEvent,
+            ),
+            (
+                "a nonce",
+                |c| drop(c.insert("nonce".into(), json!("n"))),
+                LogoutError::Nonce,
+            ),
+            (
+                "neither sub nor sid",
+                |c| {
+                    c.remove("sub");
+                    c.remove("sid");
+                },
+                LogoutError::NoSubjectOrSession,
+            ),
+            (
+                "sub not text, no sid",
+                |c| {
+                    c.insert("sub".into(), json!(1));
+                    c.remove("sid");
+                },
+                LogoutError::NoSubjectOrSession,
+            ),
         ];
         for (what, change, error) in cases {
             let mut claims = logout();
@@ -457,7 +486,10 @@ mod tests {
     #[test]
     fn a_logout_body_carries_one_token() {
         assert_eq!(logout_token(b"logout_token=a.b.c").as_deref(), Ok("a.b.c"));
-        assert_eq!(logout_token(b"logout_token=a&logout_token=b"), Err(LogoutError::NoToken));
+        assert_eq!(
+            logout_token(b"logout_token=a&logout_token=b"),
+            Err(LogoutError::NoToken)
+        );
         assert_eq!(logout_token(b"x=1"), Err(LogoutError::NoToken));
         assert_eq!(logout_token(b"logout_token=%"), Err(LogoutError::NotAForm));
     }

@@ -3,7 +3,11 @@ Certified, `tests/oidc/server.mjs`) and panva's `dpop` client (`tests/oidc/dpop_
 both from npm (`npm ci` in tests/oidc; scripts/test.sh does it)."""
 
 import base64
+import hashlib
+import http.cookiejar
 import json
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -16,6 +20,8 @@ from harness.envoy import ROOT, closed_port
 
 OIDC_DIR = ROOT / "tests" / "oidc"
 APP = ("app", "app-secret-for-e2e-tests")
+WEB = ("web", "web-secret-for-e2e-tests")
+WEB_REDIRECT = "http://127.0.0.1:9/cb"
 MTLS_APP = ("mtls-app", "mtls-app-secret-for-e2e-tests")
 GATEWAY = ("gateway", "gateway-secret-for-e2e-tests")
 
@@ -80,11 +86,90 @@ class OpenIdProvider:
                                       client or APP, headers=headers))
         return answer["access_token"]
 
+    def set_backchannel_logout(self, uri):
+        """Where the provider posts the client "web"'s logout tokens (the gateway)."""
+        req = urllib.request.Request(f"{self.issuer}/_e2e/backchannel?uri={urllib.parse.quote(uri)}",
+                                     data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 204
+
+    def sign_in(self, user, scope="openid read"):
+        """A user signs in to the client "web" through the provider's own interactions
+        (authorization code with PKCE, RFC 7636), driven by plain HTTP requests. Returns a
+        `Browser` holding the session, with the tokens of the code exchange in `.tokens`."""
+        b = Browser()
+        verifier = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+        challenge = base64.urlsafe_b64encode(
+            hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urllib.parse.urlencode({
+            "client_id": WEB[0], "response_type": "code", "redirect_uri": WEB_REDIRECT,
+            "scope": scope, "state": "s", "code_challenge": challenge,
+            "code_challenge_method": "S256", "prompt": "consent"})
+        url = f"{self.issuer}/auth?{query}"
+        for _ in range(10):
+            status, location, _ = b.go(url)
+            assert status in (302, 303), f"{url}: {status}"
+            if location.startswith(WEB_REDIRECT):
+                break
+            url = urllib.parse.urljoin(self.issuer, location)
+            if "/interaction/" in url:
+                page_status, _, page = b.go(url)
+                assert page_status == 200, page
+                prompt = "login" if 'name="login"' in page else "consent"
+                form = {"prompt": prompt, "login": user, "password": "any"} \
+                    if prompt == "login" else {"prompt": prompt}
+                status, location, _ = b.go(url, form)
+                assert status in (302, 303), f"interaction {prompt}: {status}"
+                url = urllib.parse.urljoin(self.issuer, location)
+        else:
+            raise AssertionError("the sign-in never reached the redirect URI")
+        code = urllib.parse.parse_qs(urllib.parse.urlparse(location).query)["code"][0]
+        b.tokens = json.loads(self.post("/token", {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": WEB_REDIRECT,
+            "code_verifier": verifier}, WEB))
+        return b
+
+    def sign_out(self, browser):
+        """The user signs out at end_session (RP-initiated logout, confirmed): the provider
+        posts its logout tokens (back-channel logout) before it answers."""
+        hint = browser.tokens["id_token"]
+        query = urllib.parse.urlencode({"id_token_hint": hint, "client_id": WEB[0]})
+        status, _, page = browser.go(f"{self.issuer}/session/end?{query}")
+        assert status == 200, page
+        xsrf = re.search(r'name="xsrf" value="([^"]+)"', page).group(1)
+        status, _, page = browser.go(f"{self.issuer}/session/end/confirm",
+                                     {"xsrf": xsrf, "logout": "yes"})
+        assert status in (200, 302, 303), page
+
     def introspect(self, token):
         return json.loads(self.post("/token/introspection", {"token": token}, GATEWAY))
 
     def revoke(self, token):
         self.post("/token/revocation", {"token": token}, APP)
+
+
+class Browser:
+    """Cookies and manual redirects: what a browser does for a sign-in, and nothing more."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self):
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), Browser._NoRedirect)
+        self.tokens = {}
+
+    def go(self, url, form=None):
+        """GET (or POST `form`): (status, Location, body)."""
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        req = urllib.request.Request(url, data=data, method="POST" if form is not None else "GET")
+        try:
+            with self.opener.open(req, timeout=10) as r:
+                return r.status, r.headers.get("location", ""), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("location", ""), e.read().decode()
 
 
 class DpopClient:

@@ -10,6 +10,11 @@
 //   - certificate-bound tokens (RFC 8705) for the client "mtls-app": the provider is plain
 //     HTTP here, so the client certificate reaches it as the test's own header
 //     x-e2e-client-cert (URL-encoded PEM), as a TLS-terminating proxy in front would pass it,
+//   - a sign-in for the client "web" (authorization code with PKCE) through the provider's own
+//     development interactions, driven by plain HTTP requests, and OpenID Connect
+//     Back-Channel Logout 1.0 to its backchannel_logout_uri when the user signs out at
+//     end_session. The gateway's listener port is known only once Envoy runs: the tests set
+//     the URI with POST /_e2e/backchannel?uri=... (this wrapper's only test hook),
 //   - token exchange (RFC 8693), a grant registered with registerGrantType for the client
 //     "gateway": the subject token is an access token this provider issued (found in its own
 //     store) or a JWT it signed; the token issued is a JWT for the requested audience (one of
@@ -58,6 +63,18 @@ const provider = new Provider(issuer, {
       tls_client_certificate_bound_access_tokens: true,
     },
     {
+      client_id: 'web',
+      client_secret: 'web-secret-for-e2e-tests',
+      application_type: 'native',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1:9/cb'],
+      post_logout_redirect_uris: ['http://127.0.0.1:9/bye'],
+      scope: 'openid read write',
+      backchannel_logout_uri: 'http://127.0.0.1:9/_bcl',
+      backchannel_logout_session_required: true,
+    },
+    {
       client_id: 'gateway',
       client_secret: 'gateway-secret-for-e2e-tests',
       grant_types: [TOKEN_EXCHANGE],
@@ -71,9 +88,10 @@ const provider = new Provider(issuer, {
     id_token_signed_response_alg: 'ES256',
     introspection_signed_response_alg: 'ES256',
   },
-  scopes: ['read', 'write'],
+  scopes: ['openid', 'read', 'write'],
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: true },
+    backchannelLogout: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     jwtIntrospection: { enabled: true },
@@ -91,6 +109,12 @@ const provider = new Provider(issuer, {
     dPoPSigningAlgValues: ['ES256', 'Ed25519', 'EdDSA', 'RS256', 'PS256'],
   },
   ttl: { ClientCredentials: 600 },
+  // Everything here is on loopback, which the provider's outgoing requests refuse by default
+  // (SSRF protection): its back-channel logout calls reach the gateway on 127.0.0.1.
+  fetch(url, options) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
 });
 
 // RFC 8693 §2: what the subject token is worth, then a JWT for the API asked for.
@@ -138,6 +162,24 @@ provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
     access_token: jwt, issued_token_type: TYPE_JWT, token_type: 'N_A', expires_in: 300, scope,
   };
 }, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'scope', 'resource']);
+
+provider.on('backchannel.error', (ctx, err, client) => {
+  console.log(`backchannel.error ${client.clientId}: ${err.message} ${err.cause ? (err.cause.code || err.cause.message) : ''}`);
+});
+provider.on('backchannel.success', (ctx, client) => {
+  console.log(`backchannel.success ${client.clientId}`);
+});
+
+// The test hook: where the client "web" is told of logouts (the gateway's listener).
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/_e2e/backchannel' && ctx.method === 'POST') {
+    const client = await provider.Client.find('web');
+    client.backchannelLogoutUri = String(ctx.query.uri);
+    ctx.status = 204;
+    return;
+  }
+  await next();
+});
 
 provider.listen(port, '127.0.0.1', () => {
   console.log(`READY ${issuer}`);
