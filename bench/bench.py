@@ -333,6 +333,9 @@ def main():
     ap.add_argument("--compare-wasm", default="", metavar="PATH",
                     help="also run phantom_hit, split_hit and phantom_miss with another build of the "
                          "filter (A/B in one run: scenarios *_b)")
+    ap.add_argument("--with-revocation", action="store_true",
+                    help="phantom_hit, split_hit and phantom_miss (not their *_b) carry a `revocation` "
+                         "block: with --compare-wasm, the A/B of revocation's cost on hits")
     ap.add_argument("--hostcalls", action="store_true",
                     help="instead of the scenarios: price single proxy-wasm host calls (bench/hostcall-filter), "
                          "at 16 connections")
@@ -341,8 +344,9 @@ def main():
                          "(cpu-clock) and print where the gateway Envoy spends its time")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    global COMPARE_WASM
+    global COMPARE_WASM, WITH_REVOCATION
     COMPARE_WASM = args.compare_wasm
+    WITH_REVOCATION = args.with_revocation
     if COMPARE_WASM:
         SCENARIOS.extend([("phantom_hit_b", f"phantom_hit with {COMPARE_WASM}"),
                           ("split_hit_b", f"split_hit with {COMPARE_WASM}"),
@@ -538,7 +542,16 @@ def profile(gw, args, load):
 
 
 COMPARE_WASM = ""
+WITH_REVOCATION = False
 DPOP_MAX_AGE_S = 10
+
+
+def revoking(cfg):
+    """`cfg` with a revocation block, when the run asks for one (`--with-revocation`)."""
+    if WITH_REVOCATION:
+        cfg["revocation"] = {"path": "/_revoke", "secret": "bench-revocation-secret",
+                             "mark_ttl_s": 3600}
+    return cfg
 
 
 def other_build(f):
@@ -572,11 +585,11 @@ def filters_for(name, verify, jwks):
     if name == "wasm_minimal_call":
         return [wasm_filter("minimal_call", MINIMAL_WASM, "call")]
     if name == "phantom_hit":
-        return [plugin_filter(phantom_cfg())]
+        return [plugin_filter(revoking(phantom_cfg()))]
     if name == "phantom_hit_policies":
         return [plugin_filter(policies_cfg())]
     if name == "split_hit":
-        return [plugin_filter(split_cfg())]
+        return [plugin_filter(revoking(split_cfg()))]
     if name == "phantom_hit_verify":
         return [plugin_filter(phantom_cfg(client_id="gateway-v", verify=verify))]
     if name == "split_hit_verify":
@@ -614,7 +627,8 @@ def filters_for(name, verify, jwks):
     if name == "lua_cache":
         return [lua_filter(LUA_CACHE)]
     if name == "phantom_miss":
-        return [plugin_filter(phantom_cfg(client_id="gateway-miss", max_entries=10000), stop_iteration=False)]
+        cfg = revoking(phantom_cfg(client_id="gateway-miss", max_entries=10000))
+        return [plugin_filter(cfg, stop_iteration=WITH_REVOCATION)]
     if name == "lua_no_cache":
         return [lua_filter(LUA_NO_CACHE)]
     if name == "ext_authz":

@@ -14,7 +14,7 @@
 //! storage/    state between requests: shared data through Host, and per-worker state
 //! reply       every denial -> local reply and counter, in one table
 //! token/      pure formats: bearer, scope, jwt, jws, es256, dpop, claims, mint, path, host,
-//!             exchange, introspection, split/
+//!             exchange, introspection, revocation, split/
 //! host        the Host trait: clock, shared data, counters
 //! metrics, hash, header_map, json_error
 //! ```
@@ -25,7 +25,8 @@
 //! headers ─► route ─► policy ─► extract ─► proof ─► accept_jwt ─► split_lookup ─► phantom_cache
 //!   ─► (introspect: a call) ─► verify ─► authorize ─► proof record ─► (exchange: a call)
 //!   ─► forward with edits | reply
-//! (publish API, token endpoint: bodies held; JWK Set, preflights, warm-up: parked for keys)
+//! (publish API, token endpoint, revocation requests: bodies held; JWK Set, preflights;
+//!  warm-up: parked for keys; a revocation: answered once every worker applied it)
 //! ```
 
 pub mod config;

@@ -216,3 +216,74 @@ fn the_istio_cluster_names_follow_the_outbound_form() {
         }
     }
 }
+
+/// Every Wasm filter in `value`, with where it is: the `config` of each
+/// `envoy.extensions.filters.http.wasm.v3.Wasm`.
+fn wasm_filters<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Mapping(m) => {
+            let is_wasm = m
+                .get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("envoy.extensions.filters.http.wasm.v3.Wasm"));
+            if is_wasm {
+                if let Some(config) = m.get("config") {
+                    out.push(config);
+                }
+            }
+            for v in m.values() {
+                wasm_filters(v, out);
+            }
+        }
+        Value::Sequence(s) => {
+            for v in s {
+                wasm_filters(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The example Envoy configurations (`envoy/*.yaml`, which CI also runs through
+/// `envoy --mode validate`): every plugin configuration is one the filter takes, and a filter
+/// that reads request or response bodies (publish, split responses, revocation) lets it
+/// (`allow_on_headers_stop_iteration`).
+#[test]
+fn every_example_envoy_configuration_is_one_the_filter_takes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy");
+    let mut seen = 0;
+    for entry in fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        let value: Value = serde_yaml::from_str(&text).unwrap();
+        let mut filters = Vec::new();
+        wasm_filters(&value, &mut filters);
+        assert!(!filters.is_empty(), "{}: no Wasm filter", path.display());
+        for config in filters {
+            let json = str_at(config, &["configuration", "value"])
+                .unwrap_or_else(|| panic!("{}: no plugin configuration", path.display()));
+            let cfg = Config::from_slice(json.as_bytes())
+                .unwrap_or_else(|e| panic!("{}: refused: {e}", path.display()));
+            let reads_bodies = cfg
+                .split
+                .as_ref()
+                .is_some_and(|s| s.publish.is_some() || !s.split_responses.is_empty())
+                || cfg.revocation.is_some();
+            if reads_bodies {
+                assert_eq!(
+                    config
+                        .get("allow_on_headers_stop_iteration")
+                        .and_then(Value::as_bool),
+                    Some(true),
+                    "{}: the filter reads bodies: allow_on_headers_stop_iteration: true",
+                    path.display()
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 9, "{seen} plugin configurations");
+}

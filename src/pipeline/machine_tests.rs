@@ -817,4 +817,14 @@ fn a_backchannel_logout_signs_a_session_out_once() {
     assert_eq!(env.get(21, "other-session"), Flow::Continue);
     assert_eq!(env.host.count_of(Counter::BackchannelLogoutAccepted), 1);
     assert_eq!(env.host.count_of(Counter::BackchannelLogoutRefused), 5);
+    // Without a sid: every session of the subject.
+    let everyone = logout_token(&k.ec, None, |c| {
+        c.remove("sid");
+        c.insert("jti".into(), "j-all".into());
+    });
+    env.post(22, "/_bcl", &[], &format!("logout_token={everyone}"));
+    assert_eq!(status(&env.io, 22), Some(200));
+    assert_eq!(env.get(23, "other-session"), Flow::Pause);
+    assert_eq!(status(&env.io, 23), Some(401));
+    assert_eq!(env.host.count_of(Counter::RevokedSubject), 1);
 }

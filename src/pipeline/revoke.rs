@@ -239,7 +239,8 @@ pub fn api(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
 
 /// A back-channel logout request's body (OpenID Connect Back-Channel Logout 1.0, 2.6): the
 /// logout token verified with `verify`'s keys, for one of the configured audiences, checked
-/// rule by rule, its `jti` accepted once; then its session and its subject revoked.
+/// rule by rule, its `jti` accepted once; then its session revoked, or without one its
+/// subject.
 pub fn logout(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
     let (cfg, host) = (cx.cfg, cx.host);
     // Why a logout token is refused is counted, never said (nor logged with the token).
@@ -282,13 +283,14 @@ pub fn logout(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
         Err(other) => return Err(other),
         Ok(()) => {}
     }
-    let mut seq = 0;
-    if let Some(sid) = &logout.sid {
-        seq = revoke(cx, &Revoke::Session(sid.clone()))?;
-    }
-    if let Some(sub) = &logout.sub {
-        seq = revoke(cx, &Revoke::Subject(sub.clone()))?;
-    }
+    // With a `sid`, that session only (the user's other sessions go on); else every session
+    // of the subject (section 2.4).
+    let what = match (logout.sid, logout.sub) {
+        (Some(sid), _) => Revoke::Session(sid),
+        (None, Some(sub)) => Revoke::Subject(sub),
+        (None, None) => return Err(refused(revocation::LogoutError::NoSubjectOrSession)),
+    };
+    let seq = revoke(cx, &what)?;
     host.count(Counter::BackchannelLogoutAccepted);
     Ok(seq)
 }
