@@ -19,6 +19,7 @@ pub struct FakeHost {
     data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     version: Cell<u32>,
     writes: Cell<usize>,
+    reads: Cell<usize>,
     interfere: RefCell<Option<Interference>>,
     counts: RefCell<HashMap<Counter, u32>>,
     /// The split store's epoch (Envoy: a gauge); `None` makes it unreadable.
@@ -35,6 +36,7 @@ impl Host for FakeHost {
         self.shared_get_cas(key).0
     }
     fn shared_get_cas(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.reads.set(self.reads.get() + 1);
         match self.data.borrow().get(key) {
             Some((v, cas)) => ((!v.is_empty()).then(|| v.clone()), Some(*cas)),
             None => (None, None),
@@ -108,6 +110,11 @@ impl FakeHost {
     pub fn remove(&self, key: &str) {
         self.data.borrow_mut().remove(key);
     }
+    /// Shared-data reads so far.
+    pub fn reads(&self) -> usize {
+        self.reads.get()
+    }
+
     pub fn writes(&self) -> usize {
         self.writes.get()
     }

@@ -592,6 +592,21 @@ fn a_revoked_token_is_refused_on_every_worker_once_the_api_answers() {
 }
 
 #[test]
+fn a_hit_on_a_workers_own_copy_reads_no_shared_data_even_after_revocations() {
+    let env = Env::with(&revoking(""));
+    env.resolve(1, "kept", &issued("alice", "s-1", T0 / 1000 - 10));
+    env.revoke(2, "sub=bob");
+    env.revoke(3, "token=other");
+    env.tick();
+    let (reads, writes) = (env.host.reads(), env.host.writes());
+    for id in 10..20 {
+        assert_eq!(env.get(id, "kept"), Flow::Continue);
+    }
+    assert_eq!(env.host.reads(), reads, "no shared-data read on a hit");
+    assert_eq!(env.host.writes(), writes);
+}
+
+#[test]
 fn the_api_is_strict_about_who_asks_and_what() {
     let env = Env::with(&revoking(""));
     let secret = format!("Bearer {REVOKE_SECRET}");

@@ -123,6 +123,9 @@ fn time(name: &str, cfg: &Config, host: &FakeHost, map: &HeaderMap) {
 
 const PHANTOM: &[u8] = br#"{"required_scopes": ["read"], "phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#;
 const SPLIT: &[u8] = br#"{"required_scopes": ["read"], "split": {"max_entries": 1000, "publish": {"path": "/_p", "secret": "publisher-secret-1234567890"}}}"#;
+/// The same with a `revocation` block (a tree that does not know it skips these).
+const PHANTOM_RV: &[u8] = br#"{"required_scopes": ["read"], "phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}, "revocation": {"path": "/_revoke", "secret": "revocation-secret-123"}}"#;
+const SPLIT_RV: &[u8] = br#"{"required_scopes": ["read"], "split": {"max_entries": 1000, "publish": {"path": "/_p", "secret": "publisher-secret-1234567890"}}, "revocation": {"path": "/_revoke", "secret": "revocation-secret-123"}}"#;
 
 fn active() -> Outcome {
     Outcome::Active {
@@ -161,6 +164,17 @@ fn main() {
         };
         let _ = pipeline::on_introspection(&cx, &hash, active());
     });
+    if Config::from_slice(PHANTOM_RV).is_ok() {
+        let rv_host = FakeHost::at(NOW);
+        time_executor("phantom_hit_executor_revocation", PHANTOM_RV, &rv_host, &map, |e| {
+            let cx = pipeline::Ctx {
+                cfg: &e.cfg,
+                worker: &e.worker,
+                host: &rv_host,
+            };
+            let _ = pipeline::on_introspection(&cx, &hash, active());
+        });
+    }
     // Split hit.
     let cfg = Config::from_slice(SPLIT).unwrap();
     let host = FakeHost::at(NOW);
@@ -172,4 +186,7 @@ fn main() {
     println!("publish: {reply:?}");
     time("split_hit", &cfg, &host, &headers(sig));
     time_executor("split_hit_executor", SPLIT, &host, &headers(sig), |_| {});
+    if Config::from_slice(SPLIT_RV).is_ok() {
+        time_executor("split_hit_executor_revocation", SPLIT_RV, &host, &headers(sig), |_| {});
+    }
 }
