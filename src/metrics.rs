@@ -93,6 +93,10 @@ counters! {
     RevocationMarksFull => "revocation_marks_full",
     RevocationRefused => "revocation_refused",
     RevocationUnconfirmed => "revocation_unconfirmed",
+    DeniedExpiresTooSoon => "denied_expires_too_soon",
+    DeniedLifetimeTooLong => "denied_lifetime_too_long",
+    EmbeddedForwarded => "embedded_forwarded",
+    EmbeddedRefused => "embedded_refused",
 }
 
 impl Counter {

@@ -7,6 +7,9 @@
 //! | malformed bearer credentials | 400 | `Bearer realm="api", error="invalid_request"` |
 //! | inactive, unknown or expired token | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | a revoked token (its own mark, its subject's, its session's) | 401 | `Bearer realm="api", error="invalid_token"` |
+//! | a JWT with less life left than `min_remaining_lifetime_s`, or issued for longer than `max_lifetime_s` | 401 | `Bearer realm="api", error="invalid_token", error_description="..."` |
+//! | `embedded_token`: no such claim | 403 | `Bearer realm="api", error="insufficient_scope"` |
+//! | `embedded_token`: not a JWT, fails verification, outlives its token | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | a required scope missing | 403 | `Bearer realm="api", error="insufficient_scope", scope="..."` |
 //! | token service unreachable, timeout, reset, unexpected status, malformed answer | 502 | none |
 //! | token service answered 503 | 503 | none |
@@ -42,6 +45,15 @@ pub enum Denial {
     InvalidToken,
     /// Revoked at the gateway (`revocation`): the token, its subject or its session.
     Revoked,
+    /// The JWT would reach the API with less life left than the policy's
+    /// `min_remaining_lifetime_s`: the client should refresh it first.
+    ExpiresTooSoon,
+    /// The JWT was issued for longer than the policy's `max_lifetime_s` (or has no `iat`).
+    LifetimeTooLong,
+    /// `embedded_token`: the resolved JWT has no such claim.
+    EmbeddedMissing,
+    /// `embedded_token`: the claim is not a JWT, fails verification, or outlives its token.
+    EmbeddedInvalid,
     InsufficientScope,
     TokenService(CallFailure),
     /// `verify` is configured but no key set was ever loaded.
@@ -80,6 +92,11 @@ pub enum Denial {
     Internal,
 }
 
+/// The message (and `error_description`) of [`Denial::ExpiresTooSoon`].
+const EXPIRES_TOO_SOON: &str = "The access token expires too soon; refresh it first";
+/// The message (and `error_description`) of [`Denial::LifetimeTooLong`].
+const LIFETIME_TOO_LONG: &str = "The access token was issued for longer than this API accepts";
+
 /// How a denial is answered: the challenge it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Challenge {
@@ -89,6 +106,9 @@ enum Challenge {
     Both,
     /// `Bearer realm=..., error=...` (with the required scopes for `insufficient_scope`).
     Bearer,
+    /// [`Challenge::Bearer`] with an `error_description` (the row's message): what the client
+    /// should do about it.
+    Described,
     /// `DPoP error=..., algs=...` with `dpop` (and the nonce for `use_dpop_nonce`), else a
     /// `Bearer` `invalid_token` one.
     Dpop,
@@ -128,6 +148,10 @@ impl Denial {
             Denial::MalformedCredentials => row(400, Some("invalid_request"), "invalid_request", "Malformed access token", Counter::DeniedMalformed, C::Bearer),
             Denial::InvalidToken => row(401, Some("invalid_token"), "invalid_token", "Invalid or expired access token", Counter::DeniedInvalidToken, C::Bearer),
             Denial::Revoked => row(401, Some("invalid_token"), "invalid_token", "Invalid or expired access token", Counter::DeniedRevoked, C::Bearer),
+            Denial::ExpiresTooSoon => row(401, Some("invalid_token"), "invalid_token", EXPIRES_TOO_SOON, Counter::DeniedExpiresTooSoon, C::Described),
+            Denial::LifetimeTooLong => row(401, Some("invalid_token"), "invalid_token", LIFETIME_TOO_LONG, Counter::DeniedLifetimeTooLong, C::Described),
+            Denial::EmbeddedMissing => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token carries no token for this API", Counter::EmbeddedRefused, C::Bearer),
+            Denial::EmbeddedInvalid => row(401, Some("invalid_token"), "invalid_token", "The token the access token carries for this API is not valid", Counter::EmbeddedRefused, C::Bearer),
             Denial::InsufficientScope => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token lacks a required scope", Counter::DeniedInsufficientScope, C::Bearer),
             Denial::ExchangeForbidden => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token is not valid for this API", Counter::DeniedInsufficientScope, C::Bearer),
             Denial::TokenService(CallFailure::Unavailable) => row(503, None, "token_service_unavailable", "The token service is unavailable", Counter::TokenServiceUnavailable, C::None),
@@ -272,6 +296,14 @@ pub fn local_reply_with(
             }
         }
         Challenge::Bearer => headers.push(("www-authenticate", bearer(row.error))),
+        Challenge::Described => headers.push((
+            "www-authenticate",
+            format!(
+                "{}, error_description=\"{}\"",
+                bearer(row.error),
+                row.message
+            ),
+        )),
         Challenge::Dpop => match dpop {
             Some(d) => {
                 headers.push(("www-authenticate", dpop_challenge(d, row.error)));

@@ -23,7 +23,7 @@ pub use self::endpoint::Endpoint;
 pub use self::exchange::{ExchangeConfig, ExchangeRule};
 pub use self::phantom::PhantomConfig;
 pub use self::policy::{
-    segment_of, ClaimHeader, HostMatch, Match, PathMatch, Policies, Policy, TokenRule,
+    segment_of, ClaimHeader, Embedded, HostMatch, Match, PathMatch, Policies, Policy, TokenRule,
     DEFAULT_POLICY, MAX_POLICIES, METHOD_OVERRIDES,
 };
 pub use self::proof::{DpopConfig, MtlsConfig, ProofRule, DPOP_ALGORITHMS};
@@ -125,6 +125,9 @@ struct RawConfig {
     verify: Option<RawVerify>,
     token_exchange: Option<RawExchange>,
     revocation: Option<RawRevocation>,
+    min_remaining_lifetime_s: Option<u64>,
+    max_lifetime_s: Option<u64>,
+    embedded_token: Option<policy::RawEmbedded>,
 }
 
 /// The validated configuration.
@@ -343,6 +346,9 @@ impl RawConfig {
                 proof: self.proof,
                 claims_to_headers: Some(self.claims_to_headers),
                 exchange: self.exchange,
+                min_remaining_lifetime_s: self.min_remaining_lifetime_s,
+                max_lifetime_s: self.max_lifetime_s,
+                embedded_token: self.embedded_token,
             },
             self.policies,
             self.claims_to_filter_state,
@@ -351,6 +357,20 @@ impl RawConfig {
                 has_exchange: token_exchange.is_some(),
             },
         )?;
+        for (embedded, v) in policies
+            .list
+            .iter_mut()
+            .chain(std::iter::once(&mut policies.default))
+            .filter_map(|p| p.embedded.as_mut())
+            .zip(std::iter::repeat(verify.as_ref()))
+        {
+            if let Some(v) = v {
+                // Verified like any JWT, for the policy's audiences.
+                let mut rules = v.policy.clone();
+                rules.audiences = embedded.audiences.clone();
+                embedded.verify = Some(rules);
+            }
+        }
         let all = policies
             .list
             .iter_mut()

@@ -62,6 +62,17 @@ pub(super) struct RawPolicy {
     pub proof: Option<String>,
     pub claims_to_headers: Option<Vec<RawClaimHeader>>,
     pub exchange: Option<RawExchangeRule>,
+    pub min_remaining_lifetime_s: Option<u64>,
+    pub max_lifetime_s: Option<u64>,
+    pub embedded_token: Option<RawEmbedded>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmbedded {
+    claim: String,
+    #[serde(default)]
+    audiences: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,6 +170,33 @@ pub struct Policy {
     pub claims_to_headers: Vec<ClaimHeader>,
     /// Token exchange (RFC 8693): the token this policy's API receives is made for it.
     pub exchange: Option<ExchangeRule>,
+    /// Least time a forwarded JWT must have left (`exp` - now), in seconds; 0: no check.
+    pub min_remaining_s: u64,
+    /// Longest `exp` - `iat` of a forwarded JWT, in seconds.
+    pub max_lifetime_s: Option<u64>,
+    /// The narrower JWT the resolved one carries in a claim, forwarded instead of it.
+    pub embedded: Option<Embedded>,
+}
+
+impl Policy {
+    /// Whether the journey stage has anything to check (most policies: nothing).
+    pub fn checks_journey(&self) -> bool {
+        self.min_remaining_s > 0 || self.max_lifetime_s.is_some() || self.embedded.is_some()
+    }
+}
+
+/// `embedded_token`: the claim of the resolved JWT that carries the JWT this policy's API
+/// receives.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// A top-level claim name.
+    pub claim: String,
+    /// Audiences the embedded JWT is verified for (with `verify`).
+    pub audiences: Vec<String>,
+    /// With `verify`: its rules with these audiences (set once the configuration is read).
+    pub verify: Option<crate::token::jws::Policy>,
+    /// Tells this rule's cached tokens apart from another's (a hash of the rule).
+    pub id: u64,
 }
 
 /// Every policy, and what all of them need.
@@ -323,6 +361,36 @@ fn rules(
         Some(rule) => Some(rule.validate(&field("exchange"))?),
         None => None,
     };
+    let min_remaining_s = match (raw.min_remaining_lifetime_s, inherit) {
+        (Some(s), _) => in_range(
+            &field("min_remaining_lifetime_s"),
+            s,
+            0,
+            MAX_MIN_REMAINING_S,
+        )?,
+        (None, Some(p)) => p.min_remaining_s,
+        (None, None) => 0,
+    };
+    let max_lifetime_s = match (raw.max_lifetime_s, inherit) {
+        (Some(s), _) => Some(in_range(
+            &field("max_lifetime_s"),
+            s,
+            1,
+            MAX_TOKEN_LIFETIME_S,
+        )?),
+        (None, Some(p)) => p.max_lifetime_s,
+        (None, None) => None,
+    };
+    let embedded = match raw.embedded_token {
+        None => None,
+        Some(_) if exchange.is_some() => {
+            return Err(ConfigError::new(
+                &field("embedded_token"),
+                "and exchange are two ways of giving the API its own token: one per policy",
+            ))
+        }
+        Some(e) => Some(embedded(&field("embedded_token"), e, needs)?),
+    };
     Ok(Policy {
         name: raw.name,
         matcher,
@@ -332,6 +400,56 @@ fn rules(
         proof,
         claims_to_headers,
         exchange,
+        min_remaining_s,
+        max_lifetime_s,
+        embedded,
+    })
+}
+
+/// Largest `min_remaining_lifetime_s`.
+const MAX_MIN_REMAINING_S: u64 = 3_600;
+/// Largest `max_lifetime_s` (a year).
+const MAX_TOKEN_LIFETIME_S: u64 = 31_536_000;
+
+fn embedded(field: &str, raw: RawEmbedded, needs: &Needs) -> Result<Embedded, ConfigError> {
+    let claim = &raw.claim;
+    if claim.is_empty() || claim.len() > 256 || !claim.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            &format!("{field}.claim"),
+            "must be 1 to 256 visible ASCII characters (a top-level claim name)",
+        ));
+    }
+    match (needs.has_verify, raw.audiences.len()) {
+        (true, 0) => {
+            return Err(ConfigError::new(
+                &format!("{field}.audiences"),
+                "is required with verify: the embedded JWT is verified for these audiences",
+            ))
+        }
+        (false, n) if n > 0 => {
+            return Err(ConfigError::new(
+                &format!("{field}.audiences"),
+                "needs verify (nothing would check them)",
+            ))
+        }
+        (_, n) if n > 16 => {
+            return Err(ConfigError::new(
+                &format!("{field}.audiences"),
+                "must hold at most 16 audiences",
+            ))
+        }
+        _ => {}
+    }
+    for (i, a) in raw.audiences.iter().enumerate() {
+        super::checks::check_name(&format!("{field}.audiences[{i}]"), a)?;
+    }
+    let mut id = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(claim, &raw.audiences), &mut id);
+    Ok(Embedded {
+        claim: raw.claim,
+        audiences: raw.audiences,
+        verify: None,
+        id: std::hash::Hasher::finish(&id),
     })
 }
 
@@ -576,6 +694,54 @@ mod tests {
             Ok(_) => panic!("accepted: {extra}"),
             Err(e) => e.field,
         }
+    }
+
+    #[test]
+    fn journey_rules_are_inherited_and_checked() {
+        let c = cfg(r#", "min_remaining_lifetime_s": 30, "max_lifetime_s": 900,
+            "policies": [{"name": "p", "match": {"path_prefix": "/p/"}},
+                         {"name": "q", "match": {"path_prefix": "/q/"}, "min_remaining_lifetime_s": 0,
+                          "embedded_token": {"claim": "q_token"}}]"#)
+        .unwrap();
+        let (p, q) = (&c.policies.list[0], &c.policies.list[1]);
+        assert_eq!(
+            (p.min_remaining_s, p.max_lifetime_s),
+            (30, Some(900)),
+            "inherited"
+        );
+        assert_eq!(q.min_remaining_s, 0);
+        assert!(p.embedded.is_none(), "embedded_token is never inherited");
+        assert_eq!(q.embedded.as_ref().unwrap().claim, "q_token");
+        assert!(q.embedded.as_ref().unwrap().verify.is_none(), "no verify");
+        assert!(c.policies.default.embedded.is_none());
+        let with_verify = cfg(&format!(
+            r#"{}, "embedded_token": {{"claim": "t", "audiences": ["pay"]}}"#,
+            super::super::tests::VERIFY
+        ))
+        .unwrap();
+        let e = with_verify.policies.default.embedded.unwrap();
+        assert_eq!(e.verify.unwrap().audiences, ["pay"]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn journey_rules_refuse_what_cannot_work() {
+        let verify = super::super::tests::VERIFY;
+        let cases = [
+            (r#", "min_remaining_lifetime_s": 3601"#.to_owned(), "min_remaining_lifetime_s"),
+            (r#", "max_lifetime_s": 0"#.to_owned(), "max_lifetime_s"),
+            (r#", "policies": [{"name": "p", "max_lifetime_s": 31536001}]"#.to_owned(), "policies[0].max_lifetime_s"),
+            (r#", "embedded_token": {"claim": ""}"#.to_owned(), "embedded_token.claim"),
+            (r#", "embedded_token": {"claim": "t", "audiences": ["a"]}"#.to_owned(), "embedded_token.audiences"),
+            (format!(r#"{verify}, "embedded_token": {{"claim": "t"}}"#), "embedded_token.audiences"),
+            (r#", "embedded_token": {"claim": "t", "nope": 1}"#.to_owned(), "embedded_token.nope"),
+        ];
+        for (extra, field) in cases {
+            assert_eq!(field_of(&extra), field, "{extra}");
+        }
+        let both = r#", "token_exchange": {"cluster": "ts", "path": "/t", "client_id": "gw", "client_secret": "s"},
+            "policies": [{"name": "p", "exchange": {"audience": "a"}, "embedded_token": {"claim": "t"}}]"#;
+        assert_eq!(field_of(both), "policies[0].embedded_token");
     }
 
     #[test]

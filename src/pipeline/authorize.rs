@@ -76,7 +76,15 @@ pub fn resolved_bearer(
         })),
         Who::Known(identity) => identity,
     };
+    let time = |name: &str| {
+        payload
+            .as_ref()
+            .and_then(|p| p.get(name))
+            .and_then(serde_json::Value::as_u64)
+    };
     Rc::new(Resolved {
+        exp: time("exp"),
+        iat: time("iat"),
         authorization,
         scope: scope.to_owned(),
         claims,

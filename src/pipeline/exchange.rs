@@ -21,7 +21,7 @@ use crate::token::revocation::Identity;
 use super::authorize::{resolved, Who};
 use super::cached::{self, Found};
 use super::verify::verify_with;
-use super::{revoke, Caller, Ctx, Step, Verdict, Worker};
+use super::{journey, revoke, Caller, Ctx, Step, Verdict, Worker};
 
 /// The token a request came with, as sent, and its keys.
 pub type Incoming<'a> = &'a TokenKeys<'a>;
@@ -58,14 +58,16 @@ pub fn stage(cx: &Ctx<'_>, caller: &Caller<'_>, incoming: Incoming<'_>, verdict:
         |_| resolved_token.identity.clone(),
         denial_of,
     );
+    // A token kept with too little life left for this policy is exchanged again.
+    let fresh = |token: &Resolved| journey::fresh_enough(caller.policy, token, now / 1_000);
     match found {
-        Found::Local(token) => {
+        Found::Local(token) if fresh(&token) => {
             host.count(Counter::ExchangeHit);
             return Step::Done(Verdict::Forward(token));
         }
         // Only a token made for this policy's audience is served; any other is exchanged
         // again.
-        Found::Shared { token, until_ms } if rule.made_for(bearer_jwt(&token)) => {
+        Found::Shared { token, until_ms } if rule.made_for(bearer_jwt(&token)) && fresh(&token) => {
             host.count(Counter::ExchangeHit);
             worker.local_exchange.put(&key, until_ms, token.clone());
             return Step::Done(Verdict::Forward(token));
@@ -74,7 +76,7 @@ pub fn stage(cx: &Ctx<'_>, caller: &Caller<'_>, incoming: Incoming<'_>, verdict:
             host.count(Counter::ExchangeHit);
             return Step::Done(Verdict::Reject(denial));
         }
-        Found::Shared { .. } | Found::Miss => {}
+        Found::Local(_) | Found::Shared { .. } | Found::Miss => {}
     }
     host.count(Counter::ExchangeMiss);
     let subject = match x.subject {

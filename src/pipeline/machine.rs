@@ -280,7 +280,12 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
             settle(cx, judged, strip, step)
         }
         (State::Waiting { judged, strip }, E::Exchanged { key, answer }) => {
-            let verdict = after_exchange(cx.worker, key, answer);
+            let verdict = match after_exchange(cx.worker, key, answer) {
+                Verdict::Forward(token) => {
+                    super::journey::lifetime(cx, cx.cfg.policies.get(judged.policy), token)
+                }
+                refused => refused,
+            };
             settle(cx, judged, strip, Step::Done(verdict))
         }
         (

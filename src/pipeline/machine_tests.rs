@@ -843,3 +843,180 @@ fn a_backchannel_logout_signs_a_session_out_once() {
     assert_eq!(status(&env.io, 23), Some(401));
     assert_eq!(env.host.count_of(Counter::RevokedSubject), 1);
 }
+
+// ---- the JWT's journey ---------------------------------------------------------------------
+
+#[test]
+fn a_token_that_would_expire_on_its_way_is_refused_with_a_reason() {
+    let env = Env::new(r#", "min_remaining_lifetime_s": 30, "max_lifetime_s": 900"#);
+    let now_s = T0 / 1000;
+    let soon = make(&format!(
+        r#"{{"scope":"read","iat":{},"exp":{}}}"#,
+        now_s - 10,
+        now_s + 5
+    ));
+    let later = make(&format!(
+        r#"{{"scope":"read","iat":{},"exp":{}}}"#,
+        now_s - 10,
+        now_s + 60
+    ));
+    let long = make(&format!(
+        r#"{{"scope":"read","iat":{},"exp":{}}}"#,
+        now_s - 10,
+        now_s + 3600
+    ));
+    for (id, token, jwt) in [(1, "soon", &soon), (2, "later", &later), (3, "long", &long)] {
+        env.get(id, token);
+        let (call, ..) = env.io.dispatched().last().cloned().unwrap();
+        env.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+    }
+    let reply = env.io.reply_of(1).unwrap();
+    assert_eq!(reply.status, 401);
+    let challenge = &reply
+        .headers
+        .iter()
+        .find(|(n, _)| *n == "www-authenticate")
+        .unwrap()
+        .1;
+    assert!(
+        challenge.contains("error_description=\"The access token expires too soon"),
+        "{challenge}"
+    );
+    assert_eq!(
+        env.io.header_of(2, "authorization"),
+        Some(Some(format!("Bearer {later}")))
+    );
+    assert_eq!(
+        status(&env.io, 3),
+        Some(401),
+        "issued for an hour, 900 s allowed"
+    );
+    // A hit is judged again: with time, `later` is refused too.
+    env.host.now.set(T0 + 31_000);
+    assert_eq!(env.get(4, "later"), Flow::Pause);
+    assert_eq!(status(&env.io, 4), Some(401));
+    assert_eq!(env.host.count_of(Counter::DeniedExpiresTooSoon), 2);
+    assert_eq!(env.host.count_of(Counter::DeniedLifetimeTooLong), 1);
+}
+
+#[test]
+fn an_embedded_token_is_what_the_api_receives() {
+    let env = Env::new(
+        r#", "claims_to_headers": [{"claim": "sub", "header": "x-sub"}],
+        "policies": [{"name": "pay", "match": {"path_prefix": "/pay/"},
+                      "embedded_token": {"claim": "pay_token"}}]"#,
+    );
+    let now_s = T0 / 1000;
+    let inner = make(&format!(
+        r#"{{"sub":"inner","scope":"pay","exp":{}}}"#,
+        now_s + 60
+    ));
+    let outer = |claim: &str| {
+        make(&format!(
+            r#"{{"sub":"outer","scope":"read","exp":{}{claim}}}"#,
+            now_s + 300
+        ))
+    };
+    let cases = [
+        ("good", outer(&format!(r#","pay_token":"{inner}""#))),
+        ("missing", outer("")),
+        ("not-a-jwt", outer(r#","pay_token":"opaque-value""#)),
+        (
+            "outlives",
+            outer(&format!(
+                r#","pay_token":"{}""#,
+                make(&format!(r#"{{"sub":"x","exp":{}}}"#, now_s + 3600))
+            )),
+        ),
+    ];
+    for (i, (token, jwt)) in cases.iter().enumerate() {
+        let id = 10 + i as u32;
+        let auth = format!("Bearer {token}");
+        env.request(id, "GET", "/pay/1", &[("authorization", &auth)], true);
+        let (call, ..) = env.io.dispatched().last().cloned().unwrap();
+        env.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+    }
+    assert_eq!(
+        env.io.header_of(10, "authorization"),
+        Some(Some(format!("Bearer {inner}")))
+    );
+    assert_eq!(
+        env.io.header_of(10, "x-sub"),
+        Some(Some("inner".into())),
+        "claims of the forwarded token"
+    );
+    assert_eq!(status(&env.io, 11), Some(403));
+    assert_eq!(status(&env.io, 12), Some(401));
+    assert_eq!(status(&env.io, 13), Some(401));
+    // Again: this worker's copy; and elsewhere the outer token itself.
+    let auth = "Bearer good";
+    assert_eq!(
+        env.request(20, "GET", "/pay/2", &[("authorization", auth)], true),
+        Flow::Continue
+    );
+    assert_eq!(
+        env.io.header_of(20, "authorization"),
+        Some(Some(format!("Bearer {inner}")))
+    );
+    assert_eq!(
+        env.request(21, "GET", "/api", &[("authorization", auth)], true),
+        Flow::Continue
+    );
+    assert_eq!(
+        env.io.header_of(21, "authorization"),
+        Some(Some(format!("Bearer {}", cases[0].1)))
+    );
+    assert_eq!(env.host.count_of(Counter::EmbeddedForwarded), 2);
+    assert_eq!(env.host.count_of(Counter::EmbeddedRefused), 3);
+}
+
+#[test]
+fn an_exchanged_token_with_too_little_life_left_is_exchanged_again() {
+    let env = Env::new(
+        r#", "token_exchange": {"cluster": "ts", "path": "/token", "client_id": "gw",
+        "client_secret": "xs"}, "policies": [{"name": "orders", "match": {"path_prefix": "/orders/"},
+        "exchange": {"audience": "orders-api"}, "min_remaining_lifetime_s": 30}]"#,
+    );
+    let now_s = T0 / 1000;
+    let made = |exp: u64| {
+        let jwt = make(&format!(
+            r#"{{"aud":"orders-api","scope":"read","exp":{exp}}}"#
+        ));
+        let doc = format!(
+            r#"{{"access_token":"{jwt}","issued_token_type":"urn:ietf:params:oauth:token-type:jwt","token_type":"N_A"}}"#
+        );
+        (jwt, doc)
+    };
+    let auth = [("authorization", "Bearer opaque")];
+    env.request(1, "GET", "/orders/1", &auth, true);
+    let (call, ..) = env.io.dispatched()[0].clone();
+    env.answer(
+        1,
+        call,
+        answer("200", "application/jwt", jwt("read").as_bytes()),
+    );
+    let (short, doc) = made(now_s + 40);
+    let (call, ..) = env.io.dispatched()[1].clone();
+    env.answer(1, call, answer("200", "application/json", doc.as_bytes()));
+    assert_eq!(
+        env.io.header_of(1, "authorization"),
+        Some(Some(format!("Bearer {short}")))
+    );
+    // 15 s later it has 25 s left: exchanged again rather than served.
+    env.host.now.set(T0 + 15_000);
+    assert_eq!(env.request(2, "GET", "/orders/2", &auth, true), Flow::Pause);
+    assert_eq!(env.io.dispatched().len(), 3, "a new exchange");
+    let (call, ..) = env.io.dispatched()[2].clone();
+    // The new one is short too: refused.
+    let (_, doc) = made(now_s + 15 + 20);
+    env.answer(2, call, answer("200", "application/json", doc.as_bytes()));
+    assert_eq!(status(&env.io, 2), Some(401));
+    env.request(3, "GET", "/orders/3", &auth, true);
+    let (call, ..) = env.io.dispatched()[3].clone();
+    let (long, doc) = made(now_s + 600);
+    env.answer(3, call, answer("200", "application/json", doc.as_bytes()));
+    assert_eq!(
+        env.io.header_of(3, "authorization"),
+        Some(Some(format!("Bearer {long}")))
+    );
+}

@@ -30,7 +30,9 @@
 //!   ▼ proof.rs record   the proof recorded (replay, the key's share) now that the token is
 //!   │                   known to be active and bound
 //!   ▼ exchange.rs       a policy with `exchange`: its API's own token (cached.rs), else
-//!                       Step::Exchange; its answer: on_exchange, after_exchange
+//!   │                   Step::Exchange; its answer: on_exchange, after_exchange
+//!   ▼ journey.rs        what the API receives: the embedded token (`embedded_token`), enough
+//!                       life left (`min_remaining_lifetime_s`), not issued for too long
 //! ```
 //!
 //! Around the stages: machine.rs reads every `Step` (and every other event of a request's
@@ -50,6 +52,7 @@ mod extract;
 pub mod forward;
 mod introspect;
 pub mod io;
+mod journey;
 pub mod machine;
 mod phantom_cache;
 mod policy;
@@ -118,6 +121,9 @@ pub struct Worker {
     /// Recent tokens made by token exchange, by the exchange's key (the client's token and
     /// what was asked for).
     pub local_exchange: LocalCache<TokenHash>,
+    /// Recent embedded tokens (`embedded_token`), by the carrying token's keyed hash and the
+    /// rule.
+    pub local_embedded: LocalCache<FastKey>,
     /// Recent split store hits, by the token's keyed hash, made under epoch `split_epoch`.
     pub split_local: LocalCache<FastKey>,
     pub split_epoch: std::cell::Cell<Option<u64>>,
@@ -269,7 +275,7 @@ fn authenticate(cx: &Ctx<'_>, policy: usize, request: &Request<'_>) -> (Presente
 /// The last stages of a verdict reached for `incoming`, however it was reached (a hit, an
 /// introspection's answer, the remote store's): a forward records the request's DPoP proof
 /// (only now that the token is known to be active and bound to its key), then goes to the
-/// exchange stage.
+/// exchange stage, then to the journey stage (what the API receives: embedded, lifetime).
 fn finish(
     cx: &Ctx<'_>,
     caller: &Caller<'_>,
@@ -281,7 +287,10 @@ fn finish(
             return Step::Done(Verdict::Reject(denial));
         }
     }
-    exchange::stage(cx, caller, incoming, verdict)
+    match exchange::stage(cx, caller, incoming, verdict) {
+        Step::Done(verdict) => Step::Done(journey::stage(cx, caller, incoming, verdict)),
+        call => call,
+    }
 }
 
 /// The token lookups: a JWT accepted as it is, the split store, the phantom cache, else an

@@ -113,7 +113,12 @@ pub fn follow(cx: &Ctx<'_>) {
             slot.is_some()
         }
     };
-    for copies in [&worker.local, &worker.local_jwt, &worker.split_local] {
+    for copies in [
+        &worker.local,
+        &worker.local_jwt,
+        &worker.split_local,
+        &worker.local_embedded,
+    ] {
         copies.keep(listed);
     }
     worker.local_exchange.keep(listed);
@@ -122,14 +127,24 @@ pub fn follow(cx: &Ctx<'_>) {
 /// Forgets this worker's copies of what `mark` revokes.
 fn forget(worker: &Worker, mark: &Mark) {
     let covered = |t: &Resolved| t.identity.as_ref().is_some_and(|i| mark.covers(i));
-    for copies in [&worker.local, &worker.local_jwt, &worker.split_local] {
+    for copies in [
+        &worker.local,
+        &worker.local_jwt,
+        &worker.split_local,
+        &worker.local_embedded,
+    ] {
         copies.forget(covered);
     }
     worker.local_exchange.forget(covered);
 }
 
 fn forget_all(worker: &Worker) {
-    for copies in [&worker.local, &worker.local_jwt, &worker.split_local] {
+    for copies in [
+        &worker.local,
+        &worker.local_jwt,
+        &worker.split_local,
+        &worker.local_embedded,
+    ] {
         copies.clear();
     }
     worker.local_exchange.clear();

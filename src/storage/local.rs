@@ -33,6 +33,9 @@ pub struct Resolved {
     /// Whose it is, with `revocation` (`None` without): what a revocation can name, so that
     /// this worker's copies of it can be forgotten.
     pub identity: Option<Box<Identity>>,
+    /// The forwarded JWT's `exp` and `iat` (whole seconds), for the policies' lifetime rules.
+    pub exp: Option<u64>,
+    pub iat: Option<u64>,
 }
 
 impl Resolved {
