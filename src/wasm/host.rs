@@ -132,16 +132,31 @@ pub struct Plugin {
     /// Whether Envoy logs the filter at debug level (read on every timer tick): debug lines
     /// are neither formatted nor sent otherwise.
     pub debug_logs: Cell<bool>,
+    /// The clock, read once per callback: every stage of one callback sees the same time, and
+    /// a stage that reads it costs no host call when another already did.
+    pub clock: Cell<Option<u64>>,
+}
+
+impl Plugin {
+    /// A proxy callback begins: the clock is read again when first needed.
+    pub fn begin(&self) {
+        self.clock.set(None);
+    }
 }
 
 impl Host for Plugin {
     fn now_ms(&self) -> u64 {
+        if let Some(now) = self.clock.get() {
+            return now;
+        }
         // A clock failure makes every entry look expired and nothing cacheable: fail closed.
-        hostcalls::get_current_time()
+        let now = hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .and_then(|d| u64::try_from(d.as_millis()).ok())
-            .unwrap_or(u64::MAX)
+            .unwrap_or(u64::MAX);
+        self.clock.set(Some(now));
+        now
     }
 
     fn shared_get(&self, key: &str) -> Option<Vec<u8>> {

@@ -34,6 +34,7 @@ impl Context for Http {
     fn on_http_call_response(&mut self, call: u32, num_headers: usize, body_size: usize, _: usize) {
         if let Some(p) = &self.plugin {
             let p = p.as_ref();
+            p.begin();
             p.executor
                 .on_call_response(p, p, self.id, call, num_headers, body_size);
         }
@@ -48,6 +49,7 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let p = p.as_ref();
+        p.begin();
         let parts = headers::request_parts(&p.executor.cfg);
         action(
             p.executor
@@ -59,6 +61,7 @@ impl HttpContext for Http {
         match &self.plugin {
             Some(p) => {
                 let p = p.as_ref();
+                p.begin();
                 action(
                     p.executor
                         .on_request_body(p, p, self.id, size, end_of_stream),
@@ -72,6 +75,7 @@ impl HttpContext for Http {
         match &self.plugin {
             Some(p) => {
                 let p = p.as_ref();
+                p.begin();
                 let trailers = headers::read(MapType::HttpRequestTrailers);
                 action(p.executor.on_request_trailers(p, p, self.id, &trailers))
             }
@@ -83,6 +87,7 @@ impl HttpContext for Http {
         match &self.plugin {
             Some(p) => {
                 let p = p.as_ref();
+                p.begin();
                 action(p.executor.on_response_headers(p, p, self.id, end_of_stream))
             }
             None => Action::Continue,
@@ -93,6 +98,7 @@ impl HttpContext for Http {
         match &self.plugin {
             Some(p) => {
                 let p = p.as_ref();
+                p.begin();
                 action(
                     p.executor
                         .on_response_body(p, p, self.id, Some(size), end_of_stream),
@@ -106,6 +112,7 @@ impl HttpContext for Http {
         match &self.plugin {
             Some(p) => {
                 let p = p.as_ref();
+                p.begin();
                 action(p.executor.on_response_body(p, p, self.id, None, true))
             }
             None => Action::Continue,
@@ -116,6 +123,7 @@ impl HttpContext for Http {
 impl Drop for Http {
     fn drop(&mut self) {
         if let Some(p) = &self.plugin {
+            p.begin();
             p.executor.on_done(self.id);
         }
     }

@@ -67,6 +67,7 @@ impl Root {
             executor: Executor::new(cfg),
             metrics,
             debug_logs: Cell::new(true),
+            clock: Cell::new(None),
         });
         let p = plugin.as_ref();
         p.executor.start(p, p, self.context_id);
@@ -84,6 +85,7 @@ impl Context for Root {
     ) {
         let Some(plugin) = &self.plugin else { return };
         let p = plugin.as_ref();
+        p.begin();
         p.executor
             .on_call_response(p, p, self.context_id, call, num_headers, body_size);
     }
@@ -124,6 +126,7 @@ impl RootContext for Root {
         plugin.metrics.flush();
         plugin.refresh_log_level();
         let p = plugin.as_ref();
+        p.begin();
         p.executor.on_tick(p, p, self.context_id);
     }
 

@@ -139,7 +139,61 @@ fn active() -> Outcome {
     }
 }
 
+/// A phantom hit on a policy with the journey's three rules (`journey`), and on the same
+/// policy without them (`plain`): what the rules cost (a tree that does not know them skips
+/// this).
+fn journey() {
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let now_s = NOW / 1000;
+    let header = b64(&serde_json::json!({"alg": "ES256"}));
+    let inner = format!(
+        "{header}.{}.c2ln",
+        b64(&serde_json::json!({"scope": "pay", "iat": now_s - 10, "exp": now_s + 1800}))
+    );
+    let outer = format!(
+        "{header}.{}.c2ln",
+        b64(&serde_json::json!({"scope": "read write", "iat": now_s - 10, "exp": now_s + 3600, "pay": inner}))
+    );
+    let phantom = r#""phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}"#;
+    let plain = format!(
+        r#"{{"required_scopes": ["read"], {phantom}, "policies": [{{"name": "pay", "match": {{"path_prefix": "/bench"}}}}]}}"#
+    );
+    let rules = format!(
+        r#"{{"required_scopes": ["read"], {phantom}, "policies": [{{"name": "pay", "match": {{"path_prefix": "/bench"}},
+        "min_remaining_lifetime_s": 30, "max_lifetime_s": 7200, "embedded_token": {{"claim": "pay"}}}}]}}"#
+    );
+    if Config::from_slice(rules.as_bytes()).is_err() {
+        return;
+    }
+    let token = "am91cm5leWpvdXJuZXlqb3VybmV5am91cm5leQ";
+    let map = headers(token);
+    for (name, json) in [("phantom_hit_plain_policy", &plain), ("phantom_hit_journey", &rules)] {
+        let host = FakeHost::at(NOW);
+        let outcome = || Outcome::Active {
+            jwt: outer.clone(),
+            claims: Claims {
+                exp: Some(now_s + 3600),
+                scope: "read write".to_owned(),
+            },
+            max_age_s: None,
+            no_store: false,
+        };
+        time_executor(name, json.as_bytes(), &host, &map, |e| {
+            let cx = pipeline::Ctx {
+                cfg: &e.cfg,
+                worker: &e.worker,
+                host: &host,
+            };
+            let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            let _ = pipeline::on_introspection(&cx, &hash, outcome());
+        });
+    }
+}
+
 fn main() {
+    journey();
     // Phantom hit.
     let cfg = Config::from_slice(PHANTOM).unwrap();
     let host = FakeHost::at(NOW);
