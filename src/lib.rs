@@ -29,6 +29,8 @@
 //!  warm-up: parked for keys; a revocation: answered once every worker applied it)
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod hash;
 pub mod header_map;

@@ -9,23 +9,48 @@ use super::*;
 use crate::token::exchange::{self, SubjectToken};
 use crate::token::jws;
 
+/// The token endpoint tokens are exchanged at (RFC 8693).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawExchange {
+    /// Envoy cluster of the endpoint.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     cluster: String,
+    /// `:authority` (Host) of the calls; the cluster name by default.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     authority: Option<String>,
+    /// Path of the endpoint, starting with `/` (a query is allowed).
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     path: String,
+    /// The gateway's client id (HTTP Basic, RFC 6749 §2.3.1).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 1024)))]
     client_id: String,
+    /// The gateway's client secret; never logged.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 1024)))]
     client_secret: String,
+    /// Timeout of each call, in milliseconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 60000), extend("default" = 2000)))]
     timeout_ms: Option<u64>,
+    /// What is sent as the subject token: the client's token as it sent it, or the JWT it resolved
+    /// to (split tokens need `jwt`).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["access_token", "jwt"]), extend("default" = "access_token")))]
     subject_token: Option<String>,
 }
 
+/// What a policy's API's token is made for.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawExchangeRule {
+    /// `audience` of the exchange request.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     audience: Option<String>,
+    /// `scope` of the exchange request.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 1024)))]
     scope: Option<String>,
+    /// `resource` of the exchange request: an absolute URI (RFC 8707).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 2048)))]
     resource: Option<String>,
 }
 

@@ -100,35 +100,126 @@ impl ConfigError {
     }
 }
 
+/// The filter's plugin configuration (Envoy's `configuration`, Istio's `pluginConfig`, Envoy
+/// Gateway's Wasm `config`). At least one of `phantom` and `split` is required.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// `realm` of the `WWW-Authenticate` challenge: printable ASCII without `"` or `\`.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256), extend("default" = "api")))]
     realm: Option<String>,
+    /// Scopes the `default` policy requires: every one must be in the token's `scope`, checked on
+    /// every request, cache hits included.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = [])))]
     #[serde(default)]
     required_scopes: Vec<String>,
+    /// The `default` policy's token rule: `required` (a valid token is needed), `optional` (a
+    /// request without credentials is forwarded without `Authorization`; a token that is there must
+    /// be valid), `none` (no token; `Authorization` is removed).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["required", "optional", "none"]), extend("default" = "required")))]
     token: Option<String>,
+    /// The `default` policy accepts JWTs as they are (verified with `verify`, which it requires).
+    #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
     accept_jwt: Option<bool>,
+    /// Per-route policies, at most 256: the route metadata names one, else the first whose `match`
+    /// holds, else the top level (`default`).
+    #[cfg_attr(feature = "cli", schemars(extend("default" = [])))]
     #[serde(default)]
     policies: Vec<RawPolicy>,
+    /// Claims of the forwarded JWT copied into request headers (at most 32), for the `default`
+    /// policy.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = [])))]
     #[serde(default)]
     claims_to_headers: Vec<RawClaimHeader>,
+    /// Claims set as Envoy filter state `wasm.token_filter.<claim>` (at most 32), with
+    /// `wasm.token_filter.policy`.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = [])))]
     #[serde(default)]
     claims_to_filter_state: Vec<String>,
+    /// Token exchange for the `default` policy's API (requires `token_exchange`); never inherited
+    /// by policies.
     exchange: Option<RawExchangeRule>,
+    /// Accept DPoP proofs (RFC 9449); without it a DPoP-bound token is refused.
     dpop: Option<RawDpop>,
+    /// Accept certificate-bound tokens (RFC 8705); without it they are refused.
     mtls: Option<RawMtls>,
+    /// The `default` policy's rule for unbound tokens: `required` accepts only tokens bound to a
+    /// key, with their proof. A bound token always needs its proof.
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["optional", "required"]), extend("default" = "optional")))]
     proof: Option<String>,
+    /// Introspection of opaque tokens (the phantom token pattern).
     phantom: Option<RawPhantom>,
+    /// The token caches.
     #[serde(default)]
     cache: RawCache,
+    /// Split tokens: a presented token is first looked up in the store by SHA-256 of the signature.
     split: Option<RawSplit>,
+    /// Verify every JWT before it is forwarded or cached.
     verify: Option<RawVerify>,
+    /// Where tokens are exchanged (RFC 8693) for the policies with an `exchange`.
     token_exchange: Option<RawExchange>,
+    /// Revocation that reaches every cache of the process at once: the API, RFC 7009 observed,
+    /// back-channel logout.
     revocation: Option<RawRevocation>,
+    /// Least life a forwarded JWT must have left (`exp` - now), in seconds; 0: off. The `default`
+    /// policy's, inherited by policies.
+    #[cfg_attr(feature = "cli", schemars(range(min = 0, max = 3600), extend("default" = 0)))]
     min_remaining_lifetime_s: Option<u64>,
+    /// Longest `exp - iat` of a forwarded JWT, in seconds (a JWT without `iat` or `exp` is
+    /// refused). The `default` policy's, inherited by policies.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 31536000)))]
     max_lifetime_s: Option<u64>,
+    /// The `default` policy's API receives the JWT the resolved one carries in a claim; never
+    /// inherited.
     embedded_token: Option<policy::RawEmbedded>,
 }
+
+/// The configuration's JSON Schema (draft 2020-12), made from the types it is read into: every
+/// field, its type, description, default, range and allowed values. Rules between fields (one
+/// of two fields, a field that needs another section, uniqueness) are the validation's alone:
+/// [`SCHEMA_CANNOT_SAY`] lists them.
+#[cfg(feature = "cli")]
+pub fn schema() -> serde_json::Value {
+    let raw = serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default();
+    // The types are named `Raw...` in the code; the schema names them by what they are.
+    let named = raw
+        .replace("\"#/$defs/Raw", "\"#/$defs/")
+        .replace("\"Raw", "\"");
+    let mut schema: serde_json::Value = serde_json::from_str(&named).unwrap_or_default();
+    if let Some(root) = schema.as_object_mut() {
+        root.insert(
+            "$id".to_owned(),
+            "https://github.com/envoy-token-filter/envoy-token-filter/token-filter.schema.json"
+                .into(),
+        );
+        root.insert(
+            "title".to_owned(),
+            "envoy-token-filter configuration".into(),
+        );
+    }
+    schema
+}
+
+/// What the JSON Schema cannot express, and only `check` (the validation) refuses.
+pub const SCHEMA_CANNOT_SAY: &[&str] = &[
+    "phantom or split: at least one",
+    "verify.jwks or verify.jwks_inline: exactly one; an HS* algorithm needs its secret inline",
+    "accept_jwt, phantom.response \"rfc9701\", revocation.backchannel_logout: need verify",
+    "phantom.response \"rfc9701\": needs phantom.mint; phantom.jwt_claim: with phantom.response \"json\" only",
+    "exchange: needs token_exchange; embedded_token and exchange: not both in one policy",
+    "embedded_token.audiences: required with verify, refused without",
+    "split.fallback_to_phantom, token_exchange with subject_token access_token: need phantom",
+    "policies[].name: unique, not \"default\"; claims_to_headers headers unique per list",
+    "policies[].match: path_exact or path_prefix, not both",
+    "dpop.max_proofs_per_key: at most replay_entries / 2",
+    "verify.jwks.min_refetch_s: at most refresh_s",
+    "revocation: path and secret together; at least one of path, observe_paths, backchannel_logout; every path its own",
+    "revocation.mark_ttl_s: at least cache.max_ttl_s and phantom.mint.max_lifetime_s",
+    "phantom.mint.private_key_pem: a key of the algorithm's curve",
+    "verify.jwks_inline: a JWK Set with a usable key; realm and scopes: no quote or backslash",
+    "paths matched against requests (publish, revocation, split responses, jwks_path): no '?' or '#'",
+];
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

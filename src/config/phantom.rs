@@ -8,31 +8,73 @@ use super::*;
 use crate::token::introspection::Contract;
 use crate::token::mint::{self, MintConfig, SigningKey};
 
+/// Where and how opaque tokens are introspected.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPhantom {
+    /// Envoy cluster of the endpoint.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     cluster: String,
+    /// `:authority` (Host) of the calls; the cluster name by default.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     authority: Option<String>,
+    /// Path of the endpoint, starting with `/` (a query is allowed).
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     path: String,
+    /// The gateway's client id (HTTP Basic, RFC 6749 §2.3.1).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 1024)))]
     client_id: String,
+    /// The gateway's client secret; never logged.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 1024)))]
     client_secret: String,
+    /// Timeout of each call, in milliseconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 60000), extend("default" = 2000)))]
     timeout_ms: Option<u64>,
+    /// The introspection contract: `jwt` (Curity: the answer is the JWT), `json` (RFC 7662),
+    /// `rfc9701` (signed answers; requires `verify` and `mint`).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["jwt", "json", "rfc9701"]), extend("default" = "jwt")))]
     response: Option<String>,
+    /// `json` only: a claim of the answer that carries a JWT to forward as it is; without it the
+    /// gateway mints.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     jwt_claim: Option<String>,
+    /// How the gateway mints the JWT it forwards from introspected claims.
     mint: Option<RawMint>,
 }
 
+/// Minted JWTs.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMint {
+    /// `iss` of minted JWTs.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     issuer: String,
+    /// `aud` of minted JWTs.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     audience: String,
+    /// Signature algorithm.
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["ES256", "EdDSA"])))]
     algorithm: String,
+    /// PKCS#8 PEM private key (P-256 for ES256, SEC1 accepted too; Ed25519 for EdDSA); never
+    /// logged, never served.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 16384)))]
     private_key_pem: String,
+    /// `kid` of minted JWTs and of the served JWK.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     key_id: String,
+    /// At most 64 claim names copied from the introspection when present (`iss`, `aud`, `iat`,
+    /// `exp`, `nbf` are always the gateway's).
+    #[cfg_attr(feature = "cli", schemars(length(max = 64), extend("default" = [])))]
     #[serde(default)]
     claims: Vec<String>,
+    /// Minted `exp` = min(the token's `exp`, now + this).
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 86400), extend("default" = 300)))]
     max_lifetime_s: Option<u64>,
+    /// Path at which the filter answers `GET`/`HEAD` with the public JWK Set (never forwarded); not
+    /// served when absent.
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     jwks_path: Option<String>,
 }
 

@@ -51,44 +51,94 @@ const FORBIDDEN_HEADERS: [&str; 15] = [
 /// optional: an unset one is the top level's (for a listed policy) or its default (for the top
 /// level); `exchange` is never inherited.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
+    /// Unique name, 1 to 64 characters of `[a-z0-9_-]`; `default` is the top level.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9_-]+$"))
+    )]
     pub name: String,
+    /// The condition: every field given must hold.
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
+    /// `required`, `optional` or `none` (as at the top level).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["required", "optional", "none"])))]
     pub token: Option<String>,
+    /// Scopes this route requires.
     pub required_scopes: Option<Vec<String>>,
+    /// A bearer token that is a compact JWS is verified with `verify` and, when valid, forwarded as
+    /// it is, without introspection.
     pub accept_jwt: Option<bool>,
+    /// `required`: only tokens bound to a key, with their proof.
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["optional", "required"])))]
     pub proof: Option<String>,
+    /// Replaces the top-level list for this policy.
     pub claims_to_headers: Option<Vec<RawClaimHeader>>,
+    /// Token exchange for this policy's API (requires `token_exchange`).
     pub exchange: Option<RawExchangeRule>,
+    /// Least life a forwarded JWT must have left, in seconds; 0: off.
+    #[cfg_attr(feature = "cli", schemars(range(min = 0, max = 3600)))]
     pub min_remaining_lifetime_s: Option<u64>,
+    /// Longest `exp - iat` of a forwarded JWT, in seconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 31536000)))]
     pub max_lifetime_s: Option<u64>,
+    /// This policy's API receives the JWT the resolved one carries in a claim.
     pub embedded_token: Option<RawEmbedded>,
 }
 
+/// `embedded_token`: forward the JWT found in a claim of the resolved JWT instead of it.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEmbedded {
+    /// The top-level claim that carries the JWT.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     claim: String,
+    /// With `verify` (then required, 1 to 16): the embedded JWT is verified for these audiences.
+    #[cfg_attr(feature = "cli", schemars(length(max = 16)))]
     #[serde(default)]
     audiences: Vec<String>,
 }
 
+/// A policy's condition; every field given must hold.
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMatch {
+    /// The canonical path, without its query, equals it.
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     path_exact: Option<String>,
+    /// The canonical path, without its query, starts with it.
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     path_prefix: Option<String>,
+    /// Upper-case methods, any of them.
     methods: Option<Vec<String>>,
+    /// Host names, any of them: case-insensitive, port ignored; `*.example.com` matches every
+    /// subdomain.
     hosts: Option<Vec<String>>,
+    /// The Envoy route's `name` (`xds.route_name`).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     route_name: Option<String>,
 }
 
+/// A claim copied into a request header.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClaimHeader {
+    /// The claim: a top-level name, or a dotted path into objects.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     claim: String,
+    /// The header: a lower-case token without `_`, not one the filter or the proxy owns.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(
+            length(min = 1, max = 128),
+            regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^`|~-]+$")
+        )
+    )]
     header: String,
 }
 

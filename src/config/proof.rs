@@ -20,24 +20,50 @@ pub const DEFAULT_REPLAY_ENTRIES: u32 = 100_000;
 /// Largest `dpop.replay_entries`: every slot is created when the configuration loads.
 pub const MAX_REPLAY_ENTRIES: u32 = 2_000_000;
 
+/// DPoP proofs (RFC 9449).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDpop {
+    /// Proof algorithms (`Ed25519` is accepted for `EdDSA`); never `none` or HMAC.
+    #[cfg_attr(feature = "cli", schemars(extend("items" = {"type": "string", "enum": ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"]})))]
     algorithms: Option<Vec<String>>,
+    /// Oldest proof accepted (its `iat`), in seconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 3600), extend("default" = 300)))]
     max_age_s: Option<u64>,
+    /// Tolerance on `iat`, both ways, in seconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 0, max = 300), extend("default" = 5)))]
     clock_skew_s: Option<u64>,
+    /// Slots of the replay store shared by every worker (one store per VM, sized by the largest in
+    /// use).
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 2000000), extend("default" = 100000)))]
     replay_entries: Option<u32>,
+    /// Live proofs one key may hold in the store, 1 to `replay_entries / 2`; by default
+    /// `replay_entries / 8`.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 1000000)))]
     max_proofs_per_key: Option<u32>,
+    /// Require a server nonce (RFC 9449 §8) in every proof.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
     #[serde(default)]
     nonce: bool,
+    /// `scheme://host[:port]` the proofs' `htu` names; by default the connection's scheme and
+    /// `:authority`.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 2048)))]
     origin: Option<String>,
+    /// Keep the `DPoP` header on the forwarded request.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
     #[serde(default)]
     forward_proof: bool,
 }
 
+/// Certificate-bound tokens (RFC 8705).
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMtls {
+    /// Read the certificate's hash from the first `x-forwarded-client-cert` element instead of the
+    /// connection.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
     #[serde(default)]
     forwarded_client_cert: bool,
 }

@@ -18,22 +18,59 @@ pub const DEFAULT_MARK_TTL_S: u64 = 86_400;
 pub const MAX_MARK_TTL_S: u64 = 30 * 86_400;
 const MAX_OBSERVE_PATHS: usize = 16;
 
+/// Revocation that reaches every cache of the process at once. Needs at least one of `path`,
+/// `observe_paths`, `backchannel_logout`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRevocation {
+    /// The revocation API, answered by the filter (`POST`, form body); serve it on an internal
+    /// listener.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(regex(pattern = r"^/[\x21-\x22\x24-\x3e\x40-\x7e]*$"))
+    )]
     path: Option<String>,
+    /// Bearer token the API's callers present (required with `path`): 16 to 1024 characters of
+    /// `b64token`; compared in constant time; never logged.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(
+            length(min = 16, max = 1024),
+            regex(pattern = r"^[A-Za-z0-9._~+/-]+=*$")
+        )
+    )]
     secret: Option<String>,
+    /// At most 16 RFC 7009 revocation endpoints of the token service, routed through the gateway:
+    /// the token a request names is revoked here when the token service answers 200.
+    #[cfg_attr(feature = "cli", schemars(length(max = 16), extend("default" = [])))]
     #[serde(default)]
     observe_paths: Vec<String>,
+    /// Where the OpenID Provider posts logout tokens (OpenID Connect Back-Channel Logout 1.0);
+    /// requires `verify`.
     backchannel_logout: Option<RawBackchannel>,
+    /// Revocations kept at once (fixed slots, created when the configuration loads).
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 1000000), extend("default" = 100000)))]
     max_marks: Option<u32>,
+    /// How long a revocation is kept: at least the longest the gateway serves a token for
+    /// (`cache.max_ttl_s`, `phantom.mint.max_lifetime_s`).
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 2592000), extend("default" = 86400)))]
     mark_ttl_s: Option<u64>,
 }
 
+/// OpenID Connect Back-Channel Logout 1.0.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackchannel {
+    /// Where the provider posts `logout_token` (public, answered by the filter, never forwarded).
+    #[cfg_attr(
+        feature = "cli",
+        schemars(regex(pattern = r"^/[\x21-\x22\x24-\x3e\x40-\x7e]*$"))
+    )]
     path: String,
+    /// 1 to 16 client ids of this relying party; a logout token's `aud` must contain one.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 16)))]
     audiences: Vec<String>,
 }
 

@@ -9,43 +9,95 @@ use super::*;
 use crate::storage::remote::RemoteConfig;
 use crate::token::split::HashEncoding;
 
+/// The split token store.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSplit {
+    /// How publishers write the store key enc(SHA-256(signature)).
+    #[cfg_attr(feature = "cli", schemars(extend("default" = "base64")))]
     #[serde(default)]
     hash_encoding: HashEncoding,
+    /// Store slots, created when the configuration loads.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 1000000), extend("default" = 100000)))]
     max_entries: Option<u32>,
+    /// On a store miss, introspect the token with `phantom` (which it requires).
+    #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
     #[serde(default)]
     fallback_to_phantom: bool,
+    /// The publish API, answered by the filter.
     publish: Option<RawPublish>,
+    /// Token endpoint responses whose JWTs are split on their way to the client.
     split_responses: Option<RawSplitResponses>,
+    /// A second-level store shared by a fleet of gateways (a key-value HTTP service).
     remote: Option<RawRemote>,
 }
 
+/// The fleet store of split tokens.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRemote {
+    /// Envoy cluster of the key-value HTTP service (webdis in front of Redis, ...).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     cluster: String,
+    /// `:authority` of its requests; the cluster name by default.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     authority: Option<String>,
+    /// Read request path; `{key}` is the store key.
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     get_path: String,
+    /// Write request path; `{key}`, and `{ttl}` (seconds left in the token's life).
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     put_path: String,
+    /// Write method; the body is `header.payload`.
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["GET", "POST", "PUT", "DELETE"]), extend("default" = "PUT")))]
     put_method: Option<String>,
+    /// Delete request path, with `{key}`.
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     delete_path: String,
+    /// Delete method (webdis takes `GET`).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["GET", "POST", "PUT", "DELETE"]), extend("default" = "DELETE")))]
     delete_method: Option<String>,
+    /// Timeout of every remote call, in milliseconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 60000), extend("default" = 200)))]
     timeout_ms: Option<u64>,
+    /// Longest time an entry stays in a gateway's own store once written or read through `remote`:
+    /// the bound on how late a revocation made elsewhere is seen.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 86400), extend("default" = 10)))]
     local_ttl_s: Option<u64>,
 }
 
+/// The publish API (`POST` stores, `DELETE` revokes); never forwarded.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPublish {
+    /// Path answered by the filter.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(regex(pattern = r"^/[\x21-\x22\x24-\x3e\x40-\x7e]*$"))
+    )]
     path: String,
+    /// Bearer token publishers present: 16 to 1024 characters of RFC 6750 `b64token`; compared in
+    /// constant time; never logged.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(
+            length(min = 16, max = 1024),
+            regex(pattern = r"^[A-Za-z0-9._~+/-]+=*$")
+        )
+    )]
     secret: String,
 }
 
+/// Token endpoint responses split on their way.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSplitResponses {
+    /// Token endpoint paths (1 to 16, exact match, query ignored).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 16)))]
     paths: Vec<String>,
 }
 

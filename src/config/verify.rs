@@ -9,25 +9,57 @@ use super::*;
 use crate::storage::keys::JwksSource;
 use crate::token::jws::{Alg, KeySet, Policy};
 
+/// The rules and keys every JWT is checked against.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVerify {
+    /// The one accepted `iss`.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     issuer: String,
+    /// 1 to 16; the token's `aud` must contain at least one.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 16)))]
     audiences: Vec<String>,
+    /// Allow-list (exact case); `none` is refused; an `HS*` algorithm requires its secret in
+    /// `jwks_inline`.
+    #[cfg_attr(feature = "cli", schemars(extend("items" = {"type": "string", "enum": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512"]}), length(min = 1)))]
     algorithms: Vec<String>,
+    /// The JWK Set, fetched from a cluster (one of `jwks`, `jwks_inline`).
     jwks: Option<RawJwksSource>,
+    /// A JWK Set pinned in the configuration (`{"keys": [...]}`); the only place an `oct` (HMAC)
+    /// key is accepted.
+    #[cfg_attr(
+        feature = "cli",
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
     jwks_inline: Option<Box<serde_json::value::RawValue>>,
+    /// Tolerance for `exp`, `nbf` and `iat`, in seconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 0, max = 300), extend("default" = 30)))]
     clock_skew_s: Option<u64>,
 }
 
+/// Where the JWK Set (RFC 7517) is fetched.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJwksSource {
+    /// Envoy cluster serving the JWK Set.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     cluster: String,
+    /// `:authority` of the JWKS request; the cluster name by default.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
     authority: Option<String>,
+    /// Path of the JWK Set.
+    #[cfg_attr(feature = "cli", schemars(regex(pattern = r"^/[\x21-\x7e]*$")))]
     path: String,
+    /// Fetch again after this long, in seconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 86400), extend("default" = 300)))]
     refresh_s: Option<u64>,
+    /// JWKS request timeout, in milliseconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 60000), extend("default" = 2000)))]
     timeout_ms: Option<u64>,
+    /// Least time between two early fetches (unknown `kid`, failed fetch), 1 to `refresh_s`.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 86400), extend("default" = 5)))]
     min_refetch_s: Option<u64>,
 }
 

@@ -18,6 +18,7 @@ pub const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// How the SHA-256 of a signature is written as a store key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HashEncoding {
     /// Standard alphabet, padded (RFC 4648 §4): what Curity's split-token publishers write.
