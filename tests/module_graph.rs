@@ -33,7 +33,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["pipeline"],
     &["testing"],
-    &["wasm"],
+    // The tops: the proxy glue, and the native command (`cli`, its `bin/` entry point).
+    &["wasm", "cli", "bin"],
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
