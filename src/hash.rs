@@ -88,6 +88,14 @@ pub fn slot_of(hash: &TokenHash, slots: u64) -> u64 {
     u64::from_be_bytes(first) % slots.max(1)
 }
 
+/// 32 random bytes (a salt or a key made by the first worker that needs it).
+pub fn random_key() -> [u8; 32] {
+    use jwt_simple::reexports::rand::RngCore as _;
+    let mut key = [0u8; 32];
+    jwt_simple::reexports::rand::thread_rng().fill_bytes(&mut key);
+    key
+}
+
 /// Compares two byte strings in time that depends only on their length.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

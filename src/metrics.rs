@@ -91,6 +91,7 @@ counters! {
     BackchannelLogoutAccepted => "backchannel_logout_accepted",
     BackchannelLogoutRefused => "backchannel_logout_refused",
     RevocationMarksFull => "revocation_marks_full",
+    RevocationObservedEvicted => "revocation_observed_evicted",
     RevocationRefused => "revocation_refused",
     RevocationUnconfirmed => "revocation_unconfirmed",
     DeniedExpiresTooSoon => "denied_expires_too_soon",

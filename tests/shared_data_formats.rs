@@ -217,7 +217,7 @@ fn revocation_marks_log_and_participants() {
     let data = FakeHost::at(1_700_000_000_000);
     let marks = Marks::new(16);
     marks.initialize(&data, 86_400_000);
-    assert_eq!(data.value("rvm:layout").unwrap(), b"rvl1 2@1700086400000");
+    assert_eq!(data.value("rvm:layout").unwrap(), b"rvl2 2@1700086400000");
     assert_eq!(data.value("rvl:seq").unwrap(), b"0");
     let h = hash::token_hash("abc");
     let mark = Mark {
@@ -226,11 +226,20 @@ fn revocation_marks_log_and_participants() {
         at_s: 1_700_000_000,
         until_ms: 1_700_000_060_000,
     };
-    marks.insert(&data, &mark, 1_700_000_000_000);
-    // magic "rv1" | (kind u8 | key [32] | at_s u64 BE | until_ms u64 BE) per mark; the bucket
-    // is the key's slot among max_marks / 8 buckets.
-    let want = ["727631", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
-    assert_eq!(hex(&data.value("rvm:0").unwrap()), want);
+    let salt = [3; 32];
+    marks.insert(&data, &salt, &mark, 1_700_000_000_000);
+    // magic "rv2" | (kind u8 | key [32] | at_s u64 BE | until_ms u64 BE) per mark; the bucket
+    // is the slot of SHA-256(salt | key) among max_marks / 8 buckets (the first 8 bytes, BE).
+    let placed: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::new().chain_update(salt).chain_update(h).finalize().into()
+    };
+    let bucket = u64::from_be_bytes(placed[..8].try_into().unwrap()) % 2;
+    let want = ["727632", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
+    assert_eq!(hex(&data.value(&format!("rvm:{bucket}")).unwrap()), want);
+    // The salt: 32 random bytes, made once per VM.
+    assert_eq!(revocation::salt(&data).map(|s| s.len()), Some(32));
+    assert_eq!(data.value("rvm:salt").map(|v| v.len()), Some(32));
     assert_eq!(revocation::log_append(&data, &mark), Some(1));
     let want = [
         "0000000000000001",

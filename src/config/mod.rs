@@ -247,6 +247,10 @@ pub struct Config {
     /// of `n` bytes): a request header of any other length is none of them, at the cost of
     /// one test.
     pub owned_lengths: u64,
+    /// The filter's own paths (split, the gateway's JWK Set, revocation), folded
+    /// ([`crate::token::path::fold`]): a request whose path folds to one of them, but is not
+    /// it, is refused.
+    pub own_paths_folded: Vec<String>,
 }
 
 impl Config {
@@ -523,7 +527,20 @@ impl RawConfig {
                     .and_then(|n| 1u64.checked_shl(n))
                     .unwrap_or(0)
             });
+        let mut own_paths_folded: Vec<String> = Vec::new();
+        if let Some(split) = &split {
+            own_paths_folded.extend(split.publish.as_ref().map(|p| p.path.clone()));
+            own_paths_folded.extend(split.split_responses.iter().cloned());
+        }
+        own_paths_folded.extend(mint.and_then(|m| m.jwks_path.clone()));
+        if let Some(rv) = &revocation {
+            own_paths_folded.extend(rv.paths().map(str::to_owned));
+        }
+        for path in &mut own_paths_folded {
+            *path = crate::token::path::fold(path);
+        }
         Ok(Config {
+            own_paths_folded,
             owned_lengths,
             realm,
             policies,

@@ -76,11 +76,13 @@ pub fn resolved_bearer(
         })),
         Who::Known(identity) => identity,
     };
+    // RFC 7519 NumericDates (a fraction allowed, truncated); one that is there but is not a
+    // date reads as 0 (expired, issued at the epoch): refused by every rule that looks at it.
     let time = |name: &str| {
         payload
             .as_ref()
             .and_then(|p| p.get(name))
-            .and_then(serde_json::Value::as_u64)
+            .map(|v| crate::token::jwt::numeric_date(v).unwrap_or(0))
     };
     Rc::new(Resolved {
         exp: time("exp"),

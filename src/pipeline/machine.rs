@@ -767,7 +767,17 @@ fn revocation_body(
         Revocation::Api => revoke::api(cx, body),
         Revocation::Logout => revoke::logout(cx, body),
         Revocation::Observed => {
-            let token = revocation::observed_token(body).map(|t| crate::hash::token_hash(&t));
+            let token = match revocation::observed_token(body) {
+                revocation::Named::One(token) => Some(token),
+                revocation::Named::Nothing => None,
+                revocation::Named::Several => {
+                    cx.host.count(Counter::RevocationRefused);
+                    return done(revocation_reply(
+                        cx,
+                        RevocationReply::Invalid("exactly one token is required"),
+                    ));
+                }
+            };
             return (
                 State::Observed { token },
                 Action::Forward(Forward {

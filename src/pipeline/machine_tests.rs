@@ -551,6 +551,14 @@ impl Env {
         );
     }
 
+    /// `token` introspected (as request `id`) and answered with `jwt`, which is revoked: 401.
+    fn resolve_refused(&self, id: u32, token: &str, jwt: &str) {
+        assert_eq!(self.get(id, token), Flow::Pause);
+        let (call, ..) = self.io.dispatched().last().cloned().unwrap();
+        self.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+        assert_eq!(status(&self.io, id), Some(401));
+    }
+
     fn revoke(&self, id: u32, form: &str) -> Flow {
         let secret = format!("Bearer {REVOKE_SECRET}");
         self.post(id, "/_revoke", &[("authorization", &secret)], form)
@@ -667,9 +675,14 @@ fn a_subject_revocation_spares_tokens_issued_after_it() {
     assert_eq!(env.get(4, "old"), Flow::Pause);
     assert_eq!(status(&env.io, 4), Some(401));
     assert_eq!(env.get(5, "other"), Flow::Continue, "bob is not alice");
-    // Issued after the revocation (the next second): served.
+    // Issued within the clock skew after it: refused (a token service whose clock runs
+    // ahead must not slip a token past the revocation).
     env.tick();
-    let new = issued("alice", "s-3", now_s + 1);
+    let skewed = issued("alice", "s-3", now_s + 1);
+    env.resolve_refused(20, "skewed", &skewed);
+    // Issued after that: served.
+    let later = crate::config::DEFAULT_CLOCK_SKEW_S + 1;
+    let new = issued("alice", "s-3", now_s + later);
     env.resolve(6, "new", &new);
     assert_eq!(env.get(7, "new"), Flow::Continue);
     // A session: only its tokens.
@@ -745,8 +758,11 @@ fn a_revocation_seen_on_its_way_to_the_token_service_applies_when_it_answers_200
     a.resolve(4, "kept", &issued("carol", "s-9", T0 / 1000 - 10));
     a.post(5, "/oauth/revoke", &client, "token=kept");
     assert_eq!(respond(&a, 5, "401"), Flow::Continue);
+    // Two tokens named: refused here, never forwarded (the token service might revoke one).
+    let before = a.io.dispatched().len();
     a.post(6, "/oauth/revoke", &client, "token=kept&token=other");
-    assert_eq!(respond(&a, 6, "200"), Flow::Continue);
+    assert_eq!(status(&a.io, 6), Some(400));
+    assert_eq!(a.io.dispatched().len(), before);
     assert_eq!(a.get(7, "kept"), Flow::Continue);
     assert_eq!(a.host.count_of(Counter::RevokedToken), 1);
 }
@@ -769,6 +785,77 @@ fn full_marks_refuse_a_revocation_and_forget_none() {
     let jwt = issued("x", "y", T0 / 1000);
     env.answer(201, call, answer("200", "application/jwt", jwt.as_bytes()));
     assert_eq!(status(&env.io, 201), Some(401));
+}
+
+#[test]
+fn observed_marks_give_way_and_never_block_the_operator() {
+    let env = Env::with(&revoking(r#", "max_marks": 8"#));
+    let client = [("authorization", "Basic Y2xpZW50OnNlY3JldA==")];
+    let respond = |id: u32| {
+        env.io
+            .responses
+            .borrow_mut()
+            .insert(id, HeaderMap::from_pairs(&[(":status", "200")]));
+        env.io.enter(id);
+        env.executor
+            .on_response_headers(&*env.host, &env.io, id, true)
+    };
+    // A stranger fills the one bucket with values the token service answers 200 for.
+    for i in 0..8 {
+        env.host.now.set(T0 + u64::from(i) * 1_000);
+        env.post(100 + i, "/oauth/revoke", &client, &format!("token=junk{i}"));
+        respond(100 + i);
+    }
+    assert_eq!(env.host.count_of(Counter::RevokedToken), 8);
+    // The operator's revocations still land, each in the place of the oldest observed mark.
+    for i in 0..8 {
+        env.revoke(200 + i, &format!("sub=user{i}"));
+        assert_eq!(status(&env.io, 200 + i), Some(200), "revocation {i}");
+    }
+    assert_eq!(env.host.count_of(Counter::RevocationObservedEvicted), 8);
+    // Its own marks are never dropped: the ninth has no room.
+    env.revoke(300, "sub=one-too-many");
+    assert_eq!(status(&env.io, 300), Some(503));
+    // And an observed one finds none either.
+    env.post(301, "/oauth/revoke", &client, "token=more-junk");
+    assert_eq!(respond(301), Flow::Pause);
+    assert_eq!(status(&env.io, 301), Some(503));
+}
+
+#[test]
+fn a_logout_refused_for_want_of_room_can_be_sent_again() {
+    use crate::token::jws::tests::{jwks, keys, logout_token, ISS};
+    let k = keys();
+    let json = format!(
+        r#"{{"required_scopes": ["read"], {PHANTOM},
+        "verify": {{"issuer": "{ISS}", "audiences": ["api"], "algorithms": ["ES256"],
+                   "jwks_inline": {}}},
+        "revocation": {{"path": "/_revoke", "secret": "{REVOKE_SECRET}", "max_marks": 8,
+                       "mark_ttl_s": 600,
+                       "backchannel_logout": {{"path": "/_bcl", "audiences": ["web"]}}}}}}"#,
+        jwks(&k)
+    );
+    let env = Env::with(&json);
+    for i in 0..8 {
+        env.revoke(100 + i, &format!("token=t{i}"));
+        assert_eq!(status(&env.io, 100 + i), Some(200));
+    }
+    let logout = logout_token(&k.ec, Some("logout+jwt"), |c| {
+        c.insert("exp".into(), (T0 / 1000 + 3600).into());
+    });
+    let form = format!("logout_token={logout}");
+    env.post(1, "/_bcl", &[], &form);
+    assert_eq!(
+        status(&env.io, 1),
+        Some(503),
+        "no room for the session's mark"
+    );
+    // The provider sends it again once there is room: not a replay.
+    env.host.now.set(T0 + 601_000);
+    env.post(2, "/_bcl", &[], &form);
+    assert_eq!(status(&env.io, 2), Some(200));
+    env.post(3, "/_bcl", &[], &form);
+    assert_eq!(status(&env.io, 3), Some(400), "now it is one");
 }
 
 #[test]
@@ -897,6 +984,34 @@ fn a_token_that_would_expire_on_its_way_is_refused_with_a_reason() {
     assert_eq!(status(&env.io, 4), Some(401));
     assert_eq!(env.host.count_of(Counter::DeniedExpiresTooSoon), 2);
     assert_eq!(env.host.count_of(Counter::DeniedLifetimeTooLong), 1);
+}
+
+#[test]
+fn numeric_dates_with_a_fraction_are_dates() {
+    // RFC 7519 §2: a NumericDate may have a fraction; it is never read as "no exp". One that
+    // is not a date is refused.
+    let env = Env::new(r#", "min_remaining_lifetime_s": 30"#);
+    let now_s = T0 / 1000;
+    for (id, exp) in [
+        (5, format!("{}.5", now_s + 5)),
+        (6, r#""soon""#.to_owned()),
+        (7, format!("{}.25", now_s + 600)),
+    ] {
+        let jwt = make(&format!(
+            r#"{{"scope":"read","iat":{},"exp":{exp}}}"#,
+            now_s - 10
+        ));
+        env.get(id, &format!("frac-{id}"));
+        let (call, ..) = env.io.dispatched().last().cloned().unwrap();
+        env.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+    }
+    assert_eq!(status(&env.io, 5), Some(401), "5.5 s left, 30 s required");
+    assert_eq!(
+        status(&env.io, 6),
+        Some(502),
+        "an answer whose exp is not a date"
+    );
+    assert!(env.io.header_of(7, "authorization").is_some(), "600 s left");
 }
 
 #[test]

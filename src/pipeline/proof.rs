@@ -80,7 +80,7 @@ pub fn present(
     let now_ms = host.now_ms();
     let now_s = now_ms / 1_000;
     let nonce_key = if dpop.nonce {
-        let key = dpop::nonce_key(host, &cfg.cache.jwt_namespace, random_key)
+        let key = dpop::nonce_key(host, &cfg.cache.jwt_namespace, crate::hash::random_key)
             .ok_or(Denial::UseDpopNonce)?;
         Some(key)
     } else {
@@ -140,7 +140,7 @@ pub fn record(cx: &Ctx<'_>, caller: &Caller<'_>) -> Result<(), Denial> {
     };
     let now_ms = host.now_ms();
     // Without its salt (shared data refusing a write) no share can be counted: fail closed.
-    let Some(salt) = dpop::quota_salt(host, random_key) else {
+    let Some(salt) = dpop::quota_salt(host, crate::hash::random_key) else {
         return Err(Denial::ReplayStoreFull);
     };
     // The key's share is counted only for a proof that is not a replay and has room: a
@@ -298,15 +298,8 @@ fn hex_to_b64url(hex: &str) -> Option<String> {
 /// `dpop.nonce`, or when the nonce key cannot be kept.
 pub fn server_nonce(cfg: &Config, host: &dyn Host) -> Option<String> {
     cfg.dpop.as_ref().filter(|d| d.nonce)?;
-    let key = dpop::nonce_key(host, &cfg.cache.jwt_namespace, random_key)?;
+    let key = dpop::nonce_key(host, &cfg.cache.jwt_namespace, crate::hash::random_key)?;
     Some(proofs::nonce(&key, host.now_ms() / 1_000 / NONCE_WINDOW_S))
-}
-
-fn random_key() -> [u8; 32] {
-    use jwt_simple::reexports::rand::RngCore as _;
-    let mut key = [0u8; 32];
-    jwt_simple::reexports::rand::thread_rng().fill_bytes(&mut key);
-    key
 }
 
 #[cfg(test)]

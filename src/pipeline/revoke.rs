@@ -8,6 +8,7 @@
 //! right by [`follow`], on its timer: a hit on them costs nothing more.
 
 use crate::config::Config;
+use crate::config::DEFAULT_CLOCK_SKEW_S;
 use crate::hash::{self, constant_time_eq, TokenHash};
 use crate::metrics::Counter;
 use crate::reply::RevocationReply;
@@ -32,17 +33,28 @@ pub fn refuses(cx: &Ctx<'_>, token: &Resolved, fresh: bool) -> bool {
     let follower = &cx.worker.revocation;
     let host = cx.host;
     let now = host.now_ms();
-    if fresh {
-        if !follower.seen.get() && store::log_seq(host) == 0 {
-            return false;
-        }
-        let sizes: Vec<u32> = Marks::layout(host).live(now).collect();
-        return Marks::covering(host, &sizes, identity, now);
-    }
-    if !follower.seen.get() {
+    let looked = fresh && (follower.seen.get() || store::log_seq(host) > 0);
+    if !looked && !follower.seen.get() {
         return false;
     }
-    Marks::covering(host, &follower.sizes.borrow(), identity, now)
+    // Marks cannot be found without their salt: refused (fail closed).
+    let Some(salt) = salt(cx) else {
+        return true;
+    };
+    if fresh {
+        let sizes: Vec<u32> = Marks::layout(host).live(now).collect();
+        return Marks::covering(host, &salt, &sizes, identity, now);
+    }
+    Marks::covering(host, &salt, &follower.sizes.borrow(), identity, now)
+}
+
+/// The marks' placement salt (read once per worker).
+fn salt(cx: &Ctx<'_>) -> Option<[u8; 32]> {
+    let cell = &cx.worker.revocation.salt;
+    if cell.get().is_none() {
+        cell.set(store::salt(cx.host));
+    }
+    cell.get()
 }
 
 /// What a configuration with `revocation` does when it loads: the marks' slots, the
@@ -54,6 +66,7 @@ pub fn start(cx: &Ctx<'_>) -> u32 {
     let host = cx.host;
     let created = Marks::new(rv.max_marks).initialize(host, rv.mark_ttl_s.saturating_mul(1_000));
     store::create_participants(host);
+    salt(cx);
     let follower = &cx.worker.revocation;
     let seq = store::log_seq(host);
     follower.applied.set(seq);
@@ -155,14 +168,10 @@ pub fn confirmed(cx: &Ctx<'_>, seq: u64) -> bool {
     store::all_applied(cx.host, seq, cx.host.now_ms())
 }
 
-/// Revokes `what`: its mark written (renewed if there), the log appended, this worker's
-/// copies forgotten at once. The log's sequence number to wait for, or why not.
-pub fn revoke(cx: &Ctx<'_>, what: &Revoke) -> Result<u64, RevocationReply> {
-    let Some(rv) = &cx.cfg.revocation else {
-        return Err(RevocationReply::MethodNotAllowed);
-    };
-    let host = cx.host;
-    let now = host.now_ms();
+/// Revokes `what`, with the tokens of a subject or session issued until `issued_until_s`:
+/// its mark written (renewed if there), the log appended, this worker's copies forgotten at
+/// once. The log's sequence number to wait for, or why not.
+pub fn revoke(cx: &Ctx<'_>, what: &Revoke, issued_until_s: u64) -> Result<u64, RevocationReply> {
     let (kind, key, counter) = match what {
         Revoke::Token(hash) => (MarkKind::Token, *hash, Counter::RevokedToken),
         Revoke::Subject(sub) => (
@@ -176,14 +185,20 @@ pub fn revoke(cx: &Ctx<'_>, what: &Revoke) -> Result<u64, RevocationReply> {
             Counter::RevokedSession,
         ),
     };
-    // A token's mark lives as long as the longest the gateway serves a token for (validated:
-    // `mark_ttl_s` is at least that); a subject's or session's, `mark_ttl_s`.
-    let mark = Mark {
-        kind,
-        key,
-        at_s: now / 1_000,
-        until_ms: now.saturating_add(rv.mark_ttl_s.saturating_mul(1_000)),
-    };
+    apply(cx, kind, key, issued_until_s, counter)
+}
+
+/// Writes one mark (living `mark_ttl_s`: at least as long as the gateway serves a token for,
+/// validated), appends it to the log and forgets this worker's copies.
+fn apply(
+    cx: &Ctx<'_>,
+    kind: MarkKind,
+    key: TokenHash,
+    at_s: u64,
+    counter: Counter,
+) -> Result<u64, RevocationReply> {
+    let host = cx.host;
+    let mark = mark(cx, kind, key, at_s)?;
     insert(cx, &mark)?;
     let Some(seq) = store::log_append(host, &mark) else {
         return Err(RevocationReply::Unavailable(
@@ -195,12 +210,45 @@ pub fn revoke(cx: &Ctx<'_>, what: &Revoke) -> Result<u64, RevocationReply> {
     Ok(seq)
 }
 
+fn mark(cx: &Ctx<'_>, kind: MarkKind, key: TokenHash, at_s: u64) -> Result<Mark, RevocationReply> {
+    let Some(rv) = &cx.cfg.revocation else {
+        return Err(RevocationReply::MethodNotAllowed);
+    };
+    let now = cx.host.now_ms();
+    Ok(Mark {
+        kind,
+        key,
+        at_s,
+        until_ms: now.saturating_add(rv.mark_ttl_s.saturating_mul(1_000)),
+    })
+}
+
+/// Until when the tokens of a subject or session revoked now were issued: now, plus the
+/// clock skew allowed to the token service (`verify.clock_skew_s`), whose clock may run ahead.
+fn issued_until_now(cx: &Ctx<'_>) -> u64 {
+    let skew = cx
+        .cfg
+        .verify
+        .as_ref()
+        .map_or(DEFAULT_CLOCK_SKEW_S, |v| v.policy.clock_skew_s);
+    (cx.host.now_ms() / 1_000).saturating_add(skew)
+}
+
 fn insert(cx: &Ctx<'_>, mark: &Mark) -> Result<(), RevocationReply> {
     let Some(rv) = &cx.cfg.revocation else {
         return Err(RevocationReply::MethodNotAllowed);
     };
-    match Marks::new(rv.max_marks).insert(cx.host, mark, cx.host.now_ms()) {
+    let Some(salt) = salt(cx) else {
+        return Err(RevocationReply::Unavailable(
+            "the revocation marks cannot be written; retry",
+        ));
+    };
+    match Marks::new(rv.max_marks).insert(cx.host, &salt, mark, cx.host.now_ms()) {
         Insert::Added => Ok(()),
+        Insert::Evicted => {
+            cx.host.count(Counter::RevocationObservedEvicted);
+            Ok(())
+        }
         Insert::Replayed => Err(RevocationReply::Invalid("replayed")),
         Insert::Full => {
             cx.host.count(Counter::RevocationMarksFull);
@@ -249,7 +297,7 @@ pub fn api(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
             }
         })
     })?;
-    revoke(cx, &what)
+    revoke(cx, &what, issued_until_now(cx))
 }
 
 /// A back-channel logout request's body (OpenID Connect Back-Channel Logout 1.0, 2.6): the
@@ -286,32 +334,48 @@ pub fn logout(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
         })?;
     let logout = revocation::logout_claims(&claims).map_err(refused)?;
     // Its `jti`, once: remembered as long as any mark (a replay never revokes again, which
-    // would reach tokens issued since).
-    let jti = Mark {
-        kind: MarkKind::Logout,
-        key: revocation::logout_key(&verify.policy.issuer, &logout.jti),
-        at_s: now / 1_000,
-        until_ms: now.saturating_add(rv.mark_ttl_s.saturating_mul(1_000)),
+    // would reach tokens issued since). Looked for first, written once the revocation is
+    // made: a revocation that fails (503) leaves the `jti` free for the provider's retry.
+    let jti = mark(
+        cx,
+        MarkKind::Logout,
+        revocation::logout_key(&verify.policy.issuer, &logout.jti),
+        now / 1_000,
+    )?;
+    let Some(salt) = salt(cx) else {
+        return Err(RevocationReply::Unavailable(
+            "the revocation marks cannot be read; retry",
+        ));
     };
-    match insert(cx, &jti) {
-        Err(RevocationReply::Invalid(_)) => return Err(refused(revocation::LogoutError::Replayed)),
-        Err(other) => return Err(other),
-        Ok(()) => {}
+    if Marks::holds(host, &salt, &jti, now) {
+        return Err(refused(revocation::LogoutError::Replayed));
     }
     // With a `sid`, that session only (the user's other sessions go on); else every session
-    // of the subject (section 2.4).
+    // of the subject (section 2.4). Their tokens issued until the logout token was (the
+    // provider's clock, which issued them too).
     let what = match (logout.sid, logout.sub) {
         (Some(sid), _) => Revoke::Session(sid),
         (None, Some(sub)) => Revoke::Subject(sub),
         (None, None) => return Err(refused(revocation::LogoutError::NoSubjectOrSession)),
     };
-    let seq = revoke(cx, &what)?;
+    let seq = revoke(cx, &what, logout.iat)?;
+    match insert(cx, &jti) {
+        // The same logout token accepted at once on another worker: it revoked the same.
+        Ok(()) | Err(RevocationReply::Invalid(_)) => {}
+        // Revoked, but the `jti` not kept: 503, and the provider's retry revokes again.
+        Err(other) => return Err(other),
+    }
     host.count(Counter::BackchannelLogoutAccepted);
     Ok(seq)
 }
 
 /// An RFC 7009 request the token service answered 200: the token it named is revoked here
 /// too.
+///
+/// RFC 7009 answers 200 for a token the server does not know, so whoever holds client
+/// credentials can have any value named here: its mark gives way to any other
+/// ([`MarkKind::Observed`]) and such requests can never fill a bucket against the operator.
 pub fn observed(cx: &Ctx<'_>, token: &TokenHash) -> Result<u64, RevocationReply> {
-    revoke(cx, &Revoke::Token(*token))
+    let at_s = cx.host.now_ms() / 1_000;
+    apply(cx, MarkKind::Observed, *token, at_s, Counter::RevokedToken)
 }

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::header_map::HeaderMap;
 use crate::reply::Denial;
-use crate::token::bearer;
+use crate::token::{bearer, path};
 
 use super::{Request, Step, Verdict};
 
@@ -24,6 +24,10 @@ pub enum Route {
     GatewayJwks,
     /// One of the `revocation` block's paths.
     Revocation(Revocation),
+    /// A path that is not one of the filter's own but that a lenient server could read as one
+    /// (`/_Revoke`, `/_revoke/`, `/x/../_revoke`): refused, never forwarded with the secret or
+    /// the token it may carry.
+    NearMiss,
 }
 
 /// Which of the `revocation` block's paths.
@@ -65,6 +69,7 @@ pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
             Route::TokenEndpoint => return Some(Step::TokenRequest),
             Route::GatewayJwks => return Some(Step::GatewayJwks),
             Route::Revocation(r) => return Some(Step::Revocation(r)),
+            Route::NearMiss => return Some(Step::Done(Verdict::Reject(Denial::AmbiguousRequest))),
         }
     }
     // A token in the URI is never accepted nor forwarded (RFC 6750 §2.3).
@@ -215,13 +220,22 @@ pub fn route(cfg: &Config, path: &str) -> Route {
             return Route::Revocation(Revocation::Observed);
         }
     }
-    let Some(split) = &cfg.split else {
-        return Route::Protected;
+    if let Some(split) = &cfg.split {
+        if split.publish.as_ref().is_some_and(|p| p.path == path) {
+            return Route::Publish;
+        }
+        if split.split_responses.iter().any(|p| p == path) {
+            return Route::TokenEndpoint;
+        }
+    }
+    let own = &cfg.own_paths_folded;
+    let near = if path::plain(path) {
+        own.iter().any(|p| p == path)
+    } else {
+        own.contains(&path::fold(path))
     };
-    if split.publish.as_ref().is_some_and(|p| p.path == path) {
-        Route::Publish
-    } else if split.split_responses.iter().any(|p| p == path) {
-        Route::TokenEndpoint
+    if near {
+        Route::NearMiss
     } else {
         Route::Protected
     }

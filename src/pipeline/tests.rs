@@ -691,11 +691,23 @@ fn routes_by_path_without_query() {
     for (path, want) in [
         ("/_split-token", Route::Publish),
         ("/_split-token?x=1", Route::Publish),
-        ("/_split-token/", Route::Protected),
         ("/oauth/token", Route::TokenEndpoint),
         ("/oauth/token#f", Route::TokenEndpoint),
         ("/oauth/tokens", Route::Protected),
         ("/api", Route::Protected),
+        ("/api/", Route::Protected),
+        ("/API/x/../y", Route::Protected),
+        // Near misses of the filter's own paths: refused, never forwarded.
+        ("/_split-token/", Route::NearMiss),
+        ("/_Split-Token", Route::NearMiss),
+        ("//_split-token", Route::NearMiss),
+        ("/%5Fsplit-token", Route::NearMiss),
+        ("/_split-token;x", Route::NearMiss),
+        ("/./_split-token", Route::NearMiss),
+        ("/x/../_split-token?q", Route::NearMiss),
+        ("/x\\..\\_split-token", Route::NearMiss),
+        ("/OAuth/Token", Route::NearMiss),
+        ("/oauth/token/", Route::NearMiss),
     ] {
         assert_eq!(route(&cfg, path), want, "{path}");
     }

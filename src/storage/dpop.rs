@@ -261,7 +261,7 @@ impl KeyQuota {
     }
 
     /// Counts one more proof of the key whose thumbprint hashes to `key`, unless the key
-    /// already holds its share. `salt`: the table's random salt ([`shared_secret`]).
+    /// already holds its share. `salt`: the table's random salt ([`slots::shared_secret`]).
     ///
     /// A counter says when its current period started and how long periods last (the window
     /// of the configuration that started it): every configuration of the VM reads it the same
@@ -422,34 +422,19 @@ pub fn nonce_key_name(namespace: &str) -> String {
     format!("dpn{namespace}:key")
 }
 
-/// A random 32-byte secret shared by every worker under `name`: made by the first worker that
-/// needs it (`random`), then read by all. Two workers making one at once both write, and both
-/// read back the one that stayed.
-pub fn shared_secret(
-    host: &dyn Host,
-    name: &str,
-    random: impl FnOnce() -> [u8; 32],
-) -> Option<[u8; 32]> {
-    if let Some(v) = host.shared_get(name) {
-        return v.try_into().ok();
-    }
-    let _ = host.shared_set_cas(name, &random(), None);
-    host.shared_get(name).and_then(|v| v.try_into().ok())
-}
-
-/// The key server nonces are made with ([`shared_secret`] of the configuration's namespace):
+/// The key server nonces are made with ([`slots::shared_secret`] of the configuration's namespace):
 /// nonces are checked against the one every worker reads.
 pub fn nonce_key(
     host: &dyn Host,
     namespace: &str,
     random: impl FnOnce() -> [u8; 32],
 ) -> Option<[u8; 32]> {
-    shared_secret(host, &nonce_key_name(namespace), random)
+    slots::shared_secret(host, &nonce_key_name(namespace), random)
 }
 
 /// The salt of [`KeyQuota`]'s placement.
 pub fn quota_salt(host: &dyn Host, random: impl FnOnce() -> [u8; 32]) -> Option<[u8; 32]> {
-    shared_secret(host, QUOTA_SALT, random)
+    slots::shared_secret(host, QUOTA_SALT, random)
 }
 
 #[cfg(test)]

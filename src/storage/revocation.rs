@@ -6,9 +6,14 @@
 //! **Marks** (`rvm:<bucket>`): a token (by the SHA-256 of its value), a subject or a session
 //! (by [`crate::token::revocation::subject_key`] and `session_key`: with the time it was
 //! revoked, so that a token issued later is served), and the `jti`s of logout tokens accepted
-//! (each once). A mark's key picks one bucket of [`WAYS`] marks; a mark is written with a
-//! compare-and-swap on its bucket and lives until its `until`. A live mark is never dropped to
-//! make room: a full bucket refuses the new mark ([`Insert::Full`], answered 503). Like the
+//! (each once). A mark's bucket of [`WAYS`] marks is picked by a keyed hash of its key, under
+//! a random salt made once per VM (`rvm:salt`): nobody outside can aim marks at the bucket of
+//! someone else's subject. A mark is written with a compare-and-swap on its bucket and lives
+//! until its `until`. A mark made by the operator or the provider (the API, a logout) is never
+//! dropped to make room: a full bucket refuses the new mark ([`Insert::Full`], answered 503).
+//! A token's mark made from an observed RFC 7009 request ([`MarkKind::Observed`], which anyone
+//! holding client credentials can cause) gives way to any new mark, the oldest first: such
+//! requests can never fill a bucket against the operator. Like the
 //! replay store, the bucket keys do not name a size: the sizes in use are listed in a layout
 //! record (`rvm:layout`, [`crate::storage::layout`]), marks are written under the largest and
 //! looked for under every live one, so a reload to another `max_marks` forgets nothing.
@@ -40,13 +45,15 @@ pub const PARTICIPANTS: u32 = 128;
 /// A participant that has not written for this long is gone.
 pub const STALE_MS: u64 = 2_000;
 const MAX_ATTEMPTS: usize = 16;
-const MARKS_MAGIC: &[u8; 3] = b"rv1";
+const MARKS_MAGIC: &[u8; 3] = b"rv2";
 const MARK_LEN: usize = 1 + 32 + 8 + 8;
 const LAYOUT: LayoutRecord = LayoutRecord {
     key: "rvm:layout",
-    magic: "rvl1",
+    magic: "rvl2",
 };
 const SEQ_KEY: &str = "rvl:seq";
+/// The salt of the marks' placement ([`slots::shared_secret`]).
+const SALT_KEY: &str = "rvm:salt";
 
 /// What a mark revokes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,9 @@ pub enum MarkKind {
     Session = 3,
     /// A logout token's `jti`, accepted once.
     Logout = 4,
+    /// A token named by an RFC 7009 request the token service answered 200: like
+    /// [`MarkKind::Token`], but it gives way to any new mark when its bucket is full.
+    Observed = 5,
 }
 
 impl MarkKind {
@@ -65,6 +75,7 @@ impl MarkKind {
             2 => MarkKind::Subject,
             3 => MarkKind::Session,
             4 => MarkKind::Logout,
+            5 => MarkKind::Observed,
             _ => return None,
         })
     }
@@ -88,7 +99,7 @@ impl Mark {
         let before = || identity.iat.is_none_or(|iat| iat <= self.at_s);
         let same = |key: &Option<TokenHash>| key.is_some_and(|k| constant_time_eq(&k, &self.key));
         match self.kind {
-            MarkKind::Token => constant_time_eq(&identity.token, &self.key),
+            MarkKind::Token | MarkKind::Observed => constant_time_eq(&identity.token, &self.key),
             MarkKind::Subject => same(&identity.sub) && before(),
             MarkKind::Session => same(&identity.sid) && before(),
             MarkKind::Logout => false,
@@ -120,6 +131,8 @@ impl Mark {
 pub enum Insert {
     /// Written (or an earlier mark of the same key renewed).
     Added,
+    /// Written in the place of the oldest [`MarkKind::Observed`] mark of a full bucket.
+    Evicted,
     /// A logout token's `jti` accepted before, and still remembered: a replay.
     Replayed,
     /// No room in the mark's bucket (or the bucket kept changing): nothing written.
@@ -134,6 +147,29 @@ pub struct Marks {
 
 fn bucket_key(bucket: impl std::fmt::Display) -> String {
     format!("rvm:{bucket}")
+}
+
+/// The salt marks are placed with: made by the first worker that needs it, then read by all.
+pub fn salt(host: &dyn Host) -> Option<[u8; 32]> {
+    slots::shared_secret(host, SALT_KEY, crate::hash::random_key)
+}
+
+/// Where a mark's key is placed: a keyed hash, so that a key's bucket cannot be known
+/// without the salt.
+fn placed(salt: &[u8; 32], key: &TokenHash) -> TokenHash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(key);
+    h.finalize().into()
+}
+
+/// Kinds whose marks of one key are one mark (a token revoked by the API and seen revoked).
+fn family(kind: MarkKind) -> MarkKind {
+    match kind {
+        MarkKind::Observed => MarkKind::Token,
+        other => other,
+    }
 }
 
 fn decode_bucket(value: &[u8]) -> Vec<Mark> {
@@ -181,11 +217,21 @@ impl Marks {
     }
 
     /// Whether a live mark refuses a token of `identity`, under any of `sizes`.
-    pub fn covering(host: &dyn Host, sizes: &[u32], identity: &Identity, now_ms: u64) -> bool {
-        let keys = [Some(identity.token), identity.sub, identity.sid];
+    pub fn covering(
+        host: &dyn Host,
+        salt: &[u8; 32],
+        sizes: &[u32],
+        identity: &Identity,
+        now_ms: u64,
+    ) -> bool {
+        let keys: Vec<TokenHash> = [Some(identity.token), identity.sub, identity.sid]
+            .iter()
+            .flatten()
+            .map(|k| placed(salt, k))
+            .collect();
         for &size in sizes {
             let mut read: Vec<u64> = Vec::with_capacity(3);
-            for key in keys.iter().flatten() {
+            for key in &keys {
                 let bucket = slot_of(key, u64::from(size.max(1)));
                 // Two keys in one bucket: read once.
                 if read.contains(&bucket) {
@@ -206,12 +252,30 @@ impl Marks {
         false
     }
 
-    /// Writes `mark` under the largest live size (after looking for a logout `jti` under the
-    /// others). A mark of the same kind and key is renewed: the later revocation time, the
-    /// later end.
-    pub fn insert(&self, host: &dyn Host, mark: &Mark, now_ms: u64) -> Insert {
+    /// Whether a live mark of `mark`'s kind and key is written under any live size (a logout
+    /// token's `jti` accepted before).
+    pub fn holds(host: &dyn Host, salt: &[u8; 32], mark: &Mark, now_ms: u64) -> bool {
+        let at = placed(salt, &mark.key);
+        LAYOUT.load(host).live(now_ms).any(|size| {
+            host.shared_get(&bucket_key(slot_of(&at, u64::from(size))))
+                .is_some_and(|v| {
+                    decode_bucket(&v).iter().any(|m| {
+                        now_ms < m.until_ms
+                            && family(m.kind) == family(mark.kind)
+                            && constant_time_eq(&m.key, &mark.key)
+                    })
+                })
+        })
+    }
+
+    /// Writes `mark` under the largest live size (a logout `jti` looked for under the others
+    /// first). A mark of the same key is renewed: the later revocation time, the later end (and
+    /// a token's mark made by the API no longer gives way). When the bucket is full, the
+    /// oldest [`MarkKind::Observed`] mark gives way; without one, nothing is written.
+    pub fn insert(&self, host: &dyn Host, salt: &[u8; 32], mark: &Mark, now_ms: u64) -> Insert {
         let live = |m: &Mark| now_ms < m.until_ms;
-        let same = |m: &Mark| m.kind == mark.kind && constant_time_eq(&m.key, &mark.key);
+        let same =
+            |m: &Mark| family(m.kind) == family(mark.kind) && constant_time_eq(&m.key, &mark.key);
         let mut layout = LAYOUT.load(host);
         let target = layout.target(self.buckets, now_ms);
         let listed = |l: &Layout, s: u32| l.until(s).is_some_and(|u| u >= mark.until_ms);
@@ -219,9 +283,10 @@ impl Marks {
             layout = LAYOUT.list(host, &[target, self.buckets], mark.until_ms, now_ms);
         }
         let target = layout.target(self.buckets, now_ms);
+        let at = placed(salt, &mark.key);
         if mark.kind == MarkKind::Logout {
             for size in layout.live(now_ms).filter(|s| *s != target) {
-                let key = bucket_key(slot_of(&mark.key, u64::from(size)));
+                let key = bucket_key(slot_of(&at, u64::from(size)));
                 let seen = host
                     .shared_get(&key)
                     .is_some_and(|v| decode_bucket(&v).iter().any(|m| live(m) && same(m)));
@@ -230,7 +295,7 @@ impl Marks {
                 }
             }
         }
-        let key = bucket_key(slot_of(&mark.key, u64::from(target)));
+        let key = bucket_key(slot_of(&at, u64::from(target)));
         for _ in 0..MAX_ATTEMPTS {
             let (value, cas) = host.shared_get_cas(&key);
             if cas.is_none() {
@@ -247,20 +312,34 @@ impl Marks {
                 .filter(live)
                 .collect();
             let full = marks.len() >= WAYS as usize;
+            let mut outcome = Insert::Added;
             match marks.iter_mut().find(|m| same(m)) {
                 Some(_) if mark.kind == MarkKind::Logout => return Insert::Replayed,
                 Some(existing) => {
                     existing.at_s = existing.at_s.max(mark.at_s);
                     existing.until_ms = existing.until_ms.max(mark.until_ms);
+                    if mark.kind != MarkKind::Observed {
+                        existing.kind = mark.kind;
+                    }
                 }
-                None if full => return Insert::Full,
-                None => marks.push(*mark),
+                None if !full => marks.push(*mark),
+                None => {
+                    let oldest = marks
+                        .iter_mut()
+                        .filter(|m| m.kind == MarkKind::Observed)
+                        .min_by_key(|m| (m.at_s, m.until_ms));
+                    let Some(oldest) = oldest else {
+                        return Insert::Full;
+                    };
+                    *oldest = *mark;
+                    outcome = Insert::Evicted;
+                }
             }
             if host
                 .shared_set_cas(&key, &encode_bucket(&marks), cas)
                 .is_ok()
             {
-                return Insert::Added;
+                return outcome;
             }
         }
         Insert::Full
@@ -439,6 +518,8 @@ pub struct Follower {
     pub sizes: RefCell<Vec<u32>>,
     /// A sequence number found taken but not written on the last tick.
     pub unwritten: Cell<Option<u64>>,
+    /// The marks' placement salt, once read ([`salt`]).
+    pub salt: Cell<Option<[u8; 32]>>,
 }
 
 impl Default for Follower {
@@ -451,6 +532,7 @@ impl Default for Follower {
             seen: Cell::new(false),
             sizes: RefCell::new(Vec::new()),
             unwritten: Cell::new(None),
+            salt: Cell::new(None),
         }
     }
 }
@@ -462,6 +544,7 @@ mod tests {
     use crate::token::revocation::{session_key, subject_key};
 
     const T0: u64 = 1_700_000_000_000;
+    const SALT: [u8; 32] = [3; 32];
 
     fn mark(kind: MarkKind, key: TokenHash, until_ms: u64) -> Mark {
         Mark {
@@ -487,7 +570,7 @@ mod tests {
         let marks = Marks::new(64);
         marks.initialize(&host, 86_400_000);
         let sizes: Vec<u32> = Marks::layout(&host).live(T0).collect();
-        let covered = |identity: &Identity| Marks::covering(&host, &sizes, identity, T0 + 1);
+        let covered = |identity: &Identity| Marks::covering(&host, &SALT, &sizes, identity, T0 + 1);
         let before = alice(Some(T0 / 1_000 - 10));
         let same_second = alice(Some(T0 / 1_000));
         let after = alice(Some(T0 / 1_000 + 1));
@@ -496,6 +579,7 @@ mod tests {
         assert_eq!(
             marks.insert(
                 &host,
+                &SALT,
                 &mark(MarkKind::Subject, subject_key("alice"), until),
                 T0
             ),
@@ -511,7 +595,7 @@ mod tests {
             iat: None,
         };
         assert!(!covered(&bob));
-        marks.insert(&host, &mark(MarkKind::Token, [2; 32], until), T0);
+        marks.insert(&host, &SALT, &mark(MarkKind::Token, [2; 32], until), T0);
         assert!(covered(&bob));
         let carol = Identity {
             token: [3; 32],
@@ -521,14 +605,38 @@ mod tests {
         };
         marks.insert(
             &host,
+            &SALT,
             &mark(MarkKind::Session, session_key("s-9"), until),
             T0,
         );
         assert!(covered(&carol));
         assert!(
-            !Marks::covering(&host, &sizes, &carol, until),
+            !Marks::covering(&host, &SALT, &sizes, &carol, until),
             "expired with its mark"
         );
+    }
+
+    #[test]
+    fn a_marks_bucket_depends_on_the_salt() {
+        // Whoever does not know the salt cannot tell which keys share a bucket.
+        let keys: Vec<TokenHash> = (0..32u8).map(|i| [i; 32]).collect();
+        let bucket = |salt: &[u8; 32], k: &TokenHash| slot_of(&placed(salt, k), 1_000);
+        let moved = keys
+            .iter()
+            .filter(|k| bucket(&[1; 32], k) != bucket(&[2; 32], k))
+            .count();
+        assert!(moved >= 28, "{moved} of 32 moved");
+        let unkeyed = keys
+            .iter()
+            .filter(|k| bucket(&[1; 32], k) == slot_of(k, 1_000))
+            .count();
+        assert!(
+            unkeyed <= 2,
+            "{unkeyed} of 32 where an unkeyed hash puts them"
+        );
+        let host = FakeHost::at(T0);
+        let made = salt(&host).unwrap();
+        assert_eq!(salt(&host), Some(made), "one salt per VM");
     }
 
     #[test]
@@ -539,25 +647,28 @@ mod tests {
         let until = T0 + 60_000;
         for i in 0..WAYS {
             let m = mark(MarkKind::Token, [i as u8 + 1; 32], until);
-            assert_eq!(marks.insert(&host, &m, T0), Insert::Added);
+            assert_eq!(marks.insert(&host, &SALT, &m, T0), Insert::Added);
         }
         let extra = mark(MarkKind::Token, [99; 32], until);
-        assert_eq!(marks.insert(&host, &extra, T0), Insert::Full);
+        assert_eq!(marks.insert(&host, &SALT, &extra, T0), Insert::Full);
         let sizes = [1];
         for i in 0..WAYS {
             let id = Identity {
                 token: [i as u8 + 1; 32],
                 ..Identity::default()
             };
-            assert!(Marks::covering(&host, &sizes, &id, T0), "mark {i} kept");
+            assert!(
+                Marks::covering(&host, &SALT, &sizes, &id, T0),
+                "mark {i} kept"
+            );
         }
         // Renewing a mark already there needs no room.
         assert_eq!(
-            marks.insert(&host, &mark(MarkKind::Token, [1; 32], until + 1), T0),
+            marks.insert(&host, &SALT, &mark(MarkKind::Token, [1; 32], until + 1), T0),
             Insert::Added
         );
         // Once marks expire, their room is taken again.
-        assert_eq!(marks.insert(&host, &extra, until), Insert::Added);
+        assert_eq!(marks.insert(&host, &SALT, &extra, until), Insert::Added);
     }
 
     #[test]
@@ -566,22 +677,22 @@ mod tests {
         let small = Marks::new(16);
         small.initialize(&host, 86_400_000);
         let jti = mark(MarkKind::Logout, [7; 32], T0 + 86_400_000);
-        assert_eq!(small.insert(&host, &jti, T0), Insert::Added);
-        assert_eq!(small.insert(&host, &jti, T0), Insert::Replayed);
+        assert_eq!(small.insert(&host, &SALT, &jti, T0), Insert::Added);
+        assert_eq!(small.insert(&host, &SALT, &jti, T0), Insert::Replayed);
         // A reload to a larger size: marks go under the new size, the old one is still read.
         let big = Marks::new(4096);
         big.initialize(&host, 86_400_000);
-        assert_eq!(big.insert(&host, &jti, T0 + 1), Insert::Replayed);
-        assert_eq!(small.insert(&host, &jti, T0 + 1), Insert::Replayed);
+        assert_eq!(big.insert(&host, &SALT, &jti, T0 + 1), Insert::Replayed);
+        assert_eq!(small.insert(&host, &SALT, &jti, T0 + 1), Insert::Replayed);
         let token = mark(MarkKind::Token, [8; 32], T0 + 60_000);
-        assert_eq!(small.insert(&host, &token, T0), Insert::Added);
+        assert_eq!(small.insert(&host, &SALT, &token, T0), Insert::Added);
         let sizes: Vec<u32> = Marks::layout(&host).live(T0).collect();
         assert_eq!(sizes.len(), 2);
         let id = Identity {
             token: [8; 32],
             ..Identity::default()
         };
-        assert!(Marks::covering(&host, &sizes, &id, T0));
+        assert!(Marks::covering(&host, &SALT, &sizes, &id, T0));
     }
 
     #[test]

@@ -25,6 +25,21 @@ pub fn create(host: &dyn Host, count: u32, key: impl Fn(u32) -> String) -> u32 {
     created
 }
 
+/// A random 32-byte secret shared by every worker under `name`: made by the first worker that
+/// needs it (`random`), then read by all. Two workers making one at once both write, and both
+/// read back the one that stayed.
+pub fn shared_secret(
+    host: &dyn Host,
+    name: &str,
+    random: impl FnOnce() -> [u8; 32],
+) -> Option<[u8; 32]> {
+    if let Some(v) = host.shared_get(name) {
+        return v.try_into().ok();
+    }
+    let _ = host.shared_set_cas(name, &random(), None);
+    host.shared_get(name).and_then(|v| v.try_into().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,7 +195,9 @@ fn claims_from(exp: Option<&Value>, scope: Option<&Value>) -> Result<Claims, Jwt
 }
 
 /// RFC 7519 §2 NumericDate: seconds, possibly fractional; truncated to whole seconds.
-fn numeric_date(v: &Value) -> Option<u64> {
+/// An RFC 7519 NumericDate in whole seconds: an integer, or a number with a fraction
+/// (truncated); `None` for anything else, negative or absurd.
+pub fn numeric_date(v: &Value) -> Option<u64> {
     if let Some(n) = v.as_u64() {
         return Some(n);
     }

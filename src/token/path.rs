@@ -16,6 +16,58 @@
 
 use std::borrow::Cow;
 
+/// The path as the most lenient server could read it: without its query or fragment, every
+/// escape decoded, `\\` read as `/`, path parameters (`;...`) dropped, empty and `.` segments
+/// dropped, `..` resolved, ASCII letters in lower case, no trailing `/`. Two paths with one
+/// fold may be one path to some server: the filter's own paths are compared this way, so that
+/// a near miss (`/_Revoke`, `/_revoke/`) is refused rather than forwarded with what it carries.
+pub fn fold(target: &str) -> String {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|c| char::from(*c).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'\\', ..) => {
+                decoded.push(b'/');
+                i += 1;
+            }
+            _ => {
+                decoded.push(b.to_ascii_lowercase());
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in text.split('/') {
+        match segment.split(';').next().unwrap_or("") {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    format!("/{}", kept.join("/"))
+}
+
+/// Whether `target` may not need [`fold`]: nothing in it that folding changes.
+pub fn plain(target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    !path
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_uppercase())
+        && !path.contains("//")
+        && !path.contains("/.")
+        && (path.len() <= 1 || !path.ends_with('/'))
+}
+
 /// The canonical path, without its query; `None` when the path is ambiguous (refused).
 /// Borrowed from `target` when nothing is decoded (the common case: no copy).
 pub fn canonical(target: &str) -> Option<Cow<'_, str>> {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::hash::TokenHash;
+use crate::token::jwt::numeric_date;
 use crate::token::split::HashEncoding;
 
 /// Longest form body the revocation API reads (bytes).
@@ -76,7 +77,7 @@ impl Identity {
             token: *token,
             sub: text("sub").map(subject_key),
             sid: text("sid").map(session_key),
-            iat: claims.get("iat").and_then(Value::as_u64),
+            iat: claims.get("iat").and_then(numeric_date),
         }
     }
 
@@ -223,15 +224,77 @@ pub fn parse_api(body: &[u8], encoding: HashEncoding) -> Result<Revoke, FormErro
     })
 }
 
-/// The token an RFC 7009 revocation request names (its one `token` field), if the body is a
-/// form with exactly one.
-pub fn observed_token(body: &[u8]) -> Option<String> {
-    let fields = form_fields(body).ok()?;
-    let mut tokens = fields.into_iter().filter(|(n, _)| n == "token");
-    match (tokens.next(), tokens.next()) {
-        (Some((_, token)), None) if !token.is_empty() => Some(token),
-        _ => None,
+/// What an RFC 7009 revocation request's body names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// One `token` field: the SHA-256 of its value.
+    One(TokenHash),
+    /// No `token` field, or an empty one (the token service refuses it).
+    Nothing,
+    /// More than one `token` field: refused here, never forwarded (the token service could
+    /// revoke any of them).
+    Several,
+}
+
+/// The token an RFC 7009 revocation request names, read as leniently as any token service
+/// reads a form: every field looked at (the body is bounded, the fields are not counted), a
+/// `%` that starts no escape kept as it is, bytes that are not UTF-8 kept as bytes. Whatever
+/// else the body holds (a client assertion of any size, a field that is not text), the token
+/// the service revokes is the one seen here.
+pub fn observed_token(body: &[u8]) -> Named {
+    let mut found = None;
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (
+                pair.get(..i).unwrap_or_default(),
+                pair.get(i + 1..).unwrap_or_default(),
+            ),
+            None => (pair, &[][..]),
+        };
+        if lenient(name) != b"token" {
+            continue;
+        }
+        if found.is_some() {
+            return Named::Several;
+        }
+        found = Some(lenient(value));
     }
+    match found {
+        Some(value) if !value.is_empty() => {
+            use sha2::{Digest, Sha256};
+            Named::One(Sha256::digest(&value).into())
+        }
+        _ => Named::Nothing,
+    }
+}
+
+/// A form component decoded the lenient way (`+` a space, `%XX` a byte, anything else as is).
+fn lenient(part: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(part.len());
+    let mut i = 0;
+    while let Some(&b) = part.get(i) {
+        let escaped = (b == b'%')
+            .then(|| part.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|_| part.get(i + 1).is_some_and(u8::is_ascii_hexdigit));
+        match (b, escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (other, None) => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The `logout_token` of a back-channel logout request body (exactly one).
@@ -251,6 +314,9 @@ pub struct Logout {
     pub sub: Option<String>,
     pub sid: Option<String>,
     pub jti: String,
+    /// When the provider issued it: the session's or subject's tokens issued until then are
+    /// revoked (the provider's clock, which issued them).
+    pub iat: u64,
 }
 
 /// Why a logout token is refused (400, never said to the caller beyond `invalid_request`).
@@ -284,10 +350,11 @@ pub enum LogoutError {
 /// no `nonce` (section 2.6, steps 3 to 7).
 pub fn logout_claims(claims: &Map<String, Value>) -> Result<Logout, LogoutError> {
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-    if claims.get("iat").and_then(Value::as_u64).is_none() {
-        return Err(LogoutError::NoIat);
-    }
-    if claims.get("exp").and_then(Value::as_u64).is_none() {
+    let iat = claims
+        .get("iat")
+        .and_then(numeric_date)
+        .ok_or(LogoutError::NoIat)?;
+    if claims.get("exp").and_then(numeric_date).is_none() {
         return Err(LogoutError::NoExp);
     }
     let jti = text("jti")
@@ -308,7 +375,7 @@ pub fn logout_claims(claims: &Map<String, Value>) -> Result<Logout, LogoutError>
     if sub.is_none() && sid.is_none() {
         return Err(LogoutError::NoSubjectOrSession);
     }
-    Ok(Logout { sub, sid, jti })
+    Ok(Logout { sub, sid, jti, iat })
 }
 
 #[cfg(test)]
@@ -393,15 +460,32 @@ mod tests {
     }
 
     #[test]
-    fn an_observed_request_names_its_token_once() {
+    fn an_observed_request_names_its_token_once_whatever_else_it_holds() {
+        let one = |t: &[u8]| {
+            use sha2::{Digest, Sha256};
+            Named::One(Sha256::digest(t).into())
+        };
         assert_eq!(
-            observed_token(b"token=abc&token_type_hint=access_token").as_deref(),
-            Some("abc")
+            observed_token(b"token=abc&token_type_hint=access_token"),
+            one(b"abc")
         );
-        assert_eq!(observed_token(b"token=a&token=b"), None);
-        assert_eq!(observed_token(b"token="), None);
-        assert_eq!(observed_token(b"client_id=x"), None);
-        assert_eq!(observed_token(b"token=%zz"), None);
+        assert_eq!(observed_token(b"%74oken=a%2Bb+c"), one(b"a+b c"));
+        assert_eq!(observed_token(b"token=a&token=b"), Named::Several);
+        assert_eq!(observed_token(b"token=a&token=a"), Named::Several);
+        assert_eq!(observed_token(b"token="), Named::Nothing);
+        assert_eq!(observed_token(b"client_id=x"), Named::Nothing);
+        // What a strict reader refuses and a token service reads: the token is still seen.
+        assert_eq!(observed_token(b"token=abc&junk=%zz"), one(b"abc"));
+        assert_eq!(observed_token(b"token=abc&junk=%ff%fe"), one(b"abc"));
+        assert_eq!(observed_token(b"token=a%zzb%"), one(b"a%zzb%"));
+        assert_eq!(observed_token(b"token=a%+1"), one(b"a% 1"));
+        let many = "x=1&".repeat(MAX_FIELDS * 4) + "token=abc";
+        assert_eq!(observed_token(many.as_bytes()), one(b"abc"));
+        let big = format!(
+            "client_assertion={}&token=abc",
+            "e".repeat(MAX_VALUE_LEN * 3)
+        );
+        assert_eq!(observed_token(big.as_bytes()), one(b"abc"));
     }
 
     fn logout() -> Map<String, Value> {
@@ -422,7 +506,8 @@ mod tests {
             Ok(Logout {
                 sub: Some("alice".into()),
                 sid: Some("s-1".into()),
-                jti: "j-1".into()
+                jti: "j-1".into(),
+                iat: 1_700_000_000,
             })
         );
         // Each case differs from the valid token above in one rule only.
