@@ -180,3 +180,23 @@ def test_the_api_receives_the_embedded_token_and_its_claims(jenv, ts, signer):
     assert decode_jwt_payload(outer)["pay_token"] == good
     c = jenv.counters()
     assert c["embedded_forwarded"] >= 1 and c["embedded_refused"] >= len(rows)
+
+
+def test_numeric_dates_with_a_fraction_are_dates(jenv, ts, signer):
+    """RFC 7519 §2 allows a NumericDate with a fraction: `exp` 5.5 s away is 5.5 s away, never
+    "no exp" (which would pass every rule about it)."""
+    port = jenv.ports["j"]
+    now = int(time.time())
+    five = signer.mint({"iss": ISS, "aud": AUD, "sub": "alice", "scope": "read", "iat": now,
+                        "exp": now + 5.5})
+    assert request(port, "/short/1", bearer(opaque(ts, five))).status == 401
+    assert request(port, "/jwt/1", bearer(five)).status == 401
+    sixty = signer.mint({"iss": ISS, "aud": AUD, "sub": "alice", "scope": "read", "iat": now + 0.5,
+                         "exp": now + 60.25})
+    assert request(port, "/jwt/1", bearer(sixty)).status == 200
+    # An embedded token living a day, carried by a token whose exp has a fraction: it
+    # outlives its carrier, refused.
+    inner = jwt(signer, 86_400, lifetime=86_400, aud="payments-api")
+    carrier = signer.mint({"iss": ISS, "aud": AUD, "sub": "alice", "scope": "read", "iat": now,
+                           "exp": now + 60.5, "pay_token": inner})
+    assert request(port, "/pay/1", bearer(opaque(ts, carrier))).status == 401

@@ -34,6 +34,7 @@ REVOKE_SECRET = "e2e-revocation-secret-0123"
 STUB_ISS = "https://login.example.com"
 STUB_AUD = "api.example.com"
 GW_ISS = "https://gateway.example.com"
+STUB_SKEW_S = 2  # verify.clock_skew_s of the stub listener
 WORKERS = 4
 SPREAD = 24  # requests, each on a new connection: every worker serves some of them
 
@@ -91,21 +92,23 @@ def renv(tmp_path_factory, op, ts, signer, echo):
         "phantom": {"cluster": "ts", "path": "/introspect", "client_id": "gw", "client_secret": "s",
                     "timeout_ms": 5000},
         "verify": {"issuer": STUB_ISS, "audiences": [STUB_AUD], "algorithms": ["ES256"],
-                   "jwks_inline": {"keys": [signer.jwk()]}},
+                   "jwks_inline": {"keys": [signer.jwk()]}, "clock_skew_s": STUB_SKEW_S},
         "split": {"max_entries": 1000, "hash_encoding": "base64url", "fallback_to_phantom": True,
                   "publish": {"path": PUBLISH, "secret": SECRET}},
         "policies": [{"name": "jwt", "match": {"path_prefix": "/jwt/"}, "accept_jwt": True}],
-        "revocation": revocation(backchannel_logout={"path": "/_bcl", "audiences": ["web"]}),
+        "revocation": revocation(observe_paths=["/token/revocation"],
+                                 backchannel_logout={"path": "/_bcl", "audiences": ["web"]}),
     }
     full_cfg = {
         "phantom": {"cluster": "ts", "path": "/introspect", "client_id": "gw", "client_secret": "s"},
-        "revocation": revocation(max_marks=8),
+        "revocation": revocation(max_marks=8, observe_paths=["/token/revocation"]),
     }
     e = Envoy(tmp_path_factory.mktemp("envoy-rv"),
               listeners={
                   "op": (op_cfg, (("/token/revocation", "op"), ("/", "api"))),
-                  "stub": stub_cfg,
-                  "full": {"plugin": full_cfg, "vm_id": "revocation_full"},
+                  "stub": (stub_cfg, (("/token/revocation", "op"), ("/", "api"))),
+                  "full": {"plugin": full_cfg, "vm_id": "revocation_full",
+                           "routes": (("/token/revocation", "op"), ("/", "api"))},
               },
               clusters={"api": echo.port, "op": op.port, "ts": ts.port}, concurrency=WORKERS)
     e.start()
@@ -205,7 +208,7 @@ def test_the_api_revokes_tokens_by_value_hash_subject_and_session(renv, ts, sign
     assert statuses(port, by_hash) == [401] * SPREAD
     assert revoke(port, {"sub": "carol"}).status == 200
     assert statuses(port, old) == [401] * SPREAD
-    time.sleep(1.1)  # a token issued in a later second than the revocation
+    time.sleep(STUB_SKEW_S + 1.1)  # issued later than the revocation and the clock skew
     newer = stub_token(ts, signer, "rv-newer", sub="carol", iat=int(time.time()))
     assert statuses(port, newer) == [200] * SPREAD, "issued after the revocation: served"
     assert revoke(port, {"sid": "sess-5"}).status == 200
@@ -343,13 +346,118 @@ def test_the_api_refuses_wrong_secrets_methods_and_bodies(renv):
     assert r.json()["error"] == "invalid_request" and r.header("cache-control") == "no-store"
 
 
+def observed(port, body):
+    """An RFC 7009 request of the provider's client "app", through the gateway."""
+    basic = base64.b64encode(f"{APP[0]}:{APP[1]}".encode()).decode()
+    return request(port, "/token/revocation",
+                   [("authorization", "Basic " + basic),
+                    ("content-type", "application/x-www-form-urlencoded")],
+                   method="POST", body=body)
+
+
 def test_full_marks_refuse_a_revocation_and_forget_none(renv, ts):
+    """One bucket of 8. A stranger with client credentials fills it with values the provider
+    answers 200 for (RFC 7009 §2.2: unknown tokens too); those marks give way to the
+    operator's, which are never dropped."""
     port = renv.ports["full"]
+    before = renv.counters()
+    for i in range(8):
+        assert observed(port, f"token=junk-{i}".encode()).status == 200, i
     for i in range(8):
         assert revoke(port, {"token": f"full-{i}"}).status == 200, i
+    delta = counters_delta(renv, before, "revoked_token", "revocation_observed_evicted")
+    assert delta == {"revoked_token": 16, "revocation_observed_evicted": 8}
+    assert observed(port, b"token=junk-more").status == 503, "no room left, and none taken"
     r = revoke(port, {"token": "full-one-too-many"})
     assert r.status == 503 and r.header("retry-after") == "1"
     assert r.json()["error"] == "temporarily_unavailable"
     assert request(port, "/api/x", bearer("full-3")).status == 401, "an earlier mark is kept"
     assert request(port, "/api/x", bearer("full-one-too-many")).status == 200
     assert renv.counters().get("revocation_marks_full", 0) >= 1
+
+
+def grind(salt_free_bucket, n, prefix, buckets=100_000 // 8):
+    """`n` values whose SHA-256 lands in `salt_free_bucket` when marks are placed by an
+    unkeyed hash (what an attacker computes offline)."""
+    out, i = [], 0
+    while len(out) < n:
+        v = f"{prefix}-{i}"
+        if int.from_bytes(hashlib.sha256(v.encode()).digest()[:8], "big") % buckets == salt_free_bucket:
+            out.append(v)
+        i += 1
+    return out
+
+
+def test_a_stranger_cannot_aim_marks_at_a_victims_bucket(renv, ts, signer):
+    """Eight observed revocations of values ground offline for the bucket an unkeyed hash gives
+    the victim's subject; then the operator revokes the subject and the provider signs the
+    victim out: both land, and the victim's token is refused."""
+    port = renv.ports["stub"]
+    token = stub_token(ts, signer, "rv-victim", sub="victim", sid="sess-victim",
+                       iat=int(time.time()) - 10)
+    assert statuses(port, token, n=8) == [200] * 8
+    key = hashlib.sha256(b"sub\0victim").digest()
+    target = int.from_bytes(key[:8], "big") % (100_000 // 8)
+    for value in grind(target, 8, "fill"):
+        assert observed(port, f"token={value}".encode()).status == 200
+    assert revoke(port, {"sub": "victim"}).status == 200
+    lt = logout_token(signer, sub="victim", sid="sess-victim")
+    assert logout(port, lt).status == 200
+    assert logout(port, lt).status == 400, "a replay"
+    assert statuses(port, token, n=8) == [401] * 8
+
+
+def test_a_token_issued_by_a_clock_ahead_is_revoked_with_its_subject(renv, ts, signer):
+    """A token service whose clock runs ahead (within verify.clock_skew_s) issues a token just
+    before its subject is revoked: refused, phantom and accepted as it is."""
+    port = renv.ports["stub"]
+    ahead = int(time.time()) + STUB_SKEW_S
+    token = stub_token(ts, signer, "rv-ahead", sub="skewed", iat=ahead)
+    jwt = signer.mint({"iss": STUB_ISS, "aud": STUB_AUD, "sub": "skewed", "scope": "read",
+                       "iat": ahead, "exp": ahead + 300})
+    assert request(port, "/api/x", bearer(token)).status == 200
+    assert request(port, "/jwt/x", bearer(jwt)).status == 200
+    assert revoke(port, {"sub": "skewed"}).status == 200
+    assert request(port, "/api/x", bearer(token)).status == 401
+    assert request(port, "/jwt/x", bearer(jwt)).status == 401
+
+
+@pytest.mark.parametrize("extra", [b"&junk=%zz", b"&junk=%ff%fe",
+                                   b"&" + b"&".join(b"f%d=1" % i for i in range(40))],
+                         ids=["bad escape", "not utf-8", "40 fields"])
+def test_a_form_the_provider_reads_is_read_here_too(renv, op, extra):
+    """oidc-provider reads forms a strict parser refuses: whatever else the body holds, the
+    token it revokes is revoked here too."""
+    port = renv.ports["op"]
+    token = op.token("read")
+    assert statuses(port, token, n=8) == [200] * 8
+    r = observed(port, b"token=" + token.encode() + extra)
+    assert r.status == 200, r.body
+    assert op.introspect(token) == {"active": False}
+    assert statuses(port, token, n=8) == [401] * 8
+
+
+def test_two_tokens_in_one_revocation_are_refused_before_the_provider(renv, op):
+    port = renv.ports["op"]
+    a, b = op.token("read"), op.token("read")
+    r = observed(port, urllib.parse.urlencode([("token", a), ("token", b)]).encode())
+    assert r.status == 400 and r.json()["error"] == "invalid_request"
+    assert op.introspect(a)["active"] and op.introspect(b)["active"], "never forwarded"
+
+
+@pytest.mark.parametrize("path", ["/_revoke/", "/_Revoke", "//_revoke", "/%5Frevoke",
+                                  "/_revoke%2F", "/_revoke;x", "/./_revoke", "/x/../_revoke",
+                                  "/_BCL", "/_bcl/", "/token/Revocation", "/_split-token/"])
+def test_near_misses_of_the_filters_own_paths_go_nowhere(renv, ts, echo, path):
+    """A path a lenient server could read as the API's (or another of the filter's own) is
+    refused: the secret it carries reaches neither the token service nor the API."""
+    port = renv.ports["stub"]
+    with echo.lock:
+        seen_api = len(echo.requests)
+    seen_ts = len(ts.calls)
+    r = request(port, path, [("content-type", "application/x-www-form-urlencoded")]
+                + bearer(REVOKE_SECRET), method="POST", body=b"token=near-miss")
+    assert r.status == 400, (path, r.status)
+    with echo.lock:
+        assert len(echo.requests) == seen_api, "forwarded to the API"
+    assert not [c for c in ts.calls[seen_ts:] if REVOKE_SECRET in c["body"]], "introspected"
