@@ -69,6 +69,14 @@ impl HeaderMap {
         entries(&self.0).any(|(n, _)| n == name.as_bytes())
     }
 
+    /// Every value of header `name`, in order, each `None` when it is not valid UTF-8 (for the
+    /// headers a client may send several times: `Cookie` under HTTP/2).
+    pub fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Option<&'a str>> + 'a {
+        entries(&self.0)
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
     /// Every header name, in order (a name present twice comes twice).
     pub fn names(&self) -> impl Iterator<Item = &[u8]> {
         entries(&self.0).map(|(n, _)| n)

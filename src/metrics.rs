@@ -98,6 +98,12 @@ counters! {
     DeniedLifetimeTooLong => "denied_lifetime_too_long",
     EmbeddedForwarded => "embedded_forwarded",
     EmbeddedRefused => "embedded_refused",
+    CookieRequests => "cookie_requests",
+    DeniedOrigin => "denied_origin",
+    DeniedCsrf => "denied_csrf",
+    CookieDecryptFailed => "cookie_decrypt_failed",
+    CorsPreflightAnswered => "cors_preflight_answered",
+    CorsPreflightRefused => "cors_preflight_refused",
 }
 
 impl Counter {

@@ -9,6 +9,8 @@
 //! | a revoked token (its own mark, its subject's, its session's) | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | a JWT with less life left than `min_remaining_lifetime_s`, or issued for longer than `max_lifetime_s` | 401 | `Bearer realm="api", error="invalid_token", error_description="..."` |
 //! | `embedded_token`: no such claim | 403 | `Bearer realm="api", error="insufficient_scope"` |
+//! | `cookies`: an untrusted or missing `Origin`, a CSRF header that does not match | 401 | none |
+//! | `cookies`: an access token cookie that does not decrypt | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | `embedded_token`: not a JWT, fails verification, outlives its token | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | a required scope missing | 403 | `Bearer realm="api", error="insufficient_scope", scope="..."` |
 //! | token service unreachable, timeout, reset, unexpected status, malformed answer | 502 | none |
@@ -54,6 +56,13 @@ pub enum Denial {
     EmbeddedMissing,
     /// `embedded_token`: the claim is not a JWT, fails verification, or outlives its token.
     EmbeddedInvalid,
+    /// `cookies`: a cookie request from an origin that is not trusted (or without one where
+    /// one is needed).
+    OriginNotTrusted,
+    /// `cookies`: a state-changing cookie request without the CSRF header matching its cookie.
+    CsrfMismatch,
+    /// `cookies`: the access token cookie does not decrypt under any key.
+    CookieInvalid,
     InsufficientScope,
     TokenService(CallFailure),
     /// `verify` is configured but no key set was ever loaded.
@@ -151,6 +160,9 @@ impl Denial {
             Denial::ExpiresTooSoon => row(401, Some("invalid_token"), "invalid_token", EXPIRES_TOO_SOON, Counter::DeniedExpiresTooSoon, C::Described),
             Denial::LifetimeTooLong => row(401, Some("invalid_token"), "invalid_token", LIFETIME_TOO_LONG, Counter::DeniedLifetimeTooLong, C::Described),
             Denial::EmbeddedMissing => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token carries no token for this API", Counter::EmbeddedRefused, C::Bearer),
+            Denial::OriginNotTrusted => row(401, None, "origin_not_trusted", "The request's origin is not trusted", Counter::DeniedOrigin, C::None),
+            Denial::CsrfMismatch => row(401, None, "csrf_mismatch", "The CSRF header is missing or does not match", Counter::DeniedCsrf, C::None),
+            Denial::CookieInvalid => row(401, Some("invalid_token"), "invalid_token", "Invalid or expired access token", Counter::CookieDecryptFailed, C::Bearer),
             Denial::EmbeddedInvalid => row(401, Some("invalid_token"), "invalid_token", "The token the access token carries for this API is not valid", Counter::EmbeddedRefused, C::Bearer),
             Denial::InsufficientScope => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token lacks a required scope", Counter::DeniedInsufficientScope, C::Bearer),
             Denial::ExchangeForbidden => row(403, Some("insufficient_scope"), "insufficient_scope", "The access token is not valid for this API", Counter::DeniedInsufficientScope, C::Bearer),

@@ -140,6 +140,11 @@ pub enum Did {
         id: u32,
         name: String,
     },
+    SetResponse {
+        id: u32,
+        name: String,
+        value: Option<String>,
+    },
     FilterState {
         id: u32,
         name: String,
@@ -264,6 +269,13 @@ impl Io for FakeIo {
             value: value.map(str::to_owned),
         });
         true
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        self.record(Did::SetResponse {
+            id: self.current(),
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        });
     }
     fn remove_trailer(&self, name: &str) {
         self.record(Did::RemoveTrailer {

@@ -7,6 +7,7 @@
 
 mod cache;
 mod checks;
+mod cookies;
 mod endpoint;
 mod exchange;
 mod phantom;
@@ -19,12 +20,13 @@ mod verify;
 use serde::Deserialize;
 
 pub use self::cache::CacheConfig;
+pub use self::cookies::{CookiesConfig, CorsConfig};
 pub use self::endpoint::Endpoint;
 pub use self::exchange::{ExchangeConfig, ExchangeRule};
 pub use self::phantom::PhantomConfig;
 pub use self::policy::{
-    segment_of, ClaimHeader, Embedded, HostMatch, Match, PathMatch, Policies, Policy, TokenRule,
-    DEFAULT_POLICY, MAX_POLICIES, METHOD_OVERRIDES,
+    segment_of, ClaimHeader, Credentials, Embedded, HostMatch, Match, PathMatch, Policies, Policy,
+    TokenRule, DEFAULT_POLICY, MAX_POLICIES, METHOD_OVERRIDES,
 };
 pub use self::proof::{DpopConfig, MtlsConfig, ProofRule, DPOP_ALGORITHMS};
 pub use self::revocation::{BackchannelConfig, RevocationConfig};
@@ -34,6 +36,7 @@ pub use crate::token::introspection::Contract;
 
 use self::cache::RawCache;
 use self::checks::{check_quotable, entries, in_range, namespace_of};
+use self::cookies::RawCookies;
 use self::exchange::{RawExchange, RawExchangeRule};
 use self::phantom::RawPhantom;
 use self::policy::{RawClaimHeader, RawMatch, RawPolicy};
@@ -173,6 +176,12 @@ struct RawConfig {
     /// The `default` policy's API receives the JWT the resolved one carries in a claim; never
     /// inherited.
     embedded_token: Option<policy::RawEmbedded>,
+    /// Browser apps (the token handler pattern): the token in an encrypted cookie, trusted
+    /// origins, CSRF, CORS with credentials.
+    cookies: Option<RawCookies>,
+    /// Where the `default` policy's token may come from (with `cookies`).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["bearer", "cookie", "either"])))]
+    credentials: Option<String>,
 }
 
 /// The configuration's JSON Schema (draft 2020-12), made from the types it is read into: every
@@ -243,6 +252,8 @@ pub struct Config {
     /// Revocation that reaches every cache of the process (the API, RFC 7009 observed,
     /// back-channel logout); `None`: tokens are forgotten when their cache entries end.
     pub revocation: Option<RevocationConfig>,
+    /// Browser apps: the token in an encrypted cookie.
+    pub cookies: Option<CookiesConfig>,
     /// The lengths of the names of the headers the filter may own, as bits (bit `n`: a name
     /// of `n` bytes): a request header of any other length is none of them, at the cost of
     /// one test.
@@ -444,12 +455,14 @@ impl RawConfig {
                 min_remaining_lifetime_s: self.min_remaining_lifetime_s,
                 max_lifetime_s: self.max_lifetime_s,
                 embedded_token: self.embedded_token,
+                credentials: self.credentials,
             },
             self.policies,
             self.claims_to_filter_state,
             &policy::Needs {
                 has_verify: verify.is_some(),
                 has_exchange: token_exchange.is_some(),
+                has_cookies: self.cookies.is_some(),
             },
         )?;
         for (embedded, v) in policies
@@ -489,6 +502,7 @@ impl RawConfig {
         // JWTs accepted as they are (`accept_jwt`) are cached apart from introspected ones: a
         // route that introspects never serves an entry a JWT route made.
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
+        let cookies = self.cookies.map(RawCookies::validate).transpose()?;
         let dpop = self.dpop.map(RawDpop::validate).transpose()?;
         let mtls = self.mtls.map(RawMtls::validate);
         let mint = phantom.as_ref().and_then(|p| p.mint.as_ref());
@@ -519,6 +533,7 @@ impl RawConfig {
         };
         let owned_lengths = std::iter::once("authorization")
             .chain(dpop_owned.then_some("dpop"))
+            .chain(cookies.as_ref().map(|c| c.csrf_header.as_str()))
             .chain(overrides.iter().copied())
             .chain(policies.claim_headers.iter().map(String::as_str))
             .fold(0u64, |bits, name| {
@@ -548,6 +563,7 @@ impl RawConfig {
             mtls,
             token_exchange,
             revocation,
+            cookies,
             phantom,
             cache: CacheConfig {
                 max_ttl_s,

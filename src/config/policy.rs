@@ -86,6 +86,11 @@ pub(super) struct RawPolicy {
     pub max_lifetime_s: Option<u64>,
     /// This policy's API receives the JWT the resolved one carries in a claim.
     pub embedded_token: Option<RawEmbedded>,
+    /// Where the token may come from (with `cookies`): `bearer` (the `Authorization` header),
+    /// `cookie` (the encrypted cookie), `either` (the default with `cookies`: the header when
+    /// there is one, else the cookie).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["bearer", "cookie", "either"])))]
+    pub credentials: Option<String>,
 }
 
 /// `embedded_token`: forward the JWT found in a claim of the resolved JWT instead of it.
@@ -226,6 +231,29 @@ pub struct Policy {
     pub max_lifetime_s: Option<u64>,
     /// The narrower JWT the resolved one carries in a claim, forwarded instead of it.
     pub embedded: Option<Embedded>,
+    /// Where the token may come from (`credentials`).
+    pub credentials: Credentials,
+}
+
+/// Where a policy's token may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Authorization` only (the default without `cookies`).
+    Bearer,
+    /// The encrypted cookie only (a browser app's route).
+    Cookie,
+    /// `Authorization` when the request has one, else the cookie (the default with `cookies`).
+    Either,
+}
+
+impl Credentials {
+    pub fn name(self) -> &'static str {
+        match self {
+            Credentials::Bearer => "bearer",
+            Credentials::Cookie => "cookie",
+            Credentials::Either => "either",
+        }
+    }
 }
 
 impl Policy {
@@ -306,6 +334,7 @@ impl Policies {
 pub(super) struct Needs {
     pub has_verify: bool,
     pub has_exchange: bool,
+    pub has_cookies: bool,
 }
 
 /// The claims some policy or the filter state reads, each once, and the headers some policy
@@ -441,6 +470,31 @@ fn rules(
         }
         Some(e) => Some(embedded(&field("embedded_token"), e, needs)?),
     };
+    let credentials = match (raw.credentials.as_deref(), inherit) {
+        (Some(c), _) => {
+            let parsed = match c {
+                "bearer" => Credentials::Bearer,
+                "cookie" => Credentials::Cookie,
+                "either" => Credentials::Either,
+                _ => {
+                    return Err(ConfigError::new(
+                        &field("credentials"),
+                        "must be \"bearer\", \"cookie\" or \"either\"",
+                    ))
+                }
+            };
+            if parsed != Credentials::Bearer && !needs.has_cookies {
+                return Err(ConfigError::new(
+                    &field("credentials"),
+                    "needs cookies (how the cookies are read)",
+                ));
+            }
+            parsed
+        }
+        (None, Some(p)) => p.credentials,
+        (None, None) if needs.has_cookies => Credentials::Either,
+        (None, None) => Credentials::Bearer,
+    };
     Ok(Policy {
         name: raw.name,
         matcher,
@@ -453,6 +507,7 @@ fn rules(
         min_remaining_s,
         max_lifetime_s,
         embedded,
+        credentials,
     })
 }
 

@@ -436,10 +436,12 @@ impl Executor {
 
     /// `Some(paused)` for a request with a state kept; `None` for an idle one.
     fn state_of(&self, id: u32) -> Option<bool> {
-        self.requests
-            .borrow()
-            .get(&id)
-            .map(|s| !matches!(s, State::TokenRequest | State::Observed { .. }))
+        self.requests.borrow().get(&id).map(|s| {
+            !matches!(
+                s,
+                State::TokenRequest | State::Observed { .. } | State::Cors { .. }
+            )
+        })
     }
 
     fn saw_body(&self, id: u32) {
@@ -586,6 +588,12 @@ impl Executor {
                     }
                 }
                 Next::Flow(Flow::Pause)
+            }
+            Action::SetResponseHeaders(headers) => {
+                for (name, value) in &headers {
+                    io.set_response_header(name, Some(value));
+                }
+                Next::Flow(Flow::Continue)
             }
             Action::ResumeResponse => {
                 if resumed {

@@ -39,6 +39,9 @@ pub struct Forward {
     /// Headers the filter owns that the request carries, to remove (`route::owned_present`):
     /// empty on the common path, so nothing is allocated.
     pub strip: Vec<String>,
+    /// Headers written anew after those are removed (a browser's `Cookie` without the filter's
+    /// cookies): empty on the common path.
+    pub set: Vec<(String, String)>,
 }
 
 impl Forward {
@@ -64,7 +67,11 @@ impl Forward {
         cfg: &'a Config,
         host: &'a dyn Host,
     ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
-        let strip = self.strip.iter().map(|name| (name.as_str(), None));
+        let strip = self
+            .strip
+            .iter()
+            .map(|name| (name.as_str(), None))
+            .chain(self.set.iter().map(|(n, v)| (n.as_str(), Some(v.as_str()))));
         let claims = matches!(self.kind, ForwardKind::Token | ForwardKind::Anonymous)
             .then(|| {
                 let rules = cfg.policies.get(self.policy);

@@ -95,6 +95,9 @@ pub trait Io {
     fn set_header(&self, name: &str, value: Option<&str>) -> bool;
     /// Removes a request trailer.
     fn remove_trailer(&self, name: &str);
+    /// Sets (or removes) a response header of the current request (the default does nothing:
+    /// for stand-ins that never see responses).
+    fn set_response_header(&self, _name: &str, _value: Option<&str>) {}
     /// Sets filter state `wasm.<name>` for the current request.
     fn set_filter_state(&self, name: &str, value: &[u8]);
     /// Lets a paused request go on.

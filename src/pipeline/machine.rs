@@ -28,6 +28,7 @@ use crate::token::bearer::Presented;
 use crate::token::revocation;
 use crate::token::split::{self, ResponseGate, MAX_PUBLISH_BODY, MAX_TOKEN_RESPONSE};
 
+use super::browser::Browser;
 use super::forward::{Forward, ForwardKind};
 use super::io::Body;
 use super::route::{owned_present, Passage};
@@ -44,6 +45,9 @@ pub struct Judged {
     pub head: bool,
     pub policy: usize,
     pub presented: Presented,
+    /// A browser's request (with `cookies`): its cookie edits and the origin answered with
+    /// CORS headers.
+    pub browser: Option<Box<Browser>>,
 }
 
 impl Judged {
@@ -89,6 +93,8 @@ pub enum State {
     },
     /// A split token response, waiting for its remote write before it is passed on.
     SplitWrite { body: Vec<u8>, size: usize },
+    /// Forwarded for a trusted origin (`cookies.cors`): its response gets CORS headers.
+    Cors { origin: String },
     /// A revocation request (the API, a back-channel logout, an observed RFC 7009 request),
     /// its body being held. `strip`: the headers the filter owns, removed if it goes on.
     Revoking {
@@ -263,6 +269,8 @@ pub enum Action {
     Confirm,
     /// Let its response go on (resumed, if it was paused).
     ResumeResponse,
+    /// Add these headers to its response, and let it go on.
+    SetResponseHeaders(Vec<(&'static str, String)>),
 }
 
 /// The next state and action of a request in `state` when `event` happens.
@@ -435,6 +443,9 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
             },
             _ => done(Action::Continue),
         },
+        (State::Cors { origin }, E::ResponseHeaders { .. }) => done(Action::SetResponseHeaders(
+            super::browser::cors_headers(cx.cfg, &origin),
+        )),
         (
             State::Confirming {
                 seq,
@@ -493,21 +504,31 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
     let decision = super::on_request(cx, request);
     let headers = request.headers;
     let policy = decision.policy;
-    let forward = |kind, token, passage| {
-        Action::Forward(Forward {
-            kind,
-            policy,
-            token,
-            strip: owned(cx, passage, headers),
-        })
+    let browser = match cx.cfg.cookies {
+        Some(_) => super::browser::of(cx.cfg, headers),
+        None => None,
     };
     // A forward at once (a hit, the common case) reads nothing more of the request.
     let step = match decision.step {
         Step::Done(Verdict::Forward(token)) => {
-            return done(forward(ForwardKind::Token, Some(token), Passage::Api));
+            let strip = owned(cx, Passage::Api, headers);
+            return forward_to(
+                ForwardKind::Token,
+                policy,
+                Some(token),
+                strip,
+                browser.as_deref(),
+            );
         }
         Step::Done(Verdict::Anonymous) => {
-            return done(forward(ForwardKind::Anonymous, None, Passage::Api));
+            let strip = owned(cx, Passage::Api, headers);
+            return forward_to(
+                ForwardKind::Anonymous,
+                policy,
+                None,
+                strip,
+                browser.as_deref(),
+            );
         }
         step => step,
     };
@@ -515,8 +536,17 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
         head: headers.text(":method").as_deref() == Some("HEAD"),
         policy,
         presented: decision.presented,
+        browser,
     };
-    let forward = |kind, passage| forward(kind, None, passage);
+    let forward = |kind, passage| {
+        Action::Forward(Forward {
+            kind,
+            policy,
+            token: None,
+            strip: owned(cx, passage, headers),
+            set: Vec::new(),
+        })
+    };
     match step {
         Step::Publish => start_publish(cx, request),
         Step::TokenRequest => (
@@ -524,6 +554,7 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
             forward(ForwardKind::TokenRequest, Passage::TokenRequest),
         ),
         Step::Preflight => done(forward(ForwardKind::Preflight, Passage::Preflight)),
+        Step::CorsPreflight => done(Action::Reply(super::browser::preflight(cx, headers), None)),
         Step::Revocation(route) => start_revocation(cx, route, request),
         Step::GatewayJwks => {
             let method = headers.text(":method").unwrap_or_default();
@@ -556,6 +587,38 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
     }
 }
 
+/// A request going on to the API: its edits (a browser's cookie edits included), and its
+/// state (a trusted origin's request keeps one, for the CORS headers of its response).
+fn forward_to(
+    kind: ForwardKind,
+    policy: usize,
+    token: Option<std::rc::Rc<crate::storage::local::Resolved>>,
+    mut strip: Vec<String>,
+    browser: Option<&Browser>,
+) -> (State, Action) {
+    let mut set = Vec::new();
+    if let Some(Some(cookie)) = browser.map(|b| &b.cookie) {
+        strip.push("cookie".to_owned());
+        if let Some(kept) = cookie {
+            set.push(("cookie".to_owned(), kept.clone()));
+        }
+    }
+    let state = match browser.and_then(|b| b.cors.as_ref()) {
+        Some(origin) => State::Cors {
+            origin: origin.clone(),
+        },
+        None => State::Idle,
+    };
+    let action = Action::Forward(Forward {
+        kind,
+        policy,
+        token,
+        strip,
+        set,
+    });
+    (state, action)
+}
+
 fn owned(cx: &Ctx<'_>, passage: Passage, headers: &HeaderMap) -> Vec<String> {
     owned_present(cx.cfg, passage, headers)
         .into_iter()
@@ -566,12 +629,7 @@ fn owned(cx: &Ctx<'_>, passage: Passage, headers: &HeaderMap) -> Vec<String> {
 /// Where a token stage's outcome leads a request judged as `judged`.
 fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (State, Action) {
     let forward = |kind, token, strip| {
-        done(Action::Forward(Forward {
-            kind,
-            policy: judged.policy,
-            token,
-            strip,
-        }))
+        forward_to(kind, judged.policy, token, strip, judged.browser.as_deref())
     };
     match step {
         Step::Done(Verdict::Forward(token)) => forward(ForwardKind::Token, Some(token), strip),
@@ -623,6 +681,7 @@ fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (Stat
         | Step::TokenRequest
         | Step::GatewayJwks
         | Step::Preflight
+        | Step::CorsPreflight
         | Step::Revocation(_) => done(deny(cx, &judged, Denial::Internal)),
     }
 }
@@ -655,10 +714,14 @@ pub fn deny(cx: &Ctx<'_>, judged: &Judged, denial: Denial) -> Action {
         algs: &d.algs,
         nonce: nonce.as_deref(),
     });
-    Action::Reply(
-        reply::local_reply_with(denial, &cfg.realm, scopes, challenge, judged.head),
-        None,
-    )
+    let mut answer = reply::local_reply_with(denial, &cfg.realm, scopes, challenge, judged.head);
+    // A trusted origin's page reads the error too.
+    if let Some(origin) = judged.browser.as_ref().and_then(|b| b.cors.as_deref()) {
+        answer
+            .headers
+            .extend(super::browser::cors_headers(cfg, origin));
+    }
+    Action::Reply(answer, None)
 }
 
 /// A publish API or token response answer (counted where it is decided).
@@ -785,6 +848,7 @@ fn revocation_body(
                     policy: cx.cfg.policies.list.len(),
                     token: None,
                     strip,
+                    set: Vec::new(),
                 }),
             );
         }
@@ -921,6 +985,7 @@ fn refused(cx: &Ctx<'_>, what: &Refused) -> Action {
                 head: *head,
                 policy: *policy,
                 presented: Presented::default(),
+                browser: None,
             };
             deny(cx, &judged, Denial::Internal)
         }

@@ -1135,3 +1135,244 @@ fn an_exchanged_token_with_too_little_life_left_is_exchanged_again() {
         Some(Some(format!("Bearer {long}")))
     );
 }
+
+// ---- browser apps (`cookies`) ------------------------------------------------------------------
+
+const COOKIE_KEY: &str = "4e4636356d65563e4c73233847503e3b21436e6f7629724950526f4b5e2e4e50";
+
+fn browser_env(cors: bool) -> Env {
+    let cors = if cors {
+        r#", "cors": {"max_age_s": 600}"#
+    } else {
+        ""
+    };
+    Env::new(&format!(
+        r#", "cookies": {{"name_prefix": "ex", "encryption_keys": ["{COOKIE_KEY}"],
+        "trusted_web_origins": ["https://app.example.com"]{cors}}},
+        "policies": [{{"name": "mobile", "match": {{"path_prefix": "/mobile/"}}, "credentials": "bearer"}},
+                     {{"name": "web", "match": {{"path_prefix": "/web/"}}, "credentials": "cookie"}}]"#
+    ))
+}
+
+fn sealed(plain: &str, iv: u8) -> String {
+    let key = crate::token::cookie::key_from_hex(COOKIE_KEY).unwrap();
+    crate::token::cookie::encrypt(&key, &[iv; 12], plain)
+}
+
+impl Env {
+    /// A browser request: its cookies, its origin, its method and extra headers.
+    fn browse(
+        &self,
+        id: u32,
+        method: &str,
+        path: &str,
+        cookies: &str,
+        extra: &[(&str, &str)],
+    ) -> Flow {
+        let mut headers = vec![("cookie", cookies)];
+        headers.extend_from_slice(extra);
+        self.request(id, method, path, &headers, true)
+    }
+}
+
+#[test]
+fn a_browser_cookie_becomes_the_token_after_the_origin_and_csrf_checks() {
+    let env = browser_env(false);
+    let jwt = jwt("read");
+    env.resolve(1, "opaque-1", &jwt);
+    let at = sealed("opaque-1", 1);
+    let csrf = sealed("csrf-value-1", 2);
+    let cookies = format!("theme=dark; ex-at={at}; ex-csrf={csrf}");
+    let origin = ("origin", "https://app.example.com");
+    // A same-origin read: no Origin needed without `cors`.
+    assert_eq!(env.browse(2, "GET", "/api", &cookies, &[]), Flow::Continue);
+    assert_eq!(
+        env.io.header_of(2, "authorization"),
+        Some(Some(format!("Bearer {jwt}")))
+    );
+    assert_eq!(
+        env.io.header_of(2, "cookie"),
+        Some(Some("theme=dark".into())),
+        "ours removed"
+    );
+    // A write needs the trusted origin and the CSRF header matching the cookie.
+    let good = [origin, ("x-ex-csrf", "csrf-value-1")];
+    assert_eq!(
+        env.browse(3, "POST", "/api", &cookies, &good),
+        Flow::Continue
+    );
+    assert_eq!(
+        env.io.header_of(3, "x-ex-csrf"),
+        Some(None),
+        "the CSRF header removed"
+    );
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u32);
+    let cases: [Case<'_>; 5] = [
+        ("no CSRF header", &[origin], 401),
+        (
+            "another CSRF value",
+            &[origin, ("x-ex-csrf", "csrf-value-2")],
+            401,
+        ),
+        ("no origin", &[("x-ex-csrf", "csrf-value-1")], 401),
+        (
+            "an untrusted origin",
+            &[
+                ("origin", "https://evil.example.com"),
+                ("x-ex-csrf", "csrf-value-1"),
+            ],
+            401,
+        ),
+        (
+            "a look-alike origin",
+            &[
+                ("origin", "https://app.example.com.evil.com"),
+                ("x-ex-csrf", "csrf-value-1"),
+            ],
+            401,
+        ),
+    ];
+    for (i, (what, headers, want)) in cases.iter().enumerate() {
+        let id = 10 + i as u32;
+        env.browse(id, "POST", "/api", &cookies, headers);
+        assert_eq!(status(&env.io, id), Some(*want), "{what}");
+    }
+    // A tampered cookie, a cookie twice, a cookie under another key.
+    let tampered = format!("ex-at={}A", &at[..at.len() - 1]);
+    env.browse(20, "GET", "/api", &tampered, &[]);
+    assert_eq!(status(&env.io, 20), Some(401));
+    env.browse(
+        21,
+        "GET",
+        "/api",
+        &format!("ex-at={at}"),
+        &[("cookie", &format!("ex-at={at}"))],
+    );
+    assert_eq!(status(&env.io, 21), Some(400), "the same cookie twice");
+    // With `Authorization`, the cookies are not read (a bad one does not matter).
+    let bearer = "Bearer opaque-1".to_owned();
+    assert_eq!(
+        env.browse(22, "GET", "/api", &tampered, &[("authorization", &bearer)]),
+        Flow::Continue
+    );
+    // Per policy: a bearer-only route ignores cookies; a cookie-only route refuses a bearer.
+    env.browse(23, "GET", "/mobile/x", &cookies, &[]);
+    assert_eq!(status(&env.io, 23), Some(401));
+    assert_eq!(
+        env.browse(24, "GET", "/web/x", &cookies, &[]),
+        Flow::Continue
+    );
+    env.request(25, "GET", "/web/x", &[("authorization", &bearer)], true);
+    assert_eq!(status(&env.io, 25), Some(401));
+    assert_eq!(env.host.count_of(Counter::DeniedCsrf), 2);
+    assert_eq!(env.host.count_of(Counter::DeniedOrigin), 3);
+    assert_eq!(env.host.count_of(Counter::CookieDecryptFailed), 1);
+}
+
+#[test]
+fn cors_preflights_are_answered_and_responses_carry_cors_headers() {
+    let env = browser_env(true);
+    let jwt = jwt("read");
+    env.resolve(1, "opaque-2", &jwt);
+    let cookies = format!("ex-at={}", sealed("opaque-2", 3));
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type, x-trace"),
+    ];
+    env.request(2, "OPTIONS", "/api", &preflight, true);
+    let reply = env.io.reply_of(2).unwrap();
+    assert_eq!(reply.status, 204);
+    let header = |r: &crate::reply::LocalReply, n: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header(&reply, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&reply, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        header(&reply, "access-control-allow-headers").as_deref(),
+        Some("content-type, x-trace, x-ex-csrf")
+    );
+    assert_eq!(
+        header(&reply, "access-control-max-age").as_deref(),
+        Some("600")
+    );
+    env.request(
+        3,
+        "OPTIONS",
+        "/api",
+        &[
+            ("origin", "https://evil.example.com"),
+            ("access-control-request-method", "GET"),
+        ],
+        true,
+    );
+    let refused = env.io.reply_of(3).unwrap();
+    assert_eq!(refused.status, 403);
+    assert!(header(&refused, "access-control-allow-origin").is_none());
+    // With `cors`, a read without Origin is refused; with it, its response gets the headers.
+    env.browse(4, "GET", "/api", &cookies, &[]);
+    assert_eq!(status(&env.io, 4), Some(401));
+    assert_eq!(
+        env.browse(
+            5,
+            "GET",
+            "/api",
+            &cookies,
+            &[("origin", "https://app.example.com")]
+        ),
+        Flow::Continue
+    );
+    env.io
+        .responses
+        .borrow_mut()
+        .insert(5, HeaderMap::from_pairs(&[(":status", "200")]));
+    env.io.enter(5);
+    assert_eq!(
+        env.executor
+            .on_response_headers(&*env.host, &env.io, 5, false),
+        Flow::Continue
+    );
+    let set: Vec<String> = env
+        .io
+        .did
+        .borrow()
+        .iter()
+        .filter_map(|d| match d {
+            Did::SetResponse { id: 5, name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        set,
+        [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "vary"
+        ]
+    );
+    // An error for a trusted origin carries them too.
+    env.browse(
+        6,
+        "POST",
+        "/api",
+        &cookies,
+        &[("origin", "https://app.example.com")],
+    );
+    let denied = env.io.reply_of(6).unwrap();
+    assert_eq!(denied.status, 401);
+    assert_eq!(
+        header(&denied, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(env.host.count_of(Counter::CorsPreflightAnswered), 1);
+    assert_eq!(env.host.count_of(Counter::CorsPreflightRefused), 1);
+}

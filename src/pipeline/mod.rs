@@ -14,6 +14,7 @@
 //!   │                   CORS preflight ──► Step::Preflight | Reject(InvalidPreflight)
 //!   ▼ policy.rs         route metadata, else the first matching policy, else `default`; with
 //!   │                   policies a non-canonical path or method ──► Reject(AmbiguousRequest)
+//!   ▼ browser.rs        with `cookies`: the token from the encrypted cookie (origin, CSRF)
 //!   ▼ extract.rs        Authorization: Bearer or DPoP, under the policy's `token` rule
 //!   │                   ──► Anonymous ("none", "optional" without a token) | Reject(...)
 //!   ▼ proof.rs          present: the DPoP proof's checks (replay aside) and the client
@@ -45,6 +46,7 @@
 
 mod accept_jwt;
 mod authorize;
+pub mod browser;
 mod cached;
 mod exchange;
 pub mod executor;
@@ -177,6 +179,8 @@ pub enum Step {
     GatewayJwks,
     /// A CORS preflight: forwarded unauthenticated, without `Authorization`.
     Preflight,
+    /// A CORS preflight with `cookies.cors`: answered by the filter (`browser.rs`).
+    CorsPreflight,
     /// One of the `revocation` block's paths (`revoke.rs`).
     Revocation(Revocation),
 }
@@ -246,9 +250,19 @@ pub fn on_request(cx: &Ctx<'_>, request: &Request<'_>) -> Decision {
 fn authenticate(cx: &Ctx<'_>, policy: usize, request: &Request<'_>) -> (Presented, Step) {
     let cfg = cx.cfg;
     let rules = cfg.policies.get(policy);
-    let authorization = request.headers.text("authorization");
+    let header = request.headers.text("authorization");
     let reject = |denial| (Presented::default(), Step::Done(Verdict::Reject(denial)));
-    let (scheme, token) = match extract::token(cfg, rules.token, authorization.as_deref()) {
+    // A browser's cookie stands in for `Authorization` (checked, decrypted) where the policy
+    // takes it.
+    let from_cookie = match cfg.cookies {
+        None => None,
+        Some(_) => match browser::credentials(cx, rules, request, header.is_some()) {
+            Ok(token) => token.map(|t| format!("Bearer {t}")),
+            Err(denial) => return reject(denial),
+        },
+    };
+    let authorization = from_cookie.as_deref().or(header.as_deref());
+    let (scheme, token) = match extract::token(cfg, rules.token, authorization) {
         Ok(Some(credentials)) => credentials,
         Ok(None) => return (Presented::default(), Step::Done(Verdict::Anonymous)),
         Err(denial) => return reject(denial),

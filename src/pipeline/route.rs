@@ -92,6 +92,10 @@ pub fn decide(cfg: &Config, request: &Request<'_>) -> Option<Step> {
         has_override,
     ) {
         Preflight::No => None,
+        // A browser app on another origin: its preflights are answered here, never forwarded.
+        Preflight::Pass if cfg.cookies.as_ref().is_some_and(|c| c.cors.is_some()) => {
+            Some(Step::CorsPreflight)
+        }
         Preflight::Pass => Some(Step::Preflight),
         Preflight::Refuse => Some(Step::Done(Verdict::Reject(Denial::InvalidPreflight))),
     }
@@ -142,6 +146,11 @@ pub enum Passage {
 pub fn owned_present<'h>(cfg: &Config, passage: Passage, headers: &'h HeaderMap) -> Vec<&'h str> {
     let dpop = cfg.dpop.as_ref().is_some_and(|d| !d.forward_proof);
     let overrides = !cfg.policies.is_empty();
+    let csrf = cfg
+        .cookies
+        .as_ref()
+        .filter(|c| c.remove_cookies)
+        .map(|c| c.csrf_header.as_str());
     let mut out = Vec::new();
     for name in headers.names() {
         // Most headers are of no owned name's length: one test each.
@@ -154,16 +163,18 @@ pub fn owned_present<'h>(cfg: &Config, passage: Passage, headers: &'h HeaderMap)
         let owned = |own: &str| same_header(name, own);
         let claim = cfg.policies.claim_headers.iter().any(|h| owned(h));
         let method_override = overrides && METHOD_OVERRIDE_HEADERS.iter().any(|h| owned(h));
-        let hit = match passage {
-            Passage::TokenRequest => claim || method_override,
-            _ => {
-                // The exact names the forward writes itself are left to it.
-                let written_by_forward = passage == Passage::Api && !name.contains(&b'_');
-                ((owned("authorization") || claim) && !written_by_forward)
-                    || (dpop && owned("dpop"))
-                    || method_override
-            }
-        };
+        let csrf_header = csrf.is_some_and(&owned);
+        let hit = csrf_header
+            || match passage {
+                Passage::TokenRequest => claim || method_override,
+                _ => {
+                    // The exact names the forward writes itself are left to it.
+                    let written_by_forward = passage == Passage::Api && !name.contains(&b'_');
+                    ((owned("authorization") || claim) && !written_by_forward)
+                        || (dpop && owned("dpop"))
+                        || method_override
+                }
+            };
         if hit {
             if let Ok(name) = std::str::from_utf8(name) {
                 if !out.contains(&name) {

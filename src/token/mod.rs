@@ -3,6 +3,7 @@
 
 pub mod bearer;
 pub mod claims;
+pub mod cookie;
 pub mod dpop;
 pub mod es256;
 pub mod exchange;

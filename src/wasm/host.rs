@@ -207,6 +207,10 @@ impl Io for Plugin {
         hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
     }
 
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
     fn remove_trailer(&self, name: &str) {
         let _ = hostcalls::set_map_value(MapType::HttpRequestTrailers, name, None);
     }
