@@ -232,7 +232,11 @@ fn revocation_marks_log_and_participants() {
     // is the slot of SHA-256(salt | key) among max_marks / 8 buckets (the first 8 bytes, BE).
     let placed: [u8; 32] = {
         use sha2::{Digest, Sha256};
-        Sha256::new().chain_update(salt).chain_update(h).finalize().into()
+        Sha256::new()
+            .chain_update(salt)
+            .chain_update(h)
+            .finalize()
+            .into()
     };
     let bucket = u64::from_be_bytes(placed[..8].try_into().unwrap()) % 2;
     let want = ["727632", "01", ABC, "000000006553f100", "0000018bcfe65260"].concat();
