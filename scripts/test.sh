@@ -8,6 +8,7 @@ ensure_tools
 ensure_oidc_provider
 ensure_redis_webdis
 ensure_registry
+ensure_chromium
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (host)"

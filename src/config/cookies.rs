@@ -75,7 +75,7 @@ pub struct CookiesConfig {
     pub csrf_cookie: String,
     /// `x-<prefix>-csrf`, lower case.
     pub csrf_header: String,
-    pub keys: Vec<[u8; 32]>,
+    pub keys: cookie::Keys,
     /// Lower case, as `scheme://host[:port]`.
     pub origins: Vec<String>,
     pub cors: Option<CorsConfig>,
@@ -246,7 +246,7 @@ impl RawCookies {
             access_cookie: format!("{prefix}-at"),
             csrf_cookie: format!("{prefix}-csrf"),
             csrf_header: format!("x-{}-csrf", prefix.to_ascii_lowercase()),
-            keys,
+            keys: cookie::Keys::new(&keys),
             origins,
             cors,
             remove_cookies: self.remove_cookies.unwrap_or(true),

@@ -9,6 +9,8 @@
 //! it: CORS preflights from trusted origins answered here, and what a forwarded request's
 //! headers and its response get (the filter's cookies removed; CORS headers).
 
+use std::rc::Rc;
+
 use crate::config::{Config, CookiesConfig, Credentials, Policy};
 use crate::hash::constant_time_eq;
 use crate::header_map::HeaderMap;
@@ -83,13 +85,30 @@ pub fn credentials(
         return Ok(None);
     };
     cx.host.count(Counter::CookieRequests);
-    check(cookies, headers, csrf)?;
-    let token = cookie::decrypt(&cookies.keys, access).map_err(|_| Denial::CookieInvalid)?;
-    Ok(Some(token))
+    check(cx, cookies, headers, csrf)?;
+    let token = open(cx, cookies, access).map_err(|_| Denial::CookieInvalid)?;
+    Ok(Some(token.to_string()))
+}
+
+/// A cookie value's plaintext: from this worker's opened cookies, else decrypted (and kept).
+fn open(cx: &Ctx<'_>, cookies: &CookiesConfig, value: &str) -> Result<Rc<str>, CookieError> {
+    let opened = &cx.worker.opened;
+    let key = cx.worker.keyed.key(value);
+    if let Some(plain) = opened.get(&key) {
+        return Ok(plain);
+    }
+    let plain: Rc<str> = Rc::from(cookie::decrypt(&cookies.keys, value)?);
+    opened.put(&key, plain.clone());
+    Ok(plain)
 }
 
 /// The origin and CSRF checks, in order.
-fn check(cookies: &CookiesConfig, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), Denial> {
+fn check(
+    cx: &Ctx<'_>,
+    cookies: &CookiesConfig,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<(), Denial> {
     let method = headers.text(":method").unwrap_or_default();
     let changes = matches!(&*method, "POST" | "PUT" | "PATCH" | "DELETE");
     match headers.text("origin") {
@@ -102,7 +121,7 @@ fn check(cookies: &CookiesConfig, headers: &HeaderMap, csrf: Option<&str>) -> Re
     }
     if changes {
         let sent = headers.text(&cookies.csrf_header);
-        let expected = csrf.map(|c| cookie::decrypt(&cookies.keys, c));
+        let expected = csrf.map(|c| open(cx, cookies, c));
         match (sent, expected) {
             (Some(sent), Some(Ok(expected)))
                 if !expected.is_empty()

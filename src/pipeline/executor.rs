@@ -591,6 +591,20 @@ impl Executor {
             }
             Action::SetResponseHeaders(headers) => {
                 for (name, value) in &headers {
+                    // `vary` is added to, never replaced: the API's own (`accept-encoding`)
+                    // still matters to caches.
+                    if *name == "vary" {
+                        let theirs = io.response_headers().get("vary").unwrap_or_default();
+                        let has = theirs
+                            .split(',')
+                            .any(|v| v.trim().eq_ignore_ascii_case(value) || v.trim() == "*");
+                        if !theirs.trim().is_empty() {
+                            if !has {
+                                io.set_response_header(name, Some(&format!("{theirs}, {value}")));
+                            }
+                            continue;
+                        }
+                    }
                     io.set_response_header(name, Some(value));
                 }
                 Next::Flow(Flow::Continue)

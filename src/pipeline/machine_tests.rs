@@ -1359,6 +1359,32 @@ fn cors_preflights_are_answered_and_responses_carry_cors_headers() {
             "vary"
         ]
     );
+    // The API's own `vary` is added to, never replaced.
+    env.browse(
+        7,
+        "GET",
+        "/api",
+        &cookies,
+        &[("origin", "https://app.example.com")],
+    );
+    env.io.responses.borrow_mut().insert(
+        7,
+        HeaderMap::from_pairs(&[(":status", "200"), ("vary", "accept-encoding")]),
+    );
+    env.io.enter(7);
+    env.executor
+        .on_response_headers(&*env.host, &env.io, 7, false);
+    let vary: Vec<Option<String>> = env
+        .io
+        .did
+        .borrow()
+        .iter()
+        .filter_map(|d| match d {
+            Did::SetResponse { id: 7, name, value } if name == "vary" => Some(value.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(vary, [Some("accept-encoding, origin".to_owned())]);
     // An error for a trusted origin carries them too.
     env.browse(
         6,

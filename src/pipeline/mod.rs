@@ -131,6 +131,8 @@ pub struct Worker {
     pub split_epoch: std::cell::Cell<Option<u64>>,
     /// Its place in revocation: how far it applied the log to these copies.
     pub revocation: Follower,
+    /// Browser cookies it opened recently (`cookies`), by the cookie value's keyed hash.
+    pub opened: crate::storage::opened::Opened,
 }
 
 /// The final word on a request.

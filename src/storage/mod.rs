@@ -9,6 +9,7 @@ pub mod inflight;
 pub mod keys;
 pub mod layout;
 pub mod local;
+pub mod opened;
 pub mod parked;
 pub mod phantom_cache;
 pub mod record;

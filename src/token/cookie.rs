@@ -40,8 +40,31 @@ pub fn key_from_hex(hex: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// The keys cookies are opened with, each made ready once (its AES key schedule and GHASH key),
+/// when the configuration loads: a request pays only for its own cookie. Never printed.
+#[derive(Clone)]
+pub struct Keys(Vec<Aes256Gcm>);
+
+impl Keys {
+    pub fn new(keys: &[[u8; 32]]) -> Self {
+        Self(
+            keys.iter()
+                .filter_map(|k| Aes256Gcm::new_from_slice(k).ok())
+                .collect(),
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Opens a cookie value under the first of `keys` that authenticates it; its plaintext.
-pub fn decrypt(keys: &[[u8; 32]], value: &str) -> Result<String, CookieError> {
+pub fn decrypt(keys: &Keys, value: &str) -> Result<String, CookieError> {
     if value.len() > MAX_COOKIE_LEN {
         return Err(CookieError::TooLarge);
     }
@@ -53,12 +76,11 @@ pub fn decrypt(keys: &[[u8; 32]], value: &str) -> Result<String, CookieError> {
         return Err(CookieError::Undecryptable);
     }
     let (iv, sealed) = rest.split_at(IV_LEN);
-    for key in keys {
-        let Ok(cipher) = Aes256Gcm::new_from_slice(key) else {
-            continue;
-        };
+    let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| CookieError::Undecryptable)?;
+    let nonce = Nonce::from(iv);
+    for cipher in &keys.0 {
         // The ciphertext followed by its tag: what `decrypt` expects.
-        if let Ok(plain) = cipher.decrypt(Nonce::from_slice(iv), sealed) {
+        if let Ok(plain) = cipher.decrypt(&nonce, sealed) {
             return String::from_utf8(plain).map_err(|_| CookieError::Undecryptable);
         }
     }
@@ -72,7 +94,7 @@ pub fn encrypt(key: &[u8; 32], iv: &[u8; IV_LEN], plaintext: &str) -> String {
         return String::new();
     };
     let sealed = cipher
-        .encrypt(Nonce::from_slice(iv), plaintext.as_bytes())
+        .encrypt(&Nonce::from(*iv), plaintext.as_bytes())
         .unwrap_or_default();
     let mut out = Vec::with_capacity(1 + IV_LEN + sealed.len());
     out.push(VERSION);
@@ -158,16 +180,16 @@ mod tests {
     fn opens_what_the_oauth_agent_seals_under_the_current_or_previous_key() {
         let sealed = encrypt(&key(KEY), &[7; 12], "opaque-token-123");
         assert_eq!(
-            decrypt(&[key(KEY)], &sealed).as_deref(),
+            decrypt(&Keys::new(&[key(KEY)]), &sealed).as_deref(),
             Ok("opaque-token-123")
         );
         let old = encrypt(&key(OLD), &[8; 12], "from-before-the-rotation");
         assert_eq!(
-            decrypt(&[key(KEY), key(OLD)], &old).as_deref(),
+            decrypt(&Keys::new(&[key(KEY), key(OLD)]), &old).as_deref(),
             Ok("from-before-the-rotation"),
             "the previous key during a rotation"
         );
-        assert_eq!(decrypt(&[key(KEY)], &old), Err(CookieError::Undecryptable));
+        assert_eq!(decrypt(&Keys::new(&[key(KEY)]), &old), Err(CookieError::Undecryptable));
     }
 
     #[test]
@@ -179,7 +201,7 @@ mod tests {
             flipped[i] ^= 1;
             let v = URL_SAFE_NO_PAD.encode(&flipped);
             assert_eq!(
-                decrypt(&[key(KEY)], &v),
+                decrypt(&Keys::new(&[key(KEY)]), &v),
                 Err(CookieError::Undecryptable),
                 "bit flip at {i}"
             );
@@ -187,7 +209,7 @@ mod tests {
         for n in [0, 1, 13, 29, bytes.len() - 1] {
             let v = URL_SAFE_NO_PAD.encode(&bytes[..n]);
             assert_eq!(
-                decrypt(&[key(KEY)], &v),
+                decrypt(&Keys::new(&[key(KEY)]), &v),
                 Err(CookieError::Undecryptable),
                 "cut at {n}"
             );
@@ -195,15 +217,15 @@ mod tests {
         let mut v2 = bytes.clone();
         v2[0] = 2;
         assert_eq!(
-            decrypt(&[key(KEY)], &URL_SAFE_NO_PAD.encode(&v2)),
+            decrypt(&Keys::new(&[key(KEY)]), &URL_SAFE_NO_PAD.encode(&v2)),
             Err(CookieError::Undecryptable)
         );
         assert_eq!(
-            decrypt(&[key(KEY)], "not base64url!"),
+            decrypt(&Keys::new(&[key(KEY)]), "not base64url!"),
             Err(CookieError::Undecryptable)
         );
         assert_eq!(
-            decrypt(&[key(KEY)], &"A".repeat(MAX_COOKIE_LEN + 1)),
+            decrypt(&Keys::new(&[key(KEY)]), &"A".repeat(MAX_COOKIE_LEN + 1)),
             Err(CookieError::TooLarge)
         );
         assert_eq!(key_from_hex(&KEY[..62]), None);

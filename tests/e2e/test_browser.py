@@ -272,3 +272,80 @@ def test_preflights_are_answered_for_trusted_origins_only(benv, echo):
         assert len(echo.requests) == seen, "preflights are never forwarded"
     c = benv.counters()
     assert c["cors_preflight_answered"] >= 1 and c["cors_preflight_refused"] >= 1
+
+
+class Page:
+    """A web origin serving an empty page (the app's), on loopback."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"<!doctype html><meta charset=utf-8><title>app</title>"
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def chromium():
+    import shutil
+    path = shutil.which("chromium")
+    assert path, "Debian's chromium is needed (scripts/test.sh installs it)"
+    assert (OIDC_DIR / "node_modules" / "playwright-core").is_dir(), "run `npm ci` in tests/oidc"
+    return path
+
+
+def test_in_a_real_browser(tmp_path, ts, signer, echo):
+    """Chromium enforces CORS and the cookie rules: a page of the trusted origin reads the
+    API's answers with the HttpOnly cookies it cannot see; a write without the CSRF header is
+    refused (and the page can read why); a page of another origin cannot read anything."""
+    trusted, untrusted = Page(), Page()
+    cfg = plugin(signer, cors={"expose_headers": ["x-request-id"]})
+    cfg["cookies"]["trusted_web_origins"] = [trusted.origin]
+    e = Envoy(tmp_path / "envoy", listeners={"api": cfg},
+              clusters={"api": echo.port, "ts": ts.port})
+    e.start()
+    try:
+        token = opaque(ts, signer, sub="browser-user")
+        at, csrf_cookie = seal(token, "csrf-in-the-browser")
+        args = {"chromium": chromium(), "api": f"http://127.0.0.1:{e.ports['api']}",
+                "trusted": trusted.origin + "/", "untrusted": untrusted.origin + "/",
+                "at": at, "csrfCookie": csrf_cookie, "csrf": "csrf-in-the-browser",
+                "prefix": PREFIX}
+        run = subprocess.run([node(), "browser.mjs", json.dumps(args)], cwd=OIDC_DIR,
+                             capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-2000:]
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+        t, u = seen["trusted"], seen["untrusted"]
+        assert t["get"]["status"] == 200, t
+        api_saw = dict(t["get"]["body"]["headers"])
+        assert decode_jwt_payload(api_saw["authorization"][len("Bearer "):])["sub"] == "browser-user"
+        assert AT not in api_saw.get("cookie", "") and CSRF not in api_saw.get("cookie", "")
+        assert t["post"]["status"] == 200 and t["post"]["body"]["method"] == "POST", t["post"]
+        assert t["postWithoutCsrf"]["status"] == 401, t["postWithoutCsrf"]
+        assert t["postWithoutCsrf"]["body"]["code"] == "csrf_mismatch"
+        assert t["postWrongCsrf"]["status"] == 401
+        assert t["documentCookie"] == "", "HttpOnly: the page never sees the cookies"
+        assert "error" in u["get"] and "error" in u["post"], u
+        c = e.counters()
+        # One preflight answered (the browser keeps it max_age_s), the untrusted page's refused.
+        assert c["cors_preflight_answered"] >= 1 and c["cors_preflight_refused"] >= 1
+        assert c["denied_origin"] >= 1
+    finally:
+        e.stop()
+        trusted.stop()
+        untrusted.stop()

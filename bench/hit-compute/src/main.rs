@@ -192,7 +192,48 @@ fn journey() {
     }
 }
 
+/// A phantom hit from a browser (the token in the encrypted `-at` cookie, a trusted Origin, a
+/// GET) and the same hit with `Authorization`, under one configuration with `cookies`: what the
+/// cookie costs (its AES-256-GCM, the origin check). A tree without `cookies` skips this.
+fn cookie() {
+    const KEY: &str = "4e4636356d65563e4c73233847503e3b21436e6f7629724950526f4b5e2e4e50";
+    // The token below, sealed under KEY as the OAuth Agent seals it (tests/oidc/seal.mjs).
+    const SEALED: &str = "AZnxROlb_mYUCWKibz-fYpZ0QYxcdoWYHB4O2za9Hp1Q8qsmIlWMsarpfRpb_2AnsO6iUPY98PTmN8i4Rc14ZIlT4V6j";
+    let token = "Y29va2llY29va2llY29va2llY29va2llY29va2ll";
+    let json = format!(
+        r#"{{"required_scopes": ["read"], "phantom": {{"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}},
+        "cookies": {{"name_prefix": "example", "encryption_keys": ["{KEY}"], "trusted_web_origins": ["https://www.example.com"]}}}}"#
+    );
+    if Config::from_slice(json.as_bytes()).is_err() {
+        return;
+    }
+    let bearer = headers(token);
+    let cookie = HeaderMap::from_pairs(&[
+        (":authority", "127.0.0.1:10000"),
+        (":path", "/bench"),
+        (":method", "GET"),
+        (":scheme", "http"),
+        ("origin", "https://www.example.com"),
+        ("cookie", &format!("theme=dark; example-at={SEALED}; lang=en")),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "0a5b0d2e-5e0e-4d3c-9a4e-3c2f1e0d9c8b"),
+    ]);
+    for (name, map) in [("phantom_hit_bearer_with_cookies", &bearer), ("phantom_hit_cookie", &cookie)] {
+        let host = FakeHost::at(NOW);
+        time_executor(name, json.as_bytes(), &host, map, |e| {
+            let cx = pipeline::Ctx {
+                cfg: &e.cfg,
+                worker: &e.worker,
+                host: &host,
+            };
+            let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            let _ = pipeline::on_introspection(&cx, &hash, active());
+        });
+    }
+}
+
 fn main() {
+    cookie();
     journey();
     // Phantom hit.
     let cfg = Config::from_slice(PHANTOM).unwrap();
