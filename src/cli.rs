@@ -3,9 +3,10 @@
 //!
 //! - `check FILE...`: every filter configuration in each file, whatever holds it (a plugin
 //!   configuration as JSON, an Istio `WasmPlugin`, an Envoy Gateway `EnvoyExtensionPolicy`, an
-//!   Envoy bootstrap or listener), validated exactly as `on_configure` does; each error printed
-//!   as `FILE: <where>: field: message`, never a value. Exit 0: all valid; 1: any refused; 2: a
-//!   file that cannot be read or parsed.
+//!   Envoy bootstrap, listener or `EnvoyFilter` patch), taken as the filter would receive it (in
+//!   Envoy, a `StringValue`'s text: a `Struct` or no configuration is an error) and validated
+//!   exactly as `on_configure` does; each error printed as `FILE: <where>: field: message`,
+//!   never a value. Exit 0: all valid; 1: any refused; 2: a file that cannot be read or parsed.
 //! - `schema`: the configuration's JSON Schema (draft 2020-12).
 //! - `explain FILE`: what a configuration does: its policies in order, the paths the filter
 //!   answers, the calls it makes, the stores and the memory they reserve at start.
@@ -15,23 +16,36 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::config::{self, Config, KeySource};
+use crate::config::{self, Config, ConfigError, KeySource};
 
 /// The module's file name: an Envoy Wasm filter loading it is one of ours.
 const MODULE_FILE: &str = "envoy_token_filter.wasm";
 /// The `root_id` this filter's configurations use.
 const ROOT_ID: &str = "token_filter";
+/// Envoy's Wasm HTTP filter message.
+const WASM_FILTER: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /// One filter configuration found in a file, and where.
 pub struct Found {
     /// Where in the file (`document 2 (WasmPlugin orders/token-filter): spec.pluginConfig`).
     pub place: String,
-    /// The configuration as the filter receives it (JSON text).
-    pub json: String,
+    /// The configuration as the filter receives it (JSON text), or why the filter would receive
+    /// none it can read (a `google.protobuf.Struct`, no configuration at all).
+    pub bytes: Result<Vec<u8>, ConfigError>,
     /// Envoy's Wasm filter config: whether it lets the filter read bodies
     /// (`allow_on_headers_stop_iteration`); `None` where the platform decides (Istio, Envoy
     /// Gateway).
     pub reads_bodies: Option<bool>,
+}
+
+impl Found {
+    /// The filter's own validation, exactly as `on_configure` runs it on these bytes.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        match &self.bytes {
+            Ok(bytes) => Config::from_slice(bytes),
+            Err(e) => Err(e.clone()),
+        }
+    }
 }
 
 /// Why a file could not be looked at.
@@ -78,7 +92,7 @@ fn check(files: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             continue;
         }
         for f in &found {
-            match Config::from_slice(f.json.as_bytes()) {
+            match f.validate() {
                 Ok(cfg) => {
                     let _ = writeln!(out, "{file}: {}: valid", f.place);
                     if f.reads_bodies == Some(false) && reads_bodies(&cfg) {
@@ -130,7 +144,7 @@ pub fn find(text: &str) -> Result<Vec<Found>, Unreadable> {
         }
         return Ok(vec![Found {
             place: "plugin configuration".to_owned(),
-            json: text.to_owned(),
+            bytes: Ok(text.as_bytes().to_vec()),
             reads_bodies: None,
         }]);
     }
@@ -168,31 +182,25 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
     let namespace = doc.pointer("/metadata/namespace").and_then(Value::as_str);
     let who = namespace.map_or_else(|| name.to_owned(), |n| format!("{n}/{name}"));
     match kind {
-        "WasmPlugin" => {
-            if let Some(cfg) = doc.pointer("/spec/pluginConfig") {
-                out.push(Found {
-                    place: format!(
-                        "{}: spec.pluginConfig",
-                        prefix(&format!("WasmPlugin {who}"))
-                    ),
-                    json: cfg.to_string(),
-                    reads_bodies: None,
-                });
-            }
-        }
+        "WasmPlugin" => out.push(Found {
+            place: format!(
+                "{}: spec.pluginConfig",
+                prefix(&format!("WasmPlugin {who}"))
+            ),
+            bytes: manifest_configuration(doc.pointer("/spec/pluginConfig"), "Istio"),
+            reads_bodies: None,
+        }),
         "EnvoyExtensionPolicy" => {
             let wasm = doc.pointer("/spec/wasm").and_then(Value::as_array);
             for (i, w) in wasm.into_iter().flatten().enumerate() {
-                if let Some(cfg) = w.get("config") {
-                    out.push(Found {
-                        place: format!(
-                            "{}: spec.wasm[{i}].config",
-                            prefix(&format!("EnvoyExtensionPolicy {who}"))
-                        ),
-                        json: cfg.to_string(),
-                        reads_bodies: None,
-                    });
-                }
+                out.push(Found {
+                    place: format!(
+                        "{}: spec.wasm[{i}].config",
+                        prefix(&format!("EnvoyExtensionPolicy {who}"))
+                    ),
+                    bytes: manifest_configuration(w.get("config"), "Envoy Gateway"),
+                    reads_bodies: None,
+                });
             }
         }
         _ => {
@@ -203,12 +211,9 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
                 } else {
                     format!("{label}: {at}")
                 };
-                let Some(json) = plugin_configuration(config) else {
-                    return;
-                };
                 out.push(Found {
                     place,
-                    json,
+                    bytes: plugin_configuration(config),
                     reads_bodies: Some(
                         config
                             .get("allow_on_headers_stop_iteration")
@@ -222,20 +227,29 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
 }
 
 /// Envoy's Wasm HTTP filters that load this module (by its file name or the `root_id`
-/// `token_filter`), anywhere in `value`: `found(where, config)`.
+/// `token_filter`), anywhere in `value`: `found(where, config)`. A filter may be written as
+/// itself or wrapped in a `TypedStruct` (as Istio `EnvoyFilter` patches often write it): Envoy
+/// turns the wrapper's `value` into the message its `type_url` names, so `value.config` is the
+/// same `PluginConfig`.
 fn envoy_filters(value: &Value, path: &mut Vec<String>, found: &mut dyn FnMut(&str, &Value)) {
     match value {
         Value::Object(map) => {
-            let is_wasm = map
-                .get("@type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with("envoy.extensions.filters.http.wasm.v3.Wasm"));
-            if is_wasm {
-                if let Some(config) = map.get("config") {
-                    if is_ours(config) {
-                        let at = format!("{}.config", path.join("."));
-                        found(&at, config);
-                    }
+            let type_url = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or("");
+            let wasm = if type_name(type_url("@type")) == WASM_FILTER {
+                Some(("config", map.get("config")))
+            } else if is_typed_struct(type_url("@type"))
+                && type_name(type_url("type_url")) == WASM_FILTER
+            {
+                Some((
+                    "value.config",
+                    map.get("value").and_then(|v| v.get("config")),
+                ))
+            } else {
+                None
+            };
+            if let Some((field, config)) = wasm {
+                if let Some(config) = config.filter(|c| is_ours(c)) {
+                    found(&format!("{}.{field}", path.join(".")), config);
                 }
                 return;
             }
@@ -258,6 +272,19 @@ fn envoy_filters(value: &Value, path: &mut Vec<String>, found: &mut dyn FnMut(&s
     }
 }
 
+/// The full name of the message a type URL names
+/// (`type.googleapis.com/google.protobuf.StringValue`: `google.protobuf.StringValue`).
+fn type_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+fn is_typed_struct(type_url: &str) -> bool {
+    matches!(
+        type_name(type_url),
+        "udpa.type.v1.TypedStruct" | "xds.type.v3.TypedStruct"
+    )
+}
+
 fn is_ours(config: &Value) -> bool {
     let root = config.get("root_id").and_then(Value::as_str) == Some(ROOT_ID);
     let file = config
@@ -267,13 +294,127 @@ fn is_ours(config: &Value) -> bool {
     root || file
 }
 
-/// The plugin configuration of an Envoy Wasm filter config: a `StringValue`'s `value`, or a
-/// string.
-fn plugin_configuration(config: &Value) -> Option<String> {
-    match config.get("configuration")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(m) => m.get("value").and_then(Value::as_str).map(str::to_owned),
-        _ => None,
+fn refused(field: &str, message: String) -> ConfigError {
+    ConfigError {
+        field: field.to_owned(),
+        message,
+    }
+}
+
+/// A JSON value's kind, for messages that must not print the value.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "map",
+    }
+}
+
+/// How to write the configuration in an Envoy Wasm filter: said by every refusal below.
+const AS_STRING_VALUE: &str = "give the JSON as a google.protobuf.StringValue (\"@type\": \
+     type.googleapis.com/google.protobuf.StringValue, value: '{...}' or a block scalar)";
+
+/// What Envoy hands the filter from a Wasm filter's `configuration` (a `google.protobuf.Any`):
+/// a `StringValue`'s text or a `BytesValue`'s bytes; any other message (a `Struct`, say)
+/// arrives as its protobuf encoding, which the filter cannot read, and no configuration as
+/// empty bytes, which it refuses (Envoy's `anyToBytes`, `source/extensions/common/wasm`).
+fn plugin_configuration(config: &Value) -> Result<Vec<u8>, ConfigError> {
+    let any = match config.get("configuration") {
+        None | Some(Value::Null) => {
+            return Err(refused(
+                "configuration",
+                format!(
+                    "missing: Envoy gives the filter an empty configuration, which it refuses \
+                     (the filter does not start); {AS_STRING_VALUE}"
+                ),
+            ))
+        }
+        Some(Value::Object(any)) => any,
+        Some(other) => {
+            return Err(refused(
+                "configuration",
+                format!(
+                    "is a {}, not a google.protobuf.Any (Envoy refuses it); {AS_STRING_VALUE}",
+                    kind(other)
+                ),
+            ))
+        }
+    };
+    let Some(type_url) = any.get("@type").and_then(Value::as_str) else {
+        return Err(refused(
+            "configuration",
+            format!("has no \"@type\"; {AS_STRING_VALUE}"),
+        ));
+    };
+    let value = any.get("value");
+    match type_name(type_url) {
+        "google.protobuf.StringValue" => match value {
+            Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(other) => Err(refused(
+                "configuration.value",
+                format!(
+                    "is a {}, not a string: a StringValue's value is text (Envoy refuses \
+                     anything else), so quote the JSON (value: '{{...}}') or write it as a \
+                     block scalar (value: |)",
+                    kind(other)
+                ),
+            )),
+        },
+        "google.protobuf.BytesValue" => match value {
+            Some(Value::String(s)) => base64_value(s).ok_or_else(|| {
+                refused(
+                    "configuration.value",
+                    "is not base64: a BytesValue's value is its bytes in base64".to_owned(),
+                )
+            }),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(other) => Err(refused(
+                "configuration.value",
+                format!(
+                    "is a {}, not a string: a BytesValue's value is its bytes in base64",
+                    kind(other)
+                ),
+            )),
+        },
+        other => Err(refused(
+            "configuration",
+            format!(
+                "is a {other}: Envoy hands the filter its protobuf encoding, which the filter \
+                 cannot read (it reads JSON text); {AS_STRING_VALUE}"
+            ),
+        )),
+    }
+}
+
+/// A protobuf `bytes` field in JSON: base64, standard or URL-safe, padded or not (proto3 JSON
+/// accepts each).
+fn base64_value(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::{alphabet, Engine as _};
+    let config = general_purpose::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    [alphabet::STANDARD, alphabet::URL_SAFE]
+        .iter()
+        .find_map(|a| GeneralPurpose::new(a, config).decode(text).ok())
+}
+
+/// A configuration given as YAML in a manifest (Istio's `pluginConfig`, Envoy Gateway's Wasm
+/// `config`): the platform hands it to the filter as JSON, and none at all as an empty
+/// configuration, which the filter refuses.
+fn manifest_configuration(cfg: Option<&Value>, platform: &str) -> Result<Vec<u8>, ConfigError> {
+    match cfg {
+        None | Some(Value::Null) => Err(refused(
+            "configuration",
+            format!(
+                "missing: {platform} then gives the filter an empty configuration, which it \
+                 refuses (the filter does not start)"
+            ),
+        )),
+        Some(cfg) => Ok(cfg.to_string().into_bytes()),
     }
 }
 
@@ -454,7 +595,7 @@ fn explain(file: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     let mut code = 0;
     for f in &found {
-        match Config::from_slice(f.json.as_bytes()) {
+        match f.validate() {
             Ok(cfg) => {
                 let _ = writeln!(out, "{file}: {}\n\n{}", f.place, describe(&cfg));
             }
@@ -785,6 +926,160 @@ mod tests {
         assert!(out.contains("/_r - the revocation API"), "{out}");
         assert!(
             out.contains("| default | everything else | required |"),
+            "{out}"
+        );
+    }
+
+    /// An Envoy bootstrap (YAML in flow style) with one Wasm HTTP filter whose `config` is
+    /// `config` (JSON), and where `check` reports it.
+    fn bootstrap(config: &str) -> (String, &'static str) {
+        (
+            format!(
+                "static_resources: {{listeners: [{{name: l, filter_chains: [{{filters: [{{typed_config: \
+                 {{http_filters: [{{typed_config: {{\"@type\": \
+                 type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: {config}}}}}]}}}}]}}]}}]}}\n"
+            ),
+            "document 1: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.\
+             http_filters[0].typed_config.config",
+        )
+    }
+
+    #[test]
+    fn a_wasm_filter_of_ours_whose_configuration_the_filter_cannot_read_is_an_error() {
+        let good = serde_json::to_string(GOOD).unwrap_or_default();
+        let cases = [
+            // A Struct reaches the filter as protobuf bytes: refused however valid its content.
+            (
+                "struct",
+                format!(
+                    r#"{{"root_id": "token_filter", "configuration": {{"@type": "type.googleapis.com/google.protobuf.Struct", "value": {GOOD}}}}}"#
+                ),
+                "configuration: is a google.protobuf.Struct: Envoy hands the filter its protobuf encoding",
+            ),
+            // The JSON written as a YAML map under a StringValue (the quotes forgotten).
+            (
+                "unquoted",
+                format!(
+                    r#"{{"root_id": "token_filter", "configuration": {{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": {GOOD}}}}}"#
+                ),
+                "configuration.value: is a map, not a string",
+            ),
+            // No configuration: the filter starts with an empty one and refuses it.
+            (
+                "missing",
+                r#"{"root_id": "token_filter"}"#.to_owned(),
+                "configuration: missing: Envoy gives the filter an empty configuration",
+            ),
+            // Known by its module file rather than its root_id.
+            (
+                "missing, by file name",
+                r#"{"vm_config": {"code": {"local": {"filename": "/etc/envoy_token_filter.wasm"}}}}"#
+                    .to_owned(),
+                "configuration: missing",
+            ),
+            // The JSON text where an Any belongs: Envoy refuses it.
+            (
+                "a bare string",
+                format!(r#"{{"root_id": "token_filter", "configuration": {good}}}"#),
+                "configuration: is a string, not a google.protobuf.Any",
+            ),
+            (
+                "no @type",
+                format!(r#"{{"root_id": "token_filter", "configuration": {{"value": {good}}}}}"#),
+                "configuration: has no \"@type\"",
+            ),
+        ];
+        for (name, config, expected) in cases {
+            let (yaml, place) = bootstrap(&config);
+            let file = write(
+                &format!("cannot-read-{}.yaml", name.replace([' ', ','], "-")),
+                &yaml,
+            );
+            let (code, out, err) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{name}: {out}{err}");
+            assert!(
+                out.contains(&format!("{file}: {place}: {expected}")),
+                "{name}: {out}"
+            );
+            assert!(
+                !out.contains("client_secret"),
+                "{name}: no value printed: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bytes_value_configuration_is_read_as_envoy_reads_it() {
+        // Envoy unpacks a BytesValue as it does a StringValue: the filter gets the bytes.
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(GOOD);
+        let (yaml, place) = bootstrap(&format!(
+            r#"{{"root_id": "token_filter", "configuration": {{"@type": "type.googleapis.com/google.protobuf.BytesValue", "value": "{encoded}"}}}}"#
+        ));
+        let file = write("bytes-value.yaml", &yaml);
+        let (code, out, _) = run_with(&["check", &file]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("{file}: {place}: valid")), "{out}");
+    }
+
+    #[test]
+    fn a_typed_struct_wrapped_filter_is_checked_like_the_filter_itself() {
+        // How an Istio EnvoyFilter often inserts a Wasm filter: Envoy turns the TypedStruct's
+        // `value` into the Wasm message, so `value.config.configuration` is a StringValue.
+        let envoy_filter = |wrapper: &str, path: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {{name: tf, namespace: ns}}\n\
+                 spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n    patch:\n      operation: INSERT_BEFORE\n      value:\n\
+                 \x20       name: envoy.filters.http.wasm\n        typed_config:\n\
+                 \x20         \"@type\": type.googleapis.com/{wrapper}\n\
+                 \x20         type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n\
+                 \x20         value:\n            config:\n              root_id: token_filter\n\
+                 \x20             configuration:\n\
+                 \x20               \"@type\": type.googleapis.com/google.protobuf.StringValue\n\
+                 \x20               value: '{{\"phantom\": {{\"cluster\": \"ts\", \"path\": \"{path}\", \"client_id\": \"gw\", \"client_secret\": \"s\"}}}}'\n"
+            )
+        };
+        let place = "document 1: spec.configPatches[0].patch.value.typed_config.value.config";
+        for wrapper in ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"] {
+            let good = write("typed-struct-good.yaml", &envoy_filter(wrapper, "/i"));
+            let (code, out, _) = run_with(&["check", &good]);
+            assert_eq!(code, 0, "{wrapper}: {out}");
+            assert!(
+                out.contains(&format!("{good}: {place}: valid")),
+                "{wrapper}: {out}"
+            );
+            let bad = write("typed-struct-bad.yaml", &envoy_filter(wrapper, "no-slash"));
+            let (code, out, _) = run_with(&["check", &bad]);
+            assert_eq!(code, 1, "{wrapper}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "{bad}: {place}: phantom.path: must start with '/'"
+                )),
+                "{wrapper}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_manifest_without_the_configuration_is_an_error() {
+        // Istio and Envoy Gateway then give the filter an empty configuration: it refuses it.
+        let yaml = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a, namespace: n}\n\
+             spec:\n  url: oci://registry.example.com/envoy-token-filter:0.1.0\n\
+             ---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\nmetadata: {name: b}\n\
+             spec:\n  wasm:\n  - name: token-filter\n    rootID: token_filter\n";
+        let file = write("no-plugin-config.yaml", yaml);
+        let (code, out, _) = run_with(&["check", &file]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!(
+                "{file}: document 1 (WasmPlugin n/a): spec.pluginConfig: configuration: missing: Istio"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "{file}: document 2 (EnvoyExtensionPolicy b): spec.wasm[0].config: configuration: missing: Envoy Gateway"
+            )),
             "{out}"
         );
     }
