@@ -6,7 +6,8 @@
 //!   Envoy bootstrap, listener or `EnvoyFilter` patch), taken as the filter would receive it (in
 //!   Envoy, a `StringValue`'s text: a `Struct` or no configuration is an error) and validated
 //!   exactly as `on_configure` does; each error printed as `FILE: <where>: field: message`,
-//!   never a value. Exit 0: all valid; 1: any refused; 2: a file that cannot be read or parsed.
+//!   never a value. Exit 0: all valid; 1: any refused, or a file holding none; 2: a file that
+//!   cannot be read or parsed.
 //! - `schema`: the configuration's JSON Schema (draft 2020-12).
 //! - `explain FILE`: what a configuration does: its policies in order, the paths the filter
 //!   answers, the calls it makes, the stores and the memory they reserve at start.
@@ -24,6 +25,11 @@ const MODULE_FILE: &str = "envoy_token_filter.wasm";
 const ROOT_ID: &str = "token_filter";
 /// Envoy's Wasm HTTP filter message.
 const WASM_FILTER: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// What `check` says of a file in which it recognises nothing of this filter's.
+const NOTHING_FOUND: &str = "no token filter configuration found (looked for a plugin \
+     configuration as JSON, an Istio WasmPlugin, an Envoy Gateway EnvoyExtensionPolicy, and Envoy \
+     Wasm HTTP filters whose root_id is token_filter or whose code is envoy_token_filter.wasm)";
 
 /// One filter configuration found in a file, and where.
 pub struct Found {
@@ -88,7 +94,10 @@ fn check(files: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             }
         };
         if found.is_empty() {
-            let _ = writeln!(out, "{file}: no token filter configuration in it");
+            // Nothing to check is not a pass: a misspelt root_id, a configuration under the
+            // wrong key or the wrong file would otherwise go through CI as valid.
+            let _ = writeln!(out, "{file}: {NOTHING_FOUND}");
+            code = code.max(1);
             continue;
         }
         for f in &found {
@@ -590,7 +599,7 @@ fn explain(file: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         }
     };
     if found.is_empty() {
-        let _ = writeln!(err, "{file}: no token filter configuration in it");
+        let _ = writeln!(err, "{file}: {NOTHING_FOUND}");
         return 1;
     }
     let mut code = 0;
@@ -1082,6 +1091,46 @@ mod tests {
             )),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_file_with_nothing_of_ours_is_an_error() {
+        let cases = [
+            ("empty", ""),
+            ("a scalar", "42\n"),
+            ("a JSON list", r#"[{"phantom": {"cluster": "ts"}}]"#),
+            ("comments only", "# nothing here\n"),
+            ("another kind", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+            // An Envoy Wasm filter loading another module (or a misspelt root_id).
+            (
+                "another Wasm filter",
+                "static_resources: {listeners: [{filter_chains: [{filters: [{typed_config: {http_filters: \
+                 [{typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, \
+                 config: {root_id: token-filter, configuration: {\"@type\": \
+                 type.googleapis.com/google.protobuf.StringValue, value: '{}'}}}}]}}]}]}]}\n",
+            ),
+            ("an EnvoyExtensionPolicy whose wasm is not a list", "kind: EnvoyExtensionPolicy\nspec:\n  wasm: {config: {phantom: 1}}\n"),
+        ];
+        for (name, text) in cases {
+            let file = write(&format!("nothing-{}.yaml", name.replace(' ', "-")), text);
+            let (code, out, _) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{name}: {out}");
+            assert!(
+                out.contains(&format!("{file}: no token filter configuration found")),
+                "{name}: {out}"
+            );
+        }
+        // A file of several documents is fine as long as one is ours; another file with
+        // nothing still fails the run.
+        let mixed = write(
+            "ours-and-others.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n\
+             kind: WasmPlugin\nmetadata: {name: b}\nspec:\n  pluginConfig:\n    phantom: {cluster: ts, path: /i, client_id: gw, client_secret: s}\n",
+        );
+        assert_eq!(run_with(&["check", &mixed]).0, 0);
+        let none = write("nothing-at-all.yaml", "apiVersion: v1\nkind: ConfigMap\n");
+        assert_eq!(run_with(&["check", &mixed, &none]).0, 1);
+        assert_eq!(run_with(&["explain", &none]).0, 1);
     }
 
     #[test]
