@@ -148,7 +148,7 @@ pub fn find(text: &str) -> Result<Vec<Found>, Unreadable> {
         // A bootstrap written as JSON is looked into like a YAML one.
         if value.get("static_resources").is_some() || value.get("apiVersion").is_some() {
             let mut out = Vec::new();
-            in_document(&value, "", &mut out);
+            in_document(&value, None, "", &mut out);
             return Ok(out);
         }
         return Ok(vec![Found {
@@ -170,12 +170,19 @@ pub fn find(text: &str) -> Result<Vec<Found>, Unreadable> {
         }
         let value = serde_json::to_value(&yaml)
             .map_err(|_| Unreadable(format!("document {}: not representable as JSON", i + 1)))?;
-        in_document(&value, &format!("document {}", i + 1), &mut out);
+        in_document(
+            &value,
+            Some(&yaml),
+            &format!("document {}", i + 1),
+            &mut out,
+        );
     }
     Ok(out)
 }
 
-fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
+/// The configurations in one document: `doc` as JSON, and `yaml` as it was written when it was
+/// YAML (JSON has no NaN: converting turned `.nan` into `null`, so numbers are looked at there).
+fn in_document(doc: &Value, yaml: Option<&serde_yaml::Value>, label: &str, out: &mut Vec<Found>) {
     let prefix = |what: &str| {
         if label.is_empty() {
             what.to_owned()
@@ -196,7 +203,11 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
                 "{}: spec.pluginConfig",
                 prefix(&format!("WasmPlugin {who}"))
             ),
-            bytes: manifest_configuration(doc.pointer("/spec/pluginConfig"), "Istio"),
+            bytes: manifest_configuration(
+                doc.pointer("/spec/pluginConfig"),
+                yaml.and_then(|y| y.get("spec")?.get("pluginConfig")),
+                "Istio",
+            ),
             reads_bodies: None,
         }),
         "EnvoyExtensionPolicy" => {
@@ -207,7 +218,11 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
                         "{}: spec.wasm[{i}].config",
                         prefix(&format!("EnvoyExtensionPolicy {who}"))
                     ),
-                    bytes: manifest_configuration(w.get("config"), "Envoy Gateway"),
+                    bytes: manifest_configuration(
+                        w.get("config"),
+                        yaml.and_then(|y| y.get("spec")?.get("wasm")?.get(i)?.get("config")),
+                        "Envoy Gateway",
+                    ),
                     reads_bodies: None,
                 });
             }
@@ -399,6 +414,30 @@ fn plugin_configuration(config: &Value) -> Result<Vec<u8>, ConfigError> {
     }
 }
 
+/// The first number in `yaml` that JSON cannot carry (`.nan`, `.inf`, `-.inf`), as the field
+/// path a configuration error names (`at` is where `yaml` is).
+fn non_finite(yaml: &serde_yaml::Value, at: &str) -> Option<String> {
+    use serde_yaml::Value as Yaml;
+    match yaml {
+        Yaml::Number(n) if n.is_nan() || n.is_infinite() => Some(at.to_owned()),
+        Yaml::Mapping(map) => map.iter().find_map(|(k, v)| {
+            let key = k.as_str().unwrap_or("?");
+            let path = if at.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{at}.{key}")
+            };
+            non_finite(v, &path)
+        }),
+        Yaml::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| non_finite(v, &format!("{at}[{i}]"))),
+        Yaml::Tagged(tagged) => non_finite(&tagged.value, at),
+        _ => None,
+    }
+}
+
 /// A protobuf `bytes` field in JSON: base64, standard or URL-safe, padded or not (proto3 JSON
 /// accepts each).
 fn base64_value(text: &str) -> Option<Vec<u8>> {
@@ -412,9 +451,28 @@ fn base64_value(text: &str) -> Option<Vec<u8>> {
 }
 
 /// A configuration given as YAML in a manifest (Istio's `pluginConfig`, Envoy Gateway's Wasm
-/// `config`): the platform hands it to the filter as JSON, and none at all as an empty
-/// configuration, which the filter refuses.
-fn manifest_configuration(cfg: Option<&Value>, platform: &str) -> Result<Vec<u8>, ConfigError> {
+/// `config`; `yaml`, the same as written): the platform hands it to the filter as JSON, and
+/// none at all as an empty configuration, which the filter refuses.
+fn manifest_configuration(
+    cfg: Option<&Value>,
+    yaml: Option<&serde_yaml::Value>,
+    platform: &str,
+) -> Result<Vec<u8>, ConfigError> {
+    if let Some(field) = yaml.and_then(|y| non_finite(y, "")) {
+        // `.nan` would have reached the parser as `null`, which an optional field takes as
+        // "use the default": a NaN timeout would have passed as valid.
+        let field = if field.is_empty() {
+            "configuration"
+        } else {
+            &field
+        };
+        return Err(refused(
+            field,
+            "is .nan or .inf: not a number the filter can receive (its configuration is JSON, \
+             which has neither)"
+                .to_owned(),
+        ));
+    }
     match cfg {
         None | Some(Value::Null) => Err(refused(
             "configuration",
@@ -1131,6 +1189,52 @@ mod tests {
         let none = write("nothing-at-all.yaml", "apiVersion: v1\nkind: ConfigMap\n");
         assert_eq!(run_with(&["check", &mixed, &none]).0, 1);
         assert_eq!(run_with(&["explain", &none]).0, 1);
+    }
+
+    #[test]
+    fn a_nan_or_an_infinity_in_a_configuration_is_an_error() {
+        // Converted to JSON, `.nan` became `null`, which an optional field takes as its default.
+        let cases = [
+            ("nan", ".nan", "30", "phantom.timeout_ms"),
+            ("inf", ".inf", "30", "phantom.timeout_ms"),
+            ("minus inf", "-.Inf", "30", "phantom.timeout_ms"),
+            (
+                "in a list",
+                "2000",
+                ".NaN",
+                "policies[0].min_remaining_lifetime_s",
+            ),
+        ];
+        for (name, timeout, remaining, expected) in cases {
+            let cfg = format!(
+                "{{phantom: {{cluster: ts, path: /i, client_id: gw, client_secret: s, \
+                 timeout_ms: {timeout}}}, policies: [{{name: a, min_remaining_lifetime_s: {remaining}}}]}}"
+            );
+            let yaml = format!(
+                "kind: WasmPlugin\nmetadata: {{name: a}}\nspec:\n  pluginConfig: {cfg}\n---\n\
+                 kind: EnvoyExtensionPolicy\nmetadata: {{name: b}}\nspec:\n  wasm:\n  - config: {cfg}\n"
+            );
+            let file = write(&format!("nan-{}.yaml", name.replace(' ', "-")), &yaml);
+            let (code, out, _) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{name}: {out}");
+            for place in [
+                "document 1 (WasmPlugin a): spec.pluginConfig",
+                "document 2 (EnvoyExtensionPolicy b): spec.wasm[0].config",
+            ] {
+                assert!(
+                    out.contains(&format!("{file}: {place}: {expected}: is .nan or .inf")),
+                    "{name}: {out}"
+                );
+            }
+        }
+        // A finite float where an integer belongs stays the parser's error.
+        let file = write(
+            "float.yaml",
+            "kind: WasmPlugin\nspec:\n  pluginConfig: {phantom: {cluster: ts, path: /i, client_id: gw, client_secret: s, timeout_ms: 2.5}}\n",
+        );
+        let (code, out, _) = run_with(&["check", &file]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("phantom.timeout_ms: invalid type"), "{out}");
     }
 
     #[test]
