@@ -6,8 +6,8 @@
 //!   Envoy bootstrap, listener or `EnvoyFilter` patch), taken as the filter would receive it (in
 //!   Envoy, a `StringValue`'s text: a `Struct` or no configuration is an error) and validated
 //!   exactly as `on_configure` does; each error printed as `FILE: <where>: field: message`,
-//!   never a value. Exit 0: all valid; 1: any refused, or a file holding none; 2: a file that
-//!   cannot be read or parsed.
+//!   never a value. Exit 0: all valid; 1: any refused, a file holding none, or one larger than
+//!   `MAX_FILE_BYTES` or nested deeper than `MAX_DEPTH`; 2: a file that cannot be read or parsed.
 //! - `schema`: the configuration's JSON Schema (draft 2020-12).
 //! - `explain FILE`: what a configuration does: its policies in order, the paths the filter
 //!   answers, the calls it makes, the stores and the memory they reserve at start.
@@ -54,9 +54,46 @@ impl Found {
     }
 }
 
-/// Why a file could not be looked at.
+/// Largest file `check` and `explain` read. A configuration is at most 64 KiB
+/// (`config::MAX_CONFIG_BYTES`); a bootstrap or a manifest holding a few is far below this.
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// Deepest nesting of maps and lists a file may have. The examples in `envoy/` and `deploy/`
+/// nest 19 deep at most.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a file was not looked into.
 #[derive(Debug)]
-pub struct Unreadable(pub String);
+pub enum FileError {
+    /// It cannot be read or parsed (exit 2).
+    Unreadable(String),
+    /// It is refused as input: larger than `MAX_FILE_BYTES` or nested deeper than `MAX_DEPTH`
+    /// (exit 1).
+    Refused(String),
+}
+
+impl FileError {
+    /// The exit code it makes.
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Unreadable(_) => 2,
+            Self::Refused(_) => 1,
+        }
+    }
+
+    fn too_deep(at: &str) -> Self {
+        Self::Refused(format!(
+            "nested deeper than {MAX_DEPTH} levels{at}: refused (a configuration nests far less)"
+        ))
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreadable(why) | Self::Refused(why) => f.write_str(why),
+        }
+    }
+}
 
 /// Runs the command with `args` (without the program name); returns the exit code.
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -87,9 +124,9 @@ fn check(files: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     for file in files {
         let found = match read(file) {
             Ok(found) => found,
-            Err(Unreadable(why)) => {
-                let _ = writeln!(err, "{file}: {why}");
-                code = 2;
+            Err(e) => {
+                let _ = writeln!(err, "{file}: {e}");
+                code = code.max(e.code());
                 continue;
             }
         };
@@ -132,19 +169,51 @@ pub fn reads_bodies(cfg: &Config) -> bool {
         || cfg.revocation.is_some()
 }
 
-/// Every filter configuration in `file`.
-pub fn read(file: &str) -> Result<Vec<Found>, Unreadable> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| Unreadable(format!("cannot read: {e}")))?;
+/// Every filter configuration in `file` (read up to `MAX_FILE_BYTES`, and refused past it).
+pub fn read(file: &str) -> Result<Vec<Found>, FileError> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| FileError::Unreadable(format!("cannot read: {e}"));
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| FileError::Unreadable("cannot read: not UTF-8 text".to_owned()))?;
     find(&text)
 }
 
+fn too_large() -> FileError {
+    FileError::Refused(format!(
+        "larger than {} MiB: refused unread (a configuration is at most {} KiB)",
+        MAX_FILE_BYTES / (1024 * 1024),
+        config::MAX_CONFIG_BYTES / 1024
+    ))
+}
+
 /// Every filter configuration in a file's text: a JSON plugin configuration, or YAML documents.
-pub fn find(text: &str) -> Result<Vec<Found>, Unreadable> {
+/// The text is refused before any parser sees it when it is larger than `MAX_FILE_BYTES` or its
+/// brackets nest deeper than `MAX_DEPTH` (see `flow_too_deep`), and after parsing when its
+/// indentation does.
+pub fn find(text: &str) -> Result<Vec<Found>, FileError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    if let Some((line, column)) = flow_too_deep(text, MAX_DEPTH) {
+        return Err(FileError::too_deep(&format!(
+            " at line {line} column {column}"
+        )));
+    }
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Unreadable(format!("not JSON: {}", crate::json_error::describe(&e))))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            FileError::Unreadable(format!("not JSON: {}", crate::json_error::describe(&e)))
+        })?;
+        if depth(&value) > MAX_DEPTH {
+            return Err(FileError::too_deep(""));
+        }
         // A bootstrap written as JSON is looked into like a YAML one.
         if value.get("static_resources").is_some() || value.get("apiVersion").is_some() {
             let mut out = Vec::new();
@@ -159,25 +228,181 @@ pub fn find(text: &str) -> Result<Vec<Found>, Unreadable> {
     }
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let label = format!("document {}", i + 1);
         let yaml = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|e| {
             let at = e.location().map_or_else(String::new, |l| {
                 format!(" at line {} column {}", l.line(), l.column())
             });
-            Unreadable(format!("document {}: not YAML{at}", i + 1))
+            // serde_yaml stops at 128 levels: nesting by indentation, which the scan before
+            // parsing does not count.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                return FileError::too_deep(&format!(" ({label}{at})"));
+            }
+            FileError::Unreadable(format!("{label}: not YAML{at}"))
         })?;
         if yaml.is_null() {
             continue;
         }
         let value = serde_json::to_value(&yaml)
-            .map_err(|_| Unreadable(format!("document {}: not representable as JSON", i + 1)))?;
-        in_document(
-            &value,
-            Some(&yaml),
-            &format!("document {}", i + 1),
-            &mut out,
-        );
+            .map_err(|_| FileError::Unreadable(format!("{label}: not representable as JSON")))?;
+        if depth(&value) > MAX_DEPTH {
+            return Err(FileError::too_deep(&format!(" ({label})")));
+        }
+        in_document(&value, Some(&yaml), &label, &mut out);
     }
     Ok(out)
+}
+
+/// How deep maps and lists nest in `value` (a scalar: 0). The parsers stop at 128 levels, so
+/// this recursion is bounded.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Where the flow collections (`[`, `{`) of a YAML or JSON text first nest deeper than `max`,
+/// as (line, column), or `None`. A linear scan before the parser: libyaml's scanner takes time
+/// quadratic in this depth (it keeps a possible simple key per flow level and looks at every
+/// one at every token: 100,000 levels in 200 KB took 28 s, only to fail at serde_yaml's 128).
+/// It reads the text as that scanner does where it matters: brackets inside quoted scalars,
+/// block scalars (`|`, `>`), comments and plain scalars (`path: /a[0]`) are text, not
+/// collections. It is a scan, not a parser: a file written to mislead it (a plain scalar
+/// continued on a line that starts with a quote, then brackets) can still reach the parser
+/// deep, within `MAX_FILE_BYTES`. Nesting by indentation costs the parser nothing extra; it is
+/// bounded after parsing (`depth`).
+fn flow_too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+    let blank = |b: Option<&u8>| b.is_none_or(|b| matches!(b, b' ' | b'\t'));
+    let mut depth = 0usize;
+    // Inside a quoted scalar (which may span lines): its quote.
+    let mut quote: Option<u8> = None;
+    // Inside a block scalar: the column of its parent node, and its content's indentation once
+    // its first line shows it.
+    let mut block: Option<(usize, Option<usize>)> = None;
+    // The line before ended inside a plain scalar: a line indented at least this much (any
+    // line, in a flow collection) goes on with it.
+    let mut plain: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+        let empty = bytes.iter().all(|b| matches!(b, b' ' | b'\t'));
+        if let Some((parent, content)) = block {
+            if empty {
+                continue;
+            }
+            let content = content.unwrap_or(indent);
+            if content > parent && indent >= content {
+                block = Some((parent, Some(content)));
+                continue;
+            }
+            block = None;
+        }
+        if empty && quote.is_none() {
+            continue;
+        }
+        let mut i = 0;
+        if bytes.starts_with("\u{feff}".as_bytes()) {
+            i = 3;
+        }
+        // A document marker ends any scalar (in a quoted one, libyaml stops with an error).
+        if (line.starts_with("---") || line.starts_with("...")) && blank(bytes.get(3)) {
+            i = 3;
+            quote = None;
+            plain = None;
+        }
+        // Whether a node may start here: where a quote or a bracket is an indicator.
+        let mut at_node = match plain {
+            Some(_) if depth > 0 => false,
+            Some(min) => indent < min,
+            None => true,
+        };
+        if at_node {
+            plain = None;
+        }
+        // The column of the node a block scalar here would belong to.
+        let mut node_col = indent;
+        let mut after_space = true;
+        while let Some(&c) = bytes.get(i) {
+            i += 1;
+            if let Some(q) = quote {
+                // A backslash escape in a double-quoted scalar, `''` in a single-quoted one.
+                let escaped = (q == b'"' && c == b'\\')
+                    || (q == b'\'' && c == q && bytes.get(i) == Some(&b'\''));
+                if escaped {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                    at_node = false;
+                    after_space = false;
+                }
+                continue;
+            }
+            let space = matches!(c, b' ' | b'\t');
+            match c {
+                _ if space => {}
+                b'#' if after_space => {
+                    plain = None;
+                    break;
+                }
+                b'"' | b'\'' if at_node => {
+                    quote = Some(c);
+                    node_col = i - 1;
+                }
+                b'[' | b'{' if at_node || depth > 0 => {
+                    depth += 1;
+                    if depth > max {
+                        return Some((n + 1, i));
+                    }
+                    at_node = true;
+                    plain = None;
+                }
+                b']' | b'}' if depth > 0 => {
+                    depth -= 1;
+                    at_node = false;
+                    plain = None;
+                }
+                b',' if depth > 0 => {
+                    at_node = true;
+                    plain = None;
+                }
+                b'-' | b'?' if at_node && depth == 0 && blank(bytes.get(i)) => node_col = i - 1,
+                b':' if depth > 0 || blank(bytes.get(i)) => {
+                    at_node = true;
+                    plain = None;
+                }
+                b'|' | b'>' if at_node && depth == 0 => {
+                    block = Some((node_col, None));
+                    break;
+                }
+                // A tag or an anchor: the node is what follows it.
+                b'!' | b'&' if at_node => {
+                    while !blank(bytes.get(i)) {
+                        i += 1;
+                    }
+                }
+                _ => {
+                    if at_node {
+                        // A plain scalar starts; it goes on on lines more indented than the
+                        // node it belongs to (at the start of a line: as indented as itself).
+                        plain = Some(if i - 1 == indent {
+                            indent
+                        } else {
+                            node_col + 1
+                        });
+                        node_col = i - 1;
+                    }
+                    at_node = false;
+                }
+            }
+            after_space = space;
+        }
+        if at_node {
+            plain = None;
+        }
+    }
+    None
 }
 
 /// The configurations in one document: `doc` as JSON, and `yaml` as it was written when it was
@@ -651,9 +876,9 @@ const EMPTY_SLOT_BYTES: u64 = 90;
 fn explain(file: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let found = match read(file) {
         Ok(found) => found,
-        Err(Unreadable(why)) => {
-            let _ = writeln!(err, "{file}: {why}");
-            return 2;
+        Err(e) => {
+            let _ = writeln!(err, "{file}: {e}");
+            return e.code();
         }
     };
     if found.is_empty() {
@@ -1235,6 +1460,189 @@ mod tests {
         let (code, out, _) = run_with(&["check", &file]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("phantom.timeout_ms: invalid type"), "{out}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_quickly_before_parsing() {
+        // libyaml's scanner is quadratic in flow depth: 20,000 levels took a second, 100,000
+        // took 28 s (release build), only to fail as "not YAML" (exit 2).
+        let n = 100_000;
+        let cases = [
+            ("yaml", format!("a: {}{}\n", "[".repeat(n), "]".repeat(n))),
+            (
+                "json",
+                format!("{{\"phantom\": {}{}}}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                "yaml, a flow map",
+                format!("a: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+            ),
+        ];
+        for (name, text) in cases {
+            let file = write(
+                &format!("deep-{}.yaml", name.replace([' ', ','], "-")),
+                &text,
+            );
+            let started = std::time::Instant::now();
+            let (code, out, err) = run_with(&["check", &file]);
+            assert!(
+                started.elapsed().as_secs() < 5,
+                "{name}: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(code, 1, "{name}: {out}{err}");
+            assert!(
+                err.contains(&format!(
+                    "{file}: nested deeper than 64 levels at line 1 column"
+                )),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_by_indentation_is_bounded_too() {
+        // Block nesting costs the parser nothing extra; it is refused once parsed (70 levels)
+        // or when serde_yaml stops at its own 128 (200 levels, which was "not YAML", exit 2).
+        let block = |n: usize| {
+            let mut s: String = (0..n).map(|i| format!("{}a:\n", "  ".repeat(i))).collect();
+            s.push_str(&format!("{}b: 1\n", "  ".repeat(n)));
+            s
+        };
+        for n in [70, 200] {
+            let file = write(&format!("block-{n}.yaml"), &block(n));
+            let (code, out, err) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{n}: {out}{err}");
+            assert!(
+                err.contains(&format!("{file}: nested deeper than 64 levels (document 1")),
+                "{n}: {err}"
+            );
+        }
+        // 64 levels in all (a map, 63 lists) are fine as far as nesting goes.
+        let ok = format!("a: {}{}\n", "[".repeat(63), "]".repeat(63));
+        assert!(find(&ok).is_ok());
+        let deep = format!("a: {}{}\n", "[".repeat(64), "]".repeat(64));
+        assert!(matches!(find(&deep), Err(FileError::Refused(_))));
+    }
+
+    #[test]
+    fn a_file_larger_than_4_mib_is_refused_unread() {
+        // A valid manifest padded with a comment past the bound.
+        let text = format!(
+            "kind: WasmPlugin\nspec:\n  pluginConfig:\n    phantom: {{cluster: ts, path: /i, client_id: gw, client_secret: s}}\n# {}\n",
+            "x".repeat(MAX_FILE_BYTES)
+        );
+        let file = write("large.yaml", &text);
+        let (code, out, err) = run_with(&["check", &file]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains(&format!("{file}: larger than 4 MiB: refused unread")),
+            "{err}"
+        );
+        assert!(out.is_empty(), "{out}");
+        std::fs::remove_file(&file).unwrap_or_default();
+    }
+
+    #[test]
+    fn the_scan_before_parsing_counts_only_real_collections() {
+        let n = 100;
+        let (open, close) = ("[".repeat(n), "]".repeat(n));
+        // Brackets that are text: none of these is refused.
+        let text = [
+            ("single-quoted", format!("a: '{open} it''s'\nb: [1]\n")),
+            (
+                "double-quoted",
+                format!("a: \"{open} \\\" {open}\"\nb: [1]\n"),
+            ),
+            (
+                "a quoted scalar over lines",
+                format!("a: \"x\n  {open}\n  y\"\nb: [1]\n"),
+            ),
+            (
+                "a block scalar",
+                format!("a: |\n  {open}\n  \"\n\n  it's\nb: [1]\n"),
+            ),
+            (
+                "a folded block scalar in a list",
+                format!("- >-\n  {open}\n- [1]\n"),
+            ),
+            ("a comment", format!("a: 1 # {open}\n# {open}\nb: [1]\n")),
+            ("a plain scalar", format!("path: /a{open}\nb: x, {open}\n")),
+            (
+                "a plain scalar over lines",
+                format!("a: x\n  {open}\nb: [1]\n"),
+            ),
+            (
+                "a string in JSON",
+                format!("{{\"a\": \"{open}\", \"b\": [1]}}"),
+            ),
+            ("a quoted key", format!("\"{open}\": 1\n")),
+        ];
+        for (name, t) in &text {
+            assert_eq!(flow_too_deep(t, 64), None, "{name}");
+        }
+        // Collections: each of these is.
+        let collections = [
+            ("JSON", format!("{{\"a\":{open}{close}}}")),
+            ("a value", format!("a: {open}{close}\n")),
+            ("a list item", format!("- {open}{close}\n")),
+            (
+                "after a tag and an anchor",
+                format!("a: !t &x {open}{close}\n"),
+            ),
+            ("after a document marker", format!("--- {open}{close}\n")),
+            (
+                "a flow map",
+                format!("a: {}1{}\n", "{b: ".repeat(n), "}".repeat(n)),
+            ),
+            ("over lines", format!("a: [\n{}\n]\n", "[\n".repeat(n))),
+            ("after a quoted key", format!("\"a\": {open}{close}\n")),
+            (
+                "after a block scalar",
+                format!("a: |\n  text\nb: {open}{close}\n"),
+            ),
+            (
+                "after a quoted scalar",
+                format!("a: \"x\ny\"\nb: {open}{close}\n"),
+            ),
+            ("after a comment", format!("# it's\nb: {open}{close}\n")),
+            ("after a plain scalar", format!("a: x\nb: {open}{close}\n")),
+            (
+                "after a byte order mark",
+                format!("\u{feff}{open}{close}\n"),
+            ),
+            // libyaml stops a quoted scalar at a document marker.
+            (
+                "after a quote cut by a document",
+                format!("a: \"x\n--- {open}{close}\n"),
+            ),
+        ];
+        for (name, t) in &collections {
+            assert!(flow_too_deep(t, 64).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_example_file_passes_the_bounds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["envoy", "deploy/istio", "deploy/envoy-gateway"] {
+            for entry in std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if entry.path().extension().is_some_and(|e| e == "yaml") {
+                    files.push(entry.path());
+                }
+            }
+        }
+        assert!(files.len() >= 16, "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            assert_eq!(flow_too_deep(&text, 64), None, "{}", f.display());
+            assert!(find(&text).is_ok(), "{}", f.display());
+        }
     }
 
     #[test]
