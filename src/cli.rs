@@ -3,9 +3,11 @@
 //!
 //! - `check FILE...`: every filter configuration in each file, whatever holds it (a plugin
 //!   configuration as JSON, an Istio `WasmPlugin`, an Envoy Gateway `EnvoyExtensionPolicy`, an
-//!   Envoy bootstrap or listener), validated exactly as `on_configure` does; each error printed
-//!   as `FILE: <where>: field: message`, never a value. Exit 0: all valid; 1: any refused; 2: a
-//!   file that cannot be read or parsed.
+//!   Envoy bootstrap, listener or `EnvoyFilter` patch), taken as the filter would receive it (in
+//!   Envoy, a `StringValue`'s text: a `Struct` or no configuration is an error) and validated
+//!   exactly as `on_configure` does; each error printed as `FILE: <where>: field: message`,
+//!   never a value. Exit 0: all valid; 1: any refused, a file holding none, or one larger than
+//!   `MAX_FILE_BYTES` or nested deeper than `MAX_DEPTH`; 2: a file that cannot be read or parsed.
 //! - `schema`: the configuration's JSON Schema (draft 2020-12).
 //! - `explain FILE`: what a configuration does: its policies in order, the paths the filter
 //!   answers, the calls it makes, the stores and the memory they reserve at start.
@@ -15,28 +17,83 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::config::{self, Config, KeySource};
+use crate::config::{self, Config, ConfigError, KeySource};
 
 /// The module's file name: an Envoy Wasm filter loading it is one of ours.
 const MODULE_FILE: &str = "envoy_token_filter.wasm";
 /// The `root_id` this filter's configurations use.
 const ROOT_ID: &str = "token_filter";
+/// Envoy's Wasm HTTP filter message.
+const WASM_FILTER: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// What `check` says of a file in which it recognises nothing of this filter's.
+const NOTHING_FOUND: &str = "no token filter configuration found (looked for a plugin \
+     configuration as JSON, an Istio WasmPlugin, an Envoy Gateway EnvoyExtensionPolicy, and Envoy \
+     Wasm HTTP filters whose root_id is token_filter or whose code is envoy_token_filter.wasm)";
 
 /// One filter configuration found in a file, and where.
 pub struct Found {
     /// Where in the file (`document 2 (WasmPlugin orders/token-filter): spec.pluginConfig`).
     pub place: String,
-    /// The configuration as the filter receives it (JSON text).
-    pub json: String,
+    /// The configuration as the filter receives it (JSON text), or why the filter would receive
+    /// none it can read (a `google.protobuf.Struct`, no configuration at all).
+    pub bytes: Result<Vec<u8>, ConfigError>,
     /// Envoy's Wasm filter config: whether it lets the filter read bodies
     /// (`allow_on_headers_stop_iteration`); `None` where the platform decides (Istio, Envoy
     /// Gateway).
     pub reads_bodies: Option<bool>,
 }
 
-/// Why a file could not be looked at.
+impl Found {
+    /// The filter's own validation, exactly as `on_configure` runs it on these bytes.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        match &self.bytes {
+            Ok(bytes) => Config::from_slice(bytes),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// Largest file `check` and `explain` read. A configuration is at most 64 KiB
+/// (`config::MAX_CONFIG_BYTES`); a bootstrap or a manifest holding a few is far below this.
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// Deepest nesting of maps and lists a file may have. The examples in `envoy/` and `deploy/`
+/// nest 19 deep at most.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a file was not looked into.
 #[derive(Debug)]
-pub struct Unreadable(pub String);
+pub enum FileError {
+    /// It cannot be read or parsed (exit 2).
+    Unreadable(String),
+    /// It is refused as input: larger than `MAX_FILE_BYTES` or nested deeper than `MAX_DEPTH`
+    /// (exit 1).
+    Refused(String),
+}
+
+impl FileError {
+    /// The exit code it makes.
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Unreadable(_) => 2,
+            Self::Refused(_) => 1,
+        }
+    }
+
+    fn too_deep(at: &str) -> Self {
+        Self::Refused(format!(
+            "nested deeper than {MAX_DEPTH} levels{at}: refused (a configuration nests far less)"
+        ))
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreadable(why) | Self::Refused(why) => f.write_str(why),
+        }
+    }
+}
 
 /// Runs the command with `args` (without the program name); returns the exit code.
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -67,18 +124,21 @@ fn check(files: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     for file in files {
         let found = match read(file) {
             Ok(found) => found,
-            Err(Unreadable(why)) => {
-                let _ = writeln!(err, "{file}: {why}");
-                code = 2;
+            Err(e) => {
+                let _ = writeln!(err, "{file}: {e}");
+                code = code.max(e.code());
                 continue;
             }
         };
         if found.is_empty() {
-            let _ = writeln!(out, "{file}: no token filter configuration in it");
+            // Nothing to check is not a pass: a misspelt root_id, a configuration under the
+            // wrong key or the wrong file would otherwise go through CI as valid.
+            let _ = writeln!(out, "{file}: {NOTHING_FOUND}");
+            code = code.max(1);
             continue;
         }
         for f in &found {
-            match Config::from_slice(f.json.as_bytes()) {
+            match f.validate() {
                 Ok(cfg) => {
                     let _ = writeln!(out, "{file}: {}: valid", f.place);
                     if f.reads_bodies == Some(false) && reads_bodies(&cfg) {
@@ -109,50 +169,245 @@ pub fn reads_bodies(cfg: &Config) -> bool {
         || cfg.revocation.is_some()
 }
 
-/// Every filter configuration in `file`.
-pub fn read(file: &str) -> Result<Vec<Found>, Unreadable> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| Unreadable(format!("cannot read: {e}")))?;
+/// Every filter configuration in `file` (read up to `MAX_FILE_BYTES`, and refused past it).
+pub fn read(file: &str) -> Result<Vec<Found>, FileError> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| FileError::Unreadable(format!("cannot read: {e}"));
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| FileError::Unreadable("cannot read: not UTF-8 text".to_owned()))?;
     find(&text)
 }
 
+fn too_large() -> FileError {
+    FileError::Refused(format!(
+        "larger than {} MiB: refused unread (a configuration is at most {} KiB)",
+        MAX_FILE_BYTES / (1024 * 1024),
+        config::MAX_CONFIG_BYTES / 1024
+    ))
+}
+
 /// Every filter configuration in a file's text: a JSON plugin configuration, or YAML documents.
-pub fn find(text: &str) -> Result<Vec<Found>, Unreadable> {
+/// The text is refused before any parser sees it when it is larger than `MAX_FILE_BYTES` or its
+/// brackets nest deeper than `MAX_DEPTH` (see `flow_too_deep`), and after parsing when its
+/// indentation does.
+pub fn find(text: &str) -> Result<Vec<Found>, FileError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    if let Some((line, column)) = flow_too_deep(text, MAX_DEPTH) {
+        return Err(FileError::too_deep(&format!(
+            " at line {line} column {column}"
+        )));
+    }
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Unreadable(format!("not JSON: {}", crate::json_error::describe(&e))))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            FileError::Unreadable(format!("not JSON: {}", crate::json_error::describe(&e)))
+        })?;
+        if depth(&value) > MAX_DEPTH {
+            return Err(FileError::too_deep(""));
+        }
         // A bootstrap written as JSON is looked into like a YAML one.
         if value.get("static_resources").is_some() || value.get("apiVersion").is_some() {
             let mut out = Vec::new();
-            in_document(&value, "", &mut out);
+            in_document(&value, None, "", &mut out);
             return Ok(out);
         }
         return Ok(vec![Found {
             place: "plugin configuration".to_owned(),
-            json: text.to_owned(),
+            bytes: Ok(text.as_bytes().to_vec()),
             reads_bodies: None,
         }]);
     }
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let label = format!("document {}", i + 1);
         let yaml = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|e| {
             let at = e.location().map_or_else(String::new, |l| {
                 format!(" at line {} column {}", l.line(), l.column())
             });
-            Unreadable(format!("document {}: not YAML{at}", i + 1))
+            // serde_yaml stops at 128 levels: nesting by indentation, which the scan before
+            // parsing does not count.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                return FileError::too_deep(&format!(" ({label}{at})"));
+            }
+            FileError::Unreadable(format!("{label}: not YAML{at}"))
         })?;
         if yaml.is_null() {
             continue;
         }
         let value = serde_json::to_value(&yaml)
-            .map_err(|_| Unreadable(format!("document {}: not representable as JSON", i + 1)))?;
-        in_document(&value, &format!("document {}", i + 1), &mut out);
+            .map_err(|_| FileError::Unreadable(format!("{label}: not representable as JSON")))?;
+        if depth(&value) > MAX_DEPTH {
+            return Err(FileError::too_deep(&format!(" ({label})")));
+        }
+        in_document(&value, Some(&yaml), &label, &mut out);
     }
     Ok(out)
 }
 
-fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
+/// How deep maps and lists nest in `value` (a scalar: 0). The parsers stop at 128 levels, so
+/// this recursion is bounded.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Where the flow collections (`[`, `{`) of a YAML or JSON text first nest deeper than `max`,
+/// as (line, column), or `None`. A linear scan before the parser: libyaml's scanner takes time
+/// quadratic in this depth (it keeps a possible simple key per flow level and looks at every
+/// one at every token: 100,000 levels in 200 KB took 28 s, only to fail at serde_yaml's 128).
+/// It reads the text as that scanner does where it matters: brackets inside quoted scalars,
+/// block scalars (`|`, `>`), comments and plain scalars (`path: /a[0]`) are text, not
+/// collections. It is a scan, not a parser: a file written to mislead it (a plain scalar
+/// continued on a line that starts with a quote, then brackets) can still reach the parser
+/// deep, within `MAX_FILE_BYTES`. Nesting by indentation costs the parser nothing extra; it is
+/// bounded after parsing (`depth`).
+fn flow_too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+    let blank = |b: Option<&u8>| b.is_none_or(|b| matches!(b, b' ' | b'\t'));
+    let mut depth = 0usize;
+    // Inside a quoted scalar (which may span lines): its quote.
+    let mut quote: Option<u8> = None;
+    // Inside a block scalar: the column of its parent node, and its content's indentation once
+    // its first line shows it.
+    let mut block: Option<(usize, Option<usize>)> = None;
+    // The line before ended inside a plain scalar: a line indented at least this much (any
+    // line, in a flow collection) goes on with it.
+    let mut plain: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+        let empty = bytes.iter().all(|b| matches!(b, b' ' | b'\t'));
+        if let Some((parent, content)) = block {
+            if empty {
+                continue;
+            }
+            let content = content.unwrap_or(indent);
+            if content > parent && indent >= content {
+                block = Some((parent, Some(content)));
+                continue;
+            }
+            block = None;
+        }
+        if empty && quote.is_none() {
+            continue;
+        }
+        let mut i = 0;
+        if bytes.starts_with("\u{feff}".as_bytes()) {
+            i = 3;
+        }
+        // A document marker ends any scalar (in a quoted one, libyaml stops with an error).
+        if (line.starts_with("---") || line.starts_with("...")) && blank(bytes.get(3)) {
+            i = 3;
+            quote = None;
+            plain = None;
+        }
+        // Whether a node may start here: where a quote or a bracket is an indicator.
+        let mut at_node = match plain {
+            Some(_) if depth > 0 => false,
+            Some(min) => indent < min,
+            None => true,
+        };
+        if at_node {
+            plain = None;
+        }
+        // The column of the node a block scalar here would belong to.
+        let mut node_col = indent;
+        let mut after_space = true;
+        while let Some(&c) = bytes.get(i) {
+            i += 1;
+            if let Some(q) = quote {
+                // A backslash escape in a double-quoted scalar, `''` in a single-quoted one.
+                let escaped = (q == b'"' && c == b'\\')
+                    || (q == b'\'' && c == q && bytes.get(i) == Some(&b'\''));
+                if escaped {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                    at_node = false;
+                    after_space = false;
+                }
+                continue;
+            }
+            let space = matches!(c, b' ' | b'\t');
+            match c {
+                _ if space => {}
+                b'#' if after_space => {
+                    plain = None;
+                    break;
+                }
+                b'"' | b'\'' if at_node => {
+                    quote = Some(c);
+                    node_col = i - 1;
+                }
+                b'[' | b'{' if at_node || depth > 0 => {
+                    depth += 1;
+                    if depth > max {
+                        return Some((n + 1, i));
+                    }
+                    at_node = true;
+                    plain = None;
+                }
+                b']' | b'}' if depth > 0 => {
+                    depth -= 1;
+                    at_node = false;
+                    plain = None;
+                }
+                b',' if depth > 0 => {
+                    at_node = true;
+                    plain = None;
+                }
+                b'-' | b'?' if at_node && depth == 0 && blank(bytes.get(i)) => node_col = i - 1,
+                b':' if depth > 0 || blank(bytes.get(i)) => {
+                    at_node = true;
+                    plain = None;
+                }
+                b'|' | b'>' if at_node && depth == 0 => {
+                    block = Some((node_col, None));
+                    break;
+                }
+                // A tag or an anchor: the node is what follows it.
+                b'!' | b'&' if at_node => {
+                    while !blank(bytes.get(i)) {
+                        i += 1;
+                    }
+                }
+                _ => {
+                    if at_node {
+                        // A plain scalar starts; it goes on on lines more indented than the
+                        // node it belongs to (at the start of a line: as indented as itself).
+                        plain = Some(if i - 1 == indent {
+                            indent
+                        } else {
+                            node_col + 1
+                        });
+                        node_col = i - 1;
+                    }
+                    at_node = false;
+                }
+            }
+            after_space = space;
+        }
+        if at_node {
+            plain = None;
+        }
+    }
+    None
+}
+
+/// The configurations in one document: `doc` as JSON, and `yaml` as it was written when it was
+/// YAML (JSON has no NaN: converting turned `.nan` into `null`, so numbers are looked at there).
+fn in_document(doc: &Value, yaml: Option<&serde_yaml::Value>, label: &str, out: &mut Vec<Found>) {
     let prefix = |what: &str| {
         if label.is_empty() {
             what.to_owned()
@@ -168,31 +423,33 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
     let namespace = doc.pointer("/metadata/namespace").and_then(Value::as_str);
     let who = namespace.map_or_else(|| name.to_owned(), |n| format!("{n}/{name}"));
     match kind {
-        "WasmPlugin" => {
-            if let Some(cfg) = doc.pointer("/spec/pluginConfig") {
-                out.push(Found {
-                    place: format!(
-                        "{}: spec.pluginConfig",
-                        prefix(&format!("WasmPlugin {who}"))
-                    ),
-                    json: cfg.to_string(),
-                    reads_bodies: None,
-                });
-            }
-        }
+        "WasmPlugin" => out.push(Found {
+            place: format!(
+                "{}: spec.pluginConfig",
+                prefix(&format!("WasmPlugin {who}"))
+            ),
+            bytes: manifest_configuration(
+                doc.pointer("/spec/pluginConfig"),
+                yaml.and_then(|y| y.get("spec")?.get("pluginConfig")),
+                "Istio",
+            ),
+            reads_bodies: None,
+        }),
         "EnvoyExtensionPolicy" => {
             let wasm = doc.pointer("/spec/wasm").and_then(Value::as_array);
             for (i, w) in wasm.into_iter().flatten().enumerate() {
-                if let Some(cfg) = w.get("config") {
-                    out.push(Found {
-                        place: format!(
-                            "{}: spec.wasm[{i}].config",
-                            prefix(&format!("EnvoyExtensionPolicy {who}"))
-                        ),
-                        json: cfg.to_string(),
-                        reads_bodies: None,
-                    });
-                }
+                out.push(Found {
+                    place: format!(
+                        "{}: spec.wasm[{i}].config",
+                        prefix(&format!("EnvoyExtensionPolicy {who}"))
+                    ),
+                    bytes: manifest_configuration(
+                        w.get("config"),
+                        yaml.and_then(|y| y.get("spec")?.get("wasm")?.get(i)?.get("config")),
+                        "Envoy Gateway",
+                    ),
+                    reads_bodies: None,
+                });
             }
         }
         _ => {
@@ -203,12 +460,9 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
                 } else {
                     format!("{label}: {at}")
                 };
-                let Some(json) = plugin_configuration(config) else {
-                    return;
-                };
                 out.push(Found {
                     place,
-                    json,
+                    bytes: plugin_configuration(config),
                     reads_bodies: Some(
                         config
                             .get("allow_on_headers_stop_iteration")
@@ -222,20 +476,29 @@ fn in_document(doc: &Value, label: &str, out: &mut Vec<Found>) {
 }
 
 /// Envoy's Wasm HTTP filters that load this module (by its file name or the `root_id`
-/// `token_filter`), anywhere in `value`: `found(where, config)`.
+/// `token_filter`), anywhere in `value`: `found(where, config)`. A filter may be written as
+/// itself or wrapped in a `TypedStruct` (as Istio `EnvoyFilter` patches often write it): Envoy
+/// turns the wrapper's `value` into the message its `type_url` names, so `value.config` is the
+/// same `PluginConfig`.
 fn envoy_filters(value: &Value, path: &mut Vec<String>, found: &mut dyn FnMut(&str, &Value)) {
     match value {
         Value::Object(map) => {
-            let is_wasm = map
-                .get("@type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with("envoy.extensions.filters.http.wasm.v3.Wasm"));
-            if is_wasm {
-                if let Some(config) = map.get("config") {
-                    if is_ours(config) {
-                        let at = format!("{}.config", path.join("."));
-                        found(&at, config);
-                    }
+            let type_url = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or("");
+            let wasm = if type_name(type_url("@type")) == WASM_FILTER {
+                Some(("config", map.get("config")))
+            } else if is_typed_struct(type_url("@type"))
+                && type_name(type_url("type_url")) == WASM_FILTER
+            {
+                Some((
+                    "value.config",
+                    map.get("value").and_then(|v| v.get("config")),
+                ))
+            } else {
+                None
+            };
+            if let Some((field, config)) = wasm {
+                if let Some(config) = config.filter(|c| is_ours(c)) {
+                    found(&format!("{}.{field}", path.join(".")), config);
                 }
                 return;
             }
@@ -258,6 +521,19 @@ fn envoy_filters(value: &Value, path: &mut Vec<String>, found: &mut dyn FnMut(&s
     }
 }
 
+/// The full name of the message a type URL names
+/// (`type.googleapis.com/google.protobuf.StringValue`: `google.protobuf.StringValue`).
+fn type_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+fn is_typed_struct(type_url: &str) -> bool {
+    matches!(
+        type_name(type_url),
+        "udpa.type.v1.TypedStruct" | "xds.type.v3.TypedStruct"
+    )
+}
+
 fn is_ours(config: &Value) -> bool {
     let root = config.get("root_id").and_then(Value::as_str) == Some(ROOT_ID);
     let file = config
@@ -267,13 +543,170 @@ fn is_ours(config: &Value) -> bool {
     root || file
 }
 
-/// The plugin configuration of an Envoy Wasm filter config: a `StringValue`'s `value`, or a
-/// string.
-fn plugin_configuration(config: &Value) -> Option<String> {
-    match config.get("configuration")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(m) => m.get("value").and_then(Value::as_str).map(str::to_owned),
+fn refused(field: &str, message: String) -> ConfigError {
+    ConfigError {
+        field: field.to_owned(),
+        message,
+    }
+}
+
+/// A JSON value's kind, for messages that must not print the value.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "map",
+    }
+}
+
+/// How to write the configuration in an Envoy Wasm filter: said by every refusal below.
+const AS_STRING_VALUE: &str = "give the JSON as a google.protobuf.StringValue (\"@type\": \
+     type.googleapis.com/google.protobuf.StringValue, value: '{...}' or a block scalar)";
+
+/// What Envoy hands the filter from a Wasm filter's `configuration` (a `google.protobuf.Any`):
+/// a `StringValue`'s text or a `BytesValue`'s bytes; any other message (a `Struct`, say)
+/// arrives as its protobuf encoding, which the filter cannot read, and no configuration as
+/// empty bytes, which it refuses (Envoy's `anyToBytes`, `source/extensions/common/wasm`).
+fn plugin_configuration(config: &Value) -> Result<Vec<u8>, ConfigError> {
+    let any = match config.get("configuration") {
+        None | Some(Value::Null) => {
+            return Err(refused(
+                "configuration",
+                format!(
+                    "missing: Envoy gives the filter an empty configuration, which it refuses \
+                     (the filter does not start); {AS_STRING_VALUE}"
+                ),
+            ))
+        }
+        Some(Value::Object(any)) => any,
+        Some(other) => {
+            return Err(refused(
+                "configuration",
+                format!(
+                    "is a {}, not a google.protobuf.Any (Envoy refuses it); {AS_STRING_VALUE}",
+                    kind(other)
+                ),
+            ))
+        }
+    };
+    let Some(type_url) = any.get("@type").and_then(Value::as_str) else {
+        return Err(refused(
+            "configuration",
+            format!("has no \"@type\"; {AS_STRING_VALUE}"),
+        ));
+    };
+    let value = any.get("value");
+    match type_name(type_url) {
+        "google.protobuf.StringValue" => match value {
+            Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(other) => Err(refused(
+                "configuration.value",
+                format!(
+                    "is a {}, not a string: a StringValue's value is text (Envoy refuses \
+                     anything else), so quote the JSON (value: '{{...}}') or write it as a \
+                     block scalar (value: |)",
+                    kind(other)
+                ),
+            )),
+        },
+        "google.protobuf.BytesValue" => match value {
+            Some(Value::String(s)) => base64_value(s).ok_or_else(|| {
+                refused(
+                    "configuration.value",
+                    "is not base64: a BytesValue's value is its bytes in base64".to_owned(),
+                )
+            }),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(other) => Err(refused(
+                "configuration.value",
+                format!(
+                    "is a {}, not a string: a BytesValue's value is its bytes in base64",
+                    kind(other)
+                ),
+            )),
+        },
+        other => Err(refused(
+            "configuration",
+            format!(
+                "is a {other}: Envoy hands the filter its protobuf encoding, which the filter \
+                 cannot read (it reads JSON text); {AS_STRING_VALUE}"
+            ),
+        )),
+    }
+}
+
+/// The first number in `yaml` that JSON cannot carry (`.nan`, `.inf`, `-.inf`), as the field
+/// path a configuration error names (`at` is where `yaml` is).
+fn non_finite(yaml: &serde_yaml::Value, at: &str) -> Option<String> {
+    use serde_yaml::Value as Yaml;
+    match yaml {
+        Yaml::Number(n) if n.is_nan() || n.is_infinite() => Some(at.to_owned()),
+        Yaml::Mapping(map) => map.iter().find_map(|(k, v)| {
+            let key = k.as_str().unwrap_or("?");
+            let path = if at.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{at}.{key}")
+            };
+            non_finite(v, &path)
+        }),
+        Yaml::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| non_finite(v, &format!("{at}[{i}]"))),
+        Yaml::Tagged(tagged) => non_finite(&tagged.value, at),
         _ => None,
+    }
+}
+
+/// A protobuf `bytes` field in JSON: base64, standard or URL-safe, padded or not (proto3 JSON
+/// accepts each).
+fn base64_value(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::{alphabet, Engine as _};
+    let config = general_purpose::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    [alphabet::STANDARD, alphabet::URL_SAFE]
+        .iter()
+        .find_map(|a| GeneralPurpose::new(a, config).decode(text).ok())
+}
+
+/// A configuration given as YAML in a manifest (Istio's `pluginConfig`, Envoy Gateway's Wasm
+/// `config`; `yaml`, the same as written): the platform hands it to the filter as JSON, and
+/// none at all as an empty configuration, which the filter refuses.
+fn manifest_configuration(
+    cfg: Option<&Value>,
+    yaml: Option<&serde_yaml::Value>,
+    platform: &str,
+) -> Result<Vec<u8>, ConfigError> {
+    if let Some(field) = yaml.and_then(|y| non_finite(y, "")) {
+        // `.nan` would have reached the parser as `null`, which an optional field takes as
+        // "use the default": a NaN timeout would have passed as valid.
+        let field = if field.is_empty() {
+            "configuration"
+        } else {
+            &field
+        };
+        return Err(refused(
+            field,
+            "is .nan or .inf: not a number the filter can receive (its configuration is JSON, \
+             which has neither)"
+                .to_owned(),
+        ));
+    }
+    match cfg {
+        None | Some(Value::Null) => Err(refused(
+            "configuration",
+            format!(
+                "missing: {platform} then gives the filter an empty configuration, which it \
+                 refuses (the filter does not start)"
+            ),
+        )),
+        Some(cfg) => Ok(cfg.to_string().into_bytes()),
     }
 }
 
@@ -443,18 +876,18 @@ const EMPTY_SLOT_BYTES: u64 = 90;
 fn explain(file: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let found = match read(file) {
         Ok(found) => found,
-        Err(Unreadable(why)) => {
-            let _ = writeln!(err, "{file}: {why}");
-            return 2;
+        Err(e) => {
+            let _ = writeln!(err, "{file}: {e}");
+            return e.code();
         }
     };
     if found.is_empty() {
-        let _ = writeln!(err, "{file}: no token filter configuration in it");
+        let _ = writeln!(err, "{file}: {NOTHING_FOUND}");
         return 1;
     }
     let mut code = 0;
     for f in &found {
-        match Config::from_slice(f.json.as_bytes()) {
+        match f.validate() {
             Ok(cfg) => {
                 let _ = writeln!(out, "{file}: {}\n\n{}", f.place, describe(&cfg));
             }
@@ -787,6 +1220,429 @@ mod tests {
             out.contains("| default | everything else | required |"),
             "{out}"
         );
+    }
+
+    /// An Envoy bootstrap (YAML in flow style) with one Wasm HTTP filter whose `config` is
+    /// `config` (JSON), and where `check` reports it.
+    fn bootstrap(config: &str) -> (String, &'static str) {
+        (
+            format!(
+                "static_resources: {{listeners: [{{name: l, filter_chains: [{{filters: [{{typed_config: \
+                 {{http_filters: [{{typed_config: {{\"@type\": \
+                 type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: {config}}}}}]}}}}]}}]}}]}}\n"
+            ),
+            "document 1: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.\
+             http_filters[0].typed_config.config",
+        )
+    }
+
+    #[test]
+    fn a_wasm_filter_of_ours_whose_configuration_the_filter_cannot_read_is_an_error() {
+        let good = serde_json::to_string(GOOD).unwrap_or_default();
+        let cases = [
+            // A Struct reaches the filter as protobuf bytes: refused however valid its content.
+            (
+                "struct",
+                format!(
+                    r#"{{"root_id": "token_filter", "configuration": {{"@type": "type.googleapis.com/google.protobuf.Struct", "value": {GOOD}}}}}"#
+                ),
+                "configuration: is a google.protobuf.Struct: Envoy hands the filter its protobuf encoding",
+            ),
+            // The JSON written as a YAML map under a StringValue (the quotes forgotten).
+            (
+                "unquoted",
+                format!(
+                    r#"{{"root_id": "token_filter", "configuration": {{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": {GOOD}}}}}"#
+                ),
+                "configuration.value: is a map, not a string",
+            ),
+            // No configuration: the filter starts with an empty one and refuses it.
+            (
+                "missing",
+                r#"{"root_id": "token_filter"}"#.to_owned(),
+                "configuration: missing: Envoy gives the filter an empty configuration",
+            ),
+            // Known by its module file rather than its root_id.
+            (
+                "missing, by file name",
+                r#"{"vm_config": {"code": {"local": {"filename": "/etc/envoy_token_filter.wasm"}}}}"#
+                    .to_owned(),
+                "configuration: missing",
+            ),
+            // The JSON text where an Any belongs: Envoy refuses it.
+            (
+                "a bare string",
+                format!(r#"{{"root_id": "token_filter", "configuration": {good}}}"#),
+                "configuration: is a string, not a google.protobuf.Any",
+            ),
+            (
+                "no @type",
+                format!(r#"{{"root_id": "token_filter", "configuration": {{"value": {good}}}}}"#),
+                "configuration: has no \"@type\"",
+            ),
+        ];
+        for (name, config, expected) in cases {
+            let (yaml, place) = bootstrap(&config);
+            let file = write(
+                &format!("cannot-read-{}.yaml", name.replace([' ', ','], "-")),
+                &yaml,
+            );
+            let (code, out, err) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{name}: {out}{err}");
+            assert!(
+                out.contains(&format!("{file}: {place}: {expected}")),
+                "{name}: {out}"
+            );
+            assert!(
+                !out.contains("client_secret"),
+                "{name}: no value printed: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bytes_value_configuration_is_read_as_envoy_reads_it() {
+        // Envoy unpacks a BytesValue as it does a StringValue: the filter gets the bytes.
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(GOOD);
+        let (yaml, place) = bootstrap(&format!(
+            r#"{{"root_id": "token_filter", "configuration": {{"@type": "type.googleapis.com/google.protobuf.BytesValue", "value": "{encoded}"}}}}"#
+        ));
+        let file = write("bytes-value.yaml", &yaml);
+        let (code, out, _) = run_with(&["check", &file]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("{file}: {place}: valid")), "{out}");
+    }
+
+    #[test]
+    fn a_typed_struct_wrapped_filter_is_checked_like_the_filter_itself() {
+        // How an Istio EnvoyFilter often inserts a Wasm filter: Envoy turns the TypedStruct's
+        // `value` into the Wasm message, so `value.config.configuration` is a StringValue.
+        let envoy_filter = |wrapper: &str, path: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {{name: tf, namespace: ns}}\n\
+                 spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n    patch:\n      operation: INSERT_BEFORE\n      value:\n\
+                 \x20       name: envoy.filters.http.wasm\n        typed_config:\n\
+                 \x20         \"@type\": type.googleapis.com/{wrapper}\n\
+                 \x20         type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n\
+                 \x20         value:\n            config:\n              root_id: token_filter\n\
+                 \x20             configuration:\n\
+                 \x20               \"@type\": type.googleapis.com/google.protobuf.StringValue\n\
+                 \x20               value: '{{\"phantom\": {{\"cluster\": \"ts\", \"path\": \"{path}\", \"client_id\": \"gw\", \"client_secret\": \"s\"}}}}'\n"
+            )
+        };
+        let place = "document 1: spec.configPatches[0].patch.value.typed_config.value.config";
+        for wrapper in ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"] {
+            let good = write("typed-struct-good.yaml", &envoy_filter(wrapper, "/i"));
+            let (code, out, _) = run_with(&["check", &good]);
+            assert_eq!(code, 0, "{wrapper}: {out}");
+            assert!(
+                out.contains(&format!("{good}: {place}: valid")),
+                "{wrapper}: {out}"
+            );
+            let bad = write("typed-struct-bad.yaml", &envoy_filter(wrapper, "no-slash"));
+            let (code, out, _) = run_with(&["check", &bad]);
+            assert_eq!(code, 1, "{wrapper}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "{bad}: {place}: phantom.path: must start with '/'"
+                )),
+                "{wrapper}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_manifest_without_the_configuration_is_an_error() {
+        // Istio and Envoy Gateway then give the filter an empty configuration: it refuses it.
+        let yaml = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a, namespace: n}\n\
+             spec:\n  url: oci://registry.example.com/envoy-token-filter:0.1.0\n\
+             ---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\nmetadata: {name: b}\n\
+             spec:\n  wasm:\n  - name: token-filter\n    rootID: token_filter\n";
+        let file = write("no-plugin-config.yaml", yaml);
+        let (code, out, _) = run_with(&["check", &file]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!(
+                "{file}: document 1 (WasmPlugin n/a): spec.pluginConfig: configuration: missing: Istio"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "{file}: document 2 (EnvoyExtensionPolicy b): spec.wasm[0].config: configuration: missing: Envoy Gateway"
+            )),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_file_with_nothing_of_ours_is_an_error() {
+        let cases = [
+            ("empty", ""),
+            ("a scalar", "42\n"),
+            ("a JSON list", r#"[{"phantom": {"cluster": "ts"}}]"#),
+            ("comments only", "# nothing here\n"),
+            ("another kind", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+            // An Envoy Wasm filter loading another module (or a misspelt root_id).
+            (
+                "another Wasm filter",
+                "static_resources: {listeners: [{filter_chains: [{filters: [{typed_config: {http_filters: \
+                 [{typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, \
+                 config: {root_id: token-filter, configuration: {\"@type\": \
+                 type.googleapis.com/google.protobuf.StringValue, value: '{}'}}}}]}}]}]}]}\n",
+            ),
+            ("an EnvoyExtensionPolicy whose wasm is not a list", "kind: EnvoyExtensionPolicy\nspec:\n  wasm: {config: {phantom: 1}}\n"),
+        ];
+        for (name, text) in cases {
+            let file = write(&format!("nothing-{}.yaml", name.replace(' ', "-")), text);
+            let (code, out, _) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{name}: {out}");
+            assert!(
+                out.contains(&format!("{file}: no token filter configuration found")),
+                "{name}: {out}"
+            );
+        }
+        // A file of several documents is fine as long as one is ours; another file with
+        // nothing still fails the run.
+        let mixed = write(
+            "ours-and-others.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n\
+             kind: WasmPlugin\nmetadata: {name: b}\nspec:\n  pluginConfig:\n    phantom: {cluster: ts, path: /i, client_id: gw, client_secret: s}\n",
+        );
+        assert_eq!(run_with(&["check", &mixed]).0, 0);
+        let none = write("nothing-at-all.yaml", "apiVersion: v1\nkind: ConfigMap\n");
+        assert_eq!(run_with(&["check", &mixed, &none]).0, 1);
+        assert_eq!(run_with(&["explain", &none]).0, 1);
+    }
+
+    #[test]
+    fn a_nan_or_an_infinity_in_a_configuration_is_an_error() {
+        // Converted to JSON, `.nan` became `null`, which an optional field takes as its default.
+        let cases = [
+            ("nan", ".nan", "30", "phantom.timeout_ms"),
+            ("inf", ".inf", "30", "phantom.timeout_ms"),
+            ("minus inf", "-.Inf", "30", "phantom.timeout_ms"),
+            (
+                "in a list",
+                "2000",
+                ".NaN",
+                "policies[0].min_remaining_lifetime_s",
+            ),
+        ];
+        for (name, timeout, remaining, expected) in cases {
+            let cfg = format!(
+                "{{phantom: {{cluster: ts, path: /i, client_id: gw, client_secret: s, \
+                 timeout_ms: {timeout}}}, policies: [{{name: a, min_remaining_lifetime_s: {remaining}}}]}}"
+            );
+            let yaml = format!(
+                "kind: WasmPlugin\nmetadata: {{name: a}}\nspec:\n  pluginConfig: {cfg}\n---\n\
+                 kind: EnvoyExtensionPolicy\nmetadata: {{name: b}}\nspec:\n  wasm:\n  - config: {cfg}\n"
+            );
+            let file = write(&format!("nan-{}.yaml", name.replace(' ', "-")), &yaml);
+            let (code, out, _) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{name}: {out}");
+            for place in [
+                "document 1 (WasmPlugin a): spec.pluginConfig",
+                "document 2 (EnvoyExtensionPolicy b): spec.wasm[0].config",
+            ] {
+                assert!(
+                    out.contains(&format!("{file}: {place}: {expected}: is .nan or .inf")),
+                    "{name}: {out}"
+                );
+            }
+        }
+        // A finite float where an integer belongs stays the parser's error.
+        let file = write(
+            "float.yaml",
+            "kind: WasmPlugin\nspec:\n  pluginConfig: {phantom: {cluster: ts, path: /i, client_id: gw, client_secret: s, timeout_ms: 2.5}}\n",
+        );
+        let (code, out, _) = run_with(&["check", &file]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("phantom.timeout_ms: invalid type"), "{out}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_quickly_before_parsing() {
+        // libyaml's scanner is quadratic in flow depth: 20,000 levels took a second, 100,000
+        // took 28 s (release build), only to fail as "not YAML" (exit 2).
+        let n = 100_000;
+        let cases = [
+            ("yaml", format!("a: {}{}\n", "[".repeat(n), "]".repeat(n))),
+            (
+                "json",
+                format!("{{\"phantom\": {}{}}}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                "yaml, a flow map",
+                format!("a: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+            ),
+        ];
+        for (name, text) in cases {
+            let file = write(
+                &format!("deep-{}.yaml", name.replace([' ', ','], "-")),
+                &text,
+            );
+            let started = std::time::Instant::now();
+            let (code, out, err) = run_with(&["check", &file]);
+            assert!(
+                started.elapsed().as_secs() < 5,
+                "{name}: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(code, 1, "{name}: {out}{err}");
+            assert!(
+                err.contains(&format!(
+                    "{file}: nested deeper than 64 levels at line 1 column"
+                )),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_by_indentation_is_bounded_too() {
+        // Block nesting costs the parser nothing extra; it is refused once parsed (70 levels)
+        // or when serde_yaml stops at its own 128 (200 levels, which was "not YAML", exit 2).
+        let block = |n: usize| {
+            let mut s: String = (0..n).map(|i| format!("{}a:\n", "  ".repeat(i))).collect();
+            s.push_str(&format!("{}b: 1\n", "  ".repeat(n)));
+            s
+        };
+        for n in [70, 200] {
+            let file = write(&format!("block-{n}.yaml"), &block(n));
+            let (code, out, err) = run_with(&["check", &file]);
+            assert_eq!(code, 1, "{n}: {out}{err}");
+            assert!(
+                err.contains(&format!("{file}: nested deeper than 64 levels (document 1")),
+                "{n}: {err}"
+            );
+        }
+        // 64 levels in all (a map, 63 lists) are fine as far as nesting goes.
+        let ok = format!("a: {}{}\n", "[".repeat(63), "]".repeat(63));
+        assert!(find(&ok).is_ok());
+        let deep = format!("a: {}{}\n", "[".repeat(64), "]".repeat(64));
+        assert!(matches!(find(&deep), Err(FileError::Refused(_))));
+    }
+
+    #[test]
+    fn a_file_larger_than_4_mib_is_refused_unread() {
+        // A valid manifest padded with a comment past the bound.
+        let text = format!(
+            "kind: WasmPlugin\nspec:\n  pluginConfig:\n    phantom: {{cluster: ts, path: /i, client_id: gw, client_secret: s}}\n# {}\n",
+            "x".repeat(MAX_FILE_BYTES)
+        );
+        let file = write("large.yaml", &text);
+        let (code, out, err) = run_with(&["check", &file]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains(&format!("{file}: larger than 4 MiB: refused unread")),
+            "{err}"
+        );
+        assert!(out.is_empty(), "{out}");
+        std::fs::remove_file(&file).unwrap_or_default();
+    }
+
+    #[test]
+    fn the_scan_before_parsing_counts_only_real_collections() {
+        let n = 100;
+        let (open, close) = ("[".repeat(n), "]".repeat(n));
+        // Brackets that are text: none of these is refused.
+        let text = [
+            ("single-quoted", format!("a: '{open} it''s'\nb: [1]\n")),
+            (
+                "double-quoted",
+                format!("a: \"{open} \\\" {open}\"\nb: [1]\n"),
+            ),
+            (
+                "a quoted scalar over lines",
+                format!("a: \"x\n  {open}\n  y\"\nb: [1]\n"),
+            ),
+            (
+                "a block scalar",
+                format!("a: |\n  {open}\n  \"\n\n  it's\nb: [1]\n"),
+            ),
+            (
+                "a folded block scalar in a list",
+                format!("- >-\n  {open}\n- [1]\n"),
+            ),
+            ("a comment", format!("a: 1 # {open}\n# {open}\nb: [1]\n")),
+            ("a plain scalar", format!("path: /a{open}\nb: x, {open}\n")),
+            (
+                "a plain scalar over lines",
+                format!("a: x\n  {open}\nb: [1]\n"),
+            ),
+            (
+                "a string in JSON",
+                format!("{{\"a\": \"{open}\", \"b\": [1]}}"),
+            ),
+            ("a quoted key", format!("\"{open}\": 1\n")),
+        ];
+        for (name, t) in &text {
+            assert_eq!(flow_too_deep(t, 64), None, "{name}");
+        }
+        // Collections: each of these is.
+        let collections = [
+            ("JSON", format!("{{\"a\":{open}{close}}}")),
+            ("a value", format!("a: {open}{close}\n")),
+            ("a list item", format!("- {open}{close}\n")),
+            (
+                "after a tag and an anchor",
+                format!("a: !t &x {open}{close}\n"),
+            ),
+            ("after a document marker", format!("--- {open}{close}\n")),
+            (
+                "a flow map",
+                format!("a: {}1{}\n", "{b: ".repeat(n), "}".repeat(n)),
+            ),
+            ("over lines", format!("a: [\n{}\n]\n", "[\n".repeat(n))),
+            ("after a quoted key", format!("\"a\": {open}{close}\n")),
+            (
+                "after a block scalar",
+                format!("a: |\n  text\nb: {open}{close}\n"),
+            ),
+            (
+                "after a quoted scalar",
+                format!("a: \"x\ny\"\nb: {open}{close}\n"),
+            ),
+            ("after a comment", format!("# it's\nb: {open}{close}\n")),
+            ("after a plain scalar", format!("a: x\nb: {open}{close}\n")),
+            (
+                "after a byte order mark",
+                format!("\u{feff}{open}{close}\n"),
+            ),
+            // libyaml stops a quoted scalar at a document marker.
+            (
+                "after a quote cut by a document",
+                format!("a: \"x\n--- {open}{close}\n"),
+            ),
+        ];
+        for (name, t) in &collections {
+            assert!(flow_too_deep(t, 64).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_example_file_passes_the_bounds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["envoy", "deploy/istio", "deploy/envoy-gateway"] {
+            for entry in std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if entry.path().extension().is_some_and(|e| e == "yaml") {
+                    files.push(entry.path());
+                }
+            }
+        }
+        assert!(files.len() >= 16, "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            assert_eq!(flow_too_deep(&text, 64), None, "{}", f.display());
+            assert!(find(&text).is_ok(), "{}", f.display());
+        }
     }
 
     #[test]
