@@ -189,7 +189,10 @@ mod tests {
             Ok("from-before-the-rotation"),
             "the previous key during a rotation"
         );
-        assert_eq!(decrypt(&Keys::new(&[key(KEY)]), &old), Err(CookieError::Undecryptable));
+        assert_eq!(
+            decrypt(&Keys::new(&[key(KEY)]), &old),
+            Err(CookieError::Undecryptable)
+        );
     }
 
     #[test]
