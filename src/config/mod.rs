@@ -228,6 +228,7 @@ pub const SCHEMA_CANNOT_SAY: &[&str] = &[
     "phantom.mint.private_key_pem: a key of the algorithm's curve",
     "verify.jwks_inline: a JWK Set with a usable key; realm and scopes: no quote or backslash",
     "paths matched against requests (publish, revocation, split responses, jwks_path): no '?' or '#'",
+    "credentials \"cookie\" or \"either\": needs cookies; cookies.trusted_web_origins: origins (http(s), a host, an optional port)",
 ];
 
 /// The validated configuration.

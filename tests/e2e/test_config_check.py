@@ -70,7 +70,7 @@ FULL = {
          "token": "optional", "required_scopes": ["orders"], "accept_jwt": True, "proof": "optional",
          "claims_to_headers": [{"claim": "sub", "header": "x-sub"}],
          "exchange": {"audience": "orders-api", "scope": "read", "resource": "https://orders/"},
-         "min_remaining_lifetime_s": 30, "max_lifetime_s": 900},
+         "min_remaining_lifetime_s": 30, "max_lifetime_s": 900, "credentials": "either"},
         {"name": "pay", "match": {"path_exact": "/pay"},
          "embedded_token": {"claim": "pay_token", "audiences": ["pay-api"]}},
     ],
@@ -78,6 +78,12 @@ FULL = {
                    "observe_paths": ["/oauth/revoke"],
                    "backchannel_logout": {"path": "/_bcl", "audiences": ["web"]},
                    "max_marks": 1000, "mark_ttl_s": 86400},
+    "credentials": "either",
+    "cookies": {"name_prefix": "example", "encryption_keys": ["ab" * 32, "cd" * 32],
+                "trusted_web_origins": ["https://www.example.com"],
+                "cors": {"allow_methods": ["GET", "POST"], "allow_headers": ["content-type"],
+                         "expose_headers": ["x-request-id"], "max_age_s": 600},
+                "remove_cookies": True},
 }
 
 # Fields whose bounds or values in the schema meet a rule between fields (SCHEMA_CANNOT_SAY):
@@ -102,6 +108,7 @@ CROSS_FIELD = {
     ("token_exchange", "missing"): "exchange: needs token_exchange",
     ("verify", "missing"): "accept_jwt, embedded_token.audiences, backchannel_logout: need verify",
     ("verify.jwks", "missing"): "verify.jwks or verify.jwks_inline: exactly one",
+    ("cookies", "missing"): "credentials \"cookie\" or \"either\": needs cookies",
 }
 
 
