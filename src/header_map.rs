@@ -77,6 +77,13 @@ impl HeaderMap {
             .map(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// Every value of header `name`, in order, as text (invalid UTF-8 becomes U+FFFD).
+    pub fn each_lossy<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
+        entries(&self.0)
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v))
+    }
+
     /// Every header name, in order (a name present twice comes twice).
     pub fn names(&self) -> impl Iterator<Item = &[u8]> {
         entries(&self.0).map(|(n, _)| n)

@@ -74,8 +74,11 @@ pub fn lookup(cx: &Ctx<'_>, caller: &Caller<'_>, keys: &TokenKeys<'_>) -> Option
             Some(Verdict::Reject(denial))
         }
         Ok(()) => {
-            // Verified: its shape and claims are sound.
-            let claims = jwt::parse(token).unwrap_or_default();
+            // Verified by its signature; its claims read as this filter reads them, or refused
+            // (an `exp` the verifier reads another way, a negative one, is not a date here).
+            let Ok(claims) = jwt::parse(token) else {
+                return Some(Verdict::Reject(Denial::InvalidToken));
+            };
             let identity = claims::payload_of(token)
                 .map(|p| Identity::of(hash, &p))
                 .unwrap_or_else(|| stored_identity(hash, &[]));

@@ -3,8 +3,9 @@
 //! `Authorization`, on a policy that accepts cookies, has its token read from the
 //! `<prefix>-at` cookie after the checks OWASP's CSRF guidance asks for, in order: its `Origin`
 //! is trusted (a missing one is refused for state-changing methods, and for every method when
-//! the app is on another origin, `cors`); for `POST`, `PUT`, `PATCH`, `DELETE`, the
-//! `x-<prefix>-csrf` header equals the decrypted `<prefix>-csrf` cookie; the cookie decrypts
+//! the app is on another origin, `cors`); for every method that changes state (all but `GET`,
+//! `HEAD`, `OPTIONS`, `TRACE` in upper case), the `x-<prefix>-csrf` header equals the
+//! decrypted `<prefix>-csrf` cookie; the cookie decrypts
 //! under one of the keys. The token then goes through every stage a bearer token does. Beside
 //! it: CORS preflights from trusted origins answered here, and what a forwarded request's
 //! headers and its response get (the filter's cookies removed; CORS headers).
@@ -36,11 +37,13 @@ pub fn of(cfg: &Config, headers: &HeaderMap) -> Option<Box<Browser>> {
     let mut browser = Browser::default();
     if cookies.remove_cookies && headers.contains("cookie") {
         let names = [cookies.access_cookie.as_str(), cookies.csrf_cookie.as_str()];
-        let values: Vec<&str> = headers.each("cookie").flatten().collect();
-        let ours = cookie::find(values.iter().copied(), names)
+        // Read as text whatever it holds: a byte that is not UTF-8 in one crumb must not let
+        // the filter's cookies through (the rest is kept, that byte as U+FFFD).
+        let values: Vec<std::borrow::Cow<'_, str>> = headers.each_lossy("cookie").collect();
+        let ours = cookie::find(values.iter().map(AsRef::as_ref), names)
             .map_or(true, |[at, csrf]| at.is_some() || csrf.is_some());
         if ours {
-            browser.cookie = Some(cookie::without(values.into_iter(), &names));
+            browser.cookie = Some(cookie::without(values.iter().map(AsRef::as_ref), &names));
         }
     }
     if cookies.cors.is_some() {
@@ -109,8 +112,12 @@ fn check(
     headers: &HeaderMap,
     csrf: Option<&str>,
 ) -> Result<(), Denial> {
+    // Every method but the safe ones changes state (OWASP), whatever its case: Envoy passes
+    // `post` on HTTP/2 as it is, and an API may read it as `POST`.
     let method = headers.text(":method").unwrap_or_default();
-    let changes = matches!(&*method, "POST" | "PUT" | "PATCH" | "DELETE");
+    let changes = !["GET", "HEAD", "OPTIONS", "TRACE"].iter().any(|safe| {
+        method.eq_ignore_ascii_case(safe) && method.bytes().all(|b| b.is_ascii_uppercase())
+    });
     match headers.text("origin") {
         Some(origin) if cookie::origin_trusted(&cookies.origins, &origin) => {}
         Some(_) => return Err(Denial::OriginNotTrusted),

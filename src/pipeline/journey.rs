@@ -67,8 +67,9 @@ pub fn lifetime_of(policy: &Policy, token: &Resolved, now_s: u64) -> Result<(), 
     }
     if let Some(max) = policy.max_lifetime_s {
         match (token.iat, token.exp) {
-            (Some(iat), Some(exp)) if exp.saturating_sub(iat) <= max => {}
-            // No `iat`: its lifetime cannot be told; no `exp`: it has none.
+            (Some(iat), Some(exp)) if exp >= iat && exp - iat <= max => {}
+            // No `iat`: its lifetime cannot be told; no `exp`: it has none; an `exp` before
+            // its `iat` (or one that is not a date, read as 0): not a lifetime at all.
             _ => return Err(Denial::LifetimeTooLong),
         }
     }

@@ -101,6 +101,8 @@ pub enum State {
         route: Revocation,
         size: usize,
         strip: Vec<String>,
+        /// A browser's `Cookie` without the filter's cookies, written if it goes on.
+        set: Vec<(String, String)>,
     },
     /// An observed RFC 7009 request, forwarded: the token it names (its SHA-256) is revoked
     /// here when the token service answers 200.
@@ -404,7 +406,12 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
             }
         }
         (
-            State::Revoking { route, size, strip },
+            State::Revoking {
+                route,
+                size,
+                strip,
+                set,
+            },
             E::Body {
                 size: now,
                 complete,
@@ -414,14 +421,18 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
                 route,
                 size: now.unwrap_or(size),
                 strip,
+                set,
             },
             complete,
             cx,
         ),
         (state @ State::Revoking { .. }, E::Trailers(_)) => held_body(state, true, cx),
-        (State::Revoking { route, strip, .. }, E::BodyRead(body)) => {
-            revocation_body(cx, route, strip, body)
-        }
+        (
+            State::Revoking {
+                route, strip, set, ..
+            },
+            E::BodyRead(body),
+        ) => revocation_body(cx, route, strip, set, body),
         (State::Revoking { .. }, E::Expired { never_saw_body }) => {
             cx.host.count(Counter::RevocationRefused);
             let answer = if never_saw_body {
@@ -539,12 +550,14 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
         browser,
     };
     let forward = |kind, passage| {
+        let mut strip = owned(cx, passage, headers);
+        let set = cookie_edits(judged.browser.as_deref(), &mut strip);
         Action::Forward(Forward {
             kind,
             policy,
             token: None,
-            strip: owned(cx, passage, headers),
-            set: Vec::new(),
+            strip,
+            set,
         })
     };
     match step {
@@ -596,13 +609,7 @@ fn forward_to(
     mut strip: Vec<String>,
     browser: Option<&Browser>,
 ) -> (State, Action) {
-    let mut set = Vec::new();
-    if let Some(Some(cookie)) = browser.map(|b| &b.cookie) {
-        strip.push("cookie".to_owned());
-        if let Some(kept) = cookie {
-            set.push(("cookie".to_owned(), kept.clone()));
-        }
-    }
+    let set = cookie_edits(browser, &mut strip);
     let state = match browser.and_then(|b| b.cors.as_ref()) {
         Some(origin) => State::Cors {
             origin: origin.clone(),
@@ -617,6 +624,19 @@ fn forward_to(
         set,
     });
     (state, action)
+}
+
+/// A browser's `Cookie` edit (with `remove_cookies`): the header removed, and written again
+/// without the filter's cookies when others are left. On every passage that goes on.
+fn cookie_edits(browser: Option<&Browser>, strip: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut set = Vec::new();
+    if let Some(Some(cookie)) = browser.map(|b| &b.cookie) {
+        strip.push("cookie".to_owned());
+        if let Some(kept) = cookie {
+            set.push(("cookie".to_owned(), kept.clone()));
+        }
+    }
+    set
 }
 
 fn owned(cx: &Ctx<'_>, passage: Passage, headers: &HeaderMap) -> Vec<String> {
@@ -797,15 +817,22 @@ fn start_revocation(cx: &Ctx<'_>, route: Revocation, request: &Request<'_>) -> (
         cx.host.count(Counter::RevocationRefused);
         return done(revocation_reply(cx, answer));
     }
-    let strip = owned(cx, Passage::TokenRequest, headers);
+    let mut strip = owned(cx, Passage::TokenRequest, headers);
+    let browser = cx
+        .cfg
+        .cookies
+        .as_ref()
+        .and(super::browser::of(cx.cfg, headers));
+    let set = cookie_edits(browser.as_deref(), &mut strip);
     if request.end_of_stream {
-        return revocation_body(cx, route, strip, &[]);
+        return revocation_body(cx, route, strip, set, &[]);
     }
     (
         State::Revoking {
             route,
             size: 0,
             strip,
+            set,
         },
         Action::Hold(held::Kind::Revocation),
     )
@@ -824,6 +851,7 @@ fn revocation_body(
     cx: &Ctx<'_>,
     route: Revocation,
     strip: Vec<String>,
+    set: Vec<(String, String)>,
     body: &[u8],
 ) -> (State, Action) {
     let made = match route {
@@ -848,7 +876,7 @@ fn revocation_body(
                     policy: cx.cfg.policies.list.len(),
                     token: None,
                     strip,
-                    set: Vec::new(),
+                    set,
                 }),
             );
         }

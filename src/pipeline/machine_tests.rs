@@ -807,6 +807,12 @@ fn observed_marks_give_way_and_never_block_the_operator() {
         respond(100 + i);
     }
     assert_eq!(env.host.count_of(Counter::RevokedToken), 8);
+    // Another observed one never takes their place (a flood cannot push out a token revoked
+    // that way): 503, and nothing given way.
+    env.post(150, "/oauth/revoke", &client, "token=junk-flood");
+    assert_eq!(respond(150), Flow::Pause);
+    assert_eq!(status(&env.io, 150), Some(503));
+    assert_eq!(env.host.count_of(Counter::RevocationObservedEvicted), 0);
     // The operator's revocations still land, each in the place of the oldest observed mark.
     for i in 0..8 {
         env.revoke(200 + i, &format!("sub=user{i}"));

@@ -199,14 +199,22 @@ fn apply(
 ) -> Result<u64, RevocationReply> {
     let host = cx.host;
     let mark = mark(cx, kind, key, at_s)?;
-    insert(cx, &mark)?;
+    let inserted = insert(cx, &mark);
+    // A token the token service revoked, with no room for its mark: 503, but every worker's
+    // copies of it are forgotten all the same.
+    match &inserted {
+        Err(RevocationReply::Full) if kind == MarkKind::Observed => {}
+        Err(other) => return Err(*other),
+        Ok(()) => {}
+    }
     let Some(seq) = store::log_append(host, &mark) else {
         return Err(RevocationReply::Unavailable(
             "the revocation log is busy; retry",
         ));
     };
-    host.count(counter);
     follow(cx);
+    inserted?;
+    host.count(counter);
     Ok(seq)
 }
 

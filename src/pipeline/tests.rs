@@ -708,6 +708,18 @@ fn routes_by_path_without_query() {
         ("/x\\..\\_split-token", Route::NearMiss),
         ("/OAuth/Token", Route::NearMiss),
         ("/oauth/token/", Route::NearMiss),
+        ("/_split-token%00", Route::NearMiss),
+        ("/_split-token%00.json", Route::NearMiss),
+        ("/_split-token%20", Route::NearMiss),
+        ("/_split-token%09", Route::NearMiss),
+        ("/_split-token.", Route::NearMiss),
+        ("/_split-token. ./", Route::NearMiss),
+        // Not near: other paths that start or end alike.
+        ("/_split-token.json", Route::Protected),
+        ("/_split-tokens", Route::Protected),
+        ("/api/_split-token", Route::Protected),
+        ("/_split-token/x", Route::Protected),
+        ("/oauth/token-info", Route::Protected),
     ] {
         assert_eq!(route(&cfg, path), want, "{path}");
     }

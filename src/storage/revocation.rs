@@ -12,8 +12,9 @@
 //! until its `until`. A mark made by the operator or the provider (the API, a logout) is never
 //! dropped to make room: a full bucket refuses the new mark ([`Insert::Full`], answered 503).
 //! A token's mark made from an observed RFC 7009 request ([`MarkKind::Observed`], which anyone
-//! holding client credentials can cause) gives way to any new mark, the oldest first: such
-//! requests can never fill a bucket against the operator. Like the
+//! holding client credentials can cause) gives way to a new mark of the API or a logout, the
+//! oldest first, never to another observed one: such requests can never fill a bucket against
+//! the operator, nor push out a token revoked that way. Like the
 //! replay store, the bucket keys do not name a size: the sizes in use are listed in a layout
 //! record (`rvm:layout`, [`crate::storage::layout`]), marks are written under the largest and
 //! looked for under every live one, so a reload to another `max_marks` forgets nothing.
@@ -271,7 +272,8 @@ impl Marks {
     /// Writes `mark` under the largest live size (a logout `jti` looked for under the others
     /// first). A mark of the same key is renewed: the later revocation time, the later end (and
     /// a token's mark made by the API no longer gives way). When the bucket is full, the
-    /// oldest [`MarkKind::Observed`] mark gives way; without one, nothing is written.
+    /// oldest [`MarkKind::Observed`] mark gives way to a mark of another kind; without one (or
+    /// for an observed mark), nothing is written.
     pub fn insert(&self, host: &dyn Host, salt: &[u8; 32], mark: &Mark, now_ms: u64) -> Insert {
         let live = |m: &Mark| now_ms < m.until_ms;
         let same =
@@ -323,6 +325,9 @@ impl Marks {
                     }
                 }
                 None if !full => marks.push(*mark),
+                // An observed mark never takes another's place: a flood of them cannot push
+                // out a token revoked that way.
+                None if mark.kind == MarkKind::Observed => return Insert::Full,
                 None => {
                     let oldest = marks
                         .iter_mut()

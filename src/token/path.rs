@@ -43,7 +43,12 @@ pub fn fold(target: &str) -> String {
             }
         }
     }
-    let text = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    // A server written in C stops at a NUL.
+    let end = decoded
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(decoded.len());
+    let text = String::from_utf8_lossy(decoded.get(..end).unwrap_or_default()).to_ascii_lowercase();
     let mut kept: Vec<&str> = Vec::new();
     for segment in text.split('/') {
         match segment.split(';').next().unwrap_or("") {
@@ -51,7 +56,11 @@ pub fn fold(target: &str) -> String {
             ".." => {
                 kept.pop();
             }
-            s => kept.push(s),
+            // Some servers drop trailing dots and spaces of a segment (`/_revoke.`).
+            s => match s.trim_end_matches(['.', ' ', '\t', '\r', '\n', '\x0b', '\x0c']) {
+                "" => {}
+                s => kept.push(s),
+            },
         }
     }
     format!("/{}", kept.join("/"))
@@ -65,6 +74,8 @@ pub fn plain(target: &str) -> bool {
         .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_uppercase())
         && !path.contains("//")
         && !path.contains("/.")
+        && !path.contains("./")
+        && !path.ends_with('.')
         && (path.len() <= 1 || !path.ends_with('/'))
 }
 

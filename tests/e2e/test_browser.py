@@ -18,7 +18,7 @@ import time
 import pytest
 
 from harness.envoy import Envoy, bearer, request
-from harness.oidc import OIDC_DIR, node
+from harness.oidc import OIDC_DIR, node, seal_cookies
 from harness.services import Signer, TokenService, decode_jwt_payload
 from harness.split import PUBLISH, SECRET, split_jwt, store_key
 
@@ -32,12 +32,9 @@ PREFIX = "example"
 AT, CSRF, CSRF_HEADER = f"{PREFIX}-at", f"{PREFIX}-csrf", f"x-{PREFIX}-csrf"
 
 
+
 def seal(*values, key=KEY):
-    """Cookie values as the OAuth Agent writes them (Node's crypto, AES-256-GCM)."""
-    out = subprocess.run([node(), "seal.mjs", key, *values], cwd=OIDC_DIR, check=True,
-                         capture_output=True, text=True, timeout=30).stdout.split()
-    assert len(out) == len(values)
-    return out
+    return seal_cookies(key, *values)
 
 
 @pytest.fixture(scope="module")

@@ -200,3 +200,12 @@ class DpopClient:
     def stop(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
+
+
+def seal_cookies(key_hex, *values):
+    """Cookie values as an OAuth Agent writes them (tests/oidc/seal.mjs: Node's crypto,
+    AES-256-GCM in Curity's format), one per value."""
+    out = subprocess.run([node(), "seal.mjs", key_hex, *values], cwd=OIDC_DIR, check=True,
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    assert len(out) == len(values)
+    return out
