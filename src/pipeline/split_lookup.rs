@@ -6,7 +6,7 @@
 //! has not moved since the copy was made. Every revocation and re-publication moves it, after
 //! writing the slot, so a revoked token is refused by every worker from the next request on.
 
-use crate::config::{Config, SplitConfig};
+use crate::config::SplitConfig;
 use crate::hash::{TokenHash, TokenKeys};
 use crate::metrics::Counter;
 use crate::reply::Denial;
@@ -173,13 +173,13 @@ pub fn on_remote_get(
     let now = host.now_ms();
     let failed = || {
         host.count(Counter::RemoteError);
-        fallback_or(cfg, split, hash, token, Denial::StoreUnavailable)
+        fallback_or(cx, caller, split, hash, token, Denial::StoreUnavailable)
     };
     let header_payload = match got {
         Got::Found(hp) => hp,
         Got::Missing => {
             host.count(Counter::RemoteMiss);
-            return fallback_or(cfg, split, hash, token, Denial::InvalidToken);
+            return fallback_or(cx, caller, split, hash, token, Denial::InvalidToken);
         }
         Got::Failed => return failed(),
     };
@@ -195,7 +195,7 @@ pub fn on_remote_get(
     };
     if entry.expires_at_ms <= now {
         host.count(Counter::RemoteMiss);
-        return fallback_or(cfg, split, hash, token, Denial::InvalidToken);
+        return fallback_or(cx, caller, split, hash, token, Denial::InvalidToken);
     }
     host.count(Counter::RemoteHit);
     let local = local_entry(split, &entry, now);
@@ -207,20 +207,26 @@ pub fn on_remote_get(
     super::finish(cx, caller, &incoming, verdict)
 }
 
+/// After the remote store: the phantom flow as from the start (its cache first: a token that
+/// is not a split token is introspected once, not on every request), else `denial`.
 fn fallback_or(
-    cfg: &Config,
+    cx: &Ctx<'_>,
+    caller: &Caller<'_>,
     split: &SplitConfig,
     hash: &TokenHash,
     token: &str,
     denial: Denial,
 ) -> Step {
-    if split.fallback_to_phantom && cfg.phantom.is_some() {
-        Step::Introspect {
-            hash: *hash,
-            token: token.to_owned(),
-        }
-    } else {
-        Step::Done(Verdict::Reject(denial))
+    if !split.fallback_to_phantom || cx.cfg.phantom.is_none() {
+        return Step::Done(Verdict::Reject(denial));
+    }
+    let incoming = TokenKeys::with_sha(&cx.worker.keyed, token, *hash);
+    if let Some(verdict) = super::phantom_cache::lookup(cx, caller, &incoming) {
+        return super::finish(cx, caller, &incoming, verdict);
+    }
+    Step::Introspect {
+        hash: *hash,
+        token: token.to_owned(),
     }
 }
 

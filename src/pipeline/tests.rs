@@ -985,6 +985,28 @@ mod remote_store {
                 Step::Introspect { .. }
             ));
         }
+        // Once introspected, that token is served from the phantom cache: the remote store's
+        // miss does not mean another introspection.
+        let jwt = signed(
+            &format!(r#"{{"scope":"read","exp":{}}}"#, T0 / 1000 + 600),
+            "",
+        );
+        let answered = on_introspection(
+            &cfg,
+            &host,
+            &hash,
+            active(&jwt, Some(T0 / 1000 + 600), "read"),
+        );
+        assert!(matches!(answered, Verdict::Forward(_)));
+        for got in [Got::Missing, Got::Failed] {
+            assert!(
+                matches!(
+                    on_remote_get(&cfg, &host, &hash, &token, got, 1),
+                    Step::Done(Verdict::Forward(_))
+                ),
+                "a phantom cache hit after the remote store"
+            );
+        }
         // Not a signature at all: no remote read, straight to the fallback.
         assert!(matches!(
             on_request(&cfg, &host, Some("Bearer not~a~signature")),

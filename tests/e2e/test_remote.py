@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from harness.envoy import Envoy, bearer, closed_port, forwarded_authorizations, request
+from harness.envoy import Envoy, base_config, bearer, closed_port, forwarded_authorizations, request
 from harness.split import PUBLISH, SECRET, new_jwt, publish, revoke, split_jwt, store_key, token_request
 
 LOCAL_TTL_S = 2
@@ -87,12 +87,21 @@ def fleet_config():
                                  "local_ttl_s": LOCAL_TTL_S}}}
 
 
+def fallback_config():
+    """The same store, and phantom tokens too: a remote miss falls back to introspection."""
+    cfg = fleet_config()
+    cfg["phantom"] = base_config()["phantom"]
+    cfg["split"]["fallback_to_phantom"] = True
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, redis, echo, token_service):
     gateways = {}
     for name in ("a", "b"):
         e = Envoy(tmp_path_factory.mktemp(f"envoy-{name}"),
-                  listeners={"main": (fleet_config(), (("/oauth/token", "token_service"), ("/", "api")))},
+                  listeners={"main": (fleet_config(), (("/oauth/token", "token_service"), ("/", "api"))),
+                             "fallback": {"plugin": fallback_config(), "vm_id": "fallback"}},
                   clusters={"api": echo.port, "token_service": token_service.port, "webdis": redis.http_port})
         e.start()
         gateways[name] = e
@@ -146,6 +155,17 @@ def test_split_at_issuance_on_one_gateway_works_on_the_other(fleet):
     assert r.status == 200
     jwt = forwarded_authorizations(r)[0][len("Bearer "):]
     assert jwt.endswith("." + sig)
+
+
+def test_an_opaque_token_after_a_remote_miss_is_introspected_once(fleet, token_service):
+    """With `fallback_to_phantom`, a token that is not in the store is introspected, and its
+    answer cached: the next requests are phantom cache hits after the remote miss, not
+    introspections again."""
+    p = fleet["a"].ports["fallback"]
+    token = f"notsplit{uuid.uuid4().hex}"
+    for _ in range(5):
+        assert request(p, "/api/x", bearer(token)).status == 200
+    assert len(token_service.calls_for(token)) == 1
 
 
 def test_unknown_tokens_are_401_after_a_remote_miss(fleet):
