@@ -60,6 +60,31 @@ pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 /// Deepest nesting of maps and lists a file may have. The examples in `envoy/` and `deploy/`
 /// nest 19 deep at most.
 pub const MAX_DEPTH: usize = 64;
+/// The most a file's text times its YAML aliases may come to (each alias copies its anchor).
+pub const MAX_EXPANDED_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many YAML aliases (`*name`) `text` may hold: a `*` at the start of a node (after a
+/// space, the line's start, `[`, `{`, `,`, `-`, `:`) followed by a name character. It may count
+/// a `*` in a plain scalar too; a bound needs no more.
+fn aliases(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| {
+            b == b'*'
+                && i.checked_sub(1).and_then(|j| bytes.get(j)).is_none_or(|p| {
+                    matches!(
+                        p,
+                        b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',' | b'-' | b':'
+                    )
+                })
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_alphanumeric() || matches!(n, b'_' | b'-'))
+        })
+        .count()
+}
 
 /// Why a file was not looked into.
 #[derive(Debug)]
@@ -201,9 +226,31 @@ pub fn find(text: &str) -> Result<Vec<Found>, FileError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large());
     }
-    if let Some((line, column)) = flow_too_deep(text, MAX_DEPTH) {
+    // YAML ends a line at CR, NEL, LS and PS too, not only at LF: the scan reads lines as the
+    // parser does.
+    let lines: std::borrow::Cow<'_, str> =
+        if text.contains(['\r', '\u{85}', '\u{2028}', '\u{2029}']) {
+            std::borrow::Cow::Owned(
+                text.replace("\r\n", "\n")
+                    .replace(['\r', '\u{85}', '\u{2028}', '\u{2029}'], "\n"),
+            )
+        } else {
+            std::borrow::Cow::Borrowed(text)
+        };
+    if let Some((line, column)) = flow_too_deep(&lines, MAX_DEPTH) {
         return Err(FileError::too_deep(&format!(
             " at line {line} column {column}"
+        )));
+    }
+    // Each alias copies what its anchor names: what the parser builds is bounded by the text
+    // times the aliases in it, and refused past MAX_EXPANDED_BYTES.
+    let aliases = aliases(text);
+    if text.len().saturating_mul(aliases + 1) > MAX_EXPANDED_BYTES {
+        return Err(FileError::Refused(format!(
+            "{aliases} YAML aliases in {} bytes could expand past {} MiB: refused (a \
+             configuration needs far fewer)",
+            text.len(),
+            MAX_EXPANDED_BYTES / (1024 * 1024)
         )));
     }
     let trimmed = text.trim_start();
@@ -217,7 +264,7 @@ pub fn find(text: &str) -> Result<Vec<Found>, FileError> {
         // A bootstrap written as JSON is looked into like a YAML one.
         if value.get("static_resources").is_some() || value.get("apiVersion").is_some() {
             let mut out = Vec::new();
-            in_document(&value, None, "", &mut out);
+            in_document(&value, None, text, "", &mut out);
             return Ok(out);
         }
         return Ok(vec![Found {
@@ -248,7 +295,7 @@ pub fn find(text: &str) -> Result<Vec<Found>, FileError> {
         if depth(&value) > MAX_DEPTH {
             return Err(FileError::too_deep(&format!(" ({label})")));
         }
-        in_document(&value, Some(&yaml), &label, &mut out);
+        in_document(&value, Some(&yaml), text, &label, &mut out);
     }
     Ok(out)
 }
@@ -407,7 +454,13 @@ fn flow_too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
 
 /// The configurations in one document: `doc` as JSON, and `yaml` as it was written when it was
 /// YAML (JSON has no NaN: converting turned `.nan` into `null`, so numbers are looked at there).
-fn in_document(doc: &Value, yaml: Option<&serde_yaml::Value>, label: &str, out: &mut Vec<Found>) {
+fn in_document(
+    doc: &Value,
+    yaml: Option<&serde_yaml::Value>,
+    text: &str,
+    label: &str,
+    out: &mut Vec<Found>,
+) {
     let prefix = |what: &str| {
         if label.is_empty() {
             what.to_owned()
@@ -423,12 +476,31 @@ fn in_document(doc: &Value, yaml: Option<&serde_yaml::Value>, label: &str, out: 
     let namespace = doc.pointer("/metadata/namespace").and_then(Value::as_str);
     let who = namespace.map_or_else(|| name.to_owned(), |n| format!("{n}/{name}"));
     match kind {
+        // `kubectl get ... -o yaml`: a list of resources.
+        _ if kind == "List" || kind.ends_with("List") => {
+            let items = doc.get("items").and_then(Value::as_array);
+            for (i, item) in items.into_iter().flatten().enumerate() {
+                let item_yaml = yaml.and_then(|y| y.get("items")?.get(i));
+                let item_label = if label.is_empty() {
+                    format!("items[{i}]")
+                } else {
+                    format!("{label} items[{i}]")
+                };
+                in_document(item, item_yaml, text, &item_label, out);
+            }
+        }
+        "WasmPlugin"
+            if !manifest_is_ours(
+                &[doc.pointer("/spec/url"), doc.pointer("/spec/pluginName")],
+                doc.pointer("/spec/pluginConfig"),
+            ) => {}
         "WasmPlugin" => out.push(Found {
             place: format!(
                 "{}: spec.pluginConfig",
                 prefix(&format!("WasmPlugin {who}"))
             ),
             bytes: manifest_configuration(
+                text,
                 doc.pointer("/spec/pluginConfig"),
                 yaml.and_then(|y| y.get("spec")?.get("pluginConfig")),
                 "Istio",
@@ -438,12 +510,22 @@ fn in_document(doc: &Value, yaml: Option<&serde_yaml::Value>, label: &str, out: 
         "EnvoyExtensionPolicy" => {
             let wasm = doc.pointer("/spec/wasm").and_then(Value::as_array);
             for (i, w) in wasm.into_iter().flatten().enumerate() {
+                let names = [
+                    w.pointer("/code/image/url"),
+                    w.pointer("/code/http/url"),
+                    w.get("name"),
+                    w.get("rootID"),
+                ];
+                if !manifest_is_ours(&names, w.get("config")) {
+                    continue;
+                }
                 out.push(Found {
                     place: format!(
                         "{}: spec.wasm[{i}].config",
                         prefix(&format!("EnvoyExtensionPolicy {who}"))
                     ),
                     bytes: manifest_configuration(
+                        text,
                         w.get("config"),
                         yaml.and_then(|y| y.get("spec")?.get("wasm")?.get(i)?.get("config")),
                         "Envoy Gateway",
@@ -536,11 +618,30 @@ fn is_typed_struct(type_url: &str) -> bool {
 
 fn is_ours(config: &Value) -> bool {
     let root = config.get("root_id").and_then(Value::as_str) == Some(ROOT_ID);
-    let file = config
-        .pointer("/vm_config/code/local/filename")
-        .and_then(Value::as_str)
-        .is_some_and(|f| f.ends_with(MODULE_FILE));
-    root || file
+    let name = config.get("name").and_then(Value::as_str) == Some(ROOT_ID);
+    let code = |pointer: &str| {
+        config
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .is_some_and(|f| f.ends_with(MODULE_FILE))
+    };
+    root || name
+        || code("/vm_config/code/local/filename")
+        || code("/vm_config/code/remote/http_uri/uri")
+}
+
+/// Whether an Istio or Envoy Gateway Wasm entry is this filter's: its image, URL, name or root
+/// id names it, or its configuration has one of this filter's sections. Another vendor's plugin beside it
+/// is not checked against this filter's configuration.
+fn manifest_is_ours(names: &[Option<&Value>], config: Option<&Value>) -> bool {
+    let named = names.iter().any(|n| {
+        n.and_then(|v| v.as_str())
+            .is_some_and(|u| u.contains("token-filter") || u.contains("token_filter"))
+    });
+    let shaped = config
+        .and_then(Value::as_object)
+        .is_some_and(|c| c.contains_key("phantom") || c.contains_key("split"));
+    named || shaped
 }
 
 fn refused(field: &str, message: String) -> ConfigError {
@@ -679,6 +780,7 @@ fn base64_value(text: &str) -> Option<Vec<u8>> {
 /// `config`; `yaml`, the same as written): the platform hands it to the filter as JSON, and
 /// none at all as an empty configuration, which the filter refuses.
 fn manifest_configuration(
+    text: &str,
     cfg: Option<&Value>,
     yaml: Option<&serde_yaml::Value>,
     platform: &str,
@@ -698,6 +800,21 @@ fn manifest_configuration(
                 .to_owned(),
         ));
     }
+    if let Some(field) = cfg.and_then(|c| yaml_1_1_trap(text, c, "")) {
+        // kubectl and Helm turn manifests into JSON with YAML 1.1 (sigs.k8s.io/yaml over
+        // yaml.v2): there, a plain `NO` is a boolean and `012345` an octal number.
+        let field = if field.is_empty() {
+            "configuration"
+        } else {
+            &field
+        };
+        return Err(refused(
+            field,
+            "is a plain scalar that YAML 1.1 (kubectl, Helm) reads as a boolean or a number, \
+             not the text this check reads: quote it"
+                .to_owned(),
+        ));
+    }
     match cfg {
         None | Some(Value::Null) => Err(refused(
             "configuration",
@@ -708,6 +825,73 @@ fn manifest_configuration(
         )),
         Some(cfg) => Ok(cfg.to_string().into_bytes()),
     }
+}
+
+/// The first field under `value` whose text is one YAML 1.1 reads as a boolean or a number
+/// (`NO`, `on`, `012345`, `1_000`, `12:30`) and that `text` holds unquoted somewhere.
+fn yaml_1_1_trap(text: &str, value: &Value, at: &str) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if yaml_1_1_special(s) && unquoted_in(text, s) => Some(at.to_owned()),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| yaml_1_1_trap(text, v, &join(&crate::json_error::key_name(k)))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| yaml_1_1_trap(text, v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Whether YAML 1.1 reads plain `s` as a boolean or an integer where YAML 1.2 reads text.
+fn yaml_1_1_special(s: &str) -> bool {
+    const BOOLS: [&str; 22] = [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
+    ];
+    if BOOLS.contains(&s) {
+        return true;
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let all = |d: &str, ok: fn(u8) -> bool| !d.is_empty() && d.bytes().all(ok);
+    // 012345 (octal), 1_000, 0b1010, 12:30 (base 60).
+    (digits.len() > 1 && digits.starts_with('0') && all(digits, |b| b.is_ascii_digit()))
+        || (digits.contains('_')
+            && digits.starts_with(|c: char| c.is_ascii_digit())
+            && all(digits, |b| b.is_ascii_digit() || b == b'_'))
+        || digits
+            .strip_prefix("0b")
+            .is_some_and(|d| all(d, |b| matches!(b, b'0' | b'1' | b'_')))
+        || (digits.contains(':')
+            && digits.starts_with(|c: char| matches!(c, '1'..='9'))
+            && all(digits, |b| b.is_ascii_digit() || b == b':' || b == b'_'))
+}
+
+/// Whether `text` holds `s` as a plain scalar: after `: `, `- `, `[`, `{` or `,`, and before
+/// the line's end, a comment, `,`, `]` or `}`.
+fn unquoted_in(text: &str, s: &str) -> bool {
+    text.lines().any(|line| {
+        line.match_indices(s).any(|(i, _)| {
+            let before = line
+                .get(..i)
+                .unwrap_or_default()
+                .trim_end_matches([' ', '\t']);
+            let after = line.get(i + s.len()..).unwrap_or_default();
+            let after_trim = after.trim_start_matches([' ', '\t']);
+            let opens = before.ends_with([':', '-', '[', '{', ',']);
+            let closes = after_trim.is_empty()
+                || after_trim.starts_with([',', ']', '}'])
+                || (after_trim.starts_with('#') && after.len() > after_trim.len());
+            opens && closes
+        })
+    })
 }
 
 // ---- the reference ---------------------------------------------------------------------------
@@ -1153,6 +1337,83 @@ mod tests {
 
     const GOOD: &str =
         r#"{"phantom": {"cluster": "ts", "path": "/i", "client_id": "gw", "client_secret": "s"}}"#;
+
+    #[test]
+    fn what_a_second_probe_found() {
+        // Aliases that copy a large anchor many times: refused before the parser expands them.
+        let anchor: Vec<String> = (0..1000).map(|i| format!("k{i}: {i}")).collect();
+        let aliases = vec!["*x"; 4000].join(", ");
+        let bomb = write(
+            "aliases.yaml",
+            &format!("a: &x {{{}}}\nb: [{aliases}]\n", anchor.join(", ")),
+        );
+        let (code, _, err) = run_with(&["check", &bomb]);
+        assert_eq!(code, 1);
+        assert!(err.contains("YAML aliases"), "{err}");
+        // A few aliases, as Envoy configurations use them, are fine.
+        assert!(aliases_fit("a: &c {x: 1}\nb: *c\nc: *c\n"));
+        // Lines broken by CR alone are lines to the scan as to the parser.
+        let cr = write("cr.yaml", &format!("# c\ra: {}\r", "[".repeat(5000)));
+        let (code, _, err) = run_with(&["check", &cr]);
+        assert_eq!(code, 1);
+        assert!(err.contains("nested deeper"), "{err}");
+        // An unknown key holding a value (`client_secret:VALUE`, a space missing) is not
+        // printed.
+        let leak = write(
+            "leak.yaml",
+            "kind: WasmPlugin\nspec:\n  pluginConfig: {phantom: {cluster: ts, path: /i, client_id: gw, client_secret:Sup3rS3cret}}\n",
+        );
+        let (code, out, err) = run_with(&["check", &leak]);
+        assert_eq!(code, 1);
+        assert!(
+            !out.contains("Sup3r") && !err.contains("Sup3r"),
+            "{out}{err}"
+        );
+        // Our module loaded from a remote URI is ours too.
+        let remote = write(
+            "remote.yaml",
+            "static_resources:\n  listeners:\n  - filter_chains:\n    - filters:\n      - typed_config:\n          http_filters:\n          - typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n              config:\n                vm_config:\n                  code: {remote: {http_uri: {uri: \"https://x/envoy_token_filter.wasm\"}}}\n                configuration:\n                  \"@type\": type.googleapis.com/google.protobuf.StringValue\n                  value: '{\"phantom\": {\"cluster\": \"ts\"}}'\n",
+        );
+        assert_eq!(run_with(&["check", &remote]).0, 1);
+        // `kubectl get -o yaml`: a List's items are looked into.
+        let list = write(
+            "list.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- kind: WasmPlugin\n  spec:\n    url: oci://r/envoy-token-filter:1\n    pluginConfig: {phantom: {cluster: ts}}\n",
+        );
+        assert_eq!(run_with(&["check", &list]).0, 1);
+        // Another vendor's plugin beside ours is not checked against our configuration.
+        let other = write(
+            "other.yaml",
+            &format!("kind: WasmPlugin\nspec:\n  url: oci://r/envoy-token-filter:1\n  pluginConfig: {GOOD}\n---\nkind: WasmPlugin\nspec:\n  url: oci://ghcr.io/istio-ecosystem/wasm-extensions/basic_auth:1.12.0\n  pluginConfig: {{basic_auth_rules: []}}\n"),
+        );
+        let (code, out, _) = run_with(&["check", &other]);
+        assert_eq!(code, 0, "{out}");
+        // kubectl reads manifests as YAML 1.1: a plain NO is a boolean, 012345 a number.
+        for (plain, want) in [
+            ("realm: NO", 1),
+            ("realm: \"NO\"", 0),
+            ("realm: 'on'", 0),
+            ("realm: on", 1),
+            ("client_id: 012345", 1),
+            ("client_id: \"012345\"", 0),
+        ] {
+            let (id, realm) = if plain.starts_with("realm") {
+                ("client_id: gw", plain)
+            } else {
+                (plain, "realm: api")
+            };
+            let f = write(
+                "yaml11.yaml",
+                &format!("kind: WasmPlugin\nspec:\n  url: oci://r/envoy-token-filter:1\n  pluginConfig:\n    {realm}\n    phantom:\n      cluster: ts\n      path: /i\n      {id}\n      client_secret: s\n"),
+            );
+            let (code, out, err) = run_with(&["check", &f]);
+            assert_eq!(code, want, "{plain}: {out}{err}");
+        }
+    }
+
+    fn aliases_fit(text: &str) -> bool {
+        text.len() * (aliases(text) + 1) <= MAX_EXPANDED_BYTES && aliases(text) == 2
+    }
 
     #[test]
     fn a_json_plugin_configuration_is_checked_and_values_never_printed() {

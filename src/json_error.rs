@@ -27,10 +27,14 @@ fn data_message(message: &str) -> String {
         .and_then(|i| message.get(..i))
         .unwrap_or(message);
     for field_kind in ["missing field", "duplicate field", "unknown field"] {
-        if message.starts_with(field_kind) {
-            // A name, not a value: one of our fields, or a key the path names anyway
-            // (`unknown field `timeout`, expected one of ...`).
-            return message.to_owned();
+        if let Some(rest) = message.strip_prefix(field_kind) {
+            // A name, not a value: one of our fields (`unknown field `timeout`, expected one
+            // of ...`). An unknown key is the caller's text and may hold a value
+            // (`client_secret:VALUE`, a missing space in YAML): named only when it is a name.
+            let Some((key, after)) = rest.strip_prefix(" `").and_then(|r| r.split_once('`')) else {
+                return field_kind.to_owned();
+            };
+            return format!("{field_kind} `{}`{after}", key_name(key));
         }
     }
     const KINDS: [&str; 4] = [
@@ -46,6 +50,22 @@ fn data_message(message: &str) -> String {
     match message.split_once(", expected ") {
         Some((_, expected)) => format!("{kind}, expected {expected}"),
         None => kind.to_owned(),
+    }
+}
+
+/// A configuration key as it may be printed: itself when it looks like a field name (letters,
+/// digits, `_`, `-`, at most 64), else a placeholder: a key that is not a name may carry a
+/// value (`client_secret:VALUE`).
+pub fn key_name(key: &str) -> std::borrow::Cow<'_, str> {
+    let name = key.len() <= 64
+        && !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if name {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Borrowed("(a key that is not a field name)")
     }
 }
 
@@ -112,6 +132,9 @@ mod tests {
                 assert!(!got.contains(secret), "{json}: {got}");
             }
         }
+        let got = error_of::<S>(r#"{"secret": "x", "client_secret:Sup3rS3cret": 1}"#);
+        assert!(got.starts_with("unknown field `(a key"), "{got}");
+        assert!(!got.contains("Sup3r"), "{got}");
         assert!(error_of::<S>(r#"{"secret": "x""#).starts_with("ends early"));
         assert!(error_of::<S>(r#"{"secret": s3cr3t}"#).starts_with("is not valid JSON"));
     }

@@ -279,8 +279,33 @@ impl Config {
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "configuration" } else { &path };
+            // Keys the path names are printed only when they are names (a key may carry a
+            // value: `client_secret:VALUE`).
+            let mut path = String::new();
+            for segment in e.path().iter() {
+                use serde_path_to_error::Segment;
+                match segment {
+                    Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                    Segment::Map { key } => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(&crate::json_error::key_name(key));
+                    }
+                    Segment::Enum { variant } => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(&crate::json_error::key_name(variant));
+                    }
+                    Segment::Unknown => path.push_str(".?"),
+                }
+            }
+            let field = if path.is_empty() {
+                "configuration"
+            } else {
+                &path
+            };
             ConfigError::new(field, crate::json_error::describe(e.inner()))
         })?;
         de.end()
