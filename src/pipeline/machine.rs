@@ -515,10 +515,8 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
     let decision = super::on_request(cx, request);
     let headers = request.headers;
     let policy = decision.policy;
-    let browser = match cx.cfg.cookies {
-        Some(_) => super::browser::of(cx.cfg, headers),
-        None => None,
-    };
+    // A browser's cookie edits and CORS origin; `None` without `cookies`.
+    let browser = super::browser::of(cx.cfg, headers);
     // A forward at once (a hit, the common case) reads nothing more of the request.
     let step = match decision.step {
         Step::Done(Verdict::Forward(token)) => {
@@ -818,11 +816,7 @@ fn start_revocation(cx: &Ctx<'_>, route: Revocation, request: &Request<'_>) -> (
         return done(revocation_reply(cx, answer));
     }
     let mut strip = owned(cx, Passage::TokenRequest, headers);
-    let browser = cx
-        .cfg
-        .cookies
-        .as_ref()
-        .and(super::browser::of(cx.cfg, headers));
+    let browser = super::browser::of(cx.cfg, headers);
     let set = cookie_edits(browser.as_deref(), &mut strip);
     if request.end_of_stream {
         return revocation_body(cx, route, strip, set, &[]);

@@ -336,17 +336,7 @@ impl KeySet {
         jwt: &str,
         now_s: u64,
     ) -> Result<serde_json::Map<String, serde_json::Value>, VerifyFailure> {
-        if jwt.len() > MAX_TOKEN_BYTES {
-            return Err(VerifyFailure::Malformed);
-        }
-        let meta = Token::decode_metadata(jwt).map_err(|_| VerifyFailure::Malformed)?;
-        // RFC 7515 §4.1.9: the `application/` prefix may be present; media types are
-        // case-insensitive.
-        let typ = meta.signature_type().unwrap_or("").to_ascii_lowercase();
-        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-        if typ != "token-introspection+jwt" {
-            return Err(VerifyFailure::Malformed);
-        }
+        check_typ(jwt, "token-introspection+jwt", true)?;
         let mut o = options(policy, now_s);
         o.allowed_audiences = Some(HashSet::from([audience.to_owned()]));
         o.max_validity = Some(Duration::from_secs(
@@ -371,16 +361,7 @@ impl KeySet {
         jwt: &str,
         now_s: u64,
     ) -> Result<serde_json::Map<String, serde_json::Value>, VerifyFailure> {
-        if jwt.len() > MAX_TOKEN_BYTES {
-            return Err(VerifyFailure::Malformed);
-        }
-        let meta = Token::decode_metadata(jwt).map_err(|_| VerifyFailure::Malformed)?;
-        if let Some(typ) = meta.signature_type() {
-            let typ = typ.to_ascii_lowercase();
-            if typ.strip_prefix("application/").unwrap_or(&typ) != "logout+jwt" {
-                return Err(VerifyFailure::Malformed);
-            }
-        }
+        check_typ(jwt, "logout+jwt", false)?;
         let mut o = options(policy, now_s);
         o.allowed_audiences = Some(audiences.iter().cloned().collect());
         self.verify_as(policy, jwt, o)?;
@@ -545,6 +526,28 @@ pub const INTROSPECTION_MAX_AGE_S: u64 = 60;
 struct Custom {
     #[serde(default)]
     token_introspection: Option<serde_json::Value>,
+}
+
+/// The JWS header's `typ` is `want` (RFC 7515 §4.1.9: an `application/` prefix may be
+/// present; media types are case-insensitive). `required`: a header without `typ` is refused.
+fn check_typ(jwt: &str, want: &str, required: bool) -> Result<(), VerifyFailure> {
+    if jwt.len() > MAX_TOKEN_BYTES {
+        return Err(VerifyFailure::Malformed);
+    }
+    let meta = Token::decode_metadata(jwt).map_err(|_| VerifyFailure::Malformed)?;
+    let Some(typ) = meta.signature_type() else {
+        return if required {
+            Err(VerifyFailure::Malformed)
+        } else {
+            Ok(())
+        };
+    };
+    let typ = typ.to_ascii_lowercase();
+    if typ.strip_prefix("application/").unwrap_or(&typ) == want {
+        Ok(())
+    } else {
+        Err(VerifyFailure::Malformed)
+    }
 }
 
 fn options(policy: &Policy, now_s: u64) -> VerificationOptions {

@@ -18,23 +18,17 @@ import time
 import pytest
 
 from harness.envoy import Envoy, bearer, request
-from harness.oidc import OIDC_DIR, node, seal_cookies
+from harness.browser import AT, CSRF, CSRF_HEADER, KEY, PREFIX, TRUSTED, cookies_block, seal
+from harness.oidc import OIDC_DIR, node
 from harness.services import Signer, TokenService, decode_jwt_payload
 from harness.split import PUBLISH, SECRET, split_jwt, store_key
 
-KEY = "4e4636356d65563e4c73233847503e3b21436e6f7629724950526f4b5e2e4e50"
 OLD_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 OTHER_KEY = "ff" * 32
-TRUSTED = "https://www.example.com"
 ISS = "https://login.example.com"
 AUD = "api.example.com"
-PREFIX = "example"
-AT, CSRF, CSRF_HEADER = f"{PREFIX}-at", f"{PREFIX}-csrf", f"x-{PREFIX}-csrf"
 
 
-
-def seal(*values, key=KEY):
-    return seal_cookies(key, *values)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +44,7 @@ def ts(signer):
 
 
 def plugin(signer, **cookies):
-    block = {"name_prefix": PREFIX, "encryption_keys": [KEY, OLD_KEY],
-             "trusted_web_origins": [TRUSTED]}
-    block.update(cookies)
+    block = cookies_block(encryption_keys=[KEY, OLD_KEY], **cookies)
     return {
         "required_scopes": ["read"],
         "phantom": {"cluster": "ts", "path": "/introspect", "client_id": "gw", "client_secret": "s"},
@@ -81,18 +73,12 @@ def benv(tmp_path_factory, ts, signer, echo):
     e.stop()
 
 
-_n = [0]
-
-
 def opaque(ts, signer, **claims):
     """An opaque token the stub introspects to a signed JWT."""
-    _n[0] += 1
-    name = f"browser-{_n[0]}-{time.time_ns()}"
     now = int(time.time())
     full = {"iss": ISS, "aud": AUD, "sub": "alice", "scope": "read", "iat": now, "exp": now + 300}
     full.update(claims)
-    ts.scripted[name] = signer.mint(full)
-    return name
+    return ts.script(signer.mint(full), "browser")
 
 
 def cookie_header(**named):

@@ -12,20 +12,13 @@ import http.server
 import pytest
 
 from harness.envoy import Envoy, bearer, request
-from harness.oidc import seal_cookies
+from harness.browser import AT, CSRF, CSRF_HEADER, TRUSTED, cookies_block, seal
 from harness.services import Signer, TokenService
 
-KEY = "4e4636356d65563e4c73233847503e3b21436e6f7629724950526f4b5e2e4e50"
-TRUSTED = "https://www.example.com"
 ISS = "https://login.example.com"
 AUD = "api.example.com"
-PREFIX = "example"
-AT, CSRF, CSRF_HEADER = f"{PREFIX}-at", f"{PREFIX}-csrf", f"x-{PREFIX}-csrf"
 
 
-
-def seal(*values, key=KEY):
-    return seal_cookies(key, *values)
 
 
 class AnyEcho:
@@ -94,8 +87,7 @@ def api():
 
 
 def plugin(signer, **cookies):
-    block = {"name_prefix": PREFIX, "encryption_keys": [KEY], "trusted_web_origins": [TRUSTED]}
-    block.update(cookies)
+    block = cookies_block(**cookies)
     return {
         "required_scopes": ["read"],
         "phantom": {"cluster": "ts", "path": "/introspect", "client_id": "gw", "client_secret": "s"},
@@ -119,17 +111,12 @@ def env(tmp_path_factory, ts, signer, api):
     e.stop()
 
 
-_n = [0]
-
-
 def opaque(ts, signer, **claims):
-    _n[0] += 1
-    name = f"hostile-{_n[0]}-{time.time_ns()}"
+    """An opaque token the stub introspects to a signed JWT."""
     now = int(time.time())
     full = {"iss": ISS, "aud": AUD, "sub": "alice", "scope": "read", "iat": now, "exp": now + 300}
     full.update(claims)
-    ts.scripted[name] = signer.mint(full)
-    return name
+    return ts.script(signer.mint(full), "hostile")
 
 
 @pytest.fixture(scope="module")

@@ -196,6 +196,7 @@ class TokenService(_Service):
         self.jwks_delay = 0.0  # seconds before the JWKS is answered
         self.jwks_calls = 0
         self.scripted = {}
+        self._serial = 0
         # token -> (status, content type or None, body bytes, extra headers): any answer at all.
         self.raw = {}
         self.issued = 0
@@ -409,6 +410,14 @@ class TokenService(_Service):
         h.end_headers()
         h.wfile.write(body)
         return None
+
+    def script(self, jwt, prefix="opaque"):
+        """A new opaque token whose introspection answers `jwt`."""
+        with self.lock:
+            self._serial += 1
+            name = f"{prefix}-{self._serial}-{time.time_ns()}"
+        self.scripted[name] = jwt
+        return name
 
     def calls_for(self, token):
         with self.lock:
