@@ -15,4 +15,5 @@ pub mod mint;
 pub mod path;
 pub mod revocation;
 pub mod scope;
+pub mod seal;
 pub mod split;
