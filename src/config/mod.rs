@@ -10,6 +10,7 @@ mod checks;
 mod cookies;
 mod endpoint;
 mod exchange;
+mod fleet;
 mod phantom;
 mod policy;
 mod proof;
@@ -23,6 +24,7 @@ pub use self::cache::CacheConfig;
 pub use self::cookies::{CookiesConfig, CorsConfig};
 pub use self::endpoint::Endpoint;
 pub use self::exchange::{ExchangeConfig, ExchangeRule};
+pub use self::fleet::FleetConfig;
 pub use self::phantom::PhantomConfig;
 pub use self::policy::{
     segment_of, ClaimHeader, Credentials, Embedded, HostMatch, Match, PathMatch, Policies, Policy,
@@ -179,6 +181,8 @@ struct RawConfig {
     /// Browser apps (the token handler pattern): the token in an encrypted cookie, trusted
     /// origins, CSRF, CORS with credentials.
     cookies: Option<RawCookies>,
+    /// A fleet of gateways sharing their caches and stores through Redis (webdis).
+    fleet: Option<fleet::RawFleet>,
     /// Where the `default` policy's token may come from (with `cookies`).
     #[cfg_attr(feature = "cli", schemars(extend("enum" = ["bearer", "cookie", "either"])))]
     credentials: Option<String>,
@@ -255,6 +259,8 @@ pub struct Config {
     pub revocation: Option<RevocationConfig>,
     /// Browser apps: the token in an encrypted cookie.
     pub cookies: Option<CookiesConfig>,
+    /// What a fleet of gateways shares (issue 28: parsed, not yet used).
+    pub fleet: Option<FleetConfig>,
     /// The lengths of the names of the headers the filter may own, as bits (bit `n`: a name
     /// of `n` bytes): a request header of any other length is none of them, at the cost of
     /// one test.
@@ -529,6 +535,7 @@ impl RawConfig {
         // route that introspects never serves an entry a JWT route made.
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
         let cookies = self.cookies.map(RawCookies::validate).transpose()?;
+        let fleet = self.fleet.map(fleet::RawFleet::validate).transpose()?;
         let dpop = self.dpop.map(RawDpop::validate).transpose()?;
         let mtls = self.mtls.map(RawMtls::validate);
         let mint = phantom.as_ref().and_then(|p| p.mint.as_ref());
@@ -590,6 +597,7 @@ impl RawConfig {
             token_exchange,
             revocation,
             cookies,
+            fleet,
             phantom,
             cache: CacheConfig {
                 max_ttl_s,

@@ -1,0 +1,163 @@
+//! `fleet` (issue 28, work in progress: parsed and validated, not yet used): what a fleet of
+//! gateways shares through Redis, spoken through webdis's URL protocol (proxy-wasm can only make
+//! HTTP calls). With it, each feature present is shared: the phantom cache (level 2), the split
+//! store, DPoP replay and nonces, revocation.
+
+use serde::Deserialize;
+
+use super::checks::*;
+use super::*;
+
+/// Default `fleet.key_prefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "tf:";
+/// Default `fleet.timeout_ms`.
+pub const DEFAULT_FLEET_TIMEOUT_MS: u64 = 200;
+/// Default `fleet.local_ttl_s`.
+pub const DEFAULT_FLEET_LOCAL_TTL_S: u64 = 10;
+/// Default `fleet.revocation_bound_ms`.
+pub const DEFAULT_REVOCATION_BOUND_MS: u64 = 2_000;
+
+/// The fleet's shared store.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    /// Envoy cluster of webdis (in front of Redis).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
+    cluster: String,
+    /// `:authority` of its requests; the cluster name by default.
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 256)))]
+    authority: Option<String>,
+    /// Prefix of every key the filter writes: letters, digits, `:`, `_`, `.`, `-` (1 to 32).
+    #[cfg_attr(feature = "cli", schemars(length(min = 1, max = 32), regex(pattern = r"^[A-Za-z0-9:_.-]+$"), extend("default" = "tf:")))]
+    key_prefix: Option<String>,
+    /// Timeout of every fleet call, in milliseconds.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 60000), extend("default" = 200)))]
+    timeout_ms: Option<u64>,
+    /// Longest a gateway keeps a fleet entry in its own store: how late a change made
+    /// elsewhere may be seen.
+    #[cfg_attr(feature = "cli", schemars(range(min = 1, max = 86400), extend("default" = 10)))]
+    local_ttl_s: Option<u64>,
+    /// A revocation received by one gateway is enforced by every other within this bound.
+    #[cfg_attr(feature = "cli", schemars(range(min = 100, max = 60000), extend("default" = 2000)))]
+    revocation_bound_ms: Option<u64>,
+    /// Accept split entries a token service wrote to Redis in the plain form (not sealed):
+    /// weaker, a store breach reads their claims and can forge them.
+    #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
+    accept_plain_split: Option<bool>,
+}
+
+/// `fleet`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+    pub local_ttl_s: u64,
+    pub revocation_bound_ms: u64,
+    pub accept_plain_split: bool,
+}
+
+impl RawFleet {
+    pub(super) fn validate(self) -> Result<FleetConfig, ConfigError> {
+        check_name("fleet.cluster", &self.cluster)?;
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        check_name("fleet.authority", &authority)?;
+        let key_prefix = self
+            .key_prefix
+            .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+        let prefix_ok = (1..=32).contains(&key_prefix.len())
+            && key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'-'));
+        if !prefix_ok {
+            return Err(ConfigError::new(
+                "fleet.key_prefix",
+                "must be 1 to 32 letters, digits, ':', '_', '.' or '-'",
+            ));
+        }
+        Ok(FleetConfig {
+            cluster: self.cluster,
+            authority,
+            key_prefix,
+            timeout_ms: in_range(
+                "fleet.timeout_ms",
+                self.timeout_ms.unwrap_or(DEFAULT_FLEET_TIMEOUT_MS),
+                1,
+                60_000,
+            )?,
+            local_ttl_s: in_range(
+                "fleet.local_ttl_s",
+                self.local_ttl_s.unwrap_or(DEFAULT_FLEET_LOCAL_TTL_S),
+                1,
+                86_400,
+            )?,
+            revocation_bound_ms: in_range(
+                "fleet.revocation_bound_ms",
+                self.revocation_bound_ms
+                    .unwrap_or(DEFAULT_REVOCATION_BOUND_MS),
+                100,
+                60_000,
+            )?,
+            accept_plain_split: self.accept_plain_split.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<FleetConfig, ConfigError> {
+        serde_json::from_str::<RawFleet>(json)
+            .map_err(|e| ConfigError::new("fleet", e.to_string()))?
+            .validate()
+    }
+
+    #[test]
+    fn the_contract_and_its_defaults() {
+        let f = parse(r#"{"cluster": "webdis"}"#).unwrap();
+        assert_eq!(
+            f,
+            FleetConfig {
+                cluster: "webdis".into(),
+                authority: "webdis".into(),
+                key_prefix: "tf:".into(),
+                timeout_ms: 200,
+                local_ttl_s: 10,
+                revocation_bound_ms: 2000,
+                accept_plain_split: false,
+            }
+        );
+        let full = parse(
+            r#"{"cluster": "webdis", "authority": "redis.internal", "key_prefix": "gw1:",
+                "timeout_ms": 150, "local_ttl_s": 5, "revocation_bound_ms": 1000,
+                "accept_plain_split": true}"#,
+        )
+        .unwrap();
+        assert_eq!(full.authority, "redis.internal");
+        assert!(full.accept_plain_split);
+    }
+
+    #[test]
+    fn refuses_what_cannot_work_naming_the_field() {
+        for (json, field) in [
+            (r#"{"cluster": ""}"#, "fleet.cluster"),
+            (
+                r#"{"cluster": "w", "key_prefix": "a/b"}"#,
+                "fleet.key_prefix",
+            ),
+            (r#"{"cluster": "w", "key_prefix": ""}"#, "fleet.key_prefix"),
+            (r#"{"cluster": "w", "timeout_ms": 0}"#, "fleet.timeout_ms"),
+            (
+                r#"{"cluster": "w", "revocation_bound_ms": 50}"#,
+                "fleet.revocation_bound_ms",
+            ),
+            (r#"{"cluster": "w", "local_ttl_s": 0}"#, "fleet.local_ttl_s"),
+        ] {
+            assert_eq!(parse(json).unwrap_err().field, field, "{json}");
+        }
+        assert!(parse(r#"{"cluster": "w", "extra": 1}"#).is_err());
+    }
+}
