@@ -1,7 +1,7 @@
-//! `fleet` (issue 28, work in progress: parsed and validated, not yet used): what a fleet of
-//! gateways shares through Redis, spoken through webdis's URL protocol (proxy-wasm can only make
-//! HTTP calls). With it, each feature present is shared: the phantom cache (level 2), the split
-//! store, DPoP replay and nonces, revocation.
+//! `fleet`: what a fleet of gateways shares through Redis, spoken through webdis's URL protocol
+//! (proxy-wasm can only make HTTP calls). Today: the phantom cache (level 2, sealed entries).
+//! The split store, DPoP replay and nonces, and revocation are not shared yet (issue 28): a
+//! configuration with `fleet` and any of them is refused, rather than shared in part.
 
 use serde::Deserialize;
 
@@ -105,6 +105,40 @@ impl RawFleet {
     }
 }
 
+/// Whether the features of a configuration with `fleet` are ones the fleet shares: each that is
+/// present must be, or the configuration is refused (a fleet that shares in part would accept
+/// at one gateway what another refused).
+pub(super) fn shares(
+    phantom: bool,
+    split: bool,
+    dpop: bool,
+    revocation: bool,
+) -> Result<(), ConfigError> {
+    if !phantom {
+        return Err(ConfigError::new(
+            "fleet",
+            "shares the phantom cache: needs phantom",
+        ));
+    }
+    for (present, field, what) in [
+        (split, "split", "use split.remote for the split store"),
+        (dpop, "dpop", "DPoP replay and nonces would be per gateway"),
+        (
+            revocation,
+            "revocation",
+            "a revocation would reach one gateway only",
+        ),
+    ] {
+        if present {
+            return Err(ConfigError::new(
+                "fleet",
+                format!("not yet with {field}: the fleet does not share it yet ({what})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +193,29 @@ mod tests {
             assert_eq!(parse(json).unwrap_err().field, field, "{json}");
         }
         assert!(parse(r#"{"cluster": "w", "extra": 1}"#).is_err());
+    }
+
+    #[test]
+    fn a_fleet_shares_every_feature_present_or_is_refused() {
+        let phantom =
+            r#""phantom": {"cluster": "ts", "path": "/i", "client_id": "c", "client_secret": "s"}"#;
+        let fleet = r#""fleet": {"cluster": "webdis"}"#;
+        let ok = format!("{{{phantom}, {fleet}}}");
+        assert!(Config::from_slice(ok.as_bytes()).unwrap().fleet.is_some());
+        for (extra, names) in [
+            (r#""dpop": {}"#, "dpop"),
+            (
+                r#""revocation": {"observe_paths": ["/revoke"]}"#,
+                "revocation",
+            ),
+            (r#""split": {"max_entries": 10}"#, "split"),
+        ] {
+            let json = format!("{{{phantom}, {fleet}, {extra}}}");
+            let e = Config::from_slice(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, "fleet", "{extra}");
+            assert!(e.message.contains(names), "{e:?}");
+        }
+        let split_only = format!(r#"{{"split": {{"max_entries": 10}}, {fleet}}}"#);
+        assert!(Config::from_slice(split_only.as_bytes()).is_err());
     }
 }

@@ -232,6 +232,7 @@ pub const SCHEMA_CANNOT_SAY: &[&str] = &[
     "phantom.mint.private_key_pem: a key of the algorithm's curve",
     "verify.jwks_inline: a JWK Set with a usable key; realm and scopes: no quote or backslash",
     "paths matched against requests (publish, revocation, split responses, jwks_path): no '?' or '#'",
+    "fleet: needs phantom; not yet with split, dpop or revocation (issue 28: they are not shared yet)",
     "credentials \"cookie\" or \"either\": needs cookies; cookies.trusted_web_origins: origins (http(s), a host, an optional port)",
 ];
 
@@ -259,7 +260,7 @@ pub struct Config {
     pub revocation: Option<RevocationConfig>,
     /// Browser apps: the token in an encrypted cookie.
     pub cookies: Option<CookiesConfig>,
-    /// What a fleet of gateways shares (issue 28: parsed, not yet used).
+    /// What a fleet of gateways shares (the phantom cache, level 2).
     pub fleet: Option<FleetConfig>,
     /// The lengths of the names of the headers the filter may own, as bits (bit `n`: a name
     /// of `n` bytes): a request header of any other length is none of them, at the cost of
@@ -586,6 +587,14 @@ impl RawConfig {
         }
         for path in &mut own_paths_folded {
             *path = crate::token::path::fold(path);
+        }
+        if fleet.is_some() {
+            fleet::shares(
+                phantom.is_some(),
+                split.is_some(),
+                dpop.is_some(),
+                revocation.is_some(),
+            )?;
         }
         Ok(Config {
             own_paths_folded,

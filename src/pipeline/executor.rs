@@ -31,11 +31,14 @@ use crate::token::exchange;
 use crate::token::introspection::{self, CallFailure, Response, MAX_RESPONSE_BYTES};
 use crate::token::jws::MAX_JWKS_BYTES;
 use crate::token::jwt::MAX_HEADER_PAYLOAD_LEN;
+use crate::token::seal;
 
 use super::forward::Forward;
 use super::io::{CallResponse, Io, Level, Outgoing, RequestParts};
 use super::machine::{self, Action, Call, Event, Note, Refused, State};
-use super::{on_exchange, on_introspection, revoke, Ctx, Exchanged, Introspected, Worker};
+use super::{
+    on_exchange, on_introspection, phantom_fleet, revoke, Ctx, Exchanged, Introspected, Worker,
+};
 
 /// The period of the root context's timer: counters flushed, the key set scheduled, parked and
 /// held requests looked at, orphaned calls made again.
@@ -53,11 +56,20 @@ pub enum Flow {
     Pause,
 }
 
+/// Which key-value store a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreOf {
+    Split,
+    Fleet,
+}
+
 /// A request's own call, and what its answer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Own {
     Read,
     Write,
+    /// A fleet write nobody waits for (counted when answered).
+    FleetWrite,
 }
 
 /// What an action leads to before the callback can return.
@@ -303,6 +315,13 @@ impl Executor {
             return;
         }
         let own = self.own_calls.borrow_mut().remove(&call);
+        if let Some((_, Own::FleetWrite)) = own {
+            let response = io.call_response(num_headers, 0, 0);
+            if !remote::put_succeeded(response.status().as_deref()) {
+                host.count(Counter::FleetWriteFailed);
+            }
+            return;
+        }
         if let Some((id, own)) = own {
             let response = io.call_response(num_headers, body_size, MAX_HEADER_PAYLOAD_LEN);
             if !self.select(io, id) {
@@ -314,7 +333,7 @@ impl Executor {
                     status: status.as_deref(),
                     body: response.body.as_deref(),
                 },
-                Own::Write => Event::RemoteWritten {
+                Own::Write | Own::FleetWrite => Event::RemoteWritten {
                     status: status.as_deref(),
                 },
             };
@@ -331,9 +350,14 @@ impl Executor {
         };
         let max = match done.kind {
             CallKind::Introspection => MAX_RESPONSE_BYTES,
+            CallKind::FleetRead => seal::MAX_SEALED_LEN,
             CallKind::Exchange { .. } => exchange::MAX_RESPONSE_BYTES,
         };
         let response = io.call_response(num_headers, body_size, max);
+        if done.kind == CallKind::FleetRead {
+            self.fleet_read(host, io, done, &response);
+            return;
+        }
         let read = Read::of(&response);
         let answer = read.response(response.body.as_deref());
         match done.kind {
@@ -346,6 +370,7 @@ impl Executor {
                 let outcome = introspection::classify(&answer, contract);
                 self.introspected(host, io, done, outcome, answer.status);
             }
+            CallKind::FleetRead => {}
             CallKind::Exchange { .. } => {
                 let outcome = exchange::classify(&answer);
                 self.exchanged(host, io, done, outcome, answer.status);
@@ -370,16 +395,7 @@ impl Executor {
         }
         let orphans = self.inflight.borrow().orphans();
         for (key, token, kind) in orphans {
-            match self.dispatch_kind(io, kind, &token) {
-                Ok(call) => {
-                    self.count(host, kind);
-                    self.inflight.borrow_mut().started(&key, root_id, call);
-                }
-                Err(e) => {
-                    io.log(Level::Warn, format_args!("#{root_id} {e}"));
-                    self.abandon(host, io, &key, kind);
-                }
-            }
+            self.start_call(host, io, root_id, key, kind, &token);
         }
     }
 
@@ -694,7 +710,12 @@ impl Executor {
     fn call(&self, host: &dyn Host, io: &dyn Io, id: u32, call: Call) -> Next {
         match call {
             Call::Introspect { hash, token } => {
-                self.join(host, io, id, hash, &token, CallKind::Introspection, None)
+                // With a fleet, its entry is read first (the same waiters wait on).
+                let kind = match self.cfg.fleet {
+                    Some(_) => CallKind::FleetRead,
+                    None => CallKind::Introspection,
+                };
+                self.join(host, io, id, hash, &token, kind, None)
             }
             Call::Exchange {
                 key,
@@ -733,75 +754,122 @@ impl Executor {
         let join = self.inflight.borrow_mut().join(key, token, kind, id);
         match join {
             Join::Wait => host.count(Counter::Coalesced),
-            Join::Lead => match self.lead(io, &key, kind, token, client) {
-                Ok(call) => {
-                    self.count(host, kind);
-                    self.inflight.borrow_mut().started(&key, id, call);
-                }
-                Err(e) => {
-                    io.log(Level::Error, format_args!("#{id} {e}"));
-                    self.abandon(host, io, &key, kind);
-                }
-            },
+            Join::Lead => {
+                // The first request for `key` makes the call (`client` kept beside it).
+                self.inflight.borrow_mut().attach(&key, client);
+                self.start_call(host, io, id, key, kind, token);
+            }
         }
         Next::Flow(Flow::Pause)
     }
 
-    /// The first request for `key` makes the call (`client` kept beside it).
-    fn lead(
+    /// Makes the call of `kind` for `key`, from context `owner`. When it cannot be made, a
+    /// fleet read gives way to the introspection; anything else answers everyone waiting for
+    /// it at once (502).
+    fn start_call(
         &self,
+        host: &dyn Host,
         io: &dyn Io,
-        key: &TokenHash,
+        owner: u32,
+        key: TokenHash,
         kind: CallKind,
         token: &str,
-        client: Option<Box<crate::token::revocation::Identity>>,
-    ) -> Result<u32, String> {
-        self.inflight.borrow_mut().attach(key, client);
-        self.dispatch_kind(io, kind, token)
+    ) {
+        match self.dispatch_kind(io, &key, kind, token) {
+            Ok(call) => {
+                self.count(host, kind);
+                self.inflight.borrow_mut().started(&key, owner, call);
+            }
+            Err(e) if kind == CallKind::FleetRead => {
+                io.log(Level::Warn, format_args!("#{owner} {e}"));
+                host.count(Counter::FleetError);
+                self.inflight
+                    .borrow_mut()
+                    .rekind(&key, CallKind::Introspection);
+                self.start_call(host, io, owner, key, CallKind::Introspection, token);
+            }
+            Err(e) => {
+                io.log(Level::Error, format_args!("#{owner} {e}"));
+                self.abandon(host, io, &key, kind);
+            }
+        }
     }
 
     fn count(&self, host: &dyn Host, kind: CallKind) {
         host.count(match kind {
             CallKind::Introspection => Counter::IntrospectionCalls,
+            CallKind::FleetRead => Counter::FleetReads,
             CallKind::Exchange { .. } => Counter::ExchangeCalls,
         });
     }
 
+    /// The fleet's answer to a read made for an introspection's waiters: a hit answers them
+    /// all; anything else goes on to the introspection, from the context that got the answer.
+    fn fleet_read(&self, host: &dyn Host, io: &dyn Io, done: Completed, response: &CallResponse) {
+        let status = response.status();
+        let got = response.body.as_deref().map_or(remote::Got::Failed, |b| {
+            remote::classify_get(status.as_deref(), b)
+        });
+        // A reset (no headers) is a failure, whatever the body.
+        let got = if response.headers.is_none() {
+            remote::Got::Failed
+        } else {
+            got
+        };
+        let cx = self.cx(host);
+        match phantom_fleet::on_read(&cx, &done.key, &done.token, got) {
+            Some(answer) => {
+                self.give_introspection(host, io, &done.key, &done.token, &done.waiters, &answer);
+            }
+            None => {
+                let (key, token) = (done.key, done.token.clone());
+                self.inflight
+                    .borrow_mut()
+                    .again(done, CallKind::Introspection);
+                let owner = self.current.get();
+                self.start_call(host, io, owner, key, CallKind::Introspection, &token);
+            }
+        }
+    }
+
+    /// Writes what this gateway's cache now holds for `hash` to the fleet, sealed, from the
+    /// context that got the introspection's answer. Nobody waits for it: a write lost (the
+    /// fleet down, the request gone before the answer) costs another gateway an introspection.
+    fn fleet_write(
+        &self,
+        host: &dyn Host,
+        io: &dyn Io,
+        hash: &TokenHash,
+        token: &str,
+        active: bool,
+    ) {
+        let Some(call) = phantom_fleet::write(&self.cx(host), hash, token, active) else {
+            return;
+        };
+        let owner = self.current.get();
+        match self.store_dispatch(io, &call, StoreOf::Fleet) {
+            Ok(id) => {
+                host.count(Counter::FleetWrites);
+                self.own_calls
+                    .borrow_mut()
+                    .insert(id, (owner, Own::FleetWrite));
+            }
+            Err(e) => {
+                host.count(Counter::FleetWriteFailed);
+                io.log(Level::Warn, format_args!("#{owner} {e}"));
+            }
+        }
+    }
+
     /// Starts a request's own call (the remote split store).
     fn own_call(&self, io: &dyn Io, id: u32, call: &remote::Call, own: Own) -> Next {
-        let Some(r) = self.cfg.split.as_ref().and_then(|s| s.remote.as_ref()) else {
-            return if own == Own::Read {
-                Next::ReadFailed
-            } else {
-                Next::WriteFailed
-            };
-        };
-        let length = call.body.as_ref().map_or(0, Vec::len).to_string();
-        let mut headers = vec![
-            (":method", call.method.as_str()),
-            (":path", call.path.as_str()),
-            (":authority", r.authority.as_str()),
-        ];
-        if call.body.is_some() {
-            headers.push(("content-length", length.as_str()));
-            headers.push(("content-type", "text/plain"));
-        }
-        let outgoing = Outgoing {
-            cluster: &r.cluster,
-            headers,
-            body: call.body.as_deref(),
-            timeout_ms: r.timeout_ms,
-        };
-        match io.dispatch(&outgoing) {
+        match self.store_dispatch(io, call, StoreOf::Split) {
             Ok(call) => {
                 self.own_calls.borrow_mut().insert(call, (id, own));
                 Next::Flow(Flow::Pause)
             }
             Err(e) => {
-                io.log(
-                    Level::Warn,
-                    format_args!("#{id} dispatch to cluster {} failed: {e}", r.cluster),
-                );
+                io.log(Level::Warn, format_args!("#{id} {e}"));
                 if own == Own::Read {
                     Next::ReadFailed
                 } else {
@@ -811,9 +879,56 @@ impl Executor {
         }
     }
 
-    /// Makes the call `kind` asks for, sending `token`.
-    fn dispatch_kind(&self, io: &dyn Io, kind: CallKind, token: &str) -> Result<u32, String> {
+    /// Dispatches `call` to a key-value store over HTTP (the remote split store, the fleet).
+    fn store_dispatch(&self, io: &dyn Io, call: &remote::Call, of: StoreOf) -> Result<u32, String> {
+        let (cluster, authority, timeout_ms) = match of {
+            StoreOf::Split => {
+                let r = self
+                    .cfg
+                    .split
+                    .as_ref()
+                    .and_then(|s| s.remote.as_ref())
+                    .ok_or("split.remote is not configured")?;
+                (&r.cluster, &r.authority, r.timeout_ms)
+            }
+            StoreOf::Fleet => {
+                let f = self.cfg.fleet.as_ref().ok_or("fleet is not configured")?;
+                (&f.cluster, &f.authority, f.timeout_ms)
+            }
+        };
+        let length = call.body.as_ref().map_or(0, Vec::len).to_string();
+        let mut headers = vec![
+            (":method", call.method.as_str()),
+            (":path", call.path.as_str()),
+            (":authority", authority.as_str()),
+        ];
+        if call.body.is_some() {
+            headers.push(("content-length", length.as_str()));
+            headers.push(("content-type", "text/plain"));
+        }
+        io.dispatch(&Outgoing {
+            cluster,
+            headers,
+            body: call.body.as_deref(),
+            timeout_ms,
+        })
+        .map_err(|e| format!("dispatch to cluster {cluster} failed: {e}"))
+    }
+
+    /// Makes the call `kind` asks for `key`, sending `token`.
+    fn dispatch_kind(
+        &self,
+        io: &dyn Io,
+        key: &TokenHash,
+        kind: CallKind,
+        token: &str,
+    ) -> Result<u32, String> {
+        if kind == CallKind::FleetRead {
+            let call = phantom_fleet::read(&self.cfg, key).ok_or("fleet is not configured")?;
+            return self.store_dispatch(io, &call, StoreOf::Fleet);
+        }
         let (endpoint, body) = match kind {
+            CallKind::FleetRead => return Err("a fleet read is not an endpoint's".into()),
             CallKind::Introspection => {
                 let p = self
                     .cfg
@@ -842,6 +957,7 @@ impl Executor {
             }
         };
         let headers = match kind {
+            CallKind::FleetRead => Vec::new(),
             CallKind::Introspection => self
                 .cfg
                 .phantom
@@ -868,7 +984,7 @@ impl Executor {
     fn abandon(&self, host: &dyn Host, io: &dyn Io, key: &TokenHash, kind: CallKind) {
         let waiters = self.inflight.borrow_mut().abandon(key);
         match kind {
-            CallKind::Introspection => {
+            CallKind::Introspection | CallKind::FleetRead => {
                 let failed = Err(Denial::TokenService(CallFailure::Unreachable));
                 // The token is not needed: a failure leads to no exchange.
                 let incoming = TokenKeys::with_sha(&self.worker.keyed, "", *key);
@@ -946,6 +1062,14 @@ impl Executor {
                     done.waiters.len(),
                 ),
             );
+        }
+        // Before the waiters are answered (each made current in turn): from this context.
+        match &answer {
+            Ok(found) if found.cache_until.is_some() => {
+                self.fleet_write(host, io, &done.key, &done.token, true);
+            }
+            Err(Denial::InvalidToken) => self.fleet_write(host, io, &done.key, &done.token, false),
+            _ => {}
         }
         self.give_introspection(host, io, &done.key, &done.token, &done.waiters, &answer);
     }

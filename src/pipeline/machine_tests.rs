@@ -1408,3 +1408,260 @@ fn cors_preflights_are_answered_and_responses_carry_cors_headers() {
     assert_eq!(env.host.count_of(Counter::CorsPreflightAnswered), 1);
     assert_eq!(env.host.count_of(Counter::CorsPreflightRefused), 1);
 }
+
+// ---- the fleet (phantom cache, level 2) ----------------------------------------------------
+
+const FLEET: &str = r#", "cache": {"negative_ttl_s": 30}, "fleet": {"cluster": "webdis"}"#;
+
+/// The calls made so far: (call id, cluster, path, body).
+fn calls_of(io: &FakeIo) -> Vec<(u32, String, String, String)> {
+    io.did
+        .borrow()
+        .iter()
+        .filter_map(|d| match d {
+            Did::Dispatch {
+                call,
+                cluster,
+                path,
+                body,
+                ..
+            } => Some((*call, cluster.clone(), path.clone(), body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gateway `env` introspects `token` (the fleet has nothing): the token service answers
+/// `answered`; returns the sealed value it writes to the fleet, and the write's path.
+fn introspected_and_written(
+    env: &Env,
+    id: u32,
+    token: &str,
+    answered: CallResponse,
+) -> (String, String) {
+    env.get(id, token);
+    let calls = calls_of(&env.io);
+    let read = calls.last().unwrap().clone();
+    assert_eq!(read.1, "webdis");
+    assert!(
+        read.2.starts_with("/GET/tf:p:") && read.2.ends_with(".txt"),
+        "{read:?}"
+    );
+    env.answer(id, read.0, answer("404", "text/plain", b""));
+    let calls = calls_of(&env.io);
+    let introspection = calls.last().unwrap().clone();
+    assert_eq!(
+        (introspection.1.as_str(), introspection.3.clone()),
+        ("ts", format!("token={token}"))
+    );
+    env.answer(id, introspection.0, answered);
+    let write = calls_of(&env.io).last().unwrap().clone();
+    assert_eq!(write.1, "webdis");
+    assert!(write.2.starts_with("/SETEX/tf:p:"), "{write:?}");
+    assert_eq!(
+        write.2[7..write.2.rfind('/').unwrap()],
+        read.2[5..read.2.len() - 4]
+    );
+    env.answer(
+        id,
+        write.0,
+        answer("200", "application/json", b"{\"SETEX\":[true,\"OK\"]}"),
+    );
+    (write.3, write.2)
+}
+
+#[test]
+fn a_fleet_introspects_a_token_once_and_its_entries_are_sealed() {
+    let (a, b) = (Env::new(FLEET), Env::new(FLEET));
+    let token = jwt("read");
+    let (sealed, path) = introspected_and_written(
+        &a,
+        1,
+        "opaque-1",
+        answer("200", "application/jwt", token.as_bytes()),
+    );
+    assert_eq!(
+        a.io.header_of(1, "authorization"),
+        Some(Some(format!("Bearer {token}")))
+    );
+    assert_eq!(a.host.count_of(Counter::FleetWrites), 1);
+    assert_eq!(a.host.count_of(Counter::FleetWriteFailed), 0);
+    // Nothing readable: not the token, not a JWT part, not a claim.
+    for part in token.split('.').chain(["opaque-1", "alice"]) {
+        assert!(!sealed.contains(part) && !path.contains(part));
+    }
+    let ttl: u64 = path.rsplit('/').next().unwrap().parse().unwrap();
+    assert!(
+        (1..=300).contains(&ttl),
+        "the entry's remaining life: {ttl}"
+    );
+    // Gateway B: the fleet's entry, no introspection.
+    b.get(1, "opaque-1");
+    let read = calls_of(&b.io)[0].clone();
+    b.answer(1, read.0, answer("200", "text/plain", sealed.as_bytes()));
+    assert_eq!(
+        b.io.header_of(1, "authorization"),
+        Some(Some(format!("Bearer {token}")))
+    );
+    assert_eq!(calls_of(&b.io).len(), 1, "no introspection, no write");
+    assert_eq!(b.host.count_of(Counter::FleetHit), 1);
+    // Its own copy: no call. Kept at most local_ttl_s (10 s): then read again.
+    b.io.take();
+    assert_eq!(b.get(2, "opaque-1"), Flow::Continue);
+    assert!(calls_of(&b.io).is_empty());
+    b.host.now.set(T0 + 10_001);
+    b.executor.worker.local.clear();
+    assert_eq!(b.get(3, "opaque-1"), Flow::Pause);
+    assert!(calls_of(&b.io)[0].2.starts_with("/GET/tf:p:"));
+}
+
+#[test]
+fn a_fleet_shares_inactive_answers_for_negative_ttl() {
+    let (a, b) = (Env::new(FLEET), Env::new(FLEET));
+    let inactive = answer("200", "application/json", br#"{"active":false}"#);
+    let (sealed, _) = introspected_and_written(&a, 1, "revoked-1", inactive);
+    assert_eq!(status(&a.io, 1), Some(401));
+    b.get(1, "revoked-1");
+    let read = calls_of(&b.io)[0].clone();
+    b.answer(1, read.0, answer("200", "text/plain", sealed.as_bytes()));
+    assert_eq!(status(&b.io, 1), Some(401));
+    assert_eq!(calls_of(&b.io).len(), 1, "no introspection");
+}
+
+#[test]
+fn a_fleet_value_that_does_not_open_is_never_forwarded_but_introspected() {
+    let a = Env::new(FLEET);
+    let token = jwt("read");
+    let (sealed, _) = introspected_and_written(
+        &a,
+        1,
+        "opaque-2",
+        answer("200", "application/jwt", token.as_bytes()),
+    );
+    let (other, _) = introspected_and_written(
+        &a,
+        2,
+        "opaque-3",
+        answer("200", "application/jwt", jwt("read write").as_bytes()),
+    );
+    let mut flipped = sealed.clone().into_bytes();
+    let i = flipped.len() / 2;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    let (hp, _) = token.rsplit_once('.').unwrap();
+    let forged: Vec<(&str, CallResponse)> = vec![
+        ("bit flip", answer("200", "text/plain", &flipped)),
+        (
+            "truncated",
+            answer("200", "text/plain", &sealed.as_bytes()[..sealed.len() - 3]),
+        ),
+        (
+            "another entry's value",
+            answer("200", "text/plain", other.as_bytes()),
+        ),
+        (
+            "a plain header.payload",
+            answer("200", "text/plain", hp.as_bytes()),
+        ),
+        ("a plain JWT", answer("200", "text/plain", token.as_bytes())),
+    ];
+    let failures: Vec<(&str, CallResponse, Counter)> = vec![
+        (
+            "a 503 (connect)",
+            answer("503", "text/plain", b"no healthy upstream"),
+            Counter::FleetError,
+        ),
+        (
+            "a 504 (timeout)",
+            answer("504", "text/plain", b""),
+            Counter::FleetError,
+        ),
+        (
+            "a reset",
+            CallResponse {
+                headers: None,
+                body: None,
+                body_size: 0,
+            },
+            Counter::FleetError,
+        ),
+        (
+            "garbage",
+            answer("200", "text/plain", &[0xff, 0xfe]),
+            Counter::FleetError,
+        ),
+    ];
+    let rows = forged
+        .into_iter()
+        .map(|(n, r)| (n, r, Counter::FleetSealFailed))
+        .chain(failures);
+    for (name, response, counter) in rows {
+        let c = Env::new(FLEET);
+        c.get(1, "opaque-2");
+        let read = calls_of(&c.io)[0].clone();
+        c.answer(1, read.0, response);
+        assert_eq!(c.host.count_of(counter), 1, "{name}");
+        assert_eq!(
+            c.io.header_of(1, "authorization"),
+            None,
+            "{name}: nothing forwarded"
+        );
+        let calls = calls_of(&c.io);
+        assert_eq!(calls.len(), 2, "{name}");
+        assert_eq!(
+            (calls[1].1.as_str(), calls[1].3.as_str()),
+            ("ts", "token=opaque-2"),
+            "{name}"
+        );
+        c.answer(
+            1,
+            calls[1].0,
+            answer("200", "application/jwt", token.as_bytes()),
+        );
+        assert_eq!(
+            c.io.header_of(1, "authorization"),
+            Some(Some(format!("Bearer {token}"))),
+            "{name}"
+        );
+    }
+    // A fleet that cannot be called at all: the introspection.
+    let d = Env::new(FLEET);
+    d.io.refuse_dispatch.set(true);
+    d.get(1, "opaque-2");
+    assert_eq!(d.host.count_of(Counter::FleetError), 1);
+    assert_eq!(status(&d.io, 1), Some(502), "nor the token service: 502");
+}
+
+#[test]
+fn concurrent_misses_share_one_fleet_read_and_one_introspection() {
+    let a = Env::new(FLEET);
+    a.get(1, "opaque-4");
+    a.get(2, "opaque-4");
+    a.get(3, "opaque-4");
+    let calls = calls_of(&a.io);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    a.answer(1, calls[0].0, answer("404", "text/plain", b""));
+    // The leader goes away before the introspection answers: its call is made again.
+    let calls = calls_of(&a.io);
+    assert_eq!(calls.len(), 2);
+    a.gone(1);
+    a.io.take();
+    a.tick();
+    let again = calls_of(&a.io);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].3, "token=opaque-4");
+    let token = jwt("read");
+    a.answer(
+        0,
+        again[0].0,
+        answer("200", "application/jwt", token.as_bytes()),
+    );
+    for id in [2, 3] {
+        assert_eq!(
+            a.io.header_of(id, "authorization"),
+            Some(Some(format!("Bearer {token}")))
+        );
+    }
+    // The cancelled call, and the one made again.
+    assert_eq!(a.host.count_of(Counter::IntrospectionCalls), 2);
+    assert_eq!(a.host.count_of(Counter::FleetReads), 1);
+}

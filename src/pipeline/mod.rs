@@ -24,6 +24,8 @@
 //!   │                   SHA-256(signature); revoked ──► Reject(InvalidToken); a miss with
 //!   │                   split.remote ──► Step::Remote; a miss ──► fallback or 401
 //!   ▼ phantom_cache.rs  per-worker copy, then the shared slot (cached.rs: one two-level read)
+//!   ▼ phantom_fleet.rs  with `fleet`: the fleet's sealed entry (one call, coalesced), before
+//!   │                   introspecting; what an introspection cached, written there sealed
 //!   ▼ introspect.rs     Step::Introspect; its answer (on_introspection, once for the worker):
 //!   │                   verify.rs (a JWT) or mint; then, for each request waiting,
 //!   │                   after_introspection under its own policy
@@ -57,6 +59,7 @@ pub mod io;
 mod journey;
 pub mod machine;
 mod phantom_cache;
+mod phantom_fleet;
 mod policy;
 mod proof;
 mod publish;

@@ -20,6 +20,9 @@ pub type Waiter = u32;
 pub enum CallKind {
     /// The introspection of the client's token (the key is its hash).
     Introspection,
+    /// With `fleet`: the fleet's entry for the client's token, read before it is introspected
+    /// (a miss goes on as [`CallKind::Introspection`], the same waiters waiting).
+    FleetRead,
     /// The exchange of the client's token (hash `token`) for the API of policy `policy`; the
     /// key is [`crate::storage::exchange_cache::key_of`] the token and the policy's rule.
     Exchange { token: TokenHash, policy: usize },
@@ -138,6 +141,32 @@ impl InFlight {
         })
     }
 
+    /// The call for `key` is not what its waiters wait for any more: they wait for a call of
+    /// `kind` (report it with [`InFlight::started`]). `done`: the answered call, put back (the
+    /// fleet had nothing: the introspection follows).
+    pub fn again(&mut self, done: Completed, kind: CallKind) {
+        for w in &done.waiters {
+            self.waiting.insert(*w, done.key);
+        }
+        self.pending.insert(
+            done.key,
+            Pending {
+                token: done.token,
+                kind,
+                waiters: done.waiters,
+                call: None,
+                client: done.client,
+            },
+        );
+    }
+
+    /// The call for `key`, not yet made (it could not be), becomes one of `kind`.
+    pub fn rekind(&mut self, key: &TokenHash, kind: CallKind) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.kind = kind;
+        }
+    }
+
     /// Context `context_id` is gone (finished or reset). Drops it from the waiters of the call
     /// it waits for; if it owned that call, the call is cancelled by Envoy: the entry is
     /// dropped when nobody else waits, orphaned otherwise.
@@ -198,6 +227,28 @@ mod tests {
 
     fn w(id: u32) -> Waiter {
         id
+    }
+
+    #[test]
+    fn a_fleet_miss_keeps_its_waiters_for_the_introspection() {
+        let mut f = InFlight::default();
+        assert_eq!(f.join(H, "t", CallKind::FleetRead, w(1)), Join::Lead);
+        f.started(&H, 1, 100);
+        assert_eq!(f.join(H, "t", I, w(2)), Join::Wait);
+        let done = f.complete(100).unwrap();
+        assert_eq!(done.kind, CallKind::FleetRead);
+        f.again(done, I);
+        assert!(f.is_waiting(1) && f.is_waiting(2));
+        assert_eq!(f.join(H, "t", I, w(3)), Join::Wait);
+        f.started(&H, 1, 101);
+        assert_eq!(f.complete(100), None, "the fleet read is answered once");
+        let done = f.complete(101).unwrap();
+        assert_eq!((done.kind, done.waiters), (I, vec![1, 2, 3]));
+        assert!(f.is_idle());
+        // A fleet read that cannot be made: the introspection instead.
+        assert_eq!(f.join(H2, "u", CallKind::FleetRead, w(4)), Join::Lead);
+        f.rekind(&H2, I);
+        assert_eq!(f.orphans(), vec![(H2, "u".to_owned(), I)]);
     }
 
     #[test]

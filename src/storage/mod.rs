@@ -4,6 +4,7 @@
 
 pub mod dpop;
 pub mod exchange_cache;
+pub mod fleet;
 pub mod held;
 pub mod inflight;
 pub mod keys;

@@ -86,6 +86,11 @@ pub fn lookup<'a>(value: &'a [u8], hash: &TokenHash, now_ms: u64) -> Option<Cach
     )
 }
 
+/// Until when an entry (read by [`lookup`] already) may be served.
+pub fn expires_at(value: &[u8]) -> Option<u64> {
+    record::decode(MAGIC, value).map(|r| r.expires_at_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
