@@ -3,8 +3,6 @@ behind webdis, both started here), each with its own shared data as level 1 and 
 level 2 (`split.remote`, webdis request shapes)."""
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -13,54 +11,11 @@ import uuid
 
 import pytest
 
-from harness.envoy import Envoy, base_config, bearer, closed_port, forwarded_authorizations, request
+from harness.envoy import Envoy, base_config, bearer, forwarded_authorizations, request
+from harness.redis import Redis
 from harness.split import PUBLISH, SECRET, new_jwt, publish, revoke, split_jwt, store_key, token_request
 
 LOCAL_TTL_S = 2
-
-
-class Redis:
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.redis_port = closed_port()
-        self.http_port = closed_port()
-        self.procs = {}
-
-    def start_redis(self):
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is needed (scripts/lib.sh installs it from Debian's packages)"
-        self.procs["redis"] = subprocess.Popen(
-            [exe, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def start_webdis(self):
-        exe = shutil.which("webdis")
-        assert exe, "webdis is needed (scripts/lib.sh installs it from Debian's packages)"
-        cfg = self.workdir / "webdis.json"
-        cfg.write_text(json.dumps({"redis_host": "127.0.0.1", "redis_port": self.redis_port,
-                                   "http_host": "127.0.0.1", "http_port": self.http_port, "threads": 2,
-                                   "daemonize": False, "database": 0, "verbosity": 1,
-                                   "logfile": str(self.workdir / "webdis.log")}))
-        self.procs["webdis"] = subprocess.Popen([exe, str(cfg)], stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                if "PONG" in self.http("/PING"):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("webdis did not answer")
-
-    def stop(self, name):
-        p = self.procs.pop(name, None)
-        if p:
-            p.terminate()
-            p.wait(timeout=10)
-
-    def http(self, path):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
-            return r.read().decode()
 
 
 @pytest.fixture(scope="module")
