@@ -244,13 +244,15 @@ fn revocation_marks_log_and_participants() {
     // The salt: 32 random bytes, made once per VM.
     assert_eq!(revocation::salt(&data).map(|s| s.len()), Some(32));
     assert_eq!(data.value("rvm:salt").map(|v| v.len()), Some(32));
-    assert_eq!(revocation::log_append(&data, &mark), Some(1));
+    assert_eq!(revocation::log_append(&data, &mark, false), Some(1));
+    // seq u64 BE | the mark | from the fleet u8 (0: made here)
     let want = [
         "0000000000000001",
         "01",
         ABC,
         "000000006553f100",
         "0000018bcfe65260",
+        "00",
     ]
     .concat();
     assert_eq!(hex(&data.value("rvl:1").unwrap()), want);

@@ -21,6 +21,7 @@ use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::dpop::{KeyQuota, ReplayStore};
+use crate::storage::fleet;
 use crate::storage::held::{self, Held};
 use crate::storage::inflight::{CallKind, Completed, InFlight, Join};
 use crate::storage::keys::{self, JwksSource, KeyState};
@@ -37,7 +38,8 @@ use super::forward::Forward;
 use super::io::{CallResponse, Io, Level, Outgoing, RequestParts};
 use super::machine::{self, Action, Call, Event, Note, Refused, State};
 use super::{
-    on_exchange, on_introspection, phantom_fleet, revoke, Ctx, Exchanged, Introspected, Worker,
+    fleet_revocation, on_exchange, on_introspection, phantom_fleet, revoke, Ctx, Exchanged,
+    Introspected, Worker,
 };
 
 /// The period of the root context's timer: counters flushed, the key set scheduled, parked and
@@ -48,6 +50,8 @@ pub const TICK_MS: u64 = 200;
 pub const FIRST_TICK_MS: u64 = 10;
 /// Route metadata policy names logged as unknown, at most (each once per worker).
 const MAX_LOGGED_POLICIES: usize = 64;
+/// Longest answer to a fleet revocation job read (a page of the ring).
+const FLEET_JOB_BYTES: usize = 64 * 1024;
 
 /// What a proxy callback returns: go on, or stay paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,8 @@ pub struct Executor {
     current: Cell<u32>,
     /// Requests waiting until every worker has applied their revocation.
     confirming: RefCell<Vec<u32>>,
+    /// The fleet calls of the timer's revocation jobs (`fleet_revocation.rs`), by call.
+    fleet_jobs: RefCell<HashMap<u32, fleet_revocation::Job, Ids>>,
 }
 
 impl Executor {
@@ -143,6 +149,7 @@ impl Executor {
             logged_policies: RefCell::default(),
             current: Cell::new(0),
             confirming: RefCell::default(),
+            fleet_jobs: RefCell::default(),
         }
     }
 
@@ -314,6 +321,26 @@ impl Executor {
             self.unpark(host, io);
             return;
         }
+        let job = self.fleet_jobs.borrow_mut().remove(&call);
+        if let Some(job) = job {
+            let response = io.call_response(num_headers, body_size, FLEET_JOB_BYTES);
+            let status = response.status();
+            let (status, body) = (status.as_deref(), response.body.as_deref().unwrap_or(&[]));
+            let cx = self.cx(host);
+            let next = match job {
+                fleet_revocation::Job::Read { after } => {
+                    fleet_revocation::on_read(&cx, after, fleet::ring_page(status, body, after))
+                }
+                fleet_revocation::Job::Append { .. } => {
+                    fleet_revocation::on_publish(&cx, job, fleet::appended(status, body))
+                }
+                fleet_revocation::Job::Delete { .. } => {
+                    fleet_revocation::on_publish(&cx, job, remote::delete_succeeded(status))
+                }
+            };
+            self.fleet_job(host, io, next);
+            return;
+        }
         let own = self.own_calls.borrow_mut().remove(&call);
         if let Some((_, Own::FleetWrite)) = own {
             let response = io.call_response(num_headers, 0, 0);
@@ -387,6 +414,11 @@ impl Executor {
         self.unpark(host, io);
         self.expire_held(host, io);
         revoke::follow(&self.cx(host));
+        if self.cfg.fleet.is_some() && self.cfg.revocation.is_some() {
+            let cx = self.cx(host);
+            self.fleet_job(host, io, fleet_revocation::next_publish(&cx));
+            self.fleet_job(host, io, fleet_revocation::next_read(&cx));
+        }
         let confirming = self.confirming.take();
         for id in confirming {
             if self.select(io, id) {
@@ -828,6 +860,33 @@ impl Executor {
                     .again(done, CallKind::Introspection);
                 let owner = self.current.get();
                 self.start_call(host, io, owner, key, CallKind::Introspection, &token);
+            }
+        }
+    }
+
+    /// Makes a revocation job's fleet call (from the root: its timer, or its answer to the
+    /// last one). One that cannot be made is answered as failed at once.
+    fn fleet_job(
+        &self,
+        host: &dyn Host,
+        io: &dyn Io,
+        mut next: Option<(fleet_revocation::Job, remote::Call)>,
+    ) {
+        while let Some((job, call)) = next.take() {
+            match self.store_dispatch(io, &call, StoreOf::Fleet) {
+                Ok(id) => {
+                    self.fleet_jobs.borrow_mut().insert(id, job);
+                }
+                Err(e) => {
+                    io.log(Level::Warn, format_args!("fleet revocation: {e}"));
+                    let cx = self.cx(host);
+                    next = match job {
+                        fleet_revocation::Job::Read { after } => {
+                            fleet_revocation::on_read(&cx, after, None)
+                        }
+                        other => fleet_revocation::on_publish(&cx, other, false),
+                    };
+                }
             }
         }
     }

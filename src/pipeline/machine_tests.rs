@@ -23,6 +23,8 @@ struct Env {
     executor: Rc<Executor>,
     host: Rc<FakeHost>,
     io: FakeIo,
+    /// The webdis calls answered by [`Env::pump`].
+    pumped: std::cell::RefCell<std::collections::HashSet<u32>>,
 }
 
 impl Env {
@@ -42,6 +44,7 @@ impl Env {
             executor: Rc::new(Executor::new(cfg)),
             host,
             io: FakeIo::default(),
+            pumped: std::cell::RefCell::default(),
         };
         env.executor.start(&*env.host, &env.io, 0);
         env
@@ -1664,4 +1667,215 @@ fn concurrent_misses_share_one_fleet_read_and_one_introspection() {
     // The cancelled call, and the one made again.
     assert_eq!(a.host.count_of(Counter::IntrospectionCalls), 2);
     assert_eq!(a.host.count_of(Counter::FleetReads), 1);
+}
+
+// ---- revocation across the fleet -------------------------------------------------------------
+
+/// Redis behind webdis, as the filter speaks to it: `GET <key>.txt`, `SETEX` (PUT), `DEL`, the
+/// ring's `EVAL` and `MGET`. `down`: every call answered 503 (webdis without Redis).
+#[derive(Default)]
+struct FakeRedis {
+    kv: std::cell::RefCell<std::collections::HashMap<String, String>>,
+    counter: std::cell::Cell<u64>,
+    down: std::cell::Cell<bool>,
+}
+
+impl FakeRedis {
+    fn serve(&self, path: &str, body: &str) -> CallResponse {
+        if self.down.get() {
+            return answer("503", "text/plain", b"no redis");
+        }
+        let parts: Vec<String> = path
+            .split('/')
+            .skip(1)
+            .map(percent_encoding_decode)
+            .collect();
+        let mut kv = self.kv.borrow_mut();
+        let json =
+            |v: serde_json::Value| answer("200", "application/json", v.to_string().as_bytes());
+        match parts[0].as_str() {
+            "GET" => match kv.get(parts[1].trim_end_matches(".txt")) {
+                Some(v) => answer("200", "text/plain", v.as_bytes()),
+                None => answer("404", "text/plain", b""),
+            },
+            "SETEX" => {
+                kv.insert(parts[1].clone(), body.to_owned());
+                json(serde_json::json!({"SETEX": [true, "OK"]}))
+            }
+            "DEL" => json(serde_json::json!({"DEL": u8::from(kv.remove(&parts[1]).is_some())})),
+            "EVAL" => {
+                assert!(parts[1].contains("INCR"), "the ring's append");
+                let n = self.counter.get() + 1;
+                self.counter.set(n);
+                kv.insert(
+                    format!("{}:{}", parts[3], n % 4096),
+                    format!("{n}:{}", parts[4]),
+                );
+                json(serde_json::json!({"EVAL": n}))
+            }
+            "MGET" => {
+                let values: Vec<serde_json::Value> = parts[1..]
+                    .iter()
+                    .map(|k| {
+                        if !k.contains("rv:") {
+                            return serde_json::json!(self.counter.get().to_string());
+                        }
+                        kv.get(k)
+                            .map_or(serde_json::Value::Null, |v| v.clone().into())
+                    })
+                    .collect();
+                json(serde_json::json!({ "MGET": values }))
+            }
+            other => panic!("webdis command {other}"),
+        }
+    }
+}
+
+fn percent_encoding_decode(p: &str) -> String {
+    let bytes = p.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+impl Env {
+    /// Answers every call this gateway made to webdis, from `redis`, until none is left.
+    fn pump(&self, redis: &FakeRedis) {
+        loop {
+            let pending: Vec<(u32, u32, String, String)> = self
+                .io
+                .did
+                .borrow()
+                .iter()
+                .filter_map(|d| match d {
+                    Did::Dispatch {
+                        from,
+                        call,
+                        cluster,
+                        path,
+                        body,
+                    } if cluster == "webdis" && !self.pumped.borrow().contains(call) => {
+                        Some((*from, *call, path.clone(), body.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            for (from, call, path, body) in pending {
+                self.pumped.borrow_mut().insert(call);
+                self.answer(from, call, redis.serve(&path, &body));
+            }
+        }
+    }
+
+    /// `token` resolved through the fleet (read; introspected as `jwt` when missing).
+    fn resolve_in_fleet(&self, id: u32, token: &str, jwt: &str, redis: &FakeRedis) {
+        assert_eq!(self.get(id, token), Flow::Pause);
+        self.pump(redis);
+        if let Some((call, _, _, body)) = calls_of(&self.io)
+            .into_iter()
+            .rev()
+            .find(|c| c.1 == "ts" && !self.pumped.borrow().contains(&c.0))
+        {
+            assert_eq!(body, format!("token={token}"));
+            self.pumped.borrow_mut().insert(call);
+            self.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+            self.pump(redis);
+        }
+        assert_eq!(
+            self.io.header_of(id, "authorization"),
+            Some(Some(format!("Bearer {jwt}")))
+        );
+    }
+
+    /// The clock moved by `ms`, then this gateway's timer (its fleet calls answered).
+    fn tick_fleet(&self, ms: u64, redis: &FakeRedis) {
+        self.host.now.set(self.host.now.get() + ms);
+        self.tick_only();
+        self.pump(redis);
+    }
+}
+
+fn fleet_revoking() -> String {
+    revoking(r#"}, "fleet": {"cluster": "webdis", "revocation_bound_ms": 1000"#)
+}
+
+#[test]
+fn a_revocation_at_one_gateway_is_refused_at_the_others_within_the_bound() {
+    let redis = FakeRedis::default();
+    let (a, b) = (Env::with(&fleet_revoking()), Env::with(&fleet_revoking()));
+    let jwt = issued("alice", "s-1", T0 / 1000 - 10);
+    a.resolve_in_fleet(1, "opaque", &jwt, &redis);
+    b.resolve_in_fleet(1, "opaque", &jwt, &redis);
+    assert_eq!(
+        b.host.count_of(Counter::IntrospectionCalls),
+        0,
+        "a fleet hit"
+    );
+    let entries = redis.kv.borrow().len();
+    assert_eq!(entries, 1, "the sealed phantom entry");
+    // A revokes: answered once its own workers applied it; published on its timer.
+    assert_eq!(a.revoke(2, "token=opaque"), Flow::Pause);
+    a.tick_fleet(TICK_MS, &redis);
+    assert_eq!(status(&a.io, 2), Some(200));
+    assert_eq!(a.host.count_of(Counter::FleetRevocationsPublished), 1);
+    assert!(
+        !redis.kv.borrow().keys().any(|k| k.starts_with("tf:p:")),
+        "its sealed entry deleted"
+    );
+    // B still serves its own copy until its next read of the ring, due within the bound.
+    assert_eq!(b.get(3, "opaque"), Flow::Continue);
+    let mut waited = 0;
+    while b.host.count_of(Counter::FleetRevocationsApplied) == 0 {
+        b.tick_fleet(TICK_MS, &redis);
+        waited += TICK_MS;
+        assert!(
+            waited <= 1_000 - TICK_MS,
+            "read within the bound less a tick"
+        );
+    }
+    assert_eq!(b.get(4, "opaque"), Flow::Pause);
+    assert_eq!(status(&b.io, 4), Some(401));
+    // Read again: applied once (held already), and never published back.
+    b.tick_fleet(2_000, &redis);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationsApplied), 1);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationsPublished), 0);
+    assert_eq!(redis.counter.get(), 1);
+}
+
+#[test]
+fn a_subject_revoked_while_redis_is_down_reaches_the_fleet_once_it_is_back() {
+    let redis = FakeRedis::default();
+    let (a, b) = (Env::with(&fleet_revoking()), Env::with(&fleet_revoking()));
+    let old = issued("alice", "s-1", T0 / 1000 - 10);
+    b.resolve_in_fleet(1, "opaque-a", &old, &redis);
+    redis.down.set(true);
+    assert_eq!(a.revoke(2, "sub=alice"), Flow::Pause);
+    a.tick_fleet(TICK_MS, &redis);
+    assert_eq!(status(&a.io, 2), Some(200), "revoked here at once");
+    assert_eq!(a.host.count_of(Counter::FleetRevocationsPublished), 0);
+    assert!(a.host.count_of(Counter::FleetError) >= 1);
+    b.tick_fleet(2_000, &redis);
+    assert_eq!(b.get(3, "opaque-a"), Flow::Continue, "B cannot know yet");
+    redis.down.set(false);
+    a.tick_fleet(TICK_MS, &redis);
+    assert_eq!(a.host.count_of(Counter::FleetRevocationsPublished), 1);
+    b.tick_fleet(1_000, &redis);
+    assert_eq!(b.get(4, "opaque-a"), Flow::Pause);
+    assert_eq!(status(&b.io, 4), Some(401));
+    // A token of alice issued after the revocation (and its clock skew) is served.
+    let later = issued("alice", "s-2", T0 / 1000 + 3_000);
+    b.resolve_in_fleet(5, "opaque-b", &later, &redis);
 }

@@ -94,7 +94,7 @@ pub fn follow(cx: &Ctx<'_>) {
     }
     while applied < seq {
         match store::log_read(host, applied + 1) {
-            Entry::Mark(mark) => {
+            Entry::Mark { mark, .. } => {
                 forget(worker, &mark);
                 applied += 1;
             }
@@ -188,6 +188,33 @@ pub fn revoke(cx: &Ctx<'_>, what: &Revoke, issued_until_s: u64) -> Result<u64, R
     apply(cx, kind, key, issued_until_s, counter)
 }
 
+/// A revocation another gateway of the fleet made (`fleet_revocation.rs`): its mark written
+/// here unless one that revokes as much is, the log appended (every worker forgets its
+/// copies; never published again). Whether it was applied.
+pub fn from_fleet(cx: &Ctx<'_>, mark: &Mark) -> bool {
+    let host = cx.host;
+    let now = host.now_ms();
+    if mark.until_ms <= now || cx.cfg.revocation.is_none() {
+        return false;
+    }
+    let Some(salt) = salt(cx) else {
+        return false;
+    };
+    if Marks::holds_as_much(host, &salt, mark, now) {
+        return false;
+    }
+    let inserted = insert(cx, mark);
+    if mark.kind == MarkKind::Logout {
+        return inserted.is_ok();
+    }
+    // With no room for its mark (counted), every worker's copies are forgotten all the same.
+    if store::log_append(host, mark, true).is_none() {
+        return false;
+    }
+    follow(cx);
+    true
+}
+
 /// Writes one mark (living `mark_ttl_s`: at least as long as the gateway serves a token for,
 /// validated), appends it to the log and forgets this worker's copies.
 fn apply(
@@ -207,7 +234,7 @@ fn apply(
         Err(other) => return Err(*other),
         Ok(()) => {}
     }
-    let Some(seq) = store::log_append(host, &mark) else {
+    let Some(seq) = store::log_append(host, &mark, false) else {
         return Err(RevocationReply::Unavailable(
             "the revocation log is busy; retry",
         ));

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use crate::hash::TokenHash;
+use crate::host::Host;
 use crate::storage::remote::Call;
 
 /// What a key holds: each kind has its own key space.
@@ -77,6 +78,168 @@ pub fn delete(key: &str) -> Call {
     }
 }
 
+/// Slots of the fleet's revocation ring (`<prefix>rv:<n mod RING>`): how many revocations a
+/// gateway may fall behind (Redis unreachable from it) before it misses some.
+pub const RING: u64 = 4096;
+/// Ring entries read per poll (and the counter with them).
+pub const PAGE: u64 = 64;
+
+/// Appends one revocation to the ring, atomically (a Lua script through `EVAL`): the counter
+/// `<prefix>rv` incremented, the entry `n:<value>` written at `<prefix>rv:<n mod RING>` with
+/// its remaining life. A reader never sees a number taken but not written.
+const APPEND: &str = "local n=redis.call('INCR',KEYS[1]) \
+    redis.call('SET',KEYS[1]..':'..(n%4096),n..':'..ARGV[1],'EX',ARGV[2]) return n";
+
+fn ring_key(prefix: &str) -> String {
+    format!("{prefix}rv")
+}
+
+/// Appends `value` (base64url) to the revocation ring, kept `ttl_ms`.
+pub fn ring_append(prefix: &str, value: &str, ttl_ms: u64) -> Call {
+    Call {
+        method: "GET".to_owned(),
+        path: format!(
+            "/EVAL/{}/1/{}/{value}/{}",
+            super::remote::encode_segment(APPEND),
+            ring_key(prefix),
+            ttl_ms.div_ceil(1_000).max(1)
+        ),
+        body: None,
+    }
+}
+
+/// Reads the ring's counter and the [`PAGE`] entries after `after`.
+pub fn ring_read(prefix: &str, after: u64) -> Call {
+    let ring = ring_key(prefix);
+    let mut path = format!("/MGET/{ring}");
+    for n in after + 1..=after + PAGE {
+        path.push_str(&format!("/{ring}:{}", n % RING));
+    }
+    Call {
+        method: "GET".to_owned(),
+        path,
+        body: None,
+    }
+}
+
+/// What a ring read found: the counter, and the entries after the cursor (in order, each
+/// `None` when absent: expired, or overwritten a ring later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingPage {
+    pub counter: u64,
+    pub entries: Vec<Option<Vec<u8>>>,
+}
+
+/// Reads a ring read's answer (webdis JSON: `{"MGET": ["<counter>", "<n>:<value>", null,
+/// ...]}`) for the entries after `after`; `None` when it is not one.
+pub fn ring_page(status: Option<&str>, body: &[u8], after: u64) -> Option<RingPage> {
+    if status != Some("200") {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let values = json.get("MGET")?.as_array()?;
+    let (counter, slots) = values.split_first()?;
+    let counter = match counter {
+        serde_json::Value::Null => 0,
+        value => value.as_str()?.parse().ok()?,
+    };
+    let entries = slots
+        .iter()
+        .zip(after + 1..)
+        .map(|(value, n)| {
+            let (at, value) = value.as_str()?.split_once(':')?;
+            if at.parse::<u64>().ok()? != n {
+                return None;
+            }
+            URL_SAFE_NO_PAD.decode(value).ok()
+        })
+        .collect();
+    Some(RingPage { counter, entries })
+}
+
+/// Whether a ring append was made (`{"EVAL": <n>}`).
+pub fn appended(status: Option<&str>, body: &[u8]) -> bool {
+    status == Some("200")
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("EVAL")?.as_u64())
+            .is_some()
+}
+
+// ---- this gateway's place in the fleet's revocations (shared data) ----------------------------
+
+/// Where this gateway (this VM) stands with the fleet's revocations, kept in shared data
+/// (`fl:rv`, written with a compare-and-swap): its own revocations published up to `out` (a
+/// number of the local log), the fleet's applied up to `seen` (a number of the ring), when to
+/// read the ring next, and who works on each until when (one worker at a time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursors {
+    pub out: u64,
+    pub out_claim_ms: u64,
+    pub seen: u64,
+    pub seen_claim_ms: u64,
+    pub next_read_ms: u64,
+}
+
+const CURSORS_KEY: &str = "fl:rv";
+const CAS_ATTEMPTS: usize = 16;
+
+impl Cursors {
+    fn decode(v: &[u8]) -> Option<Self> {
+        let n = |i: usize| {
+            v.get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
+        (v.len() == 40).then_some(())?;
+        Some(Self {
+            out: n(0)?,
+            out_claim_ms: n(1)?,
+            seen: n(2)?,
+            seen_claim_ms: n(3)?,
+            next_read_ms: n(4)?,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        [
+            self.out,
+            self.out_claim_ms,
+            self.seen,
+            self.seen_claim_ms,
+            self.next_read_ms,
+        ]
+        .iter()
+        .flat_map(|n| n.to_be_bytes())
+        .collect()
+    }
+
+    /// The record as it is now.
+    pub fn read(host: &dyn Host) -> Self {
+        host.shared_get(CURSORS_KEY)
+            .as_deref()
+            .and_then(Self::decode)
+            .unwrap_or_default()
+    }
+
+    /// Changes the record with `change` (which answers `None` to leave it as it is), with a
+    /// compare-and-swap: the record written, or `None`.
+    pub fn update(host: &dyn Host, change: impl Fn(Self) -> Option<Self>) -> Option<Self> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = host.shared_get_cas(CURSORS_KEY);
+            let now = value.as_deref().and_then(Self::decode).unwrap_or_default();
+            let next = change(now)?;
+            if host
+                .shared_set_cas(CURSORS_KEY, &next.encode(), cas)
+                .is_ok()
+            {
+                return Some(next);
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +269,69 @@ mod tests {
         );
         assert_eq!(put("k", String::new(), 0).path, "/SETEX/k/1");
         assert_eq!(delete("k").path, "/DEL/k");
+    }
+
+    #[test]
+    fn the_revocation_ring() {
+        let a = ring_append("tf:", "AAEC", 1_500);
+        assert!(
+            a.path.starts_with("/EVAL/local%20n%3Dredis.call"),
+            "{}",
+            a.path
+        );
+        assert!(a.path.ends_with("/1/tf:rv/AAEC/2"), "{}", a.path);
+        assert!(!a.path[6..].contains("/1/tf:rv/AAEC/2/"));
+        let r = ring_read("tf:", 4094);
+        assert!(r
+            .path
+            .starts_with("/MGET/tf:rv/tf:rv:4095/tf:rv:0/tf:rv:1/"));
+        assert_eq!(r.path.matches('/').count(), 2 + PAGE as usize);
+        let body = br#"{"MGET":["4097","4095:AAEC",null,"1:AAEC","3:AAEC"]}"#;
+        let page = ring_page(Some("200"), body, 4094).unwrap();
+        assert_eq!(page.counter, 4097);
+        assert_eq!(
+            page.entries,
+            vec![Some(vec![0, 1, 2]), None, None, None],
+            "an entry is the number it says it is (a ring later: absent)"
+        );
+        assert_eq!(
+            ring_page(Some("200"), br#"{"MGET":[null]}"#, 0)
+                .unwrap()
+                .counter,
+            0
+        );
+        for (status, body) in [
+            (Some("503"), &br#"{"MGET":["1"]}"#[..]),
+            (Some("200"), b"garbage"),
+            (Some("200"), br#"{"MGET":[]}"#),
+            (Some("200"), br#"{"MGET":["x"]}"#),
+            (None, b""),
+        ] {
+            assert_eq!(ring_page(status, body, 0), None, "{body:?}");
+        }
+        assert!(appended(Some("200"), br#"{"EVAL":7}"#));
+        assert!(!appended(Some("200"), br#"{"EVAL":[false,"ERR"]}"#));
+        assert!(!appended(Some("503"), br#"{"EVAL":7}"#));
+    }
+
+    #[test]
+    fn cursors_change_by_compare_and_swap() {
+        let host = crate::testing::FakeHost::at(0);
+        assert_eq!(Cursors::read(&host), Cursors::default());
+        let claimed = Cursors::update(&host, |c| {
+            (c.out_claim_ms <= 5).then_some(Cursors {
+                out_claim_ms: 100,
+                ..c
+            })
+        });
+        assert_eq!(claimed.unwrap().out_claim_ms, 100);
+        assert_eq!(
+            Cursors::update(&host, |c| (c.out_claim_ms <= 5).then_some(c)),
+            None,
+            "claimed by another"
+        );
+        Cursors::update(&host, |c| Some(Cursors { seen: 7, ..c }));
+        assert_eq!(Cursors::read(&host).seen, 7);
+        assert_eq!(Cursors::read(&host).out_claim_ms, 100);
     }
 }

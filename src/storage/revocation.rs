@@ -107,6 +107,13 @@ impl Mark {
         }
     }
 
+    /// The mark's bytes ([`Mark::decode`] reads them back).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MARK_LEN);
+        self.encode_into(&mut out);
+        out
+    }
+
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
         out.extend_from_slice(&self.key);
@@ -114,7 +121,7 @@ impl Mark {
         out.extend_from_slice(&self.until_ms.to_be_bytes());
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         let (&kind, rest) = bytes.split_first()?;
         let (key, rest) = rest.split_at_checked(32)?;
         let (at, until) = rest.split_at_checked(8)?;
@@ -256,6 +263,27 @@ impl Marks {
     /// Whether a live mark of `mark`'s kind and key is written under any live size (a logout
     /// token's `jti` accepted before).
     pub fn holds(host: &dyn Host, salt: &[u8; 32], mark: &Mark, now_ms: u64) -> bool {
+        Self::held(host, salt, mark, now_ms, |_| true)
+    }
+
+    /// Whether a live mark of `mark`'s kind and key revokes at least as much as it: as late a
+    /// revocation time, as late an end, and not one that gives way where it would not (a
+    /// mark from another gateway already applied here).
+    pub fn holds_as_much(host: &dyn Host, salt: &[u8; 32], mark: &Mark, now_ms: u64) -> bool {
+        Self::held(host, salt, mark, now_ms, |m| {
+            m.at_s >= mark.at_s
+                && m.until_ms >= mark.until_ms
+                && (m.kind != MarkKind::Observed || mark.kind == MarkKind::Observed)
+        })
+    }
+
+    fn held(
+        host: &dyn Host,
+        salt: &[u8; 32],
+        mark: &Mark,
+        now_ms: u64,
+        enough: impl Fn(&Mark) -> bool,
+    ) -> bool {
         let at = placed(salt, &mark.key);
         LAYOUT.load(host).live(now_ms).any(|size| {
             host.shared_get(&bucket_key(slot_of(&at, u64::from(size))))
@@ -264,6 +292,7 @@ impl Marks {
                         now_ms < m.until_ms
                             && family(m.kind) == family(mark.kind)
                             && constant_time_eq(&m.key, &mark.key)
+                            && enough(m)
                     })
                 })
         })
@@ -365,7 +394,8 @@ pub fn log_seq(host: &dyn Host) -> u64 {
 }
 
 /// Appends `mark` to the log; its sequence number, or `None` when the log kept changing.
-pub fn log_append(host: &dyn Host, mark: &Mark) -> Option<u64> {
+/// `from_fleet`: a mark another gateway made (applied here, never published again).
+pub fn log_append(host: &dyn Host, mark: &Mark, from_fleet: bool) -> Option<u64> {
     for _ in 0..MAX_ATTEMPTS {
         let (value, cas) = host.shared_get_cas(SEQ_KEY);
         let seq = value
@@ -378,6 +408,7 @@ pub fn log_append(host: &dyn Host, mark: &Mark) -> Option<u64> {
         {
             let mut entry = seq.to_be_bytes().to_vec();
             mark.encode_into(&mut entry);
+            entry.push(u8::from(from_fleet));
             host.shared_set(&log_key(seq), &entry);
             return Some(seq);
         }
@@ -388,7 +419,8 @@ pub fn log_append(host: &dyn Host, mark: &Mark) -> Option<u64> {
 /// What the log holds at a sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    Mark(Mark),
+    /// A revocation (`from_fleet`: made at another gateway).
+    Mark { mark: Mark, from_fleet: bool },
     /// Taken, not written yet: read it again later.
     NotYet,
     /// Overwritten by a later entry: the reader fell a ring behind.
@@ -403,8 +435,10 @@ pub fn log_read(host: &dyn Host, seq: u64) -> Entry {
         return Entry::Lost;
     };
     let written = at.try_into().map(u64::from_be_bytes).unwrap_or(0);
-    match (written.cmp(&seq), Mark::decode(mark)) {
-        (std::cmp::Ordering::Equal, Some(m)) => Entry::Mark(m),
+    let from_fleet = mark.get(MARK_LEN) == Some(&1);
+    let mark = mark.get(..MARK_LEN).and_then(Mark::decode);
+    match (written.cmp(&seq), mark) {
+        (std::cmp::Ordering::Equal, Some(mark)) => Entry::Mark { mark, from_fleet },
         (std::cmp::Ordering::Less, _) => Entry::NotYet,
         _ => Entry::Lost,
     }
@@ -707,14 +741,24 @@ mod tests {
         assert_eq!(log_seq(&host), 0);
         assert_eq!(log_read(&host, 1), Entry::NotYet);
         let m = mark(MarkKind::Token, [5; 32], T0 + 1);
-        assert_eq!(log_append(&host, &m), Some(1));
-        assert_eq!(log_read(&host, 1), Entry::Mark(m));
+        assert_eq!(log_append(&host, &m, false), Some(1));
+        let ours = Entry::Mark {
+            mark: m,
+            from_fleet: false,
+        };
+        assert_eq!(log_read(&host, 1), ours);
         assert_eq!(log_seq(&host), 1);
         for _ in 0..LOG_SLOTS {
-            log_append(&host, &m);
+            log_append(&host, &m, true);
         }
         assert_eq!(log_read(&host, 1), Entry::Lost, "overwritten a lap later");
-        assert_eq!(log_read(&host, LOG_SLOTS + 1), Entry::Mark(m));
+        assert_eq!(
+            log_read(&host, LOG_SLOTS + 1),
+            Entry::Mark {
+                mark: m,
+                from_fleet: true
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,228 @@
+//! Beside the request path (with `fleet` and `revocation`): revocations across the fleet. No
+//! fleet call is ever made on a request's path: each gateway's timer (one worker at a time,
+//! by a claim in shared data: `storage::fleet::Cursors`) does two jobs.
+//!
+//! - **Publish**: each revocation made here (the API, an observed RFC 7009 request, a
+//!   back-channel logout: an entry of the local log, `storage::revocation`) is appended to the
+//!   fleet's ring in Redis (one atomic `EVAL`), a token's sealed phantom entry deleted first.
+//!   Until Redis takes it, it is tried again on every tick: late by at most a tick once Redis
+//!   is back.
+//! - **Read**: every `revocation_bound_ms` less two ticks (see [`read_period_ms`]), the ring's
+//!   counter and the entries after this gateway's place are read in one `MGET`; each mark not
+//!   held here already is applied as a local revocation (`revoke::from_fleet`: marks, log,
+//!   every worker's copies), never published again.
+//!
+//! A mark names a token, subject or session by a hash (`token::revocation`): the ring holds no
+//! token and no claim value.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use crate::metrics::Counter;
+use crate::storage::fleet::{self, Cursors, RingPage, Space, PAGE, RING};
+use crate::storage::remote::Call;
+use crate::storage::revocation::{self as store, Entry, Mark, MarkKind};
+
+use super::executor::TICK_MS;
+use super::{revoke, Ctx};
+
+/// A fleet call of this job, and what its answer leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// A revoked token's phantom entry deleted (then the mark appended).
+    Delete { seq: u64, mark: Mark },
+    /// The mark of the local log's entry `seq` appended to the ring.
+    Append { seq: u64, mark: Mark },
+    /// The ring read after `after`.
+    Read { after: u64 },
+}
+
+/// How often the ring is read: the bound, less the tick a reading may wait for and the tick
+/// every worker takes to apply what it read (at least a tick).
+pub fn read_period_ms(bound_ms: u64) -> u64 {
+    bound_ms.saturating_sub(2 * TICK_MS + 100).max(TICK_MS)
+}
+
+/// How long a claim holds: a call's timeout twice, and a tick.
+fn claim_ms(cx: &Ctx<'_>) -> u64 {
+    cx.cfg
+        .fleet
+        .as_ref()
+        .map_or(0, |f| f.timeout_ms.saturating_mul(2))
+        .saturating_add(TICK_MS)
+}
+
+/// The next publishing call, when this worker may make it: the next revocation made here and
+/// not published yet (entries from the fleet, expired or lost are passed over).
+pub fn next_publish(cx: &Ctx<'_>) -> Option<(Job, Call)> {
+    let (cfg, host) = (cx.cfg, cx.host);
+    let fleet = cfg.fleet.as_ref()?;
+    cfg.revocation.as_ref()?;
+    let now = host.now_ms();
+    let seq = store::log_seq(host);
+    let claimed = Cursors::update(host, |c| {
+        (c.out < seq && c.out_claim_ms <= now).then_some(Cursors {
+            out_claim_ms: now.saturating_add(claim_ms(cx)),
+            ..c
+        })
+    })?;
+    let mut at = claimed.out;
+    let found = loop {
+        if at >= seq {
+            break None;
+        }
+        match store::log_read(host, at + 1) {
+            Entry::Mark {
+                mark,
+                from_fleet: false,
+            } if mark.until_ms > now => break Some((at + 1, mark)),
+            Entry::Mark { .. } => at += 1,
+            Entry::Lost => {
+                host.count(Counter::FleetRevocationLost);
+                at += 1;
+            }
+            Entry::NotYet => break None,
+        }
+    };
+    let Some((seq, mark)) = found else {
+        release_out(cx, claimed.out, at);
+        return None;
+    };
+    if at > claimed.out {
+        // Passed over: the claim kept.
+        Cursors::update(host, |c| {
+            Some(Cursors {
+                out: c.out.max(at),
+                ..c
+            })
+        });
+    }
+    Some(
+        if matches!(mark.kind, MarkKind::Token | MarkKind::Observed) {
+            let key = fleet::key(&fleet.key_prefix, Space::Phantom, &mark.key);
+            (Job::Delete { seq, mark }, fleet::delete(&key))
+        } else {
+            append(cx, seq, mark)?
+        },
+    )
+}
+
+fn append(cx: &Ctx<'_>, seq: u64, mark: Mark) -> Option<(Job, Call)> {
+    let fleet = cx.cfg.fleet.as_ref()?;
+    let ttl_ms = mark.until_ms.saturating_sub(cx.host.now_ms());
+    let value = URL_SAFE_NO_PAD.encode(mark.encode());
+    Some((
+        Job::Append { seq, mark },
+        fleet::ring_append(&fleet.key_prefix, &value, ttl_ms),
+    ))
+}
+
+/// Published up to `to` (from `from`), the claim let go.
+fn release_out(cx: &Ctx<'_>, from: u64, to: u64) {
+    Cursors::update(cx.host, |c| {
+        Some(Cursors {
+            out: if c.out == from { to } else { c.out.max(to) },
+            out_claim_ms: 0,
+            ..c
+        })
+    });
+}
+
+/// A publishing call answered (`ok`): the next call, if any (the mark after a deletion, the
+/// next revocation after an append).
+pub fn on_publish(cx: &Ctx<'_>, job: Job, ok: bool) -> Option<(Job, Call)> {
+    match job {
+        // A deletion that failed leaves an entry every gateway refuses once the mark reaches
+        // it: the mark goes on.
+        Job::Delete { seq, mark } => append(cx, seq, mark),
+        Job::Append { seq, .. } if ok => {
+            cx.host.count(Counter::FleetRevocationsPublished);
+            release_out(cx, seq - 1, seq);
+            next_publish(cx)
+        }
+        Job::Append { seq, .. } => {
+            cx.host.count(Counter::FleetError);
+            // Tried again on the next tick.
+            release_out(cx, seq - 1, seq - 1);
+            None
+        }
+        Job::Read { .. } => None,
+    }
+}
+
+/// The next ring read, when it is due and this worker may make it.
+pub fn next_read(cx: &Ctx<'_>) -> Option<(Job, Call)> {
+    let (cfg, host) = (cx.cfg, cx.host);
+    let fleet = cfg.fleet.as_ref()?;
+    cfg.revocation.as_ref()?;
+    let now = host.now_ms();
+    let claimed = Cursors::update(host, |c| {
+        (c.next_read_ms <= now && c.seen_claim_ms <= now).then_some(Cursors {
+            seen_claim_ms: now.saturating_add(claim_ms(cx)),
+            ..c
+        })
+    })?;
+    let after = claimed.seen;
+    Some((
+        Job::Read { after },
+        fleet::ring_read(&fleet.key_prefix, after),
+    ))
+}
+
+/// The ring's answer to a read after `after` (`None`: no answer, or not one): each mark
+/// applied, the place moved on; the next read at once when there is more to read.
+pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job, Call)> {
+    let (cfg, host) = (cx.cfg, cx.host);
+    let fleet = cfg.fleet.as_ref()?;
+    let now = host.now_ms();
+    let period = read_period_ms(fleet.revocation_bound_ms);
+    let Some(page) = page else {
+        host.count(Counter::FleetError);
+        moved(cx, after, after, now.saturating_add(period));
+        return None;
+    };
+    let seen = if page.counter < after {
+        // Redis lost the ring (restarted empty): from its start again.
+        host.count(Counter::FleetRevocationGap);
+        0
+    } else if page.counter > after.saturating_add(RING) {
+        // Fell more than a ring behind (Redis unreachable from here that long): what was
+        // overwritten is missed.
+        if after > 0 {
+            host.count(Counter::FleetRevocationGap);
+        }
+        page.counter - RING
+    } else {
+        let last = page.counter.min(after + PAGE);
+        for entry in page.entries.iter().take((last - after) as usize).flatten() {
+            if let Some(mark) = Mark::decode(entry) {
+                if revoke::from_fleet(cx, &mark) {
+                    host.count(Counter::FleetRevocationsApplied);
+                }
+            }
+        }
+        last
+    };
+    let next = if page.counter > seen {
+        now
+    } else {
+        now.saturating_add(period)
+    };
+    moved(cx, after, seen, next);
+    if next <= now {
+        return next_read(cx);
+    }
+    None
+}
+
+/// The ring read up to `seen` (from `after`), the claim let go.
+fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64) {
+    Cursors::update(cx.host, |c| {
+        Some(Cursors {
+            seen: if c.seen == after { seen } else { c.seen },
+            seen_claim_ms: 0,
+            next_read_ms,
+            ..c
+        })
+    });
+}
