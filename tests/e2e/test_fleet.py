@@ -19,6 +19,9 @@ from harness.envoy import Envoy, base_config, bearer, closed_port, forwarded_aut
 from harness.redis import Redis
 
 LOCAL_TTL_S = 2
+BOUND_MS = 2000
+REVOKE_SECRET = "e2e-fleet-revocation-secret"
+ROUTES = (("/oauth/revoke", "token_service"), ("/", "api"))
 KEY_LABEL = b"envoy-token-filter fleet v1 phantom key\0"
 
 
@@ -30,7 +33,9 @@ def fleet_key(token, prefix="tf:"):
 
 def fleet_config(cluster="webdis", **fleet):
     cfg = base_config()
-    cfg["fleet"] = {"cluster": cluster, "timeout_ms": 300, "local_ttl_s": LOCAL_TTL_S, **fleet}
+    cfg["fleet"] = {"cluster": cluster, "timeout_ms": 300, "local_ttl_s": LOCAL_TTL_S,
+                    "revocation_bound_ms": BOUND_MS, **fleet}
+    cfg["revocation"] = {"path": "/_revoke", "secret": REVOKE_SECRET, "observe_paths": ["/oauth/revoke"]}
     return cfg
 
 
@@ -95,7 +100,7 @@ def fleet(tmp_path_factory, redis, echo, token_service):
     hanging, garbage, huge = Hanging(), Garbage(b"not-a-sealed-value"), Garbage(b"A" * 70_000)
     gateways = {}
     for name in ("a", "b", "c"):
-        listeners = {"main": fleet_config()}
+        listeners = {"main": {"plugin": fleet_config(), "routes": ROUTES}}
         clusters = {"api": echo.port, "token_service": token_service.port, "webdis": redis.http_port}
         if name == "a":
             # The same fleet, unreachable, hanging, answering garbage: each its own VM.
@@ -284,3 +289,80 @@ def test_redis_stopped_then_back(fleet, redis, token_service):
         time.sleep(0.3)
     assert request(port(fleet, "c"), "/orders", bearer(token)).status == 200
     assert len(token_service.calls_for(token)) == 1
+
+
+def revoke(port_, form):
+    return request(port_, "/_revoke", [("content-type", "application/x-www-form-urlencoded"),
+                                       ("authorization", f"Bearer {REVOKE_SECRET}")],
+                   method="POST", body=form.encode())
+
+
+def refused_everywhere_within_the_bound(fleet, names, token, t0):
+    """Each gateway refuses `token` (on both workers) within the bound, measured from `t0`."""
+    took = {}
+    for name in names:
+        # Refused by every worker: ten answers in a row (each on a new connection).
+        streak, since = 0, None
+        while streak < 10:
+            status = request(port(fleet, name), "/orders", bearer(token)).status
+            assert status in (200, 401), status
+            if status == 401:
+                since = since or time.time()
+                streak += 1
+            else:
+                streak, since = 0, None
+                assert time.time() - t0 < BOUND_MS / 1000 + 1, f"{name} still serves it"
+                time.sleep(0.02)
+        took[name] = round((since - t0) * 1000)
+    print(f"revocation refused within (ms, bound {BOUND_MS}): {took}")
+    assert all(ms <= BOUND_MS for ms in took.values()), took
+    return took
+
+
+def used_everywhere(fleet, token):
+    for name in ("a", "b", "c") * 4:
+        assert request(port(fleet, name), "/orders", bearer(token)).status == 200
+
+
+def test_a_token_revoked_at_one_gateway_is_refused_at_every_other_within_the_bound(fleet, redis):
+    token = f"act-{uuid.uuid4().hex}"
+    used_everywhere(fleet, token)
+    assert revoke(port(fleet, "a"), f"token={token}").status == 200
+    t0 = time.time()
+    assert request(port(fleet, "a"), "/orders", bearer(token)).status == 401
+    refused_everywhere_within_the_bound(fleet, ("b", "c"), token, t0)
+    assert redis.cli("EXISTS", fleet_key(token)).strip() == "0", "its sealed entry deleted"
+    assert fleet["a"].counters()["fleet_revocations_published"] >= 1
+    assert fleet["b"].counters()["fleet_revocations_applied"] >= 1
+
+
+def test_a_subject_revoked_at_one_gateway_is_refused_at_every_other_within_the_bound(fleet, redis):
+    token = f"act-{uuid.uuid4().hex}"
+    used_everywhere(fleet, token)
+    sub = "user-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+    assert revoke(port(fleet, "b"), f"sub={sub}").status == 200
+    refused_everywhere_within_the_bound(fleet, ("a", "c"), token, time.time())
+    # The ring names the subject by a hash only.
+    assert not any(sub.encode() in v for v in redis.dump().values())
+
+
+def test_a_revocation_seen_on_its_way_to_the_token_service_reaches_the_fleet(fleet, token_service):
+    token = f"act-{uuid.uuid4().hex}"
+    used_everywhere(fleet, token)
+    r = request(port(fleet, "c"), "/oauth/revoke", [("content-type", "application/x-www-form-urlencoded")],
+                method="POST", body=f"token={token}&token_type_hint=access_token".encode())
+    assert r.status == 200
+    refused_everywhere_within_the_bound(fleet, ("a", "b"), token, time.time())
+
+
+def test_a_revocation_made_while_redis_is_down_reaches_the_fleet_once_it_is_back(fleet, redis):
+    token = f"act-{uuid.uuid4().hex}"
+    used_everywhere(fleet, token)
+    redis.stop("webdis")
+    try:
+        assert revoke(port(fleet, "a"), f"token={token}").status == 200
+        time.sleep(BOUND_MS / 1000 + 0.5)
+        assert request(port(fleet, "b"), "/orders", bearer(token)).status == 200, "B cannot know yet"
+    finally:
+        redis.start_webdis()
+    refused_everywhere_within_the_bound(fleet, ("b", "c"), token, time.time())

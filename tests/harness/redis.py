@@ -23,6 +23,14 @@ class Redis:
         self.procs["redis"] = subprocess.Popen(
             [exe, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            ping = subprocess.run(["redis-cli", "-p", str(self.redis_port), "PING"], capture_output=True,
+                                  text=True, timeout=5)
+            if ping.stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis did not answer")
 
     def start_webdis(self):
         exe = shutil.which("webdis")
