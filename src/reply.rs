@@ -27,6 +27,7 @@
 //! | `dpop.nonce` and no current nonce | 401 | `DPoP error="use_dpop_nonce", algs="..."` and `DPoP-Nonce` |
 //! | a bound token without its proof; `proof: "required"` and an unbound token | 401 | `DPoP error="invalid_token", algs="..."` |
 //! | the DPoP replay store full | 503 | none |
+//! | with `fleet`: Redis cannot say whether a DPoP proof was used at another gateway | 503 | none |
 //! | the proof's key holds its share of the replay store (`dpop.max_proofs_per_key`) | 429 (`Retry-After`) | none |
 //! | token exchange refused for this API (`invalid_target`, `invalid_scope`, ...) | 403 | `Bearer realm="api", error="insufficient_scope"` |
 //! | token exchange failed (unreachable, 5xx, unusable answer) | 502 (503) | none |
@@ -86,6 +87,9 @@ pub enum Denial {
     ProofRequired,
     /// The DPoP replay store has no room for this proof: refused, never accepted unchecked.
     ReplayStoreFull,
+    /// With `fleet`: Redis cannot say whether this DPoP proof was used at another gateway
+    /// (`dpop.fleet_unavailable` "refuse").
+    FleetUnavailable,
     /// The proof's key already holds its share of the replay store
     /// (`dpop.max_proofs_per_key`): that key's requests wait, every other key's go on.
     DpopKeyQuota {
@@ -181,6 +185,7 @@ impl Denial {
             Denial::BoundTokenUnproven => row(401, Some("invalid_token"), "invalid_token", "The access token is bound to a key the request does not prove", Counter::DeniedUnproven, C::Dpop),
             Denial::ProofRequired => row(401, Some("invalid_token"), "invalid_token", "This resource needs a token bound to a key, with its proof", Counter::DeniedUnproven, C::Dpop),
             Denial::ReplayStoreFull => row(503, None, "dpop_replay_store_full", "The gateway cannot record more DPoP proofs now; retry", Counter::DeniedReplayStoreFull, C::RetrySoon),
+            Denial::FleetUnavailable => row(503, None, "fleet_unavailable", "The gateways' shared store cannot check this DPoP proof now; retry", Counter::DeniedFleetUnavailable, C::RetrySoon),
             Denial::DpopKeyQuota { .. } => row(429, None, "dpop_key_quota", "This DPoP key has sent too many proofs recently; retry later", Counter::DeniedDpopKeyQuota, C::RetryAfter),
         }
     }

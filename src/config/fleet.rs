@@ -1,7 +1,8 @@
 //! `fleet`: what a fleet of gateways shares through Redis, spoken through webdis's URL protocol
-//! (proxy-wasm can only make HTTP calls). Today: the phantom cache (level 2, sealed entries) and
-//! revocation. The split store, DPoP replay and nonces are not shared yet (issue 28): a
-//! configuration with `fleet` and any of them is refused, rather than shared in part.
+//! (proxy-wasm can only make HTTP calls): the phantom cache (level 2, sealed entries),
+//! revocation, DPoP replay and nonces. The split store is not shared through `fleet` yet
+//! (issue 28; `split.remote` shares it as before): a configuration with both is refused,
+//! rather than shared in part.
 
 use serde::Deserialize;
 
@@ -110,23 +111,19 @@ impl RawFleet {
 /// Whether the features of a configuration with `fleet` are ones the fleet shares: each that is
 /// present must be, or the configuration is refused (a fleet that shares in part would accept
 /// at one gateway what another refused).
-pub(super) fn shares(phantom: bool, split: bool, dpop: bool) -> Result<(), ConfigError> {
+pub(super) fn shares(phantom: bool, split: bool) -> Result<(), ConfigError> {
     if !phantom {
         return Err(ConfigError::new(
             "fleet",
             "shares the phantom cache: needs phantom",
         ));
     }
-    for (present, field, what) in [
-        (split, "split", "use split.remote for the split store"),
-        (dpop, "dpop", "DPoP replay and nonces would be per gateway"),
-    ] {
-        if present {
-            return Err(ConfigError::new(
-                "fleet",
-                format!("not yet with {field}: the fleet does not share it yet ({what})"),
-            ));
-        }
+    if split {
+        return Err(ConfigError::new(
+            "fleet",
+            "not yet with split: the fleet does not share the split store yet (use \
+             split.remote for it)",
+        ));
     }
     Ok(())
 }
@@ -194,18 +191,20 @@ mod tests {
         let fleet = r#""fleet": {"cluster": "webdis"}"#;
         let ok = format!("{{{phantom}, {fleet}}}");
         assert!(Config::from_slice(ok.as_bytes()).unwrap().fleet.is_some());
-        for (extra, names) in [
-            (r#""dpop": {}"#, "dpop"),
-            (r#""split": {"max_entries": 10}"#, "split"),
+        let split = format!(r#"{{{phantom}, {fleet}, "split": {{"max_entries": 10}}}}"#);
+        let e = Config::from_slice(split.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "fleet");
+        assert!(e.message.contains("split.remote"), "{e:?}");
+        for shared in [
+            r#""revocation": {"observe_paths": ["/revoke"]}"#,
+            r#""dpop": {"nonce": true, "fleet_unavailable": "process"}"#,
         ] {
-            let json = format!("{{{phantom}, {fleet}, {extra}}}");
-            let e = Config::from_slice(json.as_bytes()).unwrap_err();
-            assert_eq!(e.field, "fleet", "{extra}");
-            assert!(e.message.contains(names), "{e:?}");
+            let json = format!("{{{phantom}, {fleet}, {shared}}}");
+            assert!(Config::from_slice(json.as_bytes()).is_ok(), "{shared}");
         }
-        let with_revocation =
-            format!(r#"{{{phantom}, {fleet}, "revocation": {{"observe_paths": ["/revoke"]}}}}"#);
-        assert!(Config::from_slice(with_revocation.as_bytes()).is_ok());
+        let wrong = format!(r#"{{{phantom}, {fleet}, "dpop": {{"fleet_unavailable": "open"}}}}"#);
+        let e = Config::from_slice(wrong.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "dpop.fleet_unavailable");
         let split_only = format!(r#"{{"split": {{"max_entries": 10}}, {fleet}}}"#);
         assert!(Config::from_slice(split_only.as_bytes()).is_err());
     }

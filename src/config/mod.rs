@@ -232,7 +232,7 @@ pub const SCHEMA_CANNOT_SAY: &[&str] = &[
     "phantom.mint.private_key_pem: a key of the algorithm's curve",
     "verify.jwks_inline: a JWK Set with a usable key; realm and scopes: no quote or backslash",
     "paths matched against requests (publish, revocation, split responses, jwks_path): no '?' or '#'",
-    "fleet: needs phantom; not yet with split or dpop (issue 28: they are not shared yet)",
+    "fleet: needs phantom; not yet with split (issue 28: the split store is not shared yet)",
     "credentials \"cookie\" or \"either\": needs cookies; cookies.trusted_web_origins: origins (http(s), a host, an optional port)",
 ];
 
@@ -589,7 +589,7 @@ impl RawConfig {
             *path = crate::token::path::fold(path);
         }
         if fleet.is_some() {
-            fleet::shares(phantom.is_some(), split.is_some(), dpop.is_some())?;
+            fleet::shares(phantom.is_some(), split.is_some())?;
         }
         Ok(Config {
             own_paths_folded,

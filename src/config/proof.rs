@@ -54,6 +54,10 @@ pub(super) struct RawDpop {
     #[cfg_attr(feature = "cli", schemars(extend("default" = false)))]
     #[serde(default)]
     forward_proof: bool,
+    /// With `fleet`, when Redis cannot say whether a proof was used at another gateway:
+    /// `refuse` (503) or `process` (this Envoy's replay store alone decides; counted).
+    #[cfg_attr(feature = "cli", schemars(extend("enum" = ["refuse", "process"], "default" = "refuse")))]
+    fleet_unavailable: Option<String>,
 }
 
 /// Certificate-bound tokens (RFC 8705).
@@ -83,6 +87,8 @@ pub struct DpopConfig {
     pub forward_proof: bool,
     /// The `algs` of a `DPoP` challenge: the algorithm names, space-separated.
     pub algs: String,
+    /// With `fleet`: a proof Redis cannot check is accepted on this Envoy's word alone.
+    pub fleet_unavailable_process: bool,
 }
 
 /// `mtls`, validated.
@@ -201,7 +207,18 @@ impl RawDpop {
             })
             .collect::<Vec<_>>()
             .join(" ");
+        let fleet_unavailable_process = match self.fleet_unavailable.as_deref() {
+            None | Some("refuse") => false,
+            Some("process") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "dpop.fleet_unavailable",
+                    "must be \"refuse\" or \"process\"",
+                ))
+            }
+        };
         Ok(DpopConfig {
+            fleet_unavailable_process,
             algorithms,
             max_age_s,
             clock_skew_s,

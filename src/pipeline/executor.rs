@@ -38,7 +38,7 @@ use super::forward::Forward;
 use super::io::{CallResponse, Io, Level, Outgoing, RequestParts};
 use super::machine::{self, Action, Call, Event, Note, Refused, State};
 use super::{
-    fleet_revocation, on_exchange, on_introspection, phantom_fleet, revoke, Ctx, Exchanged,
+    fleet_timer, on_exchange, on_introspection, phantom_fleet, revoke, Ctx, Exchanged,
     Introspected, Worker,
 };
 
@@ -122,8 +122,8 @@ pub struct Executor {
     current: Cell<u32>,
     /// Requests waiting until every worker has applied their revocation.
     confirming: RefCell<Vec<u32>>,
-    /// The fleet calls of the timer's revocation jobs (`fleet_revocation.rs`), by call.
-    fleet_jobs: RefCell<HashMap<u32, fleet_revocation::Job, Ids>>,
+    /// The fleet calls of the timer's revocation jobs (`fleet_timer.rs`), by call.
+    fleet_jobs: RefCell<HashMap<u32, fleet_timer::Job, Ids>>,
 }
 
 impl Executor {
@@ -328,14 +328,18 @@ impl Executor {
             let (status, body) = (status.as_deref(), response.body.as_deref().unwrap_or(&[]));
             let cx = self.cx(host);
             let next = match job {
-                fleet_revocation::Job::Read { after } => {
-                    fleet_revocation::on_read(&cx, after, fleet::ring_page(status, body, after))
+                fleet_timer::Job::Read { after } => {
+                    fleet_timer::on_read(&cx, after, fleet::ring_page(status, body, after))
                 }
-                fleet_revocation::Job::Append { .. } => {
-                    fleet_revocation::on_publish(&cx, job, fleet::appended(status, body))
+                fleet_timer::Job::Append { .. } => {
+                    fleet_timer::on_publish(&cx, job, fleet::appended(status, body))
                 }
-                fleet_revocation::Job::Delete { .. } => {
-                    fleet_revocation::on_publish(&cx, job, remote::delete_succeeded(status))
+                fleet_timer::Job::Delete { .. } => {
+                    fleet_timer::on_publish(&cx, job, remote::delete_succeeded(status))
+                }
+                fleet_timer::Job::NonceKey { offered } => {
+                    fleet_timer::on_nonce_key(&cx, fleet::nonce_key_of(status, body, &offered));
+                    None
                 }
             };
             self.fleet_job(host, io, next);
@@ -414,10 +418,11 @@ impl Executor {
         self.unpark(host, io);
         self.expire_held(host, io);
         revoke::follow(&self.cx(host));
-        if self.cfg.fleet.is_some() && self.cfg.revocation.is_some() {
+        if self.cfg.fleet.is_some() {
             let cx = self.cx(host);
-            self.fleet_job(host, io, fleet_revocation::next_publish(&cx));
-            self.fleet_job(host, io, fleet_revocation::next_read(&cx));
+            self.fleet_job(host, io, fleet_timer::next_publish(&cx));
+            self.fleet_job(host, io, fleet_timer::next_read(&cx));
+            self.fleet_job(host, io, fleet_timer::next_nonce_key(&cx));
         }
         let confirming = self.confirming.take();
         for id in confirming {
@@ -764,8 +769,9 @@ impl Executor {
                 CallKind::Exchange { token, policy },
                 client,
             ),
-            Call::RemoteGet(call) => self.own_call(io, id, &call, Own::Read),
-            Call::RemoteWrite(call) => self.own_call(io, id, &call, Own::Write),
+            Call::RemoteGet(call) => self.own_call(io, id, &call, Own::Read, StoreOf::Split),
+            Call::RemoteWrite(call) => self.own_call(io, id, &call, Own::Write, StoreOf::Split),
+            Call::FleetClaim(call) => self.own_call(io, id, &call, Own::Read, StoreOf::Fleet),
         }
     }
 
@@ -870,7 +876,7 @@ impl Executor {
         &self,
         host: &dyn Host,
         io: &dyn Io,
-        mut next: Option<(fleet_revocation::Job, remote::Call)>,
+        mut next: Option<(fleet_timer::Job, remote::Call)>,
     ) {
         while let Some((job, call)) = next.take() {
             match self.store_dispatch(io, &call, StoreOf::Fleet) {
@@ -881,10 +887,12 @@ impl Executor {
                     io.log(Level::Warn, format_args!("fleet revocation: {e}"));
                     let cx = self.cx(host);
                     next = match job {
-                        fleet_revocation::Job::Read { after } => {
-                            fleet_revocation::on_read(&cx, after, None)
+                        fleet_timer::Job::Read { after } => fleet_timer::on_read(&cx, after, None),
+                        fleet_timer::Job::NonceKey { .. } => {
+                            fleet_timer::on_nonce_key(&cx, None);
+                            None
                         }
-                        other => fleet_revocation::on_publish(&cx, other, false),
+                        other => fleet_timer::on_publish(&cx, other, false),
                     };
                 }
             }
@@ -920,9 +928,9 @@ impl Executor {
         }
     }
 
-    /// Starts a request's own call (the remote split store).
-    fn own_call(&self, io: &dyn Io, id: u32, call: &remote::Call, own: Own) -> Next {
-        match self.store_dispatch(io, call, StoreOf::Split) {
+    /// Starts a request's own call (the remote split store, a DPoP proof's claim).
+    fn own_call(&self, io: &dyn Io, id: u32, call: &remote::Call, own: Own, of: StoreOf) -> Next {
+        match self.store_dispatch(io, call, of) {
             Ok(call) => {
                 self.own_calls.borrow_mut().insert(call, (id, own));
                 Next::Flow(Flow::Pause)

@@ -21,6 +21,7 @@ use crate::hash::{TokenHash, TokenKeys};
 use crate::header_map::HeaderMap;
 use crate::metrics::Counter;
 use crate::reply::{self, Denial, DpopChallenge, LocalReply, Outcome, RevocationReply, SplitReply};
+use crate::storage::fleet;
 use crate::storage::held;
 use crate::storage::keys::{self, FirstFetch};
 use crate::storage::remote::{self, Got};
@@ -69,6 +70,13 @@ pub enum State {
     /// request's: see `storage::inflight`). `strip`: the headers the filter owns that it
     /// carries, removed when it goes on.
     Waiting { judged: Judged, strip: Vec<String> },
+    /// Resolved, bound and proven: paused until the fleet says its DPoP proof was not used
+    /// at another gateway (with `fleet`), then forwarded with `token`.
+    Claiming {
+        judged: Judged,
+        strip: Vec<String>,
+        token: std::rc::Rc<crate::storage::local::Resolved>,
+    },
     /// Paused for the remote split store's answer to its own read.
     Remote {
         judged: Judged,
@@ -128,6 +136,7 @@ impl State {
         matches!(
             self,
             State::Waiting { .. }
+                | State::Claiming { .. }
                 | State::Remote { .. }
                 | State::Parked { .. }
                 | State::Publishing { .. }
@@ -226,6 +235,8 @@ pub enum Call {
     RemoteGet(remote::Call),
     /// A write to the remote split store.
     RemoteWrite(remote::Call),
+    /// A DPoP proof claimed in the fleet (answered as [`Event::RemoteGot`]).
+    FleetClaim(remote::Call),
 }
 
 /// Why a local reply is worth a log line.
@@ -315,6 +326,26 @@ pub fn step(cx: &Ctx<'_>, state: State, event: Event<'_>) -> (State, Action) {
             };
             let step = on_remote_get(cx, &judged.caller(cx), &hash, &token, answer);
             settle(cx, judged, strip, step)
+        }
+        (
+            State::Claiming {
+                judged,
+                strip,
+                token,
+            },
+            E::RemoteGot { status, body },
+        ) => {
+            let claimed = body.map_or(fleet::Claimed::Failed, |b| fleet::claimed(status, b));
+            match super::proof::fleet_claimed(cx, claimed) {
+                Ok(()) => forward_to(
+                    ForwardKind::Token,
+                    judged.policy,
+                    Some(token),
+                    strip,
+                    judged.browser.as_deref(),
+                ),
+                Err(denial) => done(deny(cx, &judged, denial)),
+            }
         }
         (
             State::Publishing { method, size },
@@ -519,7 +550,10 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
     let browser = super::browser::of(cx.cfg, headers);
     // A forward at once (a hit, the common case) reads nothing more of the request.
     let step = match decision.step {
-        Step::Done(Verdict::Forward(token)) => {
+        // A DPoP proof claimed in the fleet first (`settle`).
+        Step::Done(Verdict::Forward(token))
+            if super::proof::fleet_claim(cx, &decision.presented).is_none() =>
+        {
             let strip = owned(cx, Passage::Api, headers);
             return forward_to(
                 ForwardKind::Token,
@@ -650,7 +684,19 @@ fn settle(cx: &Ctx<'_>, judged: Judged, strip: Vec<String>, step: Step) -> (Stat
         forward_to(kind, judged.policy, token, strip, judged.browser.as_deref())
     };
     match step {
-        Step::Done(Verdict::Forward(token)) => forward(ForwardKind::Token, Some(token), strip),
+        Step::Done(Verdict::Forward(token)) => {
+            match super::proof::fleet_claim(cx, &judged.presented) {
+                Some(call) => (
+                    State::Claiming {
+                        judged,
+                        strip,
+                        token,
+                    },
+                    Action::Call(Call::FleetClaim(call)),
+                ),
+                None => forward(ForwardKind::Token, Some(token), strip),
+            }
+        }
         Step::Done(Verdict::Anonymous) => forward(ForwardKind::Anonymous, None, strip),
         Step::Done(Verdict::Reject(denial)) if waits_for_keys(cx, denial) => {
             (State::Parked { judged }, Action::WaitForKeys)

@@ -1713,6 +1713,19 @@ impl FakeRedis {
                 );
                 json(serde_json::json!({"EVAL": n}))
             }
+            "SET" => {
+                let (key, value) = (parts[1].clone(), parts[2].clone());
+                let there = kv.get(&key).cloned();
+                let get = parts.iter().any(|p| p == "GET");
+                if there.is_none() {
+                    kv.insert(key, value);
+                }
+                match (get, there) {
+                    (true, there) => json(serde_json::json!({ "SET": there })),
+                    (false, None) => json(serde_json::json!({"SET": [true, "OK"]})),
+                    (false, Some(_)) => json(serde_json::json!({ "SET": null })),
+                }
+            }
             "MGET" => {
                 let values: Vec<serde_json::Value> = parts[1..]
                     .iter()
@@ -1878,4 +1891,121 @@ fn a_subject_revoked_while_redis_is_down_reaches_the_fleet_once_it_is_back() {
     // A token of alice issued after the revocation (and its clock skew) is served.
     let later = issued("alice", "s-2", T0 / 1000 + 3_000);
     b.resolve_in_fleet(5, "opaque-b", &later, &redis);
+}
+
+// ---- DPoP across the fleet -------------------------------------------------------------------
+
+fn fleet_dpop(dpop: &str) -> String {
+    format!(
+        r#"{{"required_scopes": ["read"], {PHANTOM}, "dpop": {{{dpop}}},
+        "fleet": {{"cluster": "webdis"}}}}"#
+    )
+}
+
+const DPOP_HTU: &str = "http://api.example.com/api";
+
+impl Env {
+    /// A DPoP request (`id`) with `token` and a proof of `key` named `jti`.
+    fn dpop_get(
+        &self,
+        id: u32,
+        key: &crate::token::dpop::tests::ProofKey,
+        token: &str,
+        jti: &str,
+    ) -> Flow {
+        let proof = key.proof("GET", DPOP_HTU, token, T0 / 1000, jti);
+        let auth = format!("DPoP {token}");
+        self.request(
+            id,
+            "GET",
+            "/api",
+            &[("authorization", &auth), ("dpop", &proof)],
+            true,
+        )
+    }
+
+    /// Introspections not answered yet, answered with `jwt`.
+    fn introspect_as(&self, id: u32, jwt: &str) {
+        for (call, cluster, ..) in calls_of(&self.io) {
+            if cluster == "ts" && self.pumped.borrow_mut().insert(call) {
+                self.answer(id, call, answer("200", "application/jwt", jwt.as_bytes()));
+            }
+        }
+    }
+
+    fn forwarded(&self, id: u32) -> bool {
+        self.io.did.borrow().contains(&Did::Resume(id))
+            || matches!(self.io.header_of(id, "authorization"), Some(Some(_)))
+    }
+}
+
+#[test]
+fn a_dpop_proof_is_accepted_once_in_the_whole_fleet() {
+    use crate::token::dpop::tests::ProofKey;
+    let redis = FakeRedis::default();
+    let (a, b) = (Env::with(&fleet_dpop("")), Env::with(&fleet_dpop("")));
+    let key = ProofKey::es256(7);
+    let jwt = make(&format!(
+        r#"{{"scope":"read","sub":"alice","cnf":{{"jkt":"{}"}}}}"#,
+        key.jkt()
+    ));
+    assert_eq!(a.dpop_get(1, &key, "opaque-d", "jti-1"), Flow::Pause);
+    a.pump(&redis);
+    a.introspect_as(1, &jwt);
+    assert!(!a.forwarded(1), "not before the fleet took the proof");
+    a.pump(&redis);
+    assert!(a.forwarded(1));
+    assert!(redis.kv.borrow().keys().any(|k| k.starts_with("tf:dj:")));
+    // The same proof at B (the token from the fleet): a replay.
+    b.dpop_get(1, &key, "opaque-d", "jti-1");
+    b.pump(&redis);
+    assert_eq!(status(&b.io, 1), Some(401));
+    assert_eq!(b.host.count_of(Counter::FleetDpopReplayed), 1);
+    assert_eq!(b.host.count_of(Counter::IntrospectionCalls), 0);
+    // A new proof at B: its first use.
+    b.dpop_get(2, &key, "opaque-d", "jti-2");
+    b.pump(&redis);
+    assert!(b.forwarded(2));
+    // Redis down: refused 503, or with "process" this Envoy alone decides (counted).
+    redis.down.set(true);
+    b.dpop_get(3, &key, "opaque-d", "jti-3");
+    b.pump(&redis);
+    assert_eq!(status(&b.io, 3), Some(503));
+    assert_eq!(b.host.count_of(Counter::DeniedFleetUnavailable), 1);
+    let c = Env::with(&fleet_dpop(r#""fleet_unavailable": "process""#));
+    c.dpop_get(1, &key, "opaque-d", "jti-4");
+    c.pump(&redis);
+    c.introspect_as(1, &jwt);
+    c.pump(&redis);
+    assert!(c.forwarded(1));
+    assert_eq!(c.host.count_of(Counter::FleetDpopProcessOnly), 1);
+    // This Envoy's own replay store still refuses a replay, Redis or not.
+    c.dpop_get(2, &key, "opaque-d", "jti-4");
+    assert_eq!(status(&c.io, 2), Some(401));
+}
+
+#[test]
+fn a_nonce_made_at_one_gateway_is_current_at_every_other() {
+    let redis = FakeRedis::default();
+    let (a, b) = (
+        Env::with(&fleet_dpop(r#""nonce": true"#)),
+        Env::with(&fleet_dpop(r#""nonce": true"#)),
+    );
+    let nonce = |env: &Env| super::proof::server_nonce(&env.executor.cfg, &*env.host).unwrap();
+    assert_ne!(
+        nonce(&a),
+        nonce(&b),
+        "each Envoy's own key until the fleet's is read"
+    );
+    a.tick_fleet(TICK_MS, &redis);
+    b.tick_fleet(TICK_MS, &redis);
+    assert_eq!(nonce(&a), nonce(&b));
+    assert!(redis.kv.borrow().contains_key("tf:dn"));
+    // Read again a period later; Redis down meanwhile changes nothing.
+    redis.down.set(true);
+    let name = crate::storage::dpop::nonce_key_name(&a.executor.cfg.cache.jwt_namespace);
+    let before = a.host.value(&name);
+    a.tick_fleet(super::fleet_timer::NONCE_KEY_PERIOD_MS, &redis);
+    assert_eq!(a.host.value(&name), before);
+    assert!(a.host.count_of(Counter::FleetError) >= 1);
 }

@@ -43,7 +43,7 @@
 //! executor.rs carries actions out through io.rs's `Io` and keeps what lives across callbacks.
 //! Beside the request path: publish.rs (the publish API), token_response.rs (splitting at
 //! issuance), revoke.rs (revocation: its requests, and the one question every resolved token
-//! is asked, [`revoke::refuses`]), fleet_revocation.rs (revocations across a fleet, on the
+//! is asked, [`revoke::refuses`]), fleet_timer.rs (revocations across a fleet, on the
 //! timer). A new stage is a new file here, and one call in [`on_request`] or in the stage
 //! that leads to it.
 
@@ -54,7 +54,7 @@ mod cached;
 mod exchange;
 pub mod executor;
 mod extract;
-pub mod fleet_revocation;
+pub mod fleet_timer;
 pub mod forward;
 mod introspect;
 pub mod io;

@@ -16,7 +16,9 @@ use crate::host::Host;
 use crate::metrics::Counter;
 use crate::reply::Denial;
 use crate::storage::dpop::{self, Admit, KeyQuota, ReplayStore, Seen};
+use crate::storage::fleet::{self, Claimed};
 use crate::storage::local::Resolved;
+use crate::storage::remote::Call;
 use crate::token::bearer::{Presented, ProofUse, Scheme};
 use crate::token::dpop::{self as proofs, Expect, ProofError};
 
@@ -175,6 +177,42 @@ pub fn record(cx: &Ctx<'_>, caller: &Caller<'_>) -> Result<(), Denial> {
         Seen::OverQuota { retry_after_s } => Err(Denial::DpopKeyQuota {
             retry_after_s: u32::try_from(retry_after_s).unwrap_or(u32::MAX),
         }),
+    }
+}
+
+/// With `fleet`: the claim of the proof `presented` (recorded here already), so that it is
+/// accepted once in the whole fleet; `None` without a proof or a fleet.
+pub fn fleet_claim(cx: &Ctx<'_>, presented: &Presented) -> Option<Call> {
+    let (fleet, proof) = (cx.cfg.fleet.as_ref()?, presented.proof.as_ref()?);
+    let ttl_ms = proof.until_ms.saturating_sub(cx.host.now_ms());
+    Some(fleet::claim(&fleet.key_prefix, &proof.id, ttl_ms))
+}
+
+/// What the fleet answered a claim: a proof taken before (at any gateway) is a replay; one
+/// Redis cannot check is refused (503), or with `dpop.fleet_unavailable: "process"` accepted on
+/// this Envoy's replay store alone (counted).
+pub fn fleet_claimed(cx: &Ctx<'_>, claimed: Claimed) -> Result<(), Denial> {
+    let host = cx.host;
+    match claimed {
+        Claimed::Fresh => Ok(()),
+        Claimed::Taken => {
+            host.count(Counter::FleetDpopReplayed);
+            Err(Denial::InvalidDpopProof)
+        }
+        Claimed::Failed => {
+            host.count(Counter::FleetError);
+            if cx
+                .cfg
+                .dpop
+                .as_ref()
+                .is_some_and(|d| d.fleet_unavailable_process)
+            {
+                host.count(Counter::FleetDpopProcessOnly);
+                Ok(())
+            } else {
+                Err(Denial::FleetUnavailable)
+            }
+        }
     }
 }
 

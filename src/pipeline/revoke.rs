@@ -188,7 +188,7 @@ pub fn revoke(cx: &Ctx<'_>, what: &Revoke, issued_until_s: u64) -> Result<u64, R
     apply(cx, kind, key, issued_until_s, counter)
 }
 
-/// A revocation another gateway of the fleet made (`fleet_revocation.rs`): its mark written
+/// A revocation another gateway of the fleet made (`fleet_timer.rs`): its mark written
 /// here unless one that revokes as much is, the log appended (every worker forgets its
 /// copies; never published again). Whether it was applied.
 pub fn from_fleet(cx: &Ctx<'_>, mark: &Mark) -> bool {

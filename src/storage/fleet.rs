@@ -166,6 +166,78 @@ pub fn appended(status: Option<&str>, body: &[u8]) -> bool {
             .is_some()
 }
 
+// ---- DPoP: proofs claimed once in the fleet, one nonce key --------------------------------------
+
+/// Claims a DPoP proof (its [`crate::storage::dpop::proof_hash`]) for `ttl_ms`:
+/// `SET <prefix>dj:<id> 1 NX PX <ttl>`, taken only if no gateway took it first.
+pub fn claim(prefix: &str, proof: &TokenHash, ttl_ms: u64) -> Call {
+    Call {
+        method: "GET".to_owned(),
+        path: format!(
+            "/SET/{prefix}dj:{}/1/NX/PX/{}",
+            URL_SAFE_NO_PAD.encode(proof),
+            ttl_ms.max(1)
+        ),
+        body: None,
+    }
+}
+
+/// What a claim answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// Taken here: the proof's first use in the fleet.
+    Fresh,
+    /// Taken before, at some gateway: a replay.
+    Taken,
+    /// No answer, or not one.
+    Failed,
+}
+
+/// Reads a claim's answer (webdis JSON: `{"SET": [true, "OK"]}` taken, `{"SET": null}` taken
+/// before).
+pub fn claimed(status: Option<&str>, body: &[u8]) -> Claimed {
+    if status != Some("200") {
+        return Claimed::Failed;
+    }
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Claimed::Failed;
+    };
+    match json.get("SET") {
+        Some(serde_json::Value::Null) => Claimed::Taken,
+        Some(serde_json::Value::Array(a))
+            if a.first() == Some(&serde_json::Value::Bool(true))
+                && a.get(1).and_then(|v| v.as_str()) == Some("OK") =>
+        {
+            Claimed::Fresh
+        }
+        _ => Claimed::Failed,
+    }
+}
+
+/// The fleet's DPoP nonce key: `offered` (base64url of 32 random bytes) written if there is
+/// none, the one there read back in the same call (`SET <prefix>dn <offered> NX GET`).
+pub fn nonce_key(prefix: &str, offered: &str) -> Call {
+    Call {
+        method: "GET".to_owned(),
+        path: format!("/SET/{prefix}dn/{offered}/NX/GET"),
+        body: None,
+    }
+}
+
+/// The fleet's nonce key from [`nonce_key`]'s answer (`{"SET": null}`: `offered` was taken).
+pub fn nonce_key_of(status: Option<&str>, body: &[u8], offered: &str) -> Option<[u8; 32]> {
+    if status != Some("200") {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let key = match json.get("SET")? {
+        serde_json::Value::Null => offered,
+        serde_json::Value::String(there) => there.as_str(),
+        _ => return None,
+    };
+    URL_SAFE_NO_PAD.decode(key).ok()?.try_into().ok()
+}
+
 // ---- this gateway's place in the fleet's revocations (shared data) ----------------------------
 
 /// Where this gateway (this VM) stands with the fleet's revocations, kept in shared data
@@ -179,6 +251,9 @@ pub struct Cursors {
     pub seen: u64,
     pub seen_claim_ms: u64,
     pub next_read_ms: u64,
+    /// When the fleet's DPoP nonce key is read next, and who reads it until when.
+    pub next_nonce_ms: u64,
+    pub nonce_claim_ms: u64,
 }
 
 const CURSORS_KEY: &str = "fl:rv";
@@ -191,13 +266,15 @@ impl Cursors {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
         };
-        (v.len() == 40).then_some(())?;
+        (v.len() == 56).then_some(())?;
         Some(Self {
             out: n(0)?,
             out_claim_ms: n(1)?,
             seen: n(2)?,
             seen_claim_ms: n(3)?,
             next_read_ms: n(4)?,
+            next_nonce_ms: n(5)?,
+            nonce_claim_ms: n(6)?,
         })
     }
 
@@ -208,6 +285,8 @@ impl Cursors {
             self.seen,
             self.seen_claim_ms,
             self.next_read_ms,
+            self.next_nonce_ms,
+            self.nonce_claim_ms,
         ]
         .iter()
         .flat_map(|n| n.to_be_bytes())
@@ -333,5 +412,50 @@ mod tests {
         Cursors::update(&host, |c| Some(Cursors { seen: 7, ..c }));
         assert_eq!(Cursors::read(&host).seen, 7);
         assert_eq!(Cursors::read(&host).out_claim_ms, 100);
+    }
+
+    #[test]
+    fn dpop_claims_and_the_nonce_key() {
+        let c = claim("tf:", &[0xfb; 32], 301_000);
+        assert_eq!(
+            c.path,
+            format!(
+                "/SET/tf:dj:{}/1/NX/PX/301000",
+                URL_SAFE_NO_PAD.encode([0xfb; 32])
+            )
+        );
+        assert_eq!(
+            claimed(Some("200"), br#"{"SET":[true,"OK"]}"#),
+            Claimed::Fresh
+        );
+        assert_eq!(claimed(Some("200"), br#"{"SET":null}"#), Claimed::Taken);
+        for (status, body) in [
+            (Some("503"), &br#"{"SET":[true,"OK"]}"#[..]),
+            (Some("200"), br#"{"SET":[false,"ERR"]}"#),
+            (Some("200"), b"OK"),
+            (None, b""),
+        ] {
+            assert_eq!(claimed(status, body), Claimed::Failed, "{body:?}");
+        }
+        let offered = URL_SAFE_NO_PAD.encode([1u8; 32]);
+        let there = URL_SAFE_NO_PAD.encode([2u8; 32]);
+        assert_eq!(
+            nonce_key("tf:", &offered).path,
+            format!("/SET/tf:dn/{offered}/NX/GET")
+        );
+        assert_eq!(
+            nonce_key_of(Some("200"), br#"{"SET":null}"#, &offered),
+            Some([1; 32])
+        );
+        let answer = format!(r#"{{"SET":"{there}"}}"#);
+        assert_eq!(
+            nonce_key_of(Some("200"), answer.as_bytes(), &offered),
+            Some([2; 32])
+        );
+        assert_eq!(
+            nonce_key_of(Some("200"), br#"{"SET":"short"}"#, &offered),
+            None
+        );
+        assert_eq!(nonce_key_of(Some("503"), b"", &offered), None);
     }
 }

@@ -1,6 +1,7 @@
-//! Beside the request path (with `fleet` and `revocation`): revocations across the fleet. No
-//! fleet call is ever made on a request's path: each gateway's timer (one worker at a time,
-//! by a claim in shared data: `storage::fleet::Cursors`) does two jobs.
+//! Beside the request path: what a gateway's timer does with the fleet (one worker at a time,
+//! by a claim in shared data: `storage::fleet::Cursors`). With `fleet` and `revocation`,
+//! revocations across the fleet; with `fleet` and `dpop.nonce`, one nonce key for the fleet.
+//! No fleet call is ever made on a request's path for either.
 //!
 //! - **Publish**: each revocation made here (the API, an observed RFC 7009 request, a
 //!   back-channel logout: an entry of the local log, `storage::revocation`) is appended to the
@@ -14,6 +15,12 @@
 //!
 //! A mark names a token, subject or session by a hash (`token::revocation`): the ring holds no
 //! token and no claim value.
+//!
+//! - **Nonce key**: the fleet's DPoP nonce key (`<prefix>dn`) is read (made by the first
+//!   gateway that needs it: `SET ... NX GET`) when the configuration loads and every
+//!   [`NONCE_KEY_PERIOD_MS`], and written over this Envoy's own (`storage::dpop::nonce_key`):
+//!   a nonce made at one gateway is current at every other. Until it is read, nonces are this
+//!   Envoy's (a client asked for one then is asked again, once).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -35,6 +42,57 @@ pub enum Job {
     Append { seq: u64, mark: Mark },
     /// The ring read after `after`.
     Read { after: u64 },
+    /// The fleet's nonce key read, `offered` written if there is none.
+    NonceKey { offered: String },
+}
+
+/// How often the fleet's nonce key is read again (after a Redis that lost it, every gateway
+/// agrees again within this).
+pub const NONCE_KEY_PERIOD_MS: u64 = 60_000;
+/// How soon a nonce key read that failed is tried again.
+const NONCE_KEY_RETRY_MS: u64 = 1_000;
+
+/// The fleet's nonce key read, when it is due and this worker may read it.
+pub fn next_nonce_key(cx: &Ctx<'_>) -> Option<(Job, Call)> {
+    let (cfg, host) = (cx.cfg, cx.host);
+    let fleet = cfg.fleet.as_ref()?;
+    cfg.dpop.as_ref().filter(|d| d.nonce)?;
+    let now = host.now_ms();
+    Cursors::update(host, |c| {
+        (c.next_nonce_ms <= now && c.nonce_claim_ms <= now).then_some(Cursors {
+            nonce_claim_ms: now.saturating_add(claim_ms(cx)),
+            ..c
+        })
+    })?;
+    let offered = URL_SAFE_NO_PAD.encode(crate::hash::random_key());
+    let call = fleet::nonce_key(&fleet.key_prefix, &offered);
+    Some((Job::NonceKey { offered }, call))
+}
+
+/// The fleet's nonce key (`None`: not read), written over this Envoy's.
+pub fn on_nonce_key(cx: &Ctx<'_>, key: Option<[u8; 32]>) {
+    let host = cx.host;
+    let now = host.now_ms();
+    let next = match key {
+        Some(key) => {
+            let name = crate::storage::dpop::nonce_key_name(&cx.cfg.cache.jwt_namespace);
+            if host.shared_get(&name).as_deref() != Some(&key[..]) {
+                host.shared_set(&name, &key);
+            }
+            now.saturating_add(NONCE_KEY_PERIOD_MS)
+        }
+        None => {
+            host.count(Counter::FleetError);
+            now.saturating_add(NONCE_KEY_RETRY_MS)
+        }
+    };
+    Cursors::update(host, |c| {
+        Some(Cursors {
+            next_nonce_ms: next,
+            nonce_claim_ms: 0,
+            ..c
+        })
+    });
 }
 
 /// How often the ring is read: the bound, less the tick a reading may wait for and the tick
@@ -146,7 +204,7 @@ pub fn on_publish(cx: &Ctx<'_>, job: Job, ok: bool) -> Option<(Job, Call)> {
             release_out(cx, seq - 1, seq - 1);
             None
         }
-        Job::Read { .. } => None,
+        Job::Read { .. } | Job::NonceKey { .. } => None,
     }
 }
 
