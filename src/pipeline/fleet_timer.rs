@@ -157,7 +157,12 @@ pub fn next_publish(cx: &Ctx<'_>) -> Option<(Job, Call)> {
     }
     Some(
         if matches!(mark.kind, MarkKind::Token | MarkKind::Observed) {
-            let key = fleet::key(&fleet.key_prefix, Space::Phantom, &mark.key);
+            let key = fleet::key(
+                &fleet.key_prefix,
+                Space::Phantom,
+                &cfg.cache.namespace,
+                &mark.key,
+            );
             (Job::Delete { seq, mark }, fleet::delete(&key))
         } else {
             append(cx, seq, mark)?

@@ -28,9 +28,11 @@ use super::{revoke, Ctx, Introspected};
 /// The fleet read of `hash`'s entry.
 pub fn read(cfg: &Config, hash: &TokenHash) -> Option<Call> {
     let fleet = cfg.fleet.as_ref()?;
+    let namespace = &cfg.cache.namespace;
     Some(fleet::get(&fleet::key(
         &fleet.key_prefix,
         Space::Phantom,
+        namespace,
         hash,
     )))
 }
@@ -57,7 +59,12 @@ pub fn on_read(
             return None;
         }
     };
-    let key = fleet::key(&fleet.key_prefix, Space::Phantom, hash);
+    let key = fleet::key(
+        &fleet.key_prefix,
+        Space::Phantom,
+        &cfg.cache.namespace,
+        hash,
+    );
     let Ok(plain) = seal::open(Kind::Phantom, token.as_bytes(), &key, value.as_bytes()) else {
         host.count(Counter::FleetSealFailed);
         return None;
@@ -132,7 +139,12 @@ pub fn write(cx: &Ctx<'_>, hash: &TokenHash, token: &str, active: bool) -> Optio
         return None;
     }
     let ttl_ms = phantom_cache::expires_at(&value)?.saturating_sub(now);
-    let key = fleet::key(&fleet.key_prefix, Space::Phantom, hash);
+    let key = fleet::key(
+        &fleet.key_prefix,
+        Space::Phantom,
+        &cfg.cache.namespace,
+        hash,
+    );
     let random = crate::hash::random_key();
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&random[..12]);

@@ -36,12 +36,16 @@ impl Space {
     }
 }
 
-/// The store key of the entry of the token whose SHA-256 is `hash`: `fleet.key_prefix`, a tag, and the
-/// base64url of SHA-256(label | hash). It travels in a URL path as it is (letters, digits,
-/// `-`, `_`, and the prefix's `:`, `.`).
-pub fn key(prefix: &str, space: Space, hash: &TokenHash) -> String {
+/// The store key of the entry of the token whose SHA-256 is `hash`, made under the
+/// configuration `namespace` (its cache's: gateways of another configuration, in a rolling
+/// change, keep apart): `fleet.key_prefix`, a tag, and the base64url of SHA-256(label |
+/// namespace | 0 | hash). It travels in a URL path as it is (letters, digits, `-`, `_`, and
+/// the prefix's `:`, `.`).
+pub fn key(prefix: &str, space: Space, namespace: &str, hash: &TokenHash) -> String {
     let digest = Sha256::new()
         .chain_update(space.label())
+        .chain_update(namespace.as_bytes())
+        .chain_update([0])
         .chain_update(hash)
         .finalize();
     let mut key = String::with_capacity(prefix.len() + 2 + 43);
@@ -327,15 +331,15 @@ mod tests {
     #[test]
     fn keys_are_bounded_url_safe_and_not_the_token_hash() {
         let h = token_hash("opaque");
-        let k = key("tf:", Space::Phantom, &h);
+        let k = key("tf:", Space::Phantom, "ns", &h);
         assert!(k.starts_with("tf:p:") && k.len() == 5 + 43, "{k}");
         assert!(k[5..]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert!(!k.contains(&URL_SAFE_NO_PAD.encode(h)));
-        assert_eq!(k, key("tf:", Space::Phantom, &h));
-        assert_ne!(k, key("tf:", Space::Phantom, &token_hash("other")));
-        assert!(key("gw.1:", Space::Phantom, &h).starts_with("gw.1:p:"));
+        assert_eq!(k, key("tf:", Space::Phantom, "ns", &h));
+        assert_ne!(k, key("tf:", Space::Phantom, "ns", &token_hash("other")));
+        assert!(key("gw.1:", Space::Phantom, "ns", &h).starts_with("gw.1:p:"));
     }
 
     #[test]

@@ -16,23 +16,41 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from harness.envoy import Envoy, base_config, bearer, closed_port, forwarded_authorizations, request
+from harness.oidc import DpopClient
+from harness.services import mint_jwt
 from harness.redis import Redis
 
 LOCAL_TTL_S = 2
 BOUND_MS = 2000
 REVOKE_SECRET = "e2e-fleet-revocation-secret"
+ORIGIN = "https://api.example.com"
 ROUTES = (("/oauth/revoke", "token_service"), ("/", "api"))
-KEY_LABEL = b"envoy-token-filter fleet v1 phantom key\0"
 
 
-def fleet_key(token, prefix="tf:"):
-    """The documented store key of a phantom entry: base64url(SHA-256(label | SHA-256(token)))."""
-    digest = hashlib.sha256(KEY_LABEL + hashlib.sha256(token.encode()).digest()).digest()
-    return prefix + "p:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+def phantom_keys(redis):
+    return {k for k in redis.cli("--scan", "--pattern", "tf:p:*").splitlines() if k}
 
 
-def fleet_config(cluster="webdis", **fleet):
+def first_use(fleet, redis, name, token, path="/orders", listener="main"):
+    """`token`'s first request, at gateway `name`: its answer, and the fleet key its entry was
+    written under (the key is a hash of the token's hash and the configuration: found by what
+    appeared)."""
+    before = phantom_keys(redis)
+    r = request(port(fleet, name, listener), path, bearer(token))
+    deadline = time.time() + 5
+    while True:
+        new = phantom_keys(redis) - before
+        if len(new) == 1:
+            return r, new.pop()
+        assert len(new) == 0, new
+        assert time.time() < deadline, "no entry written"
+        time.sleep(0.05)
+
+
+def fleet_config(cluster="webdis", dpop=None, **fleet):
     cfg = base_config()
+    if dpop is not None:
+        cfg["dpop"] = dpop
     cfg["fleet"] = {"cluster": cluster, "timeout_ms": 300, "local_ttl_s": LOCAL_TTL_S,
                     "revocation_bound_ms": BOUND_MS, **fleet}
     cfg["revocation"] = {"path": "/_revoke", "secret": REVOKE_SECRET, "observe_paths": ["/oauth/revoke"]}
@@ -100,12 +118,21 @@ def fleet(tmp_path_factory, redis, echo, token_service):
     hanging, garbage, huge = Hanging(), Garbage(b"not-a-sealed-value"), Garbage(b"A" * 70_000)
     gateways = {}
     for name in ("a", "b", "c"):
-        listeners = {"main": {"plugin": fleet_config(), "routes": ROUTES}}
+        listeners = {"main": {"plugin": fleet_config(), "routes": ROUTES},
+                     # DPoP behind one public origin (each its own VM: its own shared data).
+                     "dpop": {"plugin": fleet_config(dpop={"origin": ORIGIN}), "vm_id": "dpop"},
+                     "nonce": {"plugin": fleet_config(dpop={"origin": ORIGIN, "nonce": True}),
+                               "vm_id": "nonce"}}
         clusters = {"api": echo.port, "token_service": token_service.port, "webdis": redis.http_port}
         if name == "a":
             # The same fleet, unreachable, hanging, answering garbage: each its own VM.
             for bad in ("down", "hanging", "garbage", "huge"):
                 listeners[bad] = {"plugin": fleet_config(cluster=f"webdis_{bad}"), "vm_id": bad}
+            for bad, when in (("down", "refuse"), ("down", "process")):
+                listeners[f"dpop_{bad}_{when}"] = {
+                    "plugin": fleet_config(cluster=f"webdis_{bad}",
+                                           dpop={"origin": ORIGIN, "fleet_unavailable": when}),
+                    "vm_id": f"dpop_{bad}_{when}"}
             clusters.update({"webdis_down": closed_port(), "webdis_hanging": hanging.port,
                              "webdis_garbage": garbage.port, "webdis_huge": huge.port})
         e = Envoy(tmp_path_factory.mktemp(f"fleet-{name}"), listeners=listeners, clusters=clusters,
@@ -121,26 +148,16 @@ def port(fleet, name, listener="main"):
     return fleet[name].ports[listener]
 
 
-def wait_for_key(redis, key, timeout=5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if redis.cli("EXISTS", key).strip() == "1":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{key} never written")
-
-
 def delta(before, after, name):
     return after.get(name, 0) - before.get(name, 0)
 
 
 def test_a_token_used_on_every_gateway_is_introspected_once(fleet, redis, token_service):
     token = f"act-{uuid.uuid4().hex}"
-    r = request(port(fleet, "a"), "/orders", bearer(token))
+    r, key = first_use(fleet, redis, "a", token)
     assert r.status == 200
     jwt = forwarded_authorizations(r)[0]
-    wait_for_key(redis, fleet_key(token))
-    ttl = int(redis.cli("TTL", fleet_key(token)))
+    ttl = int(redis.cli("TTL", key))
     assert 280 <= ttl <= 300, f"the entry's remaining life: {ttl}"
     before = {n: fleet[n].counters() for n in "bc"}
     # Both workers of each gateway, many times.
@@ -156,8 +173,7 @@ def test_a_token_used_on_every_gateway_is_introspected_once(fleet, redis, token_
 
 def test_an_inactive_answer_is_shared_for_negative_ttl(fleet, redis, token_service):
     token = f"inactjson-{uuid.uuid4().hex}"
-    assert request(port(fleet, "a"), "/x", bearer(token)).status == 401
-    wait_for_key(redis, fleet_key(token))
+    assert first_use(fleet, redis, "a", token, "/x")[0].status == 401
     for name in ("b", "c"):
         assert request(port(fleet, name), "/x", bearer(token)).status == 401
     assert len(token_service.calls_for(token)) == 1
@@ -167,12 +183,10 @@ def test_a_dump_of_redis_reveals_no_token_no_jwt_part_and_no_claim(fleet, redis)
     tokens, jwts = [], []
     for i in range(5):
         token = f"act-{uuid.uuid4().hex}"
-        r = request(port(fleet, "abc"[i % 3]), "/orders", bearer(token))
+        r, _ = first_use(fleet, redis, "abc"[i % 3], token)
         assert r.status == 200
         tokens.append(token)
         jwts.append(forwarded_authorizations(r)[0][len("Bearer "):])
-    for token in tokens:
-        wait_for_key(redis, fleet_key(token))
     dump = redis.dump()
     assert len(dump) >= 5
     secrets = list(tokens)
@@ -200,8 +214,7 @@ def test_a_dump_of_redis_reveals_no_token_no_jwt_part_and_no_claim(fleet, redis)
                 assert h.encode() not in blob, "not even the token's SHA-256"
 
 
-def _tampered(redis, token, how, other_value, jwt):
-    key = fleet_key(token)
+def _tampered(redis, key, how, other_value, jwt):
     value = redis.dump()[key]
     raw = base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))
     if how == "bit flip":
@@ -226,13 +239,11 @@ def _tampered(redis, token, how, other_value, jwt):
                                  "a plain JWT"])
 def test_a_value_changed_in_redis_is_never_forwarded(fleet, redis, token_service, how):
     token, other = f"act-{uuid.uuid4().hex}", f"act-{uuid.uuid4().hex}"
-    r = request(port(fleet, "a"), "/orders", bearer(token))
+    r, key = first_use(fleet, redis, "a", token)
     jwt = forwarded_authorizations(r)[0][len("Bearer "):]
-    assert request(port(fleet, "a"), "/orders", bearer(other)).status == 200
-    wait_for_key(redis, fleet_key(token))
-    wait_for_key(redis, fleet_key(other))
-    forged = _tampered(redis, token, how, redis.dump()[fleet_key(other)], jwt)
-    redis.set(fleet_key(token), forged)
+    _, other_key = first_use(fleet, redis, "a", other)
+    forged = _tampered(redis, key, how, redis.dump()[other_key], jwt)
+    redis.set(key, forged)
     before = fleet["b"].counters()
     r = request(port(fleet, "b"), "/orders", bearer(token))
     assert r.status == 200
@@ -282,11 +293,12 @@ def test_redis_stopped_then_back(fleet, redis, token_service):
     deadline = time.time() + 10
     while True:
         token = f"act-{uuid.uuid4().hex}"
+        before = phantom_keys(redis)
         assert request(port(fleet, "b"), "/orders", bearer(token)).status == 200
-        if redis.cli("EXISTS", fleet_key(token)).strip() == "1":
+        time.sleep(0.3)
+        if phantom_keys(redis) - before:
             break
         assert time.time() < deadline, "the fleet did not recover"
-        time.sleep(0.3)
     assert request(port(fleet, "c"), "/orders", bearer(token)).status == 200
     assert len(token_service.calls_for(token)) == 1
 
@@ -326,12 +338,13 @@ def used_everywhere(fleet, token):
 
 def test_a_token_revoked_at_one_gateway_is_refused_at_every_other_within_the_bound(fleet, redis):
     token = f"act-{uuid.uuid4().hex}"
+    _, key = first_use(fleet, redis, "a", token)
     used_everywhere(fleet, token)
     assert revoke(port(fleet, "a"), f"token={token}").status == 200
     t0 = time.time()
     assert request(port(fleet, "a"), "/orders", bearer(token)).status == 401
     refused_everywhere_within_the_bound(fleet, ("b", "c"), token, t0)
-    assert redis.cli("EXISTS", fleet_key(token)).strip() == "0", "its sealed entry deleted"
+    assert redis.cli("EXISTS", key).strip() == "0", "its sealed entry deleted"
     assert fleet["a"].counters()["fleet_revocations_published"] >= 1
     assert fleet["b"].counters()["fleet_revocations_applied"] >= 1
 
@@ -366,3 +379,70 @@ def test_a_revocation_made_while_redis_is_down_reaches_the_fleet_once_it_is_back
     finally:
         redis.start_webdis()
     refused_everywhere_within_the_bound(fleet, ("b", "c"), token, time.time())
+
+
+# ---- DPoP across the fleet (proofs made by panva's `dpop`) --------------------------------------
+
+@pytest.fixture(scope="module")
+def client():
+    c = DpopClient()
+    yield c
+    c.stop()
+
+
+def bound_token(token_service, key):
+    now = int(time.time())
+    jwt = mint_jwt({"iss": "https://login.example.com", "sub": f"user-{uuid.uuid4().hex[:8]}",
+                    "scope": "read", "iat": now, "exp": now + 300, "cnf": {"jkt": key["jkt"]}})
+    return token_service.script(jwt)
+
+
+def dpop_call(fleet, name, listener, token, proof):
+    return request(port(fleet, name, listener), "/orders",
+                   [("authorization", f"DPoP {token}"), ("dpop", proof)])
+
+
+def test_a_dpop_proof_used_at_one_gateway_is_refused_at_another(fleet, client, token_service):
+    key = client.key("ES256")
+    token = bound_token(token_service, key)
+    proof = client.proof(key, "GET", f"{ORIGIN}/orders", token=token)
+    assert dpop_call(fleet, "a", "dpop", token, proof).status == 200
+    before = fleet["b"].counters()
+    r = dpop_call(fleet, "b", "dpop", token, proof)
+    assert r.status == 401 and r.json()["code"] == "invalid_dpop_proof"
+    assert delta(before, fleet["b"].counters(), "fleet_dpop_replayed") == 1
+    # A new proof of the same key: its first use, at any gateway.
+    for name in ("b", "c", "a"):
+        fresh_proof = client.proof(key, "GET", f"{ORIGIN}/orders", token=token)
+        assert dpop_call(fleet, name, "dpop", token, fresh_proof).status == 200, name
+    assert len(token_service.calls_for(token)) == 1
+
+
+def test_a_nonce_from_one_gateway_works_on_another(fleet, client, token_service):
+    key = client.key("Ed25519")
+    token = bound_token(token_service, key)
+    first = dpop_call(fleet, "a", "nonce", token, client.proof(key, "GET", f"{ORIGIN}/orders", token=token))
+    assert first.status == 401 and first.json()["code"] == "use_dpop_nonce"
+    nonce = first.header("dpop-nonce")
+    assert nonce
+    for name in ("b", "c"):
+        proof = client.proof(key, "GET", f"{ORIGIN}/orders", token=token, nonce=nonce)
+        assert dpop_call(fleet, name, "nonce", token, proof).status == 200, name
+
+
+@pytest.mark.parametrize("when,status", [("refuse", 503), ("process", 200)])
+def test_dpop_when_the_fleet_cannot_answer(fleet, client, token_service, when, status):
+    key = client.key("ES256")
+    token = bound_token(token_service, key)
+    before = fleet["a"].counters()
+    proof = client.proof(key, "GET", f"{ORIGIN}/orders", token=token)
+    r = dpop_call(fleet, "a", f"dpop_down_{when}", token, proof)
+    assert r.status == status, r.body
+    after = fleet["a"].counters()
+    if when == "refuse":
+        assert r.json()["code"] == "fleet_unavailable"
+        assert delta(before, after, "denied_fleet_unavailable") == 1
+    else:
+        assert delta(before, after, "fleet_dpop_process_only") == 1
+        # This Envoy's own replay store still refuses a replay.
+        assert dpop_call(fleet, "a", f"dpop_down_{when}", token, proof).status == 401
