@@ -162,8 +162,11 @@ pub fn publish(data: &[u8]) {
         HashEncoding::Hex,
     ][usize::from(a >> 1) % 3];
     match split::parse_publish(method, body, enc, NOW_MS) {
-        Ok(PublishOp::Store(entry)) => {
+        Ok(PublishOp::Store(entry, signature)) => {
             assert_eq!(method, "POST");
+            if let Some(signature) = signature {
+                assert_eq!(split::signature_hash(&signature), entry.hash);
+            }
             assert!(entry.expires_at_ms > NOW_MS);
             assert!(jwt::parse_header_payload(&entry.header_payload).is_ok());
         }
@@ -189,8 +192,13 @@ pub fn token_response(data: &[u8]) {
         Rewrite::Refuse(_)
     ));
     match split::rewrite_token_response(Some("200"), None, body, NOW_MS) {
-        Rewrite::Split { body: out, entry } => {
+        Rewrite::Split {
+            body: out,
+            entry,
+            signature,
+        } => {
             assert!(entry.expires_at_ms > NOW_MS);
+            assert_eq!(split::signature_hash(&signature), entry.hash);
             // Exactly one `header.payload.` left the body, replaced by the signature alone.
             let count = |hay: &[u8]| {
                 let needle = format!("{}.", entry.header_payload);

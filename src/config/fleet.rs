@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::checks::*;
 use super::*;
+use crate::storage::remote::{RemoteConfig, Sealing};
 
 /// Default `fleet.key_prefix`.
 pub const DEFAULT_KEY_PREFIX: &str = "tf:";
@@ -108,24 +109,27 @@ impl RawFleet {
     }
 }
 
-/// Whether the features of a configuration with `fleet` are ones the fleet shares: each that is
-/// present must be, or the configuration is refused (a fleet that shares in part would accept
-/// at one gateway what another refused).
-pub(super) fn shares(phantom: bool, split: bool) -> Result<(), ConfigError> {
-    if !phantom {
-        return Err(ConfigError::new(
-            "fleet",
-            "shares the phantom cache: needs phantom",
-        ));
+impl FleetConfig {
+    /// The split store's level 2 in the fleet's Redis: webdis's request shapes, entries under
+    /// `<key_prefix>s:<the store key>`, sealed.
+    pub fn split_remote(&self) -> RemoteConfig {
+        let prefix = format!("{}s:", self.key_prefix);
+        RemoteConfig {
+            cluster: self.cluster.clone(),
+            authority: self.authority.clone(),
+            get_path: format!("/GET/{prefix}{{key}}.txt"),
+            put_path: format!("/SETEX/{prefix}{{key}}/{{ttl}}"),
+            put_method: "PUT".to_owned(),
+            delete_path: format!("/DEL/{prefix}{{key}}"),
+            delete_method: "GET".to_owned(),
+            timeout_ms: self.timeout_ms,
+            local_ttl_s: self.local_ttl_s,
+            sealed: Some(Sealing {
+                prefix,
+                accept_plain: self.accept_plain_split,
+            }),
+        }
     }
-    if split {
-        return Err(ConfigError::new(
-            "fleet",
-            "not yet with split: the fleet does not share the split store yet (use \
-             split.remote for it)",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -185,17 +189,21 @@ mod tests {
     }
 
     #[test]
-    fn a_fleet_shares_every_feature_present_or_is_refused() {
+    fn a_fleet_shares_every_feature_present() {
         let phantom =
             r#""phantom": {"cluster": "ts", "path": "/i", "client_id": "c", "client_secret": "s"}"#;
         let fleet = r#""fleet": {"cluster": "webdis"}"#;
         let ok = format!("{{{phantom}, {fleet}}}");
         assert!(Config::from_slice(ok.as_bytes()).unwrap().fleet.is_some());
-        let split = format!(r#"{{{phantom}, {fleet}, "split": {{"max_entries": 10}}}}"#);
-        let e = Config::from_slice(split.as_bytes()).unwrap_err();
-        assert_eq!(e.field, "fleet");
-        assert!(e.message.contains("split.remote"), "{e:?}");
+        // The split store's level 2 is the fleet's: split.remote beside it is refused.
+        let remote = r#""remote": {"cluster": "w", "get_path": "/g/{key}", "put_path": "/p/{key}",
+            "delete_path": "/d/{key}"}"#;
+        let both = format!(r#"{{{phantom}, {fleet}, "split": {{"max_entries": 10, {remote}}}}}"#);
+        let e = Config::from_slice(both.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "split.remote");
+        assert!(e.message.contains("fleet"), "{e:?}");
         for shared in [
+            r#""split": {"max_entries": 10}"#,
             r#""revocation": {"observe_paths": ["/revoke"]}"#,
             r#""dpop": {"nonce": true, "fleet_unavailable": "process"}"#,
         ] {
@@ -206,6 +214,9 @@ mod tests {
         let e = Config::from_slice(wrong.as_bytes()).unwrap_err();
         assert_eq!(e.field, "dpop.fleet_unavailable");
         let split_only = format!(r#"{{"split": {{"max_entries": 10}}, {fleet}}}"#);
-        assert!(Config::from_slice(split_only.as_bytes()).is_err());
+        let cfg = Config::from_slice(split_only.as_bytes()).unwrap();
+        let remote = cfg.split.unwrap().remote.unwrap();
+        assert_eq!(remote.get_path, "/GET/tf:s:{key}.txt");
+        assert_eq!(remote.sealed.unwrap().redis_key("k"), "tf:s:k");
     }
 }

@@ -232,7 +232,7 @@ pub const SCHEMA_CANNOT_SAY: &[&str] = &[
     "phantom.mint.private_key_pem: a key of the algorithm's curve",
     "verify.jwks_inline: a JWK Set with a usable key; realm and scopes: no quote or backslash",
     "paths matched against requests (publish, revocation, split responses, jwks_path): no '?' or '#'",
-    "fleet: needs phantom; not yet with split (issue 28: the split store is not shared yet)",
+    "fleet and split.remote: not both (the fleet is the split store's level 2)",
     "credentials \"cookie\" or \"either\": needs cookies; cookies.trusted_web_origins: origins (http(s), a host, an optional port)",
 ];
 
@@ -537,6 +537,18 @@ impl RawConfig {
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
         let cookies = self.cookies.map(RawCookies::validate).transpose()?;
         let fleet = self.fleet.map(fleet::RawFleet::validate).transpose()?;
+        // With a fleet, the split store's level 2 is the fleet's Redis (sealed entries).
+        let mut split = split;
+        if let (Some(fleet), Some(split)) = (&fleet, split.as_mut()) {
+            if split.remote.is_some() {
+                return Err(ConfigError::new(
+                    "split.remote",
+                    "with fleet, the fleet is the split store's level 2 (its entries sealed): \
+                     remove split.remote",
+                ));
+            }
+            split.remote = Some(fleet.split_remote());
+        }
         let dpop = self.dpop.map(RawDpop::validate).transpose()?;
         let mtls = self.mtls.map(RawMtls::validate);
         let mint = phantom.as_ref().and_then(|p| p.mint.as_ref());
@@ -587,9 +599,6 @@ impl RawConfig {
         }
         for path in &mut own_paths_folded {
             *path = crate::token::path::fold(path);
-        }
-        if fleet.is_some() {
-            fleet::shares(phantom.is_some(), split.is_some())?;
         }
         Ok(Config {
             own_paths_folded,

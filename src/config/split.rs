@@ -225,6 +225,7 @@ impl RawRemote {
                 1,
                 MAX_TTL_S,
             )?,
+            sealed: None,
             cluster: self.cluster,
             authority,
             get_path: self.get_path,

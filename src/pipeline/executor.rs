@@ -354,7 +354,13 @@ impl Executor {
             return;
         }
         if let Some((id, own)) = own {
-            let response = io.call_response(num_headers, body_size, MAX_HEADER_PAYLOAD_LEN);
+            // A sealed split entry is longer than the `header.payload` it holds.
+            let sealed = self.cfg.split.as_ref().and_then(|s| s.remote.as_ref());
+            let max = match sealed.and_then(|r| r.sealed.as_ref()) {
+                Some(_) => seal::MAX_SEALED_LEN,
+                None => MAX_HEADER_PAYLOAD_LEN,
+            };
+            let response = io.call_response(num_headers, body_size, max);
             if !self.select(io, id) {
                 return;
             }

@@ -2009,3 +2009,89 @@ fn a_nonce_made_at_one_gateway_is_current_at_every_other() {
     assert_eq!(a.host.value(&name), before);
     assert!(a.host.count_of(Counter::FleetError) >= 1);
 }
+
+// ---- the split store's level 2 in the fleet (sealed) ---------------------------------------
+
+fn fleet_split(fleet: &str) -> String {
+    format!(
+        r#"{{"required_scopes": ["read"], "split": {{"max_entries": 100, "publish": {{"path": "/_p",
+        "secret": "publisher-secret-1234567890"}}}}, "fleet": {{"cluster": "webdis"{fleet}}}}}"#
+    )
+}
+
+impl Env {
+    fn publish_split(&self, id: u32, jwt: &str, with_signature: bool, redis: &FakeRedis) -> u32 {
+        let (hp, sig) = jwt.rsplit_once('.').unwrap();
+        let key = crate::token::split::HashEncoding::Base64
+            .encode(&crate::token::split::signature_hash(sig));
+        let mut body = serde_json::json!({"signature_hash": key, "header_payload": hp,
+            "expires_at": T0 / 1000 + 60});
+        if with_signature {
+            body["signature"] = sig.into();
+        }
+        let secret = [("authorization", "Bearer publisher-secret-1234567890")];
+        self.post(id, "/_p", &secret, &body.to_string());
+        self.pump(redis);
+        status(&self.io, id).unwrap_or_else(|| panic!("{:?}", self.io.did.borrow()))
+    }
+}
+
+#[test]
+fn split_entries_in_the_fleet_are_sealed_under_their_signature() {
+    let redis = FakeRedis::default();
+    let (a, b) = (Env::with(&fleet_split("")), Env::with(&fleet_split("")));
+    let token = jwt("read");
+    let (hp, sig) = token.rsplit_once('.').unwrap();
+    // Without the signature, a publish cannot be sealed: refused.
+    assert_eq!(a.publish_split(1, &token, false, &redis), 400);
+    assert_eq!(a.publish_split(2, &token, true, &redis), 204);
+    let stored = redis.kv.borrow().clone();
+    let (key, value) = stored.iter().next().unwrap();
+    assert!(key.starts_with("tf:s:"), "{key}");
+    assert!(!value.contains(hp) && !value.contains(sig), "sealed");
+    // Gateway B glues the signature to what it opens.
+    assert_eq!(b.get(1, sig), Flow::Pause);
+    b.pump(&redis);
+    assert_eq!(
+        b.io.header_of(1, "authorization"),
+        Some(Some(format!("Bearer {token}")))
+    );
+    // A plain header.payload (a forged one) under that key: never forwarded (a store failure).
+    let forged = jwt("read write admin");
+    let forged_hp = forged.rsplit_once('.').unwrap().0.to_owned();
+    redis.kv.borrow_mut().insert(key.clone(), forged_hp.clone());
+    let c = Env::with(&fleet_split(""));
+    c.get(1, sig);
+    c.pump(&redis);
+    assert_eq!(status(&c.io, 1), Some(502));
+    assert_eq!(c.io.header_of(1, "authorization"), None);
+    assert_eq!(c.host.count_of(Counter::FleetSealFailed), 1);
+    // Another entry's value under this key: the same.
+    let bob = make(r#"{"scope":"read","sub":"bob"}"#);
+    let other = format!("{}.c2lnbmF0dXJlLW9mLWJvYg", bob.rsplit_once('.').unwrap().0);
+    let other_sig = other.rsplit_once('.').unwrap().1;
+    assert_eq!(a.publish_split(3, &other, true, &redis), 204);
+    let other_key = redis
+        .kv
+        .borrow()
+        .keys()
+        .find(|k| *k != key)
+        .cloned()
+        .unwrap();
+    let other_value = redis.kv.borrow()[&other_key].clone();
+    redis.kv.borrow_mut().insert(key.clone(), other_value);
+    let d = Env::with(&fleet_split(""));
+    d.get(1, sig);
+    d.pump(&redis);
+    assert_eq!(status(&d.io, 1), Some(502));
+    assert_ne!(other_sig, sig);
+    // With accept_plain_split, a plain entry is read as it is (documented as weaker).
+    redis.kv.borrow_mut().insert(key.clone(), hp.to_owned());
+    let e = Env::with(&fleet_split(r#", "accept_plain_split": true"#));
+    e.get(1, sig);
+    e.pump(&redis);
+    assert_eq!(
+        e.io.header_of(1, "authorization"),
+        Some(Some(format!("Bearer {token}")))
+    );
+}

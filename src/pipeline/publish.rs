@@ -53,11 +53,20 @@ pub fn publish(
     let now = host.now_ms();
     let (reply, call) = match split::parse_publish(method, body, split.hash_encoding, now) {
         Err(e) => (SplitReply::Invalid(e), None),
-        Ok(PublishOp::Store(entry)) => match store.put(host, &local_entry(split, &entry, now), now)
-        {
-            Ok(()) => (SplitReply::Accepted, remote_put(split, &entry, now)),
-            Err(_) => (SplitReply::Busy, None),
-        },
+        // Sealed under its signature (`fleet`): a publish without it cannot be shared.
+        Ok(PublishOp::Store(_, None)) if sealed(split) => (
+            SplitReply::Invalid(split::PublishError::SignatureRequired),
+            None,
+        ),
+        Ok(PublishOp::Store(entry, signature)) => {
+            match store.put(host, &local_entry(split, &entry, now), now) {
+                Ok(()) => (
+                    SplitReply::Accepted,
+                    remote_put(split, &entry, signature.as_deref(), now),
+                ),
+                Err(_) => (SplitReply::Busy, None),
+            }
+        }
         Ok(PublishOp::Revoke(hash)) => match store.revoke(host, &hash, now) {
             Ok(_) => {
                 host.count(Counter::Revocations);
@@ -74,6 +83,10 @@ pub fn publish(
         count_publish(host, &reply);
     }
     (reply, call)
+}
+
+fn sealed(split: &crate::config::SplitConfig) -> bool {
+    split.remote.as_ref().is_some_and(|r| r.sealed.is_some())
 }
 
 /// The answer to a publish once its remote write is done.

@@ -13,6 +13,7 @@ use crate::reply::Denial;
 use crate::storage::remote::{self, Got};
 use crate::storage::split_store::{Found, Store, Stored};
 use crate::token::jwt;
+use crate::token::seal::{self, Kind, SealError};
 use crate::token::split::{self, Entry};
 
 use super::authorize::{authorize, resolved_bearer, Who};
@@ -176,7 +177,10 @@ pub fn on_remote_get(
         fallback_or(cx, caller, split, hash, token, Denial::StoreUnavailable)
     };
     let header_payload = match got {
-        Got::Found(hp) => hp,
+        Got::Found(value) => match opened(cx, split, hash, token, value) {
+            Some(hp) => hp,
+            None => return failed(),
+        },
         Got::Missing => {
             host.count(Counter::RemoteMiss);
             return fallback_or(cx, caller, split, hash, token, Denial::InvalidToken);
@@ -241,13 +245,55 @@ pub(super) fn local_entry(split: &SplitConfig, entry: &Entry, now: u64) -> Entry
     local
 }
 
-/// The remote write that stores `entry` for the rest of its life.
-pub(super) fn remote_put(split: &SplitConfig, entry: &Entry, now: u64) -> Option<remote::Call> {
+/// The remote write that stores `entry` for the rest of its life: with `fleet`, sealed under
+/// its `signature` (none: nothing written; the publish API refuses that first).
+pub(super) fn remote_put(
+    split: &SplitConfig,
+    entry: &Entry,
+    signature: Option<&str>,
+    now: u64,
+) -> Option<remote::Call> {
     let remote = split.remote.as_ref()?;
     let ttl_s = entry.expires_at_ms.saturating_sub(now).div_ceil(1_000);
-    Some(remote.put(
-        &split.hash_encoding.encode(&entry.hash),
-        &entry.header_payload,
-        ttl_s,
-    ))
+    let key = split.hash_encoding.encode(&entry.hash);
+    let value = match &remote.sealed {
+        None => entry.header_payload.clone(),
+        Some(sealing) => {
+            let random = crate::hash::random_key();
+            let mut nonce = [0u8; 12];
+            nonce.copy_from_slice(&random[..12]);
+            seal::seal(
+                Kind::Split,
+                signature?.as_bytes(),
+                &sealing.redis_key(&key),
+                nonce,
+                entry.header_payload.as_bytes(),
+            )
+        }
+    };
+    Some(remote.put(&key, &value, ttl_s))
+}
+
+/// What a remote store's value holds: `header.payload`, opened under the client's `signature`
+/// when sealed (a plain value only with `accept_plain_split`); `None` when it does not open
+/// (counted: a store failure, never forwarded).
+fn opened(
+    cx: &Ctx<'_>,
+    split: &SplitConfig,
+    hash: &TokenHash,
+    signature: &str,
+    value: String,
+) -> Option<String> {
+    let Some(sealing) = split.remote.as_ref().and_then(|r| r.sealed.as_ref()) else {
+        return Some(value);
+    };
+    let key = sealing.redis_key(&split.hash_encoding.encode(hash));
+    match seal::open(Kind::Split, signature.as_bytes(), &key, value.as_bytes()) {
+        Ok(plain) => String::from_utf8(plain).ok(),
+        Err(SealError::Malformed) if sealing.accept_plain => Some(value),
+        Err(_) => {
+            cx.host.count(Counter::FleetSealFailed);
+            None
+        }
+    }
 }

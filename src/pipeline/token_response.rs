@@ -44,14 +44,18 @@ pub fn on_token_response(
             host.count(Outcome::TokenResponseRefused.counter());
             TokenResponse::Refuse(SplitReply::SplitFailed)
         }
-        Rewrite::Split { body, entry } => {
+        Rewrite::Split {
+            body,
+            entry,
+            signature,
+        } => {
             let local = local_entry(split, &entry, now);
             match Store::new(split.max_entries).put(host, &local, now) {
                 Ok(()) => {
                     host.count(Counter::ResponsesSplit);
                     TokenResponse::Replace {
                         body,
-                        remote: remote_put(split, &entry, now),
+                        remote: remote_put(split, &entry, Some(&signature), now),
                     }
                 }
                 Err(_) => {

@@ -25,6 +25,25 @@ pub struct RemoteConfig {
     /// Longest time an entry stays in the gateway's own store (level 1) once read from, or
     /// written to, the remote store: the bound on how late a revocation elsewhere is seen.
     pub local_ttl_s: u64,
+    /// With `fleet` (the store is the fleet's Redis): entries sealed under their signature.
+    pub sealed: Option<Sealing>,
+}
+
+/// How a fleet's split entries are sealed (`token::seal`, kind `Split`): under a key derived
+/// from the JWS signature the client holds, with the Redis key (`prefix` and the store key) as
+/// associated data. `accept_plain`: a plain `header.payload` a token service wrote there is
+/// accepted too (weaker: whoever writes to Redis can forge one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealing {
+    pub prefix: String,
+    pub accept_plain: bool,
+}
+
+impl Sealing {
+    /// The Redis key of the entry whose store key is `key` (the associated data).
+    pub fn redis_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
 }
 
 /// One call to the remote store.
@@ -129,6 +148,7 @@ mod tests {
             delete_method: "GET".into(),
             timeout_ms: 200,
             local_ttl_s: 10,
+            sealed: None,
         }
     }
 

@@ -14,7 +14,9 @@ use crate::token::jwt::{parse_header_payload, MAX_HEADER_PAYLOAD_LEN};
 /// A request to the publish path, once authenticated and parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishOp {
-    Store(Entry),
+    /// Store the entry; `signature`: the JWS signature itself, when the publisher sent it
+    /// (checked against `signature_hash`; with `fleet`, entries are sealed under it).
+    Store(Entry, Option<String>),
     Revoke(TokenHash),
 }
 
@@ -40,6 +42,10 @@ pub enum PublishError {
     NotHeaderPayload(JwtError),
     #[error("expires_at (or the payload's exp) is in the past")]
     Expired,
+    #[error("signature is not the JWS signature whose SHA-256 is signature_hash")]
+    SignatureMismatch,
+    #[error("signature is required: with fleet, an entry is sealed under its signature")]
+    SignatureRequired,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +54,7 @@ struct RawPublish {
     signature_hash: String,
     header_payload: String,
     expires_at: u64,
+    signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +89,13 @@ pub fn parse_publish(
         _ => {
             let raw: RawPublish = json_body(body)?;
             let hash = key(&raw.signature_hash)?;
+            if let Some(signature) = &raw.signature {
+                let named = crate::token::jwt::is_segment(signature)
+                    && crate::hash::constant_time_eq(&super::signature_hash(signature), &hash);
+                if !named {
+                    return Err(PublishError::SignatureMismatch);
+                }
+            }
             if raw.header_payload.len() > MAX_HEADER_PAYLOAD_LEN {
                 return Err(PublishError::HeaderPayloadTooLong);
             }
@@ -91,12 +105,15 @@ pub fn parse_publish(
             if expires_at_ms <= now_ms {
                 return Err(PublishError::Expired);
             }
-            Ok(PublishOp::Store(Entry {
-                hash,
-                header_payload: raw.header_payload,
-                expires_at_ms,
-                scope: claims.scope,
-            }))
+            Ok(PublishOp::Store(
+                Entry {
+                    hash,
+                    header_payload: raw.header_payload,
+                    expires_at_ms,
+                    scope: claims.scope,
+                },
+                raw.signature,
+            ))
         }
     }
 }
@@ -145,13 +162,29 @@ mod tests {
         .to_string();
         assert_eq!(
             publish(&body),
-            Ok(PublishOp::Store(Entry {
-                hash: signature_hash(SIG),
-                header_payload: hp(&jwt).to_owned(),
-                expires_at_ms: exp * 1000,
-                scope: "read write".into(),
-            }))
+            Ok(PublishOp::Store(
+                Entry {
+                    hash: signature_hash(SIG),
+                    header_payload: hp(&jwt).to_owned(),
+                    expires_at_ms: exp * 1000,
+                    scope: "read write".into(),
+                },
+                None
+            ))
         );
+        // With the signature itself (for a fleet, which seals under it): it must be the one.
+        let with = |sig: &str| {
+            serde_json::json!({"signature_hash": key_of(SIG), "header_payload": hp(&jwt),
+                "expires_at": exp, "signature": sig})
+            .to_string()
+        };
+        let Ok(PublishOp::Store(_, Some(sig))) = publish(&with(SIG)) else {
+            panic!("refused")
+        };
+        assert_eq!(sig, SIG);
+        for wrong in ["c2lnbmF0dXJlLXR3bw", "not/base64url", ""] {
+            assert_eq!(publish(&with(wrong)), Err(PublishError::SignatureMismatch));
+        }
     }
 
     #[test]
@@ -162,7 +195,7 @@ mod tests {
             "signature_hash": key_of(SIG), "header_payload": hp(&jwt), "expires_at": exp + 3600,
         })
         .to_string();
-        let Ok(PublishOp::Store(e)) = publish(&body) else {
+        let Ok(PublishOp::Store(e, _)) = publish(&body) else {
             panic!("refused")
         };
         assert_eq!(e.expires_at_ms, exp * 1000 - EXP_SKEW_MS);

@@ -24,8 +24,13 @@ pub enum Rewrite {
     /// Carries no JWT access token (an error status, an opaque token, no token at all): pass
     /// it on as it is.
     Unchanged,
-    /// Store `entry`, send `body` (the same JSON with `access_token` reduced to the signature).
-    Split { body: Vec<u8>, entry: Entry },
+    /// Store `entry`, send `body` (the same JSON with `access_token` reduced to the
+    /// `signature`).
+    Split {
+        body: Vec<u8>,
+        entry: Entry,
+        signature: String,
+    },
     /// A JWT that cannot be split safely, or a body the gateway cannot read that may carry one:
     /// never pass it on.
     Refuse(&'static str),
@@ -205,6 +210,7 @@ pub fn rewrite_token_response(
     out.extend_from_slice(after);
     Rewrite::Split {
         body: out,
+        signature: signature.to_owned(),
         entry: Entry {
             hash: signature_hash(signature),
             header_payload: header_payload.to_owned(),
@@ -299,8 +305,9 @@ mod tests {
         let exp = NOW / 1000 + 120;
         let jwt = make(&format!(r#"{{"exp":{exp},"scope":"read"}}"#));
         let body = token_response(&jwt, r#","refresh_token":"r1","n":1.50"#);
-        let Rewrite::Split { body: out, entry } =
-            rewrite_token_response(Some("200"), None, &body, NOW)
+        let Rewrite::Split {
+            body: out, entry, ..
+        } = rewrite_token_response(Some("200"), None, &body, NOW)
         else {
             panic!("not split")
         };
@@ -333,8 +340,9 @@ mod tests {
         let jwt = make("{}");
         let escaped = jwt.replace('e', "\\u0065");
         let body = token_response(&escaped, "");
-        let Rewrite::Split { body: out, entry } =
-            rewrite_token_response(Some("200"), None, &body, NOW)
+        let Rewrite::Split {
+            body: out, entry, ..
+        } = rewrite_token_response(Some("200"), None, &body, NOW)
         else {
             panic!("not split")
         };
