@@ -18,6 +18,7 @@ import pytest
 from harness.envoy import Envoy, base_config, bearer, closed_port, forwarded_authorizations, request
 from harness.oidc import DpopClient
 from harness.services import mint_jwt
+from harness.split import PUBLISH, SECRET, new_jwt, publish, split_jwt, token_request
 from harness.redis import Redis
 
 LOCAL_TTL_S = 2
@@ -45,6 +46,13 @@ def first_use(fleet, redis, name, token, path="/orders", listener="main"):
         assert len(new) == 0, new
         assert time.time() < deadline, "no entry written"
         time.sleep(0.05)
+
+
+def split_config(**fleet):
+    return {"required_scopes": ["read"],
+            "split": {"max_entries": 1000, "publish": {"path": PUBLISH, "secret": SECRET},
+                      "split_responses": {"paths": ["/oauth/token"]}},
+            "fleet": {"cluster": "webdis", "timeout_ms": 300, "local_ttl_s": LOCAL_TTL_S, **fleet}}
 
 
 def fleet_config(cluster="webdis", dpop=None, **fleet):
@@ -122,7 +130,11 @@ def fleet(tmp_path_factory, redis, echo, token_service):
                      # DPoP behind one public origin (each its own VM: its own shared data).
                      "dpop": {"plugin": fleet_config(dpop={"origin": ORIGIN}), "vm_id": "dpop"},
                      "nonce": {"plugin": fleet_config(dpop={"origin": ORIGIN, "nonce": True}),
-                               "vm_id": "nonce"}}
+                               "vm_id": "nonce"},
+                     # Split tokens, their level 2 in the fleet.
+                     "split": {"plugin": split_config(), "vm_id": "split",
+                               "routes": (("/oauth/token", "token_service"), ("/", "api"))},
+                     "plain": {"plugin": split_config(accept_plain_split=True), "vm_id": "plain"}}
         clusters = {"api": echo.port, "token_service": token_service.port, "webdis": redis.http_port}
         if name == "a":
             # The same fleet, unreachable, hanging, answering garbage: each its own VM.
@@ -446,3 +458,64 @@ def test_dpop_when_the_fleet_cannot_answer(fleet, client, token_service, when, s
         assert delta(before, after, "fleet_dpop_process_only") == 1
         # This Envoy's own replay store still refuses a replay.
         assert dpop_call(fleet, "a", f"dpop_down_{when}", token, proof).status == 401
+
+
+# ---- split tokens, their level 2 in the fleet (sealed) -------------------------------------------
+
+def split_keys(redis):
+    return {k for k in redis.cli("--scan", "--pattern", "tf:s:*").splitlines() if k}
+
+
+def test_a_split_token_made_at_one_gateway_is_served_by_another_from_a_sealed_entry(fleet, redis):
+    before = split_keys(redis)
+    r = token_request(port(fleet, "a", "split"))
+    assert r.status == 200
+    sig = r.json()["access_token"]
+    r = request(port(fleet, "b", "split"), "/orders", bearer(sig))
+    assert r.status == 200
+    jwt = forwarded_authorizations(r)[0][len("Bearer "):]
+    assert jwt.endswith("." + sig)
+    header, payload, _ = jwt.split(".")
+    (key,) = split_keys(redis) - before
+    value = redis.dump()[key]
+    for part in (header, payload, sig):
+        assert part.encode() not in value, "sealed"
+
+
+def test_a_published_split_token_needs_its_signature_and_works_everywhere(fleet, redis):
+    jwt = new_jwt()
+    assert publish(port(fleet, "a", "split"), jwt).status == 400
+    assert publish(port(fleet, "a", "split"), jwt, with_signature=True).status == 204
+    r = request(port(fleet, "c", "split"), "/orders", bearer(split_jwt(jwt)[1]))
+    assert r.status == 200 and forwarded_authorizations(r) == [f"Bearer {jwt}"]
+
+
+@pytest.mark.parametrize("how", ["a plain forged header.payload", "another entry's value", "bit flip"])
+def test_a_split_entry_changed_in_redis_is_never_glued_and_forwarded(fleet, redis, echo, how):
+    jwt, other = new_jwt(), new_jwt()
+    before = split_keys(redis)
+    assert publish(port(fleet, "a", "split"), jwt, with_signature=True).status == 204
+    (key,) = split_keys(redis) - before
+    before = split_keys(redis)
+    assert publish(port(fleet, "a", "split"), other, with_signature=True).status == 204
+    (other_key,) = split_keys(redis) - before
+    value = redis.dump()[key]
+    if how == "a plain forged header.payload":
+        forged = split_jwt(new_jwt(scope="read write admin"))[0].encode()
+    elif how == "another entry's value":
+        forged = redis.dump()[other_key]
+    else:
+        raw = bytearray(base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4)))
+        raw[len(raw) // 2] ^= 1
+        forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=")
+    redis.set(key, forged)
+    marker = uuid.uuid4().hex
+    before = fleet["b"].counters()
+    r = request(port(fleet, "b", "split"), f"/{marker}", bearer(split_jwt(jwt)[1]))
+    assert r.status == 502 and r.json()["code"] == "store_unavailable"
+    assert not [q for q in echo.requests if marker in q["path"]], "never forwarded"
+    assert delta(before, fleet["b"].counters(), "fleet_seal_failed") == 1
+    # With accept_plain_split (documented as weaker), a plain entry is read as it is.
+    if how == "a plain forged header.payload":
+        r = request(port(fleet, "b", "plain"), "/orders", bearer(split_jwt(jwt)[1]))
+        assert r.status == 200

@@ -43,13 +43,17 @@ def new_jwt(scope="read write", lifetime=300, **extra):
     return jwt
 
 
-def publish(port, jwt, expires_at=None, encoding="base64", secret=SECRET, body=None, method="POST"):
+def publish(port, jwt, expires_at=None, encoding="base64", secret=SECRET, body=None, method="POST",
+            with_signature=False):
+    """`with_signature`: the body carries the signature itself (a fleet seals under it)."""
     header_payload, signature = split_jwt(jwt)
     if body is None:
         doc = {"signature_hash": store_key(signature, encoding)}
         if method == "POST":
             doc["header_payload"] = header_payload
             doc["expires_at"] = expires_at if expires_at is not None else int(time.time()) + 300
+            if with_signature:
+                doc["signature"] = signature
         body = json.dumps(doc)
     headers = [("content-type", "application/json")]
     if secret is not None:
