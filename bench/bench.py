@@ -93,6 +93,25 @@ end
 """
 
 
+# wrk script for phantom_fleet_hit: FLEET_TOKENS tokens in turn, each sealed in the fleet
+# beforehand. At up to FLEET_TOKENS requests/s, a token comes back after the gateway's own copy
+# (fleet.local_ttl_s: 1 s) is gone: every request reads the fleet.
+FLEET_TOKENS = 30000
+WRK_FLEET = """
+counter = math.random(FLEET_TOKENS)
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/bench", {["Authorization"] = "Bearer fleet-" .. (counter % FLEET_TOKENS)})
+end
+""".replace("FLEET_TOKENS", str(FLEET_TOKENS))
+
+
+def fleet_cfg():
+    cfg = phantom_cfg(client_id="gateway-fleet", max_entries=10000)
+    cfg["fleet"] = {"cluster": "fleet", "timeout_ms": 1000, "local_ttl_s": 1}
+    return cfg
+
+
 # wrk script: a DPoP proof never used before on every request, from a file made just before the
 # run (`Proofs.write`), for the token `TOKEN`.
 WRK_PROOFS = """
@@ -249,6 +268,8 @@ SCENARIOS = [
     ("split_remote_l2_hit", "split token with `split.remote`, a new signature every request: level-2 read"),
     ("lua_cache", "Lua phantom filter with a per-worker cache, hit"),
     ("phantom_miss", "phantom token, a new token every request"),
+    ("phantom_fleet_hit", "phantom token with `fleet`: a miss of the gateway's own cache, a hit in the fleet "
+                          "(Redis behind webdis)"),
     ("wasm_minimal_call", "reference: read Authorization, one call out, replace the header"),
     ("lua_no_cache", "Lua phantom filter, no cache (a call per request)"),
     ("ext_authz", "ext_authz to the same token service (a call per request)"),
@@ -373,6 +394,18 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     miss_script = work / "miss.lua"
     miss_script.write_text(WRK_MISS)
+    fleet_script = work / "fleet.lua"
+    fleet_script.write_text(WRK_FLEET)
+    fleet = "phantom_fleet_hit" in {n for n, _ in scenarios}
+    redis = None
+    if fleet:
+        from harness.redis import Redis
+        (work / "redis").mkdir()
+        redis = Redis(work / "redis")
+        redis.start_redis()
+        redis.start_webdis()
+        for proc in redis.procs.values():
+            subprocess.run(["taskset", "-a", "-p", "-c", "1", str(proc.pid)], capture_output=True, check=True)
     proofs_script = work / "proofs.lua"
     proofs_script.write_text(WRK_PROOFS.replace("TOKEN", HIT_TOKEN))
     # Proofs live max_age_s: long enough for one wrk run after they are made.
@@ -415,11 +448,12 @@ def main():
         cluster("kv", backend.ports["kv"]),
         *(cluster(f"ts_{name}", backend.ports[f"ts_{name}"]) for name in bound),
         cluster("exchange", backend.ports["exchange"]),
+        *([cluster("fleet", redis.http_port)] if redis else []),
     ]
     gw.config["static_resources"]["listeners"] = [
         listener(name, filters_for(name, verify, jwks),
                  transport_socket=pki.downstream_tls() if name in TLS_SCENARIOS else None)
-        for name, _ in scenarios]
+        for name in [n for n, _ in scenarios] + (["fleet_seed"] if fleet else [])]
     gw.start()
     subprocess.run(["taskset", "-a", "-p", "-c", "0", str(gw.proc.pid)], capture_output=True, check=True)
     tls_client = start_tls_client(work, gw, pki, client_cert, [n for n, _ in scenarios if n in TLS_SCENARIOS])
@@ -435,6 +469,7 @@ def main():
             last = results.get((name, conns), [{"rps": 10000}])[-1]["rps"]
             script_args = (proofs[name].write(int(max(last, 1000) * duration * 1.5) + 1000),)
         script = (str(proofs_script) if name in proofs else
+                  str(fleet_script) if name == "phantom_fleet_hit" else
                   str(miss_script) if name in FRESH_TOKENS else None)
         return wrk(ports[name], conns, duration, header=None if name in proofs else headers.get(name),
                    script=script, pid=pid, script_args=script_args)
@@ -450,6 +485,8 @@ def main():
             if name in gw.ports:
                 post(f"http://127.0.0.1:{gw.ports[name]}/_split-token", body,
                      {"authorization": f"Bearer {SECRET}", "content-type": "application/json"})
+        if fleet:
+            seed_fleet(gw.ports["fleet_seed"], redis)
         time.sleep(1)  # the first JWKS fetch
         headers = {
             "split_hit": f"Authorization: Bearer {sig}",
@@ -490,12 +527,40 @@ def main():
             print_proof_costs(results)
         print(f"Filter .wasm: {FILTER_WASM.stat().st_size} bytes; do-nothing .wasm: "
               f"{NOOP_WASM.stat().st_size} bytes; minimal .wasm: {MINIMAL_WASM.stat().st_size} bytes.")
+        if fleet:
+            counters = {line.split(": ")[0].rsplit(".", 1)[1]: int(line.split(": ")[1])
+                        for line in gw.admin_get("/stats?filter=token_filter.fleet_").splitlines()
+                        if ": " in line}
+            print(f"Fleet counters over the whole run (seeding included): {counters}.")
     finally:
         if tls_client:
             tls_client.stop()
         gw.stop()
         backend.stop()
+        if redis:
+            redis.stop("webdis")
+            redis.stop("redis")
         shutil.rmtree(work, ignore_errors=True)
+
+
+def seed_fleet(port, redis):
+    """FLEET_TOKENS tokens through the seeding listener: each introspected and written to the
+    fleet, sealed (wrk, one round over them, then Redis is asked how many it holds)."""
+    import concurrent.futures
+
+    def one(i):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/bench",
+                                     headers={"authorization": f"Bearer fleet-{i}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(FLEET_TOKENS)))
+    assert all(s == 200 for s in statuses), "seeding the fleet failed"
+    deadline = time.time() + 30
+    while int(redis.cli("DBSIZE").strip() or 0) < FLEET_TOKENS:
+        assert time.time() < deadline, "the fleet did not get every entry"
+        time.sleep(0.2)
 
 
 def start_tls_client(work, gw, pki, client_cert, names):
@@ -626,6 +691,12 @@ def filters_for(name, verify, jwks):
         return [plugin_filter(cfg)]
     if name == "lua_cache":
         return [lua_filter(LUA_CACHE)]
+    if name == "phantom_fleet_hit":
+        return [plugin_filter(fleet_cfg(), vm_id="fleet")]
+    if name == "fleet_seed":
+        # The same configuration (the same fleet keys), in a VM of its own: it introspects
+        # FLEET_TOKENS tokens and writes them to the fleet before the runs.
+        return [plugin_filter(fleet_cfg(), vm_id="fleet_seed")]
     if name == "phantom_miss":
         cfg = revoking(phantom_cfg(client_id="gateway-miss", max_entries=10000))
         return [plugin_filter(cfg, stop_iteration=WITH_REVOCATION)]
@@ -671,7 +742,9 @@ PAIRS = [("exchange_hit", "phantom_hit"), ("phantom_hit", "phantom_hit_b"), ("sp
          ("wasm_noop", "passthrough"), ("wasm_floor", "passthrough"), ("lua_cache", "passthrough"),
          ("phantom_hit", "passthrough"), ("split_hit", "passthrough"),
          ("phantom_hit", "wasm_floor"), ("split_hit", "wasm_floor"),
-         ("phantom_miss", "lua_no_cache"), ("phantom_miss", "wasm_minimal_call")]
+         ("phantom_miss", "lua_no_cache"), ("phantom_miss", "wasm_minimal_call"),
+         # Issue 28: a fleet hit (one call, a seal opened) next to a miss and a hit.
+         ("phantom_fleet_hit", "phantom_hit"), ("phantom_fleet_hit", "phantom_miss")]
 
 
 def print_paired(results, conns):

@@ -146,8 +146,8 @@ pub fn write(cx: &Ctx<'_>, hash: &TokenHash, token: &str, active: bool) -> Optio
         hash,
     );
     let random = crate::hash::random_key();
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&random[..12]);
+    let mut nonce = [0u8; seal::NONCE_LEN];
+    nonce.copy_from_slice(&random[..seal::NONCE_LEN]);
     let sealed = seal::seal(Kind::Phantom, token.as_bytes(), &key, nonce, &value);
     Some(fleet::put(&key, sealed, ttl_ms))
 }

@@ -260,8 +260,8 @@ pub(super) fn remote_put(
         None => entry.header_payload.clone(),
         Some(sealing) => {
             let random = crate::hash::random_key();
-            let mut nonce = [0u8; 12];
-            nonce.copy_from_slice(&random[..12]);
+            let mut nonce = [0u8; seal::NONCE_LEN];
+            nonce.copy_from_slice(&random[..seal::NONCE_LEN]);
             seal::seal(
                 Kind::Split,
                 signature?.as_bytes(),

@@ -1,22 +1,27 @@
 //! Sealed fleet entries (issue 28): what a gateway writes to a shared store (Redis) is useless
 //! without the token the client holds. Each value is encrypted and authenticated with
-//! AES-256-GCM under a key derived from that token (HKDF-SHA256, with a label per kind of
+//! XChaCha20-Poly1305 under a key derived from that token (HKDF-SHA256, with a label per kind of
 //! entry), with the store key as associated data: the store holds neither a usable token nor a
 //! readable claim, and a value changed, truncated, or copied under another key fails to open.
 //! The lookup key is never the encryption key (it is a hash of the token under another label).
 //!
 //! Format (base64url without padding, so that it travels in a URL path through webdis):
-//! version byte `1`, a random 12-byte nonce, the ciphertext, its 16-byte tag.
+//! version byte `1`, a random 24-byte nonce, the ciphertext, its 16-byte tag.
+//!
+//! XChaCha20-Poly1305 rather than AES-256-GCM: wasm has no AES instructions, and the software
+//! AES a fleet hit would pay is about 18 µs in V8 for a phantom entry, against a few for
+//! ChaCha20 (BENCHMARKS.md, "A fleet of gateways"); its 24-byte nonces are safe at random.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
 const VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// Longest sealed value read (bytes, as stored).
 pub const MAX_SEALED_LEN: usize = 64 * 1024;
@@ -53,16 +58,16 @@ pub enum SealError {
 }
 
 /// The AEAD key of `kind`'s entries for the client's `token`.
-fn cipher(kind: Kind, token: &[u8]) -> Aes256Gcm {
+fn cipher(kind: Kind, token: &[u8]) -> XChaCha20Poly1305 {
     let hk = Hkdf::<Sha256>::new(None, token);
     let mut key = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's limit: `expand` cannot fail here.
     let _ = hk.expand(kind.label(), &mut key);
-    Aes256Gcm::new(&key.into())
+    XChaCha20Poly1305::new(&key.into())
 }
 
-/// Seals `plain` for the holder of `token`, stored under `store_key`. `nonce`: 12 random
-/// bytes, new for every value.
+/// Seals `plain` for the holder of `token`, stored under `store_key`. `nonce`: random bytes,
+/// new for every value.
 pub fn seal(
     kind: Kind,
     token: &[u8],
@@ -72,7 +77,7 @@ pub fn seal(
 ) -> String {
     let sealed = cipher(kind, token)
         .encrypt(
-            &Nonce::from(nonce),
+            &XNonce::from(nonce),
             Payload {
                 msg: plain,
                 aad: store_key.as_bytes(),
@@ -102,7 +107,7 @@ pub fn open(kind: Kind, token: &[u8], store_key: &str, value: &[u8]) -> Result<V
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
     cipher(kind, token)
         .decrypt(
-            &Nonce::from(nonce),
+            &XNonce::from(nonce),
             Payload {
                 msg: sealed,
                 aad: store_key.as_bytes(),
@@ -123,7 +128,7 @@ mod tests {
             Kind::Phantom,
             TOKEN,
             "tf:p:abc",
-            [7; 12],
+            [7; NONCE_LEN],
             b"{\"jwt\":\"x\"}",
         );
         assert_eq!(
@@ -145,7 +150,7 @@ mod tests {
 
     #[test]
     fn every_change_is_refused() {
-        let sealed = seal(Kind::Split, TOKEN, "k", [1; 12], b"header.payload");
+        let sealed = seal(Kind::Split, TOKEN, "k", [1; NONCE_LEN], b"header.payload");
         let bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         for i in 1..bytes.len() {
             let mut flipped = bytes.clone();
@@ -157,7 +162,7 @@ mod tests {
                 "flip at {i}"
             );
         }
-        for n in [0, 1, 12, 28, bytes.len() - 1] {
+        for n in [0, 1, NONCE_LEN, NONCE_LEN + 16, bytes.len() - 1] {
             let v = URL_SAFE_NO_PAD.encode(&bytes[..n]);
             assert!(
                 open(Kind::Split, TOKEN, "k", v.as_bytes()).is_err(),
