@@ -86,6 +86,13 @@ FULL = {
                 "remove_cookies": True},
 }
 
+# The same with a fleet: the split store's level 2 is the fleet's (split.remote refused beside it).
+FULL_FLEET = copy.deepcopy(FULL)
+del FULL_FLEET["split"]["remote"]
+FULL_FLEET["dpop"]["fleet_unavailable"] = "refuse"
+FULL_FLEET["fleet"] = {"cluster": "webdis", "authority": "webdis", "key_prefix": "tf:", "timeout_ms": 200,
+                       "local_ttl_s": 10, "revocation_bound_ms": 2000, "accept_plain_split": False}
+
 # Fields whose bounds or values in the schema meet a rule between fields (SCHEMA_CANNOT_SAY):
 # at those values the schema accepts what the validation refuses. Each names the rule.
 CROSS_FIELD = {
@@ -219,8 +226,8 @@ def locate(doc, path):
     return objs, parts[-1]
 
 
-def mutations(schema):
-    """(path, what, mutated configuration) from the schema's own bounds."""
+def mutations(schema, base):
+    """(path, what, mutated configuration of `base`) from the schema's own bounds."""
     for path, prop, target, _owner in leaves(schema):
         field = path.split(".")[-1]
         kinds = target.get("type", prop.get("type"))
@@ -258,7 +265,7 @@ def mutations(schema):
             if v is None:
                 continue
             what, value = v
-            doc = copy.deepcopy(FULL)
+            doc = copy.deepcopy(base)
             objs, name = locate(doc, path)
             if not objs:
                 continue
@@ -280,18 +287,22 @@ def mutations(schema):
 
 
 def test_the_schema_and_the_validation_agree(schema, tmp_path):
-    cases = list(mutations(schema))
-    assert len(cases) > 150, len(cases)
-    assert schema_accepts(schema, FULL)
-    files = []
+    cases = list(mutations(schema, FULL)) + list(mutations(schema, FULL_FLEET))
+    assert len(cases) > 300, len(cases)
+    assert any(path.startswith("fleet.") for path, _, _ in cases)
+    files, bases = [], []
+    for name, full in (("full", FULL), ("full_fleet", FULL_FLEET)):
+        assert schema_accepts(schema, full)
+        base = tmp_path / f"{name}.json"
+        base.write_text(json.dumps(full))
+        bases.append(base)
     for i, (path, what, doc) in enumerate(cases):
         f = tmp_path / f"case{i}.json"
         f.write_text(json.dumps(doc))
         files.append(f)
-    base = tmp_path / "full.json"
-    base.write_text(json.dumps(FULL))
-    _, verdicts, out = check([base, *files])
-    assert verdicts[str(base)][0].endswith(": valid"), out
+    _, verdicts, out = check([*bases, *files])
+    for base in bases:
+        assert verdicts[str(base)][0].endswith(": valid"), out
     disagree, crossed = [], set()
     for f, (path, what, doc) in zip(files, cases):
         by_check = verdicts[str(f)][0].endswith(": valid")
