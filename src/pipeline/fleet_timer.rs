@@ -58,7 +58,7 @@ pub fn next_nonce_key(cx: &Ctx<'_>) -> Option<(Job, Call)> {
     let fleet = cfg.fleet.as_ref()?;
     cfg.dpop.as_ref().filter(|d| d.nonce)?;
     let now = host.now_ms();
-    Cursors::update(host, |c| {
+    Cursors::update(host, &nonce_cursors(cx), |c| {
         (c.next_nonce_ms <= now && c.nonce_claim_ms <= now).then_some(Cursors {
             nonce_claim_ms: now.saturating_add(claim_ms(cx)),
             ..c
@@ -86,7 +86,7 @@ pub fn on_nonce_key(cx: &Ctx<'_>, key: Option<[u8; 32]>) {
             now.saturating_add(NONCE_KEY_RETRY_MS)
         }
     };
-    Cursors::update(host, |c| {
+    Cursors::update(host, &nonce_cursors(cx), |c| {
         Some(Cursors {
             next_nonce_ms: next,
             nonce_claim_ms: 0,
@@ -99,6 +99,19 @@ pub fn on_nonce_key(cx: &Ctx<'_>, key: Option<[u8; 32]>) {
 /// every worker takes to apply what it read (at least a tick).
 pub fn read_period_ms(bound_ms: u64) -> u64 {
     bound_ms.saturating_sub(2 * TICK_MS + 100).max(TICK_MS)
+}
+
+/// The shared-data key of this configuration's fleet cursors.
+fn cursors(cx: &Ctx<'_>) -> String {
+    cx.cfg.fleet.as_ref().map_or_else(String::new, |f| {
+        fleet::cursors_key(&f.cluster, &f.key_prefix)
+    })
+}
+
+/// The shared-data key of the schedule of this configuration's nonce key (its own: the key it
+/// writes is its namespace's).
+fn nonce_cursors(cx: &Ctx<'_>) -> String {
+    format!("{}:{}", cursors(cx), cx.cfg.cache.jwt_namespace)
 }
 
 /// How long a claim holds: a call's timeout twice, and a tick.
@@ -118,7 +131,7 @@ pub fn next_publish(cx: &Ctx<'_>) -> Option<(Job, Call)> {
     cfg.revocation.as_ref()?;
     let now = host.now_ms();
     let seq = store::log_seq(host);
-    let claimed = Cursors::update(host, |c| {
+    let claimed = Cursors::update(host, &cursors(cx), |c| {
         (c.out < seq && c.out_claim_ms <= now).then_some(Cursors {
             out_claim_ms: now.saturating_add(claim_ms(cx)),
             ..c
@@ -148,7 +161,7 @@ pub fn next_publish(cx: &Ctx<'_>) -> Option<(Job, Call)> {
     };
     if at > claimed.out {
         // Passed over: the claim kept.
-        Cursors::update(host, |c| {
+        Cursors::update(host, &cursors(cx), |c| {
             Some(Cursors {
                 out: c.out.max(at),
                 ..c
@@ -182,7 +195,7 @@ fn append(cx: &Ctx<'_>, seq: u64, mark: Mark) -> Option<(Job, Call)> {
 
 /// Published up to `to` (from `from`), the claim let go.
 fn release_out(cx: &Ctx<'_>, from: u64, to: u64) {
-    Cursors::update(cx.host, |c| {
+    Cursors::update(cx.host, &cursors(cx), |c| {
         Some(Cursors {
             out: if c.out == from { to } else { c.out.max(to) },
             out_claim_ms: 0,
@@ -219,7 +232,7 @@ pub fn next_read(cx: &Ctx<'_>) -> Option<(Job, Call)> {
     let fleet = cfg.fleet.as_ref()?;
     cfg.revocation.as_ref()?;
     let now = host.now_ms();
-    let claimed = Cursors::update(host, |c| {
+    let claimed = Cursors::update(host, &cursors(cx), |c| {
         (c.next_read_ms <= now && c.seen_claim_ms <= now).then_some(Cursors {
             seen_claim_ms: now.saturating_add(claim_ms(cx)),
             ..c
@@ -280,7 +293,7 @@ pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job,
 
 /// The ring read up to `seen` (from `after`), the claim let go.
 fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64) {
-    Cursors::update(cx.host, |c| {
+    Cursors::update(cx.host, &cursors(cx), |c| {
         Some(Cursors {
             seen: if c.seen == after { seen } else { c.seen },
             seen_claim_ms: 0,

@@ -244,8 +244,9 @@ pub fn nonce_key_of(status: Option<&str>, body: &[u8], offered: &str) -> Option<
 
 // ---- this gateway's place in the fleet's revocations (shared data) ----------------------------
 
-/// Where this gateway (this VM) stands with the fleet's revocations, kept in shared data
-/// (`fl:rv`, written with a compare-and-swap): its own revocations published up to `out` (a
+/// Where this gateway (this VM) stands with one fleet's revocations, kept in shared data
+/// (`fl:rv:<cluster>:<key_prefix>`, [`cursors_key`]: two configurations of one VM on two fleets
+/// keep apart; written with a compare-and-swap): its own revocations published up to `out` (a
 /// number of the local log), the fleet's applied up to `seen` (a number of the ring), when to
 /// read the ring next, and who works on each until when (one worker at a time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -260,7 +261,10 @@ pub struct Cursors {
     pub nonce_claim_ms: u64,
 }
 
-const CURSORS_KEY: &str = "fl:rv";
+/// The shared-data key of the cursors for the fleet of `cluster` and `prefix`.
+pub fn cursors_key(cluster: &str, prefix: &str) -> String {
+    format!("fl:rv:{cluster}:{prefix}")
+}
 const CAS_ATTEMPTS: usize = 16;
 
 impl Cursors {
@@ -298,8 +302,8 @@ impl Cursors {
     }
 
     /// The record as it is now.
-    pub fn read(host: &dyn Host) -> Self {
-        host.shared_get(CURSORS_KEY)
+    pub fn read(host: &dyn Host, key: &str) -> Self {
+        host.shared_get(key)
             .as_deref()
             .and_then(Self::decode)
             .unwrap_or_default()
@@ -307,15 +311,16 @@ impl Cursors {
 
     /// Changes the record with `change` (which answers `None` to leave it as it is), with a
     /// compare-and-swap: the record written, or `None`.
-    pub fn update(host: &dyn Host, change: impl Fn(Self) -> Option<Self>) -> Option<Self> {
+    pub fn update(
+        host: &dyn Host,
+        key: &str,
+        change: impl Fn(Self) -> Option<Self>,
+    ) -> Option<Self> {
         for _ in 0..CAS_ATTEMPTS {
-            let (value, cas) = host.shared_get_cas(CURSORS_KEY);
+            let (value, cas) = host.shared_get_cas(key);
             let now = value.as_deref().and_then(Self::decode).unwrap_or_default();
             let next = change(now)?;
-            if host
-                .shared_set_cas(CURSORS_KEY, &next.encode(), cas)
-                .is_ok()
-            {
+            if host.shared_set_cas(key, &next.encode(), cas).is_ok() {
                 return Some(next);
             }
         }
@@ -400,8 +405,9 @@ mod tests {
     #[test]
     fn cursors_change_by_compare_and_swap() {
         let host = crate::testing::FakeHost::at(0);
-        assert_eq!(Cursors::read(&host), Cursors::default());
-        let claimed = Cursors::update(&host, |c| {
+        let key = cursors_key("webdis", "tf:");
+        assert_eq!(Cursors::read(&host, &key), Cursors::default());
+        let claimed = Cursors::update(&host, &key, |c| {
             (c.out_claim_ms <= 5).then_some(Cursors {
                 out_claim_ms: 100,
                 ..c
@@ -409,13 +415,19 @@ mod tests {
         });
         assert_eq!(claimed.unwrap().out_claim_ms, 100);
         assert_eq!(
-            Cursors::update(&host, |c| (c.out_claim_ms <= 5).then_some(c)),
+            Cursors::update(&host, &key, |c| (c.out_claim_ms <= 5).then_some(c)),
             None,
             "claimed by another"
         );
-        Cursors::update(&host, |c| Some(Cursors { seen: 7, ..c }));
-        assert_eq!(Cursors::read(&host).seen, 7);
-        assert_eq!(Cursors::read(&host).out_claim_ms, 100);
+        Cursors::update(&host, &key, |c| Some(Cursors { seen: 7, ..c }));
+        assert_eq!(Cursors::read(&host, &key).seen, 7);
+        assert_eq!(Cursors::read(&host, &key).out_claim_ms, 100);
+        let other = cursors_key("webdis", "gw2:");
+        assert_eq!(
+            Cursors::read(&host, &other),
+            Cursors::default(),
+            "another fleet's"
+        );
     }
 
     #[test]
