@@ -187,9 +187,14 @@ fn append(cx: &Ctx<'_>, seq: u64, mark: Mark) -> Option<(Job, Call)> {
     let fleet = cx.cfg.fleet.as_ref()?;
     let ttl_ms = mark.until_ms.saturating_sub(cx.host.now_ms());
     let value = URL_SAFE_NO_PAD.encode(mark.encode());
+    let random = crate::hash::random_key();
+    let mut identity = [0u8; 8];
+    identity.copy_from_slice(&random[..8]);
+    // Never 0: the cursors' "none read yet".
+    let identity = u64::from_be_bytes(identity).max(1);
     Some((
         Job::Append { seq, mark },
-        fleet::ring_append(&fleet.key_prefix, &value, ttl_ms),
+        fleet::ring_append(&fleet.key_prefix, &value, ttl_ms, identity),
     ))
 }
 
@@ -254,11 +259,17 @@ pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job,
     let period = read_period_ms(fleet.revocation_bound_ms);
     let Some(page) = page else {
         host.count(Counter::FleetError);
-        moved(cx, after, after, now.saturating_add(period));
+        moved(cx, after, after, now.saturating_add(period), None);
         return None;
     };
-    let seen = if page.counter < after {
-        // Redis lost the ring (restarted empty): from its start again.
+    let known = Cursors::read(host, &cursors(cx)).ring;
+    let another = match page.identity {
+        Some(id) => known != 0 && id != known,
+        None => false,
+    };
+    let seen = if page.counter < after || another {
+        // Redis lost the ring (restarted empty, flushed, a replica that had not seen it): from
+        // the start of the one it holds now.
         host.count(Counter::FleetRevocationGap);
         0
     } else if page.counter > after.saturating_add(RING) {
@@ -279,23 +290,29 @@ pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job,
         }
         last
     };
-    let next = if page.counter > seen {
+    let next = if page.counter > seen || another {
         now
     } else {
         now.saturating_add(period)
     };
-    moved(cx, after, seen, next);
+    moved(cx, after, seen, next, Some(page.identity.unwrap_or(0)));
     if next <= now {
         return next_read(cx);
     }
     None
 }
 
-/// The ring read up to `seen` (from `after`), the claim let go.
-fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64) {
+/// The ring read up to `seen` (from `after`), in the ring of identity `ring` (`None`:
+/// unchanged), the claim let go.
+fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64, ring: Option<u64>) {
     Cursors::update(cx.host, &cursors(cx), |c| {
+        let ours = c.seen == after;
         Some(Cursors {
-            seen: if c.seen == after { seen } else { c.seen },
+            seen: if ours { seen } else { c.seen },
+            ring: match ring {
+                Some(ring) if ours => ring,
+                _ => c.ring,
+            },
             seen_claim_ms: 0,
             next_read_ms,
             ..c

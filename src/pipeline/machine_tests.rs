@@ -1705,6 +1705,8 @@ impl FakeRedis {
             "DEL" => json(serde_json::json!({"DEL": u8::from(kv.remove(&parts[1]).is_some())})),
             "EVAL" => {
                 assert!(parts[1].contains("INCR"), "the ring's append");
+                kv.entry(format!("{}:id", parts[3]))
+                    .or_insert_with(|| parts[6].clone());
                 let n = self.counter.get() + 1;
                 self.counter.set(n);
                 kv.insert(
@@ -2094,4 +2096,28 @@ fn split_entries_in_the_fleet_are_sealed_under_their_signature() {
         e.io.header_of(1, "authorization"),
         Some(Some(format!("Bearer {token}")))
     );
+}
+
+#[test]
+fn a_revocation_after_redis_lost_its_ring_still_reaches_the_fleet() {
+    let redis = FakeRedis::default();
+    let (a, b) = (Env::with(&fleet_revoking()), Env::with(&fleet_revoking()));
+    let jwt = issued("alice", "s-1", T0 / 1000 - 10);
+    b.resolve_in_fleet(1, "opaque-1", &jwt, &redis);
+    b.resolve_in_fleet(2, "opaque-2", &jwt, &redis);
+    a.revoke(1, "token=opaque-1");
+    a.tick_fleet(TICK_MS, &redis);
+    b.tick_fleet(1_000, &redis);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationsApplied), 1);
+    // Redis restarts empty: the new ring's first number is the one B has read already.
+    redis.kv.borrow_mut().clear();
+    redis.counter.set(0);
+    a.revoke(2, "token=opaque-2");
+    a.tick_fleet(TICK_MS, &redis);
+    assert_eq!(a.host.count_of(Counter::FleetRevocationsPublished), 2);
+    b.tick_fleet(1_000, &redis);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationsApplied), 2);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationGap), 1);
+    assert_eq!(b.get(3, "opaque-2"), Flow::Pause);
+    assert_eq!(status(&b.io, 3), Some(401));
 }

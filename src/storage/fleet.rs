@@ -88,22 +88,27 @@ pub const RING: u64 = 4096;
 /// Ring entries read per poll (and the counter with them).
 pub const PAGE: u64 = 64;
 
-/// Appends one revocation to the ring, atomically (a Lua script through `EVAL`): the counter
-/// `<prefix>rv` incremented, the entry `n:<value>` written at `<prefix>rv:<n mod RING>` with
-/// its remaining life. A reader never sees a number taken but not written.
-const APPEND: &str = "local n=redis.call('INCR',KEYS[1]) \
-    redis.call('SET',KEYS[1]..':'..(n%4096),n..':'..ARGV[1],'EX',ARGV[2]) return n";
+/// Appends one revocation to the ring, atomically (a Lua script through `EVAL`): the ring's
+/// identity `<prefix>rv:id` written if there is none (the appender's random offer), the
+/// counter `<prefix>rv` incremented, the entry `n:<value>` (`n` in decimal digits, whatever its
+/// size) written at `<prefix>rv:<n mod RING>` with its remaining life. A reader never sees a
+/// number taken but not written; a Redis that lost the ring has another identity.
+const APPEND: &str = "redis.call('SET',KEYS[1]..':id',ARGV[3],'NX') \
+    local n=redis.call('INCR',KEYS[1]) \
+    redis.call('SET',KEYS[1]..':'..(n%4096),string.format('%d',n)..':'..ARGV[1],'EX',ARGV[2]) \
+    return n";
 
 fn ring_key(prefix: &str) -> String {
     format!("{prefix}rv")
 }
 
-/// Appends `value` (base64url) to the revocation ring, kept `ttl_ms`.
-pub fn ring_append(prefix: &str, value: &str, ttl_ms: u64) -> Call {
+/// Appends `value` (base64url) to the revocation ring, kept `ttl_ms`; `identity`: the ring's
+/// identity offered, should there be none.
+pub fn ring_append(prefix: &str, value: &str, ttl_ms: u64, identity: u64) -> Call {
     Call {
         method: "GET".to_owned(),
         path: format!(
-            "/EVAL/{}/1/{}/{value}/{}",
+            "/EVAL/{}/1/{}/{value}/{}/{identity:016x}",
             super::remote::encode_segment(APPEND),
             ring_key(prefix),
             ttl_ms.div_ceil(1_000).max(1)
@@ -112,10 +117,10 @@ pub fn ring_append(prefix: &str, value: &str, ttl_ms: u64) -> Call {
     }
 }
 
-/// Reads the ring's counter and the [`PAGE`] entries after `after`.
+/// Reads the ring's counter, its identity and the [`PAGE`] entries after `after`.
 pub fn ring_read(prefix: &str, after: u64) -> Call {
     let ring = ring_key(prefix);
-    let mut path = format!("/MGET/{ring}");
+    let mut path = format!("/MGET/{ring}/{ring}:id");
     for n in after + 1..=after + PAGE {
         path.push_str(&format!("/{ring}:{}", n % RING));
     }
@@ -131,21 +136,28 @@ pub fn ring_read(prefix: &str, after: u64) -> Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingPage {
     pub counter: u64,
+    /// The ring's identity (`None`: no append since Redis started).
+    pub identity: Option<u64>,
     pub entries: Vec<Option<Vec<u8>>>,
 }
 
-/// Reads a ring read's answer (webdis JSON: `{"MGET": ["<counter>", "<n>:<value>", null,
-/// ...]}`) for the entries after `after`; `None` when it is not one.
+/// Reads a ring read's answer (webdis JSON: `{"MGET": ["<counter>", "<identity>",
+/// "<n>:<value>", null, ...]}`) for the entries after `after`; `None` when it is not one.
 pub fn ring_page(status: Option<&str>, body: &[u8], after: u64) -> Option<RingPage> {
     if status != Some("200") {
         return None;
     }
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     let values = json.get("MGET")?.as_array()?;
-    let (counter, slots) = values.split_first()?;
+    let (counter, rest) = values.split_first()?;
+    let (identity, slots) = rest.split_first()?;
     let counter = match counter {
         serde_json::Value::Null => 0,
         value => value.as_str()?.parse().ok()?,
+    };
+    let identity = match identity {
+        serde_json::Value::Null => None,
+        value => Some(u64::from_str_radix(value.as_str()?, 16).ok()?),
     };
     let entries = slots
         .iter()
@@ -158,7 +170,11 @@ pub fn ring_page(status: Option<&str>, body: &[u8], after: u64) -> Option<RingPa
             URL_SAFE_NO_PAD.decode(value).ok()
         })
         .collect();
-    Some(RingPage { counter, entries })
+    Some(RingPage {
+        counter,
+        identity,
+        entries,
+    })
 }
 
 /// Whether a ring append was made (`{"EVAL": <n>}`).
@@ -259,6 +275,8 @@ pub struct Cursors {
     /// When the fleet's DPoP nonce key is read next, and who reads it until when.
     pub next_nonce_ms: u64,
     pub nonce_claim_ms: u64,
+    /// The identity of the ring `seen` counts in (0: none read yet).
+    pub ring: u64,
 }
 
 /// The shared-data key of the cursors for the fleet of `cluster` and `prefix`.
@@ -274,7 +292,7 @@ impl Cursors {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
         };
-        (v.len() == 56).then_some(())?;
+        (v.len() == 64).then_some(())?;
         Some(Self {
             out: n(0)?,
             out_claim_ms: n(1)?,
@@ -283,6 +301,7 @@ impl Cursors {
             next_read_ms: n(4)?,
             next_nonce_ms: n(5)?,
             nonce_claim_ms: n(6)?,
+            ring: n(7)?,
         })
     }
 
@@ -295,6 +314,7 @@ impl Cursors {
             self.next_read_ms,
             self.next_nonce_ms,
             self.nonce_claim_ms,
+            self.ring,
         ]
         .iter()
         .flat_map(|n| n.to_be_bytes())
@@ -361,38 +381,42 @@ mod tests {
 
     #[test]
     fn the_revocation_ring() {
-        let a = ring_append("tf:", "AAEC", 1_500);
+        let a = ring_append("tf:", "AAEC", 1_500, 0xab);
+        assert!(a.path.starts_with("/EVAL/redis.call"), "{}", a.path);
+        assert!(a.path.contains("string.format"), "{}", a.path);
         assert!(
-            a.path.starts_with("/EVAL/local%20n%3Dredis.call"),
+            a.path.ends_with("/1/tf:rv/AAEC/2/00000000000000ab"),
             "{}",
             a.path
         );
-        assert!(a.path.ends_with("/1/tf:rv/AAEC/2"), "{}", a.path);
-        assert!(!a.path[6..].contains("/1/tf:rv/AAEC/2/"));
         let r = ring_read("tf:", 4094);
         assert!(r
             .path
-            .starts_with("/MGET/tf:rv/tf:rv:4095/tf:rv:0/tf:rv:1/"));
-        assert_eq!(r.path.matches('/').count(), 2 + PAGE as usize);
-        let body = br#"{"MGET":["4097","4095:AAEC",null,"1:AAEC","3:AAEC"]}"#;
+            .starts_with("/MGET/tf:rv/tf:rv:id/tf:rv:4095/tf:rv:0/tf:rv:1/"));
+        assert_eq!(r.path.matches('/').count(), 3 + PAGE as usize);
+        let body = br#"{"MGET":["4097","00000000000000ab","4095:AAEC",null,"1:AAEC","3:AAEC"]}"#;
         let page = ring_page(Some("200"), body, 4094).unwrap();
-        assert_eq!(page.counter, 4097);
+        assert_eq!((page.counter, page.identity), (4097, Some(0xab)));
         assert_eq!(
             page.entries,
             vec![Some(vec![0, 1, 2]), None, None, None],
             "an entry is the number it says it is (a ring later: absent)"
         );
         assert_eq!(
-            ring_page(Some("200"), br#"{"MGET":[null]}"#, 0)
-                .unwrap()
-                .counter,
-            0
+            ring_page(Some("200"), br#"{"MGET":[null,null]}"#, 0).unwrap(),
+            RingPage {
+                counter: 0,
+                identity: None,
+                entries: Vec::new()
+            }
         );
         for (status, body) in [
-            (Some("503"), &br#"{"MGET":["1"]}"#[..]),
+            (Some("503"), &br#"{"MGET":["1",null]}"#[..]),
             (Some("200"), b"garbage"),
             (Some("200"), br#"{"MGET":[]}"#),
-            (Some("200"), br#"{"MGET":["x"]}"#),
+            (Some("200"), br#"{"MGET":["1"]}"#),
+            (Some("200"), br#"{"MGET":["x",null]}"#),
+            (Some("200"), br#"{"MGET":["1","not-hex"]}"#),
             (None, b""),
         ] {
             assert_eq!(ring_page(status, body, 0), None, "{body:?}");
