@@ -61,6 +61,44 @@ pub struct FleetConfig {
     pub local_ttl_s: u64,
     pub revocation_bound_ms: u64,
     pub accept_plain_split: bool,
+    /// What every gateway of the fleet knows and a client does not, mixed into every sealing
+    /// key ([`FleetSecret::of`]).
+    pub secret: FleetSecret,
+}
+
+/// The fleet's secret: the SHA-256 of the configuration's own secrets (the introspection
+/// client's credentials, the publish API's secret), the same at every gateway of a fleet,
+/// unknown to clients. Without it, a client holding a token who could also write to Redis
+/// could seal an entry of its own for that token. Empty when the configuration has no secret
+/// (split tokens split at issuance only): then `verify` is what refuses a forged entry.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct FleetSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for FleetSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "none"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl FleetSecret {
+    /// The secret of a configuration whose secrets are `parts` (none: empty).
+    pub fn of(parts: &[&[u8]]) -> Self {
+        use sha2::{Digest, Sha256};
+        if parts.is_empty() {
+            return Self::default();
+        }
+        let mut h = Sha256::new();
+        h.update(b"envoy-token-filter fleet v1 secret\0");
+        for part in parts {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Self(h.finalize().to_vec())
+    }
 }
 
 impl RawFleet {
@@ -105,6 +143,7 @@ impl RawFleet {
                 60_000,
             )?,
             accept_plain_split: self.accept_plain_split.unwrap_or(false),
+            secret: FleetSecret::default(),
         })
     }
 }
@@ -127,6 +166,7 @@ impl FleetConfig {
             sealed: Some(Sealing {
                 prefix,
                 accept_plain: self.accept_plain_split,
+                secret: self.secret.0.clone(),
             }),
         }
     }
@@ -155,6 +195,7 @@ mod tests {
                 local_ttl_s: 10,
                 revocation_bound_ms: 2000,
                 accept_plain_split: false,
+                secret: FleetSecret::default(),
             }
         );
         let full = parse(

@@ -536,7 +536,17 @@ impl RawConfig {
         // route that introspects never serves an entry a JWT route made.
         let jwt_namespace = format!("j{}", namespace_of(&["accept_jwt", &fingerprint]));
         let cookies = self.cookies.map(RawCookies::validate).transpose()?;
-        let fleet = self.fleet.map(fleet::RawFleet::validate).transpose()?;
+        let mut fleet = self.fleet.map(fleet::RawFleet::validate).transpose()?;
+        if let Some(fleet) = fleet.as_mut() {
+            let mut parts: Vec<&[u8]> = Vec::new();
+            if let Some(p) = &phantom {
+                parts.push(p.endpoint.basic_authorization.as_bytes());
+            }
+            if let Some(publish) = split.as_ref().and_then(|s| s.publish.as_ref()) {
+                parts.push(&publish.secret_hash);
+            }
+            fleet.secret = fleet::FleetSecret::of(&parts);
+        }
         // With a fleet, the split store's level 2 is the fleet's Redis (sealed entries).
         let mut split = split;
         if let (Some(fleet), Some(split)) = (&fleet, split.as_mut()) {

@@ -65,7 +65,14 @@ pub fn on_read(
         &cfg.cache.namespace,
         hash,
     );
-    let Ok(plain) = seal::open(Kind::Phantom, token.as_bytes(), &key, value.as_bytes()) else {
+    let secret = &fleet.secret.0;
+    let Ok(plain) = seal::open(
+        Kind::Phantom,
+        secret,
+        token.as_bytes(),
+        &key,
+        value.as_bytes(),
+    ) else {
         host.count(Counter::FleetSealFailed);
         return None;
     };
@@ -148,6 +155,7 @@ pub fn write(cx: &Ctx<'_>, hash: &TokenHash, token: &str, active: bool) -> Optio
     let random = crate::hash::random_key();
     let mut nonce = [0u8; seal::NONCE_LEN];
     nonce.copy_from_slice(&random[..seal::NONCE_LEN]);
-    let sealed = seal::seal(Kind::Phantom, token.as_bytes(), &key, nonce, &value);
+    let secret = &fleet.secret.0;
+    let sealed = seal::seal(Kind::Phantom, secret, token.as_bytes(), &key, nonce, &value);
     Some(fleet::put(&key, sealed, ttl_ms))
 }

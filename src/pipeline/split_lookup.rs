@@ -264,6 +264,7 @@ pub(super) fn remote_put(
             nonce.copy_from_slice(&random[..seal::NONCE_LEN]);
             seal::seal(
                 Kind::Split,
+                &sealing.secret,
                 signature?.as_bytes(),
                 &sealing.redis_key(&key),
                 nonce,
@@ -288,7 +289,13 @@ fn opened(
         return Some(value);
     };
     let key = sealing.redis_key(&split.hash_encoding.encode(hash));
-    match seal::open(Kind::Split, signature.as_bytes(), &key, value.as_bytes()) {
+    match seal::open(
+        Kind::Split,
+        &sealing.secret,
+        signature.as_bytes(),
+        &key,
+        value.as_bytes(),
+    ) {
         Ok(plain) => String::from_utf8(plain).ok(),
         Err(SealError::Malformed) if sealing.accept_plain => Some(value),
         Err(_) => {

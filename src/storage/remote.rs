@@ -37,6 +37,8 @@ pub struct RemoteConfig {
 pub struct Sealing {
     pub prefix: String,
     pub accept_plain: bool,
+    /// The fleet's secret (`config::FleetSecret`).
+    pub secret: Vec<u8>,
 }
 
 impl Sealing {

@@ -57,9 +57,11 @@ pub enum SealError {
     Forged,
 }
 
-/// The AEAD key of `kind`'s entries for the client's `token`.
-fn cipher(kind: Kind, token: &[u8]) -> XChaCha20Poly1305 {
-    let hk = Hkdf::<Sha256>::new(None, token);
+/// The AEAD key of `kind`'s entries for the client's `token`, under the fleet's `secret`
+/// (HKDF's salt: what every gateway of the fleet knows and a client does not; empty without
+/// one).
+fn cipher(kind: Kind, secret: &[u8], token: &[u8]) -> XChaCha20Poly1305 {
+    let hk = Hkdf::<Sha256>::new(Some(secret), token);
     let mut key = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's limit: `expand` cannot fail here.
     let _ = hk.expand(kind.label(), &mut key);
@@ -70,12 +72,13 @@ fn cipher(kind: Kind, token: &[u8]) -> XChaCha20Poly1305 {
 /// new for every value.
 pub fn seal(
     kind: Kind,
+    secret: &[u8],
     token: &[u8],
     store_key: &str,
     nonce: [u8; NONCE_LEN],
     plain: &[u8],
 ) -> String {
-    let sealed = cipher(kind, token)
+    let sealed = cipher(kind, secret, token)
         .encrypt(
             &XNonce::from(nonce),
             Payload {
@@ -92,7 +95,13 @@ pub fn seal(
 }
 
 /// Opens a value read from under `store_key` with the client's `token`.
-pub fn open(kind: Kind, token: &[u8], store_key: &str, value: &[u8]) -> Result<Vec<u8>, SealError> {
+pub fn open(
+    kind: Kind,
+    secret: &[u8],
+    token: &[u8],
+    store_key: &str,
+    value: &[u8],
+) -> Result<Vec<u8>, SealError> {
     if value.len() > MAX_SEALED_LEN {
         return Err(SealError::Malformed);
     }
@@ -105,7 +114,7 @@ pub fn open(kind: Kind, token: &[u8], store_key: &str, value: &[u8]) -> Result<V
     }
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
-    cipher(kind, token)
+    cipher(kind, secret, token)
         .decrypt(
             &XNonce::from(nonce),
             Payload {
@@ -126,13 +135,21 @@ mod tests {
     fn opens_only_for_the_token_the_key_and_the_kind_it_was_sealed_for() {
         let sealed = seal(
             Kind::Phantom,
+            b"fleet",
             TOKEN,
             "tf:p:abc",
             [7; NONCE_LEN],
             b"{\"jwt\":\"x\"}",
         );
         assert_eq!(
-            open(Kind::Phantom, TOKEN, "tf:p:abc", sealed.as_bytes()).as_deref(),
+            open(
+                Kind::Phantom,
+                b"fleet",
+                TOKEN,
+                "tf:p:abc",
+                sealed.as_bytes()
+            )
+            .as_deref(),
             Ok(&b"{\"jwt\":\"x\"}"[..])
         );
         assert!(!sealed.contains("jwt"), "nothing readable");
@@ -142,22 +159,45 @@ mod tests {
             (Kind::Phantom, TOKEN, "tf:p:abd"),
         ] {
             assert_eq!(
-                open(kind, token, key, sealed.as_bytes()),
+                open(kind, b"fleet", token, key, sealed.as_bytes()),
                 Err(SealError::Forged)
             );
         }
+        // Whoever holds the token but not the fleet's secret can neither open nor make one.
+        assert_eq!(
+            open(Kind::Phantom, b"", TOKEN, "tf:p:abc", sealed.as_bytes()),
+            Err(SealError::Forged)
+        );
+        let forged = seal(Kind::Phantom, b"", TOKEN, "tf:p:abc", [7; NONCE_LEN], b"x");
+        assert_eq!(
+            open(
+                Kind::Phantom,
+                b"fleet",
+                TOKEN,
+                "tf:p:abc",
+                forged.as_bytes()
+            ),
+            Err(SealError::Forged)
+        );
     }
 
     #[test]
     fn every_change_is_refused() {
-        let sealed = seal(Kind::Split, TOKEN, "k", [1; NONCE_LEN], b"header.payload");
+        let sealed = seal(
+            Kind::Split,
+            b"",
+            TOKEN,
+            "k",
+            [1; NONCE_LEN],
+            b"header.payload",
+        );
         let bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         for i in 1..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[i] ^= 0x80;
             let v = URL_SAFE_NO_PAD.encode(&flipped);
             assert_eq!(
-                open(Kind::Split, TOKEN, "k", v.as_bytes()),
+                open(Kind::Split, b"", TOKEN, "k", v.as_bytes()),
                 Err(SealError::Forged),
                 "flip at {i}"
             );
@@ -165,12 +205,12 @@ mod tests {
         for n in [0, 1, NONCE_LEN, NONCE_LEN + 16, bytes.len() - 1] {
             let v = URL_SAFE_NO_PAD.encode(&bytes[..n]);
             assert!(
-                open(Kind::Split, TOKEN, "k", v.as_bytes()).is_err(),
+                open(Kind::Split, b"", TOKEN, "k", v.as_bytes()).is_err(),
                 "cut at {n}"
             );
         }
         assert_eq!(
-            open(Kind::Split, TOKEN, "k", b"plain header.payload"),
+            open(Kind::Split, b"", TOKEN, "k", b"plain header.payload"),
             Err(SealError::Malformed)
         );
     }
