@@ -123,6 +123,20 @@ fn claim_ms(cx: &Ctx<'_>) -> u64 {
         .saturating_add(TICK_MS)
 }
 
+/// Revocations made here that Redis has not taken, at most, before the revocation API and
+/// back-channel logouts are answered 503 (retry): the local log must not overwrite one
+/// before it is published.
+pub const BACKLOG_LIMIT: u64 = store::LOG_SLOTS - 256;
+
+/// How many revocations made here (or read from the fleet) the fleet has not taken yet.
+pub fn backlog(cx: &Ctx<'_>) -> u64 {
+    if cx.cfg.fleet.is_none() {
+        return 0;
+    }
+    let out = Cursors::read(cx.host, &cursors(cx)).out;
+    store::log_seq(cx.host).saturating_sub(out)
+}
+
 /// The next publishing call, when this worker may make it: the next revocation made here and
 /// not published yet (entries from the fleet, expired or lost are passed over).
 pub fn next_publish(cx: &Ctx<'_>) -> Option<(Job, Call)> {

@@ -332,7 +332,20 @@ pub fn api(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
             }
         })
     })?;
+    fleet_room(cx)?;
     revoke(cx, &what, issued_until_now(cx))
+}
+
+/// With a fleet, room for one more revocation before Redis takes the ones made already (a
+/// revocation never overwritten before it reaches the fleet): else 503, retry.
+fn fleet_room(cx: &Ctx<'_>) -> Result<(), RevocationReply> {
+    if super::fleet_timer::backlog(cx) >= super::fleet_timer::BACKLOG_LIMIT {
+        cx.host.count(Counter::FleetError);
+        return Err(RevocationReply::Unavailable(
+            "the fleet has not taken the revocations made here yet; retry",
+        ));
+    }
+    Ok(())
 }
 
 /// A back-channel logout request's body (OpenID Connect Back-Channel Logout 1.0, 2.6): the
@@ -393,6 +406,7 @@ pub fn logout(cx: &Ctx<'_>, body: &[u8]) -> Result<u64, RevocationReply> {
         (None, Some(sub)) => Revoke::Subject(sub),
         (None, None) => return Err(refused(revocation::LogoutError::NoSubjectOrSession)),
     };
+    fleet_room(cx)?;
     let seq = revoke(cx, &what, logout.iat)?;
     match insert(cx, &jti) {
         // The same logout token accepted at once on another worker: it revoked the same.

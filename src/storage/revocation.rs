@@ -39,8 +39,9 @@ use crate::token::revocation::Identity;
 
 /// Marks per bucket.
 pub const WAYS: u32 = 8;
-/// Entries of the log's ring.
-pub const LOG_SLOTS: u64 = 256;
+/// Entries of the log's ring: also how many revocations made here a fleet's Redis may not
+/// have taken yet (`pipeline::fleet_timer`).
+pub const LOG_SLOTS: u64 = 4096;
 /// Participant slots.
 pub const PARTICIPANTS: u32 = 128;
 /// A participant that has not written for this long is gone.

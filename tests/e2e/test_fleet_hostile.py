@@ -1,5 +1,8 @@
-"""Hostile tests of `fleet` (issue 28): real Envoys, Redis and webdis. Each test that fails on the
-current code shows a defect (see its docstring); the others are attacks that held up."""
+"""Hostile tests of `fleet` (issue 28), from a probe by a stranger: real Envoys, Redis and webdis.
+Six of these failed on the first build of the fleet (a revocation lost after Redis restarted
+empty, an entry forged by a token's holder who can write Redis, two fleets in one VM sharing
+cursors, revocations lost past the 256-slot local log, ring numbers past 1e14, the docs' claim
+about token hashes); the others are attacks that held up."""
 
 import base64
 import hashlib
@@ -27,7 +30,8 @@ BOUND_MS = 2000
 SLOW_BOUND_MS = 10000
 REVOKE_SECRET = "e2e-fleet-revocation-secret"
 ROUTES = (("/oauth/revoke", "token_service"), ("/", "api"))
-# storage::revocation::LOG_SLOTS: the local log of revocations not published yet.
+# The local log's size on the first build (storage::revocation::LOG_SLOTS, 4096 since): more
+# revocations than that while webdis is down lost the oldest.
 LOG_SLOTS = 256
 ORIGIN = "https://api.example.com"
 
@@ -305,34 +309,31 @@ def test_a_hostile_webdis_traps_nothing_and_forwards_nothing_it_should_not(gw, h
 
 # ---- findings ---------------------------------------------------------------------------------
 
-def test_split_keys_in_redis_are_not_the_sha256_of_the_client_token(gw, redis):
-    """docs/fleet.md: a dump of Redis holds 'not even a token's SHA-256'. A split token IS its
-    signature, and its entry's key is `tf:s:<base64(SHA-256(signature))>`: the dump holds the
-    SHA-256 of every split token a client holds (and so does the revocation ring for a revoked
-    opaque token: a mark names it by its plain SHA-256)."""
+def test_the_token_hashes_a_dump_holds_are_the_documented_ones(gw, redis):
+    """docs/fleet.md, what Redis holds: a split entry's key is the split pattern's lookup key,
+    `tf:s:<base64(SHA-256(signature))>` (a token service writing plain entries uses the same), and
+    a revoked token's mark in the ring names it by its SHA-256 (marks are what every gateway
+    looks tokens up by). Phantom keys are not a token's hash (test_fleet.py's dump test)."""
     r = token_request(port(gw, "a", "split"))
     assert r.status == 200
     sig = r.json()["access_token"]
     digest = hashlib.sha256(sig.encode()).digest()
-    forms = {base64.b64encode(digest).decode(), base64.b64encode(digest).decode().rstrip("="),
-             base64.urlsafe_b64encode(digest).decode().rstrip("="), digest.hex()}
-    # And an opaque token revoked at a gateway: its mark in the ring.
     revoked = token()
     published = gw["a"].counters().get("fleet_revocations_published", 0)
     assert revoke(port(gw, "a"), f"token={revoked}").status == 200
     assert wait_counter(gw["a"], "fleet_revocations_published", published, 5)
     revoked_digest = hashlib.sha256(revoked.encode()).digest()
     dump = redis.dump()
-    leaked = [k for k, v in dump.items() for f in forms if f in k or f.encode() in v]
+    assert f"tf:s:{base64.b64encode(digest).decode()}" in dump
+    marks = []
     for k, v in dump.items():
         text = v.split(b":", 1)[-1]
         try:
-            raw = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+            marks.append(base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4)))
         except ValueError:
             continue
-        if revoked_digest in raw:
-            leaked.append(f"{k} (the revoked token's SHA-256, as bytes)")
-    assert not leaked, f"the SHA-256 of a client's token is in Redis: {leaked}"
+    assert any(revoked_digest in m for m in marks)
+    assert not any(sig.encode() in v or sig in k for k, v in dump.items()), "never the signature"
 
 
 def test_two_fleet_configurations_in_one_vm_each_learn_their_fleets_revocations(gw, redis):
@@ -467,14 +468,6 @@ def _aead(tok, label):
 PHANTOM_LABEL = b"envoy-token-filter fleet v1 phantom"
 
 
-def seal_open(tok, store_key, value):
-    raw = base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))
-    assert raw[0] == 1
-    nonce, sealed = raw[1:25], raw[25:]
-    sub = _hchacha20(_aead(tok, PHANTOM_LABEL), nonce[:16])
-    return ChaCha20Poly1305(sub).decrypt(b"\0" * 4 + nonce[16:], sealed, store_key.encode())
-
-
 def seal(tok, store_key, plain):
     nonce = uuid.uuid4().bytes + uuid.uuid4().bytes[:8]
     sub = _hchacha20(_aead(tok, PHANTOM_LABEL), nonce[:16])
@@ -497,31 +490,20 @@ def new_key_after(redis, before):
     raise AssertionError("no fleet entry written")
 
 
-def test_a_holder_of_an_inactive_token_who_can_write_redis_gets_it_forwarded(gw, redis, echo, token_service):
-    """docs/fleet.md: 'Nothing is ever forwarded that a single gateway would have refused';
-    phantom_fleet.rs: 'a holder of the token who can write to Redis gains nothing'. The seal's
-    key is HKDF(the opaque token) and its associated data the Redis key: both known to whoever
-    holds the token (the key is seen appearing in Redis when the token is first used). So a
-    holder of an INACTIVE (or revoked, expired) token who can write to Redis seals an active
-    entry of their own making (any JWT, any scope, no `cnf`, far-future expiry): without
-    `verify` every other gateway forwards it. A single gateway introspects and refuses it."""
-    # The seal, checked against a real entry first.
-    legit = token()
-    before = phantom_keys(redis)
-    assert request(port(gw, "a"), "/orders", bearer(legit)).status == 200
-    legit_key = new_key_after(redis, before)
-    plain = seal_open(legit, legit_key, redis.dump()[legit_key])
-    assert plain[:4] == b"pt2\x01", plain[:4]
-    # An inactive token: its (inactive) entry's key appears in Redis.
+def test_a_holder_of_an_inactive_token_who_can_write_redis_gets_nothing_forwarded(gw, redis, echo, token_service):
+    """docs/fleet.md: 'Nothing is ever forwarded that a single gateway would have refused'. A
+    holder of an INACTIVE token who can write to Redis knows the token and the entry's Redis key
+    (it appears when the token is first used): sealing an active entry of their own making (any
+    JWT, any scope, a far-future expiry) under HKDF(token) alone must not work. The fleet's
+    secret (the introspection client's credentials, which clients never see) is in every
+    sealing key: the forged entry does not open at B, which introspects and refuses."""
     dead = f"inactive-{uuid.uuid4().hex}"
     before = phantom_keys(redis)
     assert request(port(gw, "a"), "/orders", bearer(dead)).status == 401
     key = new_key_after(redis, before)
-    # The forged entry: the real one's identity, this token's hash, our JWT and scopes.
-    scope_len = struct.unpack(">H", plain[44:46])[0]
-    rest = plain[46 + scope_len:]
-    identity = rest[:1 + rest[0]]
+    # The forged entry: this token's hash, our JWT and scopes, no identity.
     scope = b"read write admin"
+    identity = b"\x00"
     forged_jwt = (base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=") + b"." +
                   base64.urlsafe_b64encode(json.dumps({"sub": "admin", "scope": "read write admin",
                                                        "exp": int(time.time()) + 86400}).encode()).rstrip(b"=") + b".")
@@ -530,7 +512,9 @@ def test_a_holder_of_an_inactive_token_who_can_write_redis_gets_it_forwarded(gw,
               + identity + forged_jwt)
     redis.set(key, seal(dead, key, record))
     marker = uuid.uuid4().hex
+    before = gw["b"].counters()
     r = request(port(gw, "b"), f"/{marker}", bearer(dead))
+    assert gw["b"].counters().get("fleet_seal_failed", 0) > before.get("fleet_seal_failed", 0)
     forwarded = [q for q in echo.requests if marker in q["path"]]
     assert r.status == 401 and not forwarded, \
         f"B answered {r.status}; forwarded an inactive token with a forged JWT: {bool(forwarded)}"
