@@ -27,7 +27,7 @@ for i in "${!trees[@]}"; do dirs+=("$(build "${trees[$i]}" "$i")"); done
 for round in 1 2 3; do
   for i in "${!trees[@]}"; do
     echo "== ${trees[$i]} round $round"
-    echo "V8:     $(node --no-warnings "$here/run.mjs" "${dirs[$i]}/target/wasm32-wasip1/release/hit-compute.wasm" | grep hit | tr '\n' ' ')"
-    echo "native: $("${dirs[$i]}/target/release/hit-compute" | grep hit | tr '\n' ' ')"
+    echo "V8:     $(node --no-warnings "$here/run.mjs" "${dirs[$i]}/target/wasm32-wasip1/release/hit-compute.wasm" | grep -E "hit|miss" | tr '\n' ' ')"
+    echo "native: $("${dirs[$i]}/target/release/hit-compute" | grep -E "hit|miss" | tr '\n' ' ')"
   done
 done
