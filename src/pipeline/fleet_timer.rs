@@ -26,7 +26,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use crate::metrics::Counter;
-use crate::storage::fleet::{self, Cursors, RingPage, Space, PAGE, RING};
+use crate::storage::fleet::{self, Cursors, Previous, RingPage, Space, PAGE, RING};
 use crate::storage::remote::Call;
 use crate::storage::revocation::{self as store, Entry, Mark, MarkKind};
 
@@ -104,7 +104,7 @@ pub fn read_period_ms(bound_ms: u64) -> u64 {
 /// The shared-data key of this configuration's fleet cursors.
 fn cursors(cx: &Ctx<'_>) -> String {
     cx.cfg.fleet.as_ref().map_or_else(String::new, |f| {
-        fleet::cursors_key(&f.cluster, &f.key_prefix)
+        fleet::cursors_key(&f.cluster, &f.authority, &f.key_prefix)
     })
 }
 
@@ -127,6 +127,9 @@ fn claim_ms(cx: &Ctx<'_>) -> u64 {
 /// back-channel logouts are answered 503 (retry): the local log must not overwrite one
 /// before it is published.
 pub const BACKLOG_LIMIT: u64 = store::LOG_SLOTS - 256;
+
+/// A local log number still unwritten when this many later ones are written is abandoned.
+const ABANDONED_AFTER: u64 = 64;
 
 /// How many revocations made here (or read from the fleet) the fleet has not taken yet.
 pub fn backlog(cx: &Ctx<'_>) -> u64 {
@@ -163,6 +166,12 @@ pub fn next_publish(cx: &Ctx<'_>) -> Option<(Job, Call)> {
             } if mark.until_ms > now => break Some((at + 1, mark)),
             Entry::Mark { .. } => at += 1,
             Entry::Lost => {
+                host.count(Counter::FleetRevocationLost);
+                at += 1;
+            }
+            // A number left unwritten while many later ones were (its writer gone, or a log
+            // of another layout): passed over, never waited for.
+            Entry::NotYet if seq - (at + 1) > ABANDONED_AFTER => {
                 host.count(Counter::FleetRevocationLost);
                 at += 1;
             }
@@ -273,19 +282,33 @@ pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job,
     let period = read_period_ms(fleet.revocation_bound_ms);
     let Some(page) = page else {
         host.count(Counter::FleetError);
-        moved(cx, after, after, now.saturating_add(period), None);
+        let last = Cursors::read(host, &cursors(cx)).last;
+        moved(cx, after, after, now.saturating_add(period), None, last);
         return None;
     };
-    let known = Cursors::read(host, &cursors(cx)).ring;
+    let place = Cursors::read(host, &cursors(cx));
+    let known = place.ring;
+    // A ring of another identity; or the first identity seen by a gateway that has read
+    // entries already (of a ring that had none); or the entry read last no longer what it was
+    // (a Redis put back to an older state, a replica that had not seen it): read again from
+    // the ring's oldest entry (applying a mark twice is nothing).
     let another = match page.identity {
-        Some(id) => known != 0 && id != known,
+        Some(id) => id != known && (known != 0 || after > 0),
         None => false,
     };
+    let moved_back = after > 0
+        && place.last != 0
+        && match &page.previous {
+            Previous::Entry(mark) => fleet::entry_tag(after, mark) != place.last,
+            Previous::Other => true,
+            Previous::Absent => false,
+        };
+    let another = another || moved_back;
     let seen = if page.counter < after || another {
-        // Redis lost the ring (restarted empty, flushed, a replica that had not seen it): from
-        // the start of the one it holds now.
+        // Redis lost the ring (restarted empty, flushed, put back): from the oldest entry of
+        // the one it holds now.
         host.count(Counter::FleetRevocationGap);
-        0
+        page.counter.saturating_sub(RING)
     } else if page.counter > after.saturating_add(RING) {
         // Fell more than a ring behind (Redis unreachable from here that long): what was
         // overwritten is missed.
@@ -304,12 +327,26 @@ pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job,
         }
         last
     };
-    let next = if page.counter > seen || another {
+    let next = if another {
+        // At most one read a tick after a gap: a ring whose identity keeps changing (two
+        // Redis servers behind one webdis, a hostile writer) is no loop.
+        now.saturating_add(TICK_MS)
+    } else if page.counter > seen {
         now
     } else {
         now.saturating_add(period)
     };
-    moved(cx, after, seen, next, Some(page.identity.unwrap_or(0)));
+    // What names the entry read last, for the next read to compare.
+    let last = match seen.checked_sub(after + 1) {
+        Some(i) if !another => page
+            .entries
+            .get(i as usize)
+            .and_then(|e| e.as_deref())
+            .map_or(0, |mark| fleet::entry_tag(seen, mark)),
+        _ if seen == after && !another => place.last,
+        _ => 0,
+    };
+    moved(cx, after, seen, next, page.identity, last);
     if next <= now {
         return next_read(cx);
     }
@@ -317,8 +354,8 @@ pub fn on_read(cx: &Ctx<'_>, after: u64, page: Option<RingPage>) -> Option<(Job,
 }
 
 /// The ring read up to `seen` (from `after`), in the ring of identity `ring` (`None`:
-/// unchanged), the claim let go.
-fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64, ring: Option<u64>) {
+/// unchanged), its entry `seen` named `last`; the claim let go.
+fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64, ring: Option<u64>, last: u64) {
     Cursors::update(cx.host, &cursors(cx), |c| {
         let ours = c.seen == after;
         Some(Cursors {
@@ -327,6 +364,7 @@ fn moved(cx: &Ctx<'_>, after: u64, seen: u64, next_read_ms: u64, ring: Option<u6
                 Some(ring) if ours => ring,
                 _ => c.ring,
             },
+            last: if ours { last } else { c.last },
             seen_claim_ms: 0,
             next_read_ms,
             ..c

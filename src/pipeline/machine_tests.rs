@@ -2115,9 +2115,39 @@ fn a_revocation_after_redis_lost_its_ring_still_reaches_the_fleet() {
     a.revoke(2, "token=opaque-2");
     a.tick_fleet(TICK_MS, &redis);
     assert_eq!(a.host.count_of(Counter::FleetRevocationsPublished), 2);
+    // The read that finds another ring starts over from its beginning on the next tick.
     b.tick_fleet(1_000, &redis);
+    b.tick_fleet(TICK_MS, &redis);
     assert_eq!(b.host.count_of(Counter::FleetRevocationsApplied), 2);
     assert_eq!(b.host.count_of(Counter::FleetRevocationGap), 1);
     assert_eq!(b.get(3, "opaque-2"), Flow::Pause);
     assert_eq!(status(&b.io, 3), Some(401));
+}
+
+#[test]
+fn a_redis_put_back_to_an_older_state_is_told_by_the_entry_read_last() {
+    let redis = FakeRedis::default();
+    let (a, b) = (Env::with(&fleet_revoking()), Env::with(&fleet_revoking()));
+    let jwt = issued("alice", "s-1", T0 / 1000 - 10);
+    for (id, token) in [(1, "opaque-1"), (2, "opaque-2"), (3, "opaque-3")] {
+        b.resolve_in_fleet(id, token, &jwt, &redis);
+    }
+    a.revoke(1, "token=opaque-1");
+    a.tick_fleet(TICK_MS, &redis);
+    a.revoke(2, "token=opaque-2");
+    a.tick_fleet(TICK_MS, &redis);
+    b.tick_fleet(1_000, &redis);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationsApplied), 2);
+    // Redis put back to when it held one entry (same identity): the next revocation takes
+    // number 2 again, the number B read last.
+    redis.counter.set(1);
+    redis.kv.borrow_mut().retain(|k, _| k != "tf:rv:2");
+    a.revoke(3, "token=opaque-3");
+    a.tick_fleet(TICK_MS, &redis);
+    assert_eq!(redis.counter.get(), 2);
+    b.tick_fleet(1_000, &redis);
+    b.tick_fleet(TICK_MS, &redis);
+    assert_eq!(b.host.count_of(Counter::FleetRevocationGap), 1);
+    assert_eq!(b.get(4, "opaque-3"), Flow::Pause);
+    assert_eq!(status(&b.io, 4), Some(401));
 }

@@ -117,10 +117,11 @@ pub fn ring_append(prefix: &str, value: &str, ttl_ms: u64, identity: u64) -> Cal
     }
 }
 
-/// Reads the ring's counter, its identity and the [`PAGE`] entries after `after`.
+/// Reads the ring's counter, its identity, the entry `after` (read last time: is it still the
+/// one?) and the [`PAGE`] entries after it.
 pub fn ring_read(prefix: &str, after: u64) -> Call {
     let ring = ring_key(prefix);
-    let mut path = format!("/MGET/{ring}/{ring}:id");
+    let mut path = format!("/MGET/{ring}/{ring}:id/{ring}:{}", after % RING);
     for n in after + 1..=after + PAGE {
         path.push_str(&format!("/{ring}:{}", n % RING));
     }
@@ -138,11 +139,39 @@ pub struct RingPage {
     pub counter: u64,
     /// The ring's identity (`None`: no append since Redis started).
     pub identity: Option<u64>,
+    /// The entry `after` as it is now.
+    pub previous: Previous,
     pub entries: Vec<Option<Vec<u8>>>,
 }
 
+/// The entry a reader read last, as the ring holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Previous {
+    /// Gone (expired, or a Redis that lost it): nothing to compare.
+    Absent,
+    /// Another number in its slot, or not an entry.
+    Other,
+    /// That number's entry (its mark's bytes).
+    Entry(Vec<u8>),
+}
+
+/// What names the entry `n` holding `mark` (compared at the next read: a Redis put back to an
+/// older state holds another entry under that number).
+pub fn entry_tag(n: u64, mark: &[u8]) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(n.to_be_bytes())
+        .chain_update(mark)
+        .finalize();
+    let mut tag = [0u8; 8];
+    for (t, d) in tag.iter_mut().zip(digest.iter()) {
+        *t = *d;
+    }
+    u64::from_be_bytes(tag).max(1)
+}
+
 /// Reads a ring read's answer (webdis JSON: `{"MGET": ["<counter>", "<identity>",
-/// "<n>:<value>", null, ...]}`) for the entries after `after`; `None` when it is not one.
+/// "<entry after>", "<n>:<value>", null, ...]}`) for the entries after `after`; `None` when it
+/// is not one.
 pub fn ring_page(status: Option<&str>, body: &[u8], after: u64) -> Option<RingPage> {
     if status != Some("200") {
         return None;
@@ -150,7 +179,19 @@ pub fn ring_page(status: Option<&str>, body: &[u8], after: u64) -> Option<RingPa
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     let values = json.get("MGET")?.as_array()?;
     let (counter, rest) = values.split_first()?;
-    let (identity, slots) = rest.split_first()?;
+    let (identity, rest) = rest.split_first()?;
+    let (previous, slots) = rest.split_first()?;
+    let entry = |value: &serde_json::Value, n: u64| -> Option<Vec<u8>> {
+        let (at, value) = value.as_str()?.split_once(':')?;
+        if at.parse::<u64>().ok()? != n {
+            return None;
+        }
+        URL_SAFE_NO_PAD.decode(value).ok()
+    };
+    let previous = match previous {
+        serde_json::Value::Null => Previous::Absent,
+        value => entry(value, after).map_or(Previous::Other, Previous::Entry),
+    };
     let counter = match counter {
         serde_json::Value::Null => 0,
         value => value.as_str()?.parse().ok()?,
@@ -162,17 +203,12 @@ pub fn ring_page(status: Option<&str>, body: &[u8], after: u64) -> Option<RingPa
     let entries = slots
         .iter()
         .zip(after + 1..)
-        .map(|(value, n)| {
-            let (at, value) = value.as_str()?.split_once(':')?;
-            if at.parse::<u64>().ok()? != n {
-                return None;
-            }
-            URL_SAFE_NO_PAD.decode(value).ok()
-        })
+        .map(|(value, n)| entry(value, n))
         .collect();
     Some(RingPage {
         counter,
         identity,
+        previous,
         entries,
     })
 }
@@ -277,11 +313,21 @@ pub struct Cursors {
     pub nonce_claim_ms: u64,
     /// The identity of the ring `seen` counts in (0: none read yet).
     pub ring: u64,
+    /// [`entry_tag`] of the entry `seen` (0: unknown).
+    pub last: u64,
 }
 
-/// The shared-data key of the cursors for the fleet of `cluster` and `prefix`.
-pub fn cursors_key(cluster: &str, prefix: &str) -> String {
-    format!("fl:rv:{cluster}:{prefix}")
+/// The shared-data key of the cursors for the fleet reached through `cluster` and
+/// `authority`, under `prefix` (each length-prefixed, hashed: no two fleets share one).
+pub fn cursors_key(cluster: &str, authority: &str, prefix: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [cluster, authority, prefix] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let short: Vec<u8> = digest.iter().take(12).copied().collect();
+    format!("fl:rv:{}", URL_SAFE_NO_PAD.encode(short))
 }
 const CAS_ATTEMPTS: usize = 16;
 
@@ -292,7 +338,7 @@ impl Cursors {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
         };
-        (v.len() == 64).then_some(())?;
+        (v.len() == 72).then_some(())?;
         Some(Self {
             out: n(0)?,
             out_claim_ms: n(1)?,
@@ -302,6 +348,7 @@ impl Cursors {
             next_nonce_ms: n(5)?,
             nonce_claim_ms: n(6)?,
             ring: n(7)?,
+            last: n(8)?,
         })
     }
 
@@ -315,6 +362,7 @@ impl Cursors {
             self.next_nonce_ms,
             self.nonce_claim_ms,
             self.ring,
+            self.last,
         ]
         .iter()
         .flat_map(|n| n.to_be_bytes())
@@ -392,31 +440,40 @@ mod tests {
         let r = ring_read("tf:", 4094);
         assert!(r
             .path
-            .starts_with("/MGET/tf:rv/tf:rv:id/tf:rv:4095/tf:rv:0/tf:rv:1/"));
-        assert_eq!(r.path.matches('/').count(), 3 + PAGE as usize);
-        let body = br#"{"MGET":["4097","00000000000000ab","4095:AAEC",null,"1:AAEC","3:AAEC"]}"#;
+            .starts_with("/MGET/tf:rv/tf:rv:id/tf:rv:4094/tf:rv:4095/tf:rv:0/tf:rv:1/"));
+        assert_eq!(r.path.matches('/').count(), 4 + PAGE as usize);
+        let body = br#"{"MGET":["4097","00000000000000ab","4094:AAED","4095:AAEC",null,"1:AAEC","3:AAEC"]}"#;
         let page = ring_page(Some("200"), body, 4094).unwrap();
         assert_eq!((page.counter, page.identity), (4097, Some(0xab)));
+        assert_eq!(page.previous, Previous::Entry(vec![0, 1, 3]));
+        let other = br#"{"MGET":["4097","00000000000000ab","12:AAED"]}"#;
+        assert_eq!(
+            ring_page(Some("200"), other, 4094).unwrap().previous,
+            Previous::Other
+        );
         assert_eq!(
             page.entries,
             vec![Some(vec![0, 1, 2]), None, None, None],
             "an entry is the number it says it is (a ring later: absent)"
         );
         assert_eq!(
-            ring_page(Some("200"), br#"{"MGET":[null,null]}"#, 0).unwrap(),
+            ring_page(Some("200"), br#"{"MGET":[null,null,null]}"#, 0).unwrap(),
             RingPage {
                 counter: 0,
                 identity: None,
+                previous: Previous::Absent,
                 entries: Vec::new()
             }
         );
+        assert_ne!(entry_tag(1, b"m"), entry_tag(2, b"m"));
+        assert_ne!(entry_tag(1, b"m"), entry_tag(1, b"n"));
         for (status, body) in [
             (Some("503"), &br#"{"MGET":["1",null]}"#[..]),
             (Some("200"), b"garbage"),
             (Some("200"), br#"{"MGET":[]}"#),
-            (Some("200"), br#"{"MGET":["1"]}"#),
-            (Some("200"), br#"{"MGET":["x",null]}"#),
-            (Some("200"), br#"{"MGET":["1","not-hex"]}"#),
+            (Some("200"), br#"{"MGET":["1",null]}"#),
+            (Some("200"), br#"{"MGET":["x",null,null]}"#),
+            (Some("200"), br#"{"MGET":["1","not-hex",null]}"#),
             (None, b""),
         ] {
             assert_eq!(ring_page(status, body, 0), None, "{body:?}");
@@ -429,7 +486,7 @@ mod tests {
     #[test]
     fn cursors_change_by_compare_and_swap() {
         let host = crate::testing::FakeHost::at(0);
-        let key = cursors_key("webdis", "tf:");
+        let key = cursors_key("webdis", "webdis", "tf:");
         assert_eq!(Cursors::read(&host, &key), Cursors::default());
         let claimed = Cursors::update(&host, &key, |c| {
             (c.out_claim_ms <= 5).then_some(Cursors {
@@ -446,7 +503,13 @@ mod tests {
         Cursors::update(&host, &key, |c| Some(Cursors { seen: 7, ..c }));
         assert_eq!(Cursors::read(&host, &key).seen, 7);
         assert_eq!(Cursors::read(&host, &key).out_claim_ms, 100);
-        let other = cursors_key("webdis", "gw2:");
+        assert_ne!(
+            cursors_key("r:a", "x", "tf:"),
+            cursors_key("r", "x", "a:tf:"),
+            "no two fleets share a key"
+        );
+        assert_ne!(cursors_key("r", "x", "tf:"), cursors_key("r", "y", "tf:"));
+        let other = cursors_key("webdis", "webdis", "gw2:");
         assert_eq!(
             Cursors::read(&host, &other),
             Cursors::default(),

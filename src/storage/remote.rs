@@ -33,12 +33,23 @@ pub struct RemoteConfig {
 /// from the JWS signature the client holds, with the Redis key (`prefix` and the store key) as
 /// associated data. `accept_plain`: a plain `header.payload` a token service wrote there is
 /// accepted too (weaker: whoever writes to Redis can forge one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Sealing {
     pub prefix: String,
     pub accept_plain: bool,
     /// The fleet's secret (`config::FleetSecret`).
     pub secret: Vec<u8>,
+}
+
+// The fleet's secret is inside: never print it.
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing")
+            .field("prefix", &self.prefix)
+            .field("accept_plain", &self.accept_plain)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Sealing {
