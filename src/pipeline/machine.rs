@@ -552,7 +552,7 @@ fn headers(cx: &Ctx<'_>, request: &Request<'_>) -> (State, Action) {
     let step = match decision.step {
         // A DPoP proof claimed in the fleet first (`settle`).
         Step::Done(Verdict::Forward(token))
-            if super::proof::fleet_claim(cx, &decision.presented).is_none() =>
+            if !super::proof::claims_in_fleet(cx, &decision.presented) =>
         {
             let strip = owned(cx, Passage::Api, headers);
             return forward_to(

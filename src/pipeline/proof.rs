@@ -183,9 +183,18 @@ pub fn record(cx: &Ctx<'_>, caller: &Caller<'_>) -> Result<(), Denial> {
 /// With `fleet`: the claim of the proof `presented` (recorded here already), so that it is
 /// accepted once in the whole fleet; `None` without a proof or a fleet.
 pub fn fleet_claim(cx: &Ctx<'_>, presented: &Presented) -> Option<Call> {
+    if !claims_in_fleet(cx, presented) {
+        return None;
+    }
     let (fleet, proof) = (cx.cfg.fleet.as_ref()?, presented.proof.as_ref()?);
     let ttl_ms = proof.until_ms.saturating_sub(cx.host.now_ms());
     Some(fleet::claim(&fleet.key_prefix, &proof.id, ttl_ms))
+}
+
+/// Whether a forward of a request that presented `presented` waits for its proof's claim in
+/// the fleet (asked on every forward: no call made up to answer it).
+pub fn claims_in_fleet(cx: &Ctx<'_>, presented: &Presented) -> bool {
+    cx.cfg.fleet.is_some() && presented.proof.is_some()
 }
 
 /// What the fleet answered a claim: a proof taken before (at any gateway) is a replay; one
