@@ -45,42 +45,6 @@ fn step(cfg: &Config, host: &FakeHost, map: &HeaderMap) -> Step {
     pipeline::on_request(&cx, &req).step
 }
 
-/// A proxy that does nothing: the executor's own work on a hit, edits included.
-struct NullIo;
-
-impl Io for NullIo {
-    fn select(&self, _: u32) -> bool {
-        true
-    }
-    fn request(&self) -> RequestParts {
-        RequestParts::default()
-    }
-    fn set_header(&self, _: &str, _: Option<&str>) -> bool {
-        true
-    }
-    fn remove_trailer(&self, _: &str) {}
-    fn set_filter_state(&self, _: &str, _: &[u8]) {}
-    fn resume_request(&self) {}
-    fn resume_response(&self) {}
-    fn reply(&self, _: &LocalReply) {}
-    fn read_body(&self, _: Body, _: usize) -> Vec<u8> {
-        Vec::new()
-    }
-    fn response_headers(&self) -> HeaderMap {
-        HeaderMap::default()
-    }
-    fn replace_response_body(&self, _: usize, _: &[u8]) -> bool {
-        true
-    }
-    fn dispatch(&self, _: &Outgoing<'_>) -> Result<u32, String> {
-        Err("none".to_owned())
-    }
-    fn call_response(&self, _: usize, _: usize, _: usize) -> CallResponse {
-        CallResponse::default()
-    }
-    fn log(&self, _: Level, _: std::fmt::Arguments<'_>) {}
-}
-
 /// The whole hit as the glue runs it: the executor's headers callback (the stages, the
 /// machine, the edits) and the request's end.
 fn time_executor(name: &str, json: &[u8], host: &FakeHost, map: &HeaderMap, warm: impl Fn(&Executor)) {
@@ -95,7 +59,7 @@ fn time_executor(name: &str, json: &[u8], host: &FakeHost, map: &HeaderMap, warm
                 headers: map.clone(),
                 ..RequestParts::default()
             };
-            let flow = executor.on_request_headers(host, &NullIo, id, &parts, true);
+            let flow = executor.on_request_headers(host, &MissIo::default(), id, &parts, true);
             assert_eq!(flow, Flow::Continue);
             executor.on_done(id);
         }
@@ -255,8 +219,9 @@ fn cookie() {
     }
 }
 
-/// A proxy for a miss: a call is made (its number counted), and its answer is a JWT as the
-/// token service's would be (Envoy's response headers included).
+/// A proxy that does nothing but count the calls made and hand over `answer` (a hit makes no
+/// call; a miss's answer is a JWT as the token service's would be, Envoy's headers included).
+#[derive(Default)]
 struct MissIo {
     calls: std::cell::Cell<u32>,
     answer: CallResponse,
