@@ -2,8 +2,10 @@
 # Runs the benchmark (bench/bench.py): builds the filter and the reference filters, installs
 # wrk from apt if missing, and prints a table of every scenario against passthrough. Loopback
 # only, about 5 minutes with the defaults. Extra arguments go to bench.py (--rounds, --duration,
-# --connections, --only, --profile, --compare-wasm, --hostcalls); --memory alone runs
-# bench/memory.py instead (resident memory per worker VM and per 10 000 cached entries).
+# --connections, --only, --profile, --compare-wasm, --hostcalls); --memory runs bench/memory.py
+# instead (the filter's resident memory beside the do-nothing filter, per worker VM and per
+# 10 000 cached entries; `--memory --compare-wasm PATH` adds another build, `--side-by-side`
+# stops after the first table).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_tools
@@ -19,7 +21,7 @@ for f in noop-filter minimal-filter hostcall-filter; do
 done
 if [ "${1:-}" = "--memory" ]; then
   say "measuring resident memory (bench/memory.py)"
-  PYTHONPATH="$ROOT/tests" exec "$VENV/bin/python" bench/memory.py
+  PYTHONPATH="$ROOT/tests" exec "$VENV/bin/python" bench/memory.py "${@:2}"
 fi
 say "running the benchmark"
 PYTHONPATH="$ROOT/tests" exec "$VENV/bin/python" bench/bench.py "$@"

@@ -568,20 +568,40 @@ fn check(
     jwt: &str,
     options: &VerificationOptions,
 ) -> Result<JWTClaims<Custom>, VerifyFailure> {
-    let o = Some(options.clone());
-    match key {
-        PublicKey::Rs256(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Rs384(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Rs512(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Ps256(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Ps384(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Ps512(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Es256(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Es384(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::EdDsa(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Hs256(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Hs384(k) => k.verify_token::<Custom>(jwt, o),
-        PublicKey::Hs512(k) => k.verify_token::<Custom>(jwt, o),
+    // One function per algorithm, never inlined into this one: twelve inlined `verify_token`s
+    // made a 65 KB function, and V8's optimising compiler needs memory in proportion to the
+    // largest function it compiles (BENCHMARKS.md, issue 32).
+    macro_rules! each {
+        ($($variant:ident($key:ty) => $f:ident,)*) => {{
+            $(
+                #[inline(never)]
+                fn $f(
+                    k: &$key,
+                    jwt: &str,
+                    o: Option<VerificationOptions>,
+                ) -> Result<JWTClaims<Custom>, jwt_simple::Error> {
+                    k.verify_token::<Custom>(jwt, o)
+                }
+            )*
+            let o = Some(options.clone());
+            match key {
+                $(PublicKey::$variant(k) => $f(k, jwt, o),)*
+            }
+        }};
+    }
+    each! {
+        Rs256(RS256PublicKey) => rs256,
+        Rs384(RS384PublicKey) => rs384,
+        Rs512(RS512PublicKey) => rs512,
+        Ps256(PS256PublicKey) => ps256,
+        Ps384(PS384PublicKey) => ps384,
+        Ps512(PS512PublicKey) => ps512,
+        Es256(ES256PublicKey) => es256,
+        Es384(ES384PublicKey) => es384,
+        EdDsa(Ed25519PublicKey) => eddsa,
+        Hs256(HS256Key) => hs256,
+        Hs384(HS384Key) => hs384,
+        Hs512(HS512Key) => hs512,
     }
     .map_err(|e| classify(&e))
 }
