@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from harness.envoy import WASM as FILTER_WASM  # dist/envoy_token_filter.wasm, or TOKEN_FILTER_WASM
 from harness.envoy import Envoy, cluster, listener, plugin_filter
 from harness.services import Signer, b64url
 from harness.tls import Pki
@@ -36,7 +37,6 @@ MINIMAL_WASM = (ROOT / "bench" / "minimal-filter" / "target" / "wasm32-wasip1" /
                 / "minimal_filter.wasm")
 HOSTCALL_WASM = (ROOT / "bench" / "hostcall-filter" / "target" / "wasm32-wasip1" / "release"
                  / "hostcall_filter.wasm")
-FILTER_WASM = ROOT / "dist" / "envoy_token_filter.wasm"
 SECRET = "bench-publisher-secret"
 HIT_TOKEN = "bench-opaque-hit-token"
 QUIET = ("--log-level", "error")
@@ -112,20 +112,24 @@ def fleet_cfg():
     return cfg
 
 
-# wrk script: a DPoP proof never used before on every request, from a file made just before the
-# run (`Proofs.write`), for the token `TOKEN`.
-WRK_PROOFS = """
-local proofs = {}
+# wrk script: a credential never used before on every request (a DPoP proof, a JWT), a line
+# each of a file made just before the run (`OneUse.write`), sent in HEADERS (`line`: the
+# credential).
+WRK_ONE_USE = """
+local lines = {}
 local i = 0
 init = function(args)
-  for line in io.lines(args[1]) do proofs[#proofs + 1] = line end
+  for line in io.lines(args[1]) do lines[#lines + 1] = line end
 end
 request = function()
   i = i + 1
-  return wrk.format("GET", "/bench", {["Authorization"] = "DPoP TOKEN",
-                                      ["DPoP"] = proofs[((i - 1) % #proofs) + 1]})
+  local line = lines[((i - 1) % #lines) + 1]
+  return wrk.format("GET", "/bench", HEADERS)
 end
 """
+# A DPoP proof for the token TOKEN; a JWT as a bearer token.
+WRK_PROOFS = WRK_ONE_USE.replace("HEADERS", '{["Authorization"] = "DPoP TOKEN", ["DPoP"] = line}')
+WRK_JWTS = WRK_ONE_USE.replace("HEADERS", '{["Authorization"] = "Bearer " .. line}')
 
 # DPoP scenarios: the proof's algorithm. Their `htu` is DPOP_ORIGIN + /bench (`dpop.origin`).
 DPOP_SCENARIOS = {"dpop_hit_es256": "ES256", "dpop_hit_eddsa": "EdDSA"}
@@ -135,34 +139,81 @@ DPOP_ORIGIN = "http://bench.example.com"
 TLS_SCENARIOS = {"tls_passthrough", "mtls_hit"}
 
 
-class Proofs:
-    """DPoP proofs (RFC 9449) of one key for GET DPOP_ORIGIN/bench with HIT_TOKEN, each with its
-    own `jti`, written to a file for WRK_PROOFS."""
+# jwt_authn scenarios: Envoy's own filter verifying a new JWT (`Jwts`) of this algorithm every
+# request. With DPOP_SCENARIOS, the yardstick of issue 32's targets (`print_dpop_targets`).
+JWT_AUTHN_SCENARIOS = {"jwt_authn_es256": "ES256", "jwt_authn_eddsa": "EdDSA"}
+JWT_ISSUER = "https://login.example.com"
+JWT_AUDIENCE = "api.example.com"
 
-    def __init__(self, alg, path):
+
+class OneUse:
+    """JWTs of one key, each with its own `jti`, written a line each to a file for WRK_ONE_USE:
+    `claims` gives the rest of a JWT's claims."""
+
+    def __init__(self, alg, path, header):
         self.signer = Signer(alg)
         self.path = path
-        jwk = {k: v for k, v in self.signer.jwk().items() if k not in ("kid", "use", "alg")}
-        required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
-        canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
-        header = {"typ": "dpop+jwt", "alg": alg, "jwk": jwk}
-        self.header = b64url(json.dumps(header, separators=(",", ":")).encode())
-        self.ath = b64url(hashlib.sha256(HIT_TOKEN.encode()).digest())
+        self.header = b64url(json.dumps(header(self.signer), separators=(",", ":")).encode())
         self.serial = 0
 
+    def claims(self, now):
+        raise NotImplementedError
+
     def write(self, n):
-        """`n` new proofs, issued now; returns the file's path."""
+        """`n` new JWTs, issued now; returns the file's path."""
         now = int(time.time())
         lines = []
         for _ in range(n):
             self.serial += 1
-            claims = {"htm": "GET", "htu": f"{DPOP_ORIGIN}/bench", "iat": now,
-                      "jti": f"bench-{self.serial}", "ath": self.ath}
+            claims = {**self.claims(now), "jti": f"bench-{self.serial}"}
             signing_input = f"{self.header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
             lines.append(f"{signing_input}.{b64url(self.signer.sign(signing_input.encode()))}")
         self.path.write_text("\n".join(lines) + "\n")
         return str(self.path)
+
+
+class Proofs(OneUse):
+    """DPoP proofs (RFC 9449) for GET DPOP_ORIGIN/bench with HIT_TOKEN."""
+
+    def __init__(self, alg, path):
+        super().__init__(alg, path, lambda s: {"typ": "dpop+jwt", "alg": alg, "jwk": self.public_jwk(s)})
+        jwk = self.public_jwk(self.signer)
+        required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
+        canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
+        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+        self.ath = b64url(hashlib.sha256(HIT_TOKEN.encode()).digest())
+
+    @staticmethod
+    def public_jwk(signer):
+        return {k: v for k, v in signer.jwk().items() if k not in ("kid", "use", "alg")}
+
+    def claims(self, now):
+        return {"htm": "GET", "htu": f"{DPOP_ORIGIN}/bench", "iat": now, "ath": self.ath}
+
+
+class Jwts(OneUse):
+    """Access tokens for the jwt_authn scenarios' provider, valid for an hour (far past a run)."""
+
+    def __init__(self, alg, path):
+        super().__init__(alg, path, lambda s: {"alg": alg, "typ": "JWT", "kid": s.kid})
+
+    def claims(self, now):
+        return {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "bench", "scope": "read write",
+                "iat": now, "exp": now + 3600}
+
+    def jwks(self):
+        return json.dumps({"keys": [self.signer.jwk()]})
+
+
+def jwt_authn_filter(jwks):
+    """Envoy's own JWT filter: one provider with the inline JWK Set `jwks`, required on every path.
+    No `jwt_cache_config`: without it, the provider caches no JWT (jwt_cache.cc; each JWT is used
+    once anyway). `forward: true` keeps the JWT in the request, as passthrough's upstream sees it."""
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": {"issuer": JWT_ISSUER, "audiences": [JWT_AUDIENCE],
+                                "local_jwks": {"inline_string": jwks}, "forward": True}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}}
 
 
 def lua_filter(code):
@@ -261,6 +312,9 @@ SCENARIOS = [
     ("exchange_hit", "phantom_hit with token exchange (top-level `exchange`): both caches hit"),
     ("dpop_hit_es256", "phantom token bound to a key (cnf.jkt), cache hit, a new ES256 DPoP proof every request"),
     ("dpop_hit_eddsa", "dpop_hit_es256 with EdDSA proofs"),
+    ("jwt_authn_es256", "Envoy's native jwt_authn filter, inline JWKS, no JWT cache, a new ES256 JWT every "
+                        "request (`forward: true`: the upstream request is passthrough's)"),
+    ("jwt_authn_eddsa", "jwt_authn_es256 with EdDSA (Ed25519) JWTs"),
     ("tls_passthrough", "Envoy over TLS with a client certificate, no auth filter (mtls_hit's baseline)"),
     ("mtls_hit", "over TLS with a client certificate: phantom token bound to it (cnf x5t#S256), cache hit"),
     ("split_hit_verify", "split token, store hit, `verify` on (ES256)"),
@@ -408,10 +462,16 @@ def main():
             subprocess.run(["taskset", "-a", "-p", "-c", "1", str(proc.pid)], capture_output=True, check=True)
     proofs_script = work / "proofs.lua"
     proofs_script.write_text(WRK_PROOFS.replace("TOKEN", HIT_TOKEN))
+    jwts_script = work / "jwts.lua"
+    jwts_script.write_text(WRK_JWTS)
     # Proofs live max_age_s: long enough for one wrk run after they are made.
     global DPOP_MAX_AGE_S
     DPOP_MAX_AGE_S = args.duration + 5
     proofs = {name: Proofs(alg, work / f"{name}.proofs") for name, alg in DPOP_SCENARIOS.items()}
+    jwts = {name: Jwts(alg, work / f"{name}.jwts") for name, alg in JWT_AUTHN_SCENARIOS.items()}
+    # Scenarios sending a credential never used before on every request: (its maker, wrk script).
+    one_use = {**{n: (p, proofs_script) for n, p in proofs.items()},
+               **{n: (j, jwts_script) for n, j in jwts.items()}}
     pki = Pki(work / "pki")
     client_cert = pki.issue("bench-client")
     # The bound tokens the token service answers for the proof scenarios.
@@ -451,7 +511,7 @@ def main():
         *([cluster("fleet", redis.http_port)] if redis else []),
     ]
     gw.config["static_resources"]["listeners"] = [
-        listener(name, filters_for(name, verify, jwks),
+        listener(name, filters_for(name, verify, jwks, jwts),
                  transport_socket=pki.downstream_tls() if name in TLS_SCENARIOS else None)
         for name in [n for n, _ in scenarios] + (["fleet_seed"] if fleet else [])]
     gw.start()
@@ -464,14 +524,14 @@ def main():
     def load(name, conns, duration, pid=None):
         """One wrk run on scenario `name`, with the script and header it needs."""
         script_args = ()
-        if name in proofs:
-            # A proof per request, never one used before: made for this run.
+        if name in one_use:
+            # A proof (a JWT) per request, never one used before: made for this run.
             last = results.get((name, conns), [{"rps": 10000}])[-1]["rps"]
-            script_args = (proofs[name].write(int(max(last, 1000) * duration * 1.5) + 1000),)
-        script = (str(proofs_script) if name in proofs else
+            script_args = (one_use[name][0].write(int(max(last, 1000) * duration * 1.5) + 1000),)
+        script = (str(one_use[name][1]) if name in one_use else
                   str(fleet_script) if name == "phantom_fleet_hit" else
                   str(miss_script) if name in FRESH_TOKENS else None)
-        return wrk(ports[name], conns, duration, header=None if name in proofs else headers.get(name),
+        return wrk(ports[name], conns, duration, header=None if name in one_use else headers.get(name),
                    script=script, pid=pid, script_args=script_args)
 
     results = {}  # (name, conns) -> list of per-round dicts
@@ -513,6 +573,9 @@ def main():
                     results.setdefault((name, c), []).append(res)
                     print(f"round {r + 1} c={c} {name}: {res['rps']:.0f} req/s p50 {res['p50']:.0f} µs "
                           f"p99 {res['p99']:.0f} µs cpu {res['cpu_us']:.1f} µs/req errors {res['errors']}", file=sys.stderr, flush=True)
+                    # A rejected proof or JWT costs less than a verified one: its figure would flatter.
+                    if name in one_use and res["errors"]:
+                        raise SystemExit(f"scenario {name} answered errors (not 2xx): {res}")
         rss_end = rss_kb(gw.proc.pid)
         print_table(scenarios, conns, results, args)
         if args.hostcalls:
@@ -525,6 +588,7 @@ def main():
         print_paired(results, conns)
         if any((name, 16) in results for name in DPOP_SCENARIOS) and ("phantom_hit", 16) in results:
             print_proof_costs(results)
+        print_dpop_targets(results, conns)
         print(f"Filter .wasm: {FILTER_WASM.stat().st_size} bytes; do-nothing .wasm: "
               f"{NOOP_WASM.stat().st_size} bytes; minimal .wasm: {MINIMAL_WASM.stat().st_size} bytes.")
         if fleet:
@@ -532,6 +596,13 @@ def main():
                         for line in gw.admin_get("/stats?filter=token_filter.fleet_").splitlines()
                         if ": " in line}
             print(f"Fleet counters over the whole run (seeding included): {counters}.")
+        if any(name in gw.ports for name in JWT_AUTHN_SCENARIOS):
+            # http.<scenario>.jwt_authn.<counter>: every JWT verified (allowed), none refused, no
+            # cache hit (Envoy 1.40 counts jwt_cache_hit and jwt_cache_miss even with no cache).
+            counters = {f"{line.split('.')[1]}.{line.split(': ')[0].rsplit('.', 1)[1]}": int(line.split(": ")[1])
+                        for line in gw.admin_get("/stats?filter=jwt_authn[.]").splitlines()
+                        if re.search(r"\.(allowed|denied|jwt_cache_hit|jwt_cache_miss): ", line)}
+            print(f"jwt_authn counters over the whole run (warm-up included): {counters}.")
     finally:
         if tls_client:
             tls_client.stop()
@@ -628,7 +699,7 @@ def other_build(f):
     return f
 
 
-def filters_for(name, verify, jwks):
+def filters_for(name, verify, jwks, jwts):
     if name == "phantom_hit_b":
         return [other_build(plugin_filter(phantom_cfg()))]
     if name == "split_hit_b":
@@ -679,6 +750,8 @@ def filters_for(name, verify, jwks):
                            "max_age_s": DPOP_MAX_AGE_S, "clock_skew_s": 1,
                            "replay_entries": entries, "max_proofs_per_key": entries // 2}
         return [plugin_filter(cfg)]
+    if name in JWT_AUTHN_SCENARIOS:
+        return [jwt_authn_filter(jwts[name].jwks())]
     if name == "tls_passthrough":
         return []
     if name == "exchange_hit":
@@ -744,7 +817,9 @@ PAIRS = [("exchange_hit", "phantom_hit"), ("phantom_hit", "phantom_hit_b"), ("sp
          ("phantom_hit", "wasm_floor"), ("split_hit", "wasm_floor"),
          ("phantom_miss", "lua_no_cache"), ("phantom_miss", "wasm_minimal_call"),
          # Issue 28: a fleet hit (one call, a seal opened) next to a miss and a hit.
-         ("phantom_fleet_hit", "phantom_hit"), ("phantom_fleet_hit", "phantom_miss")]
+         ("phantom_fleet_hit", "phantom_hit"), ("phantom_fleet_hit", "phantom_miss"),
+         # Issue 32: Envoy's own JWT verification, the yardstick of the DPoP targets.
+         ("jwt_authn_es256", "passthrough"), ("jwt_authn_eddsa", "passthrough")]
 
 
 def print_paired(results, conns):
@@ -785,6 +860,33 @@ def print_proof_costs(results):
         inside = statistics.median(x["cpu_us"] for x in results[(name, 16)]) - base
         print(f"| {alg} | {inside:.0f} | {native[alg]:.0f} | {inside / native[alg]:.1f}x |")
     print()
+
+
+# Issue 32's targets: a DPoP proof (dpop_hit_* over phantom_hit) at most this many times Envoy's
+# own verification of a JWT of the same algorithm (jwt_authn_* over passthrough).
+DPOP_TARGETS = [("dpop_hit_es256", "jwt_authn_es256", "ES256", 3),
+                ("dpop_hit_eddsa", "jwt_authn_eddsa", "EdDSA", 1.5)]
+
+
+def print_dpop_targets(results, conns):
+    """Each target whose four scenarios ran: both costs as medians of the rounds' paired
+    differences (as print_paired) and their ratio."""
+    def added(name, base, c):
+        return statistics.median(x["cpu_us"] - b["cpu_us"] for x, b in zip(results[(name, c)], results[(base, c)]))
+
+    lines = []
+    for c in conns:
+        for dpop, native, alg, target in DPOP_TARGETS:
+            if all((n, c) in results for n in (dpop, "phantom_hit", native, "passthrough")):
+                proof, jwt = added(dpop, "phantom_hit", c), added(native, "passthrough", c)
+                ratio = f"{proof / jwt:.1f}×" if jwt > 0 else "n/a (jwt_authn measured free: noise)"
+                lines.append(f"@{c}: dpop {alg} costs {ratio} native jwt_authn (target ≤ {target:g}×; "
+                             f"{dpop} - phantom_hit {proof:+.1f} µs/req, {native} - passthrough {jwt:+.1f})"
+                             f"{'' if proof <= target * jwt else ': target missed'}.")
+    if lines:
+        print("\nIssue 32's DPoP targets, gateway CPU per request (medians of the rounds' differences):\n")
+        print("\n".join(lines))
+        print()
 
 
 def print_hostcalls(results):
