@@ -52,8 +52,10 @@ pub fn resolved_bearer(
 ) -> Rc<Resolved> {
     let wanted = &cfg.policies.claims;
     let jwt = authorization.get(BEARER.len()..).unwrap_or("");
-    // The payload is read whole only when it can bind the token or claims are wanted.
-    let payload = claims::payload_of(jwt);
+    // Only the members read here are built: the fixed ones and the wanted claims'.
+    let payload = claims::payload_members(jwt, &|member| {
+        claims::READ.contains(&member) || wanted.iter().any(|path| path.reads(member))
+    });
     let (claims, binding) = match &payload {
         Some(p) => (
             if wanted.is_empty() {

@@ -69,7 +69,8 @@ pub fn on_introspection(
             // that fails is neither cached nor forwarded.
             check_jwt(cx, &jwt)?;
             let identity = stored_identity(hash, &[]);
-            let identity = claims::payload_of(&jwt).map_or(identity, |p| Identity::of(hash, &p));
+            let identity = claims::payload_members(&jwt, &|m| claims::READ.contains(&m))
+                .map_or(identity, |p| Identity::of(hash, &p));
             (jwt, claims, max_age_s, no_store, identity)
         }
         Outcome::Claims {

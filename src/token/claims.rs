@@ -47,6 +47,11 @@ impl ClaimPath {
         &self.name
     }
 
+    /// Whether [`Self::lookup`] may read the top-level member `member`.
+    pub fn reads(&self, member: &str) -> bool {
+        self.name == member || self.parts.first().is_some_and(|p| p == member)
+    }
+
     /// The value in `claims`: the whole name as a top-level member first (namespaced claims
     /// are URLs, with dots), else the dotted path.
     pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
@@ -146,6 +151,83 @@ pub fn payload_of(jwt: &str) -> Option<Map<String, Value>> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The members of a JWT's payload that the gateway reads from every token it forwards: its
+/// times, its identity (revocation) and its binding.
+pub const READ: [&str; 5] = ["exp", "iat", "sub", "sid", "cnf"];
+
+/// [`payload_of`] with only the members `keep` accepts: the others are checked as JSON and
+/// skipped, never built (a miss reads a handful of members, not a map of every claim). A
+/// member named twice is read as [`payload_of`] reads it: the last one.
+pub fn payload_members(jwt: &str, keep: &dyn Fn(&str) -> bool) -> Option<Map<String, Value>> {
+    use serde::de::DeserializeSeed as _;
+    let bytes = URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1)?).ok()?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let members = Members(keep).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(members)
+}
+
+/// The object's members that `.0` keeps.
+struct Members<'a>(&'a dyn Fn(&str) -> bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Members<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Members<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(name) = access.next_key_seed(Name(self.0))? {
+            match name {
+                Some(name) => {
+                    let value: Value = access.next_value()?;
+                    out.insert(name, value);
+                }
+                None => {
+                    access.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A member's name: `Some` (owned) when kept, `None` when skipped (never copied).
+struct Name<'a>(&'a dyn Fn(&str) -> bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Name<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Name<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok((self.0)(name).then(|| name.to_owned()))
+    }
+}
+
 /// The claims `paths` of the JWT `jwt` (its payload decoded), each [`Claim::Absent`] when the
 /// payload cannot be read.
 pub fn of_jwt(jwt: &str, paths: &[ClaimPath]) -> Vec<Claim> {
@@ -170,6 +252,52 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    fn jwt_of(payload: &str) -> String {
+        format!(
+            "eyJhbGciOiJFUzI1NiJ9.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn payload_members_reads_what_payload_of_reads_of_the_kept_members() {
+        let keep = |m: &str| READ.contains(&m);
+        for payload in [
+            r#"{"sub":"alice","scope":"a b","exp":1,"iat":2.5,"sid":"s","cnf":{"jkt":"k"},"x":[1,{"y":null}]}"#,
+            // Named twice: the last, as a map reads it.
+            r#"{"cnf":{"jkt":"first"},"cnf":{"jkt":"last"},"sub":1}"#,
+            // Escaped names are the names they spell.
+            r#"{"sub":"escaped","cnf":"not an object","é":"x"}"#,
+            r#"{}"#,
+        ] {
+            let jwt = jwt_of(payload);
+            let mut whole = payload_of(&jwt).unwrap();
+            whole.retain(|k, _| keep(k));
+            assert_eq!(payload_members(&jwt, &keep), Some(whole), "{payload}");
+        }
+        // What payload_of cannot read, neither can this.
+        for payload in [
+            r#"[1,2]"#,
+            r#"{"sub":"a"} x"#,
+            r#"{"sub":"a","big":[1,}"#,
+            r#""s""#,
+            "",
+        ] {
+            let jwt = jwt_of(payload);
+            assert_eq!(payload_of(&jwt), None, "{payload}");
+            assert_eq!(payload_members(&jwt, &keep), None, "{payload}");
+        }
+        assert_eq!(payload_members("not a jwt", &keep), None);
+        assert_eq!(payload_members("a.!!!.c", &keep), None);
+    }
+
+    #[test]
+    fn a_path_reads_its_first_part_or_its_whole_name() {
+        let dotted = ClaimPath::parse("realm_access.roles").unwrap();
+        assert!(dotted.reads("realm_access") && dotted.reads("realm_access.roles"));
+        assert!(!dotted.reads("roles") && !dotted.reads("realm"));
     }
 
     #[test]

@@ -259,6 +259,10 @@ impl Io for MissIo {
         self.answer.clone()
     }
     fn log(&self, _: Level, _: std::fmt::Arguments<'_>) {}
+    /// As the benchmark's Envoy logs: warnings and worse.
+    fn enabled(&self, level: Level) -> bool {
+        level >= Level::Warn
+    }
 }
 
 /// The filter's own compute on a miss (issue 32): a new token's headers (the stages, the call
