@@ -426,6 +426,9 @@ def main():
         SCENARIOS.extend([("phantom_hit_b", f"phantom_hit with {COMPARE_WASM}"),
                           ("split_hit_b", f"split_hit with {COMPARE_WASM}"),
                           ("phantom_miss_b", f"phantom_miss with {COMPARE_WASM}")])
+        for name, alg in list(DPOP_SCENARIOS.items()):
+            SCENARIOS.append((f"{name}_b", f"{name} with {COMPARE_WASM}"))
+            DPOP_SCENARIOS[f"{name}_b"] = alg
     # `--only x` with `--compare-wasm` runs `x_b` too: an A/B is the point of giving a build.
     only = set(args.only.split(",")) if args.only else set()
     only |= {f"{name}_b" for name in only}
@@ -749,7 +752,7 @@ def filters_for(name, verify, jwks, jwts):
             cfg["dpop"] = {"origin": DPOP_ORIGIN, "algorithms": [DPOP_SCENARIOS[name]],
                            "max_age_s": DPOP_MAX_AGE_S, "clock_skew_s": 1,
                            "replay_entries": entries, "max_proofs_per_key": entries // 2}
-        return [plugin_filter(cfg)]
+        return [other_build(plugin_filter(cfg)) if name.endswith("_b") else plugin_filter(cfg)]
     if name in JWT_AUTHN_SCENARIOS:
         return [jwt_authn_filter(jwts[name].jwks())]
     if name == "tls_passthrough":
@@ -808,7 +811,8 @@ def print_table(scenarios, conns, results, args):
 
 # (scenario, its baseline): what the scenario adds to the baseline, measured round by round.
 PAIRS = [("exchange_hit", "phantom_hit"), ("phantom_hit", "phantom_hit_b"), ("split_hit", "split_hit_b"),
-         ("phantom_miss", "phantom_miss_b"), ("phantom_hit_policies", "phantom_hit"),
+         ("phantom_miss", "phantom_miss_b"), ("dpop_hit_es256", "dpop_hit_es256_b"),
+         ("dpop_hit_eddsa", "dpop_hit_eddsa_b"), ("phantom_hit_policies", "phantom_hit"),
          ("mtls_hit", "tls_passthrough"), ("dpop_hit_eddsa", "phantom_hit"), ("dpop_hit_es256", "phantom_hit"),
          # The targets of issue 21: each hit's overhead against Lua's with its cache and against
          # the floor of a hit (wasm_floor); the miss against Lua without a cache.

@@ -9,7 +9,15 @@
 //! doublings and 75 additions, where two constant-time multiplications (what `p256`'s own
 //! `verify` does) cost 512 doublings, 128 additions and 128 table scans. The field and point
 //! arithmetic are `p256`'s; the tests check every answer against `p256`'s own verification.
+//!
+//! A client signs all its proofs with one key, so a key's second proof makes a comb of it
+//! (Lim–Lee, [`TEETH`] teeth [`SPACING`] apart: 255 affine points) and later proofs use it
+//! with the generator's comb: 31 doublings and at most 64 additions. The combs of the last
+//! [`KEPT_COMBS`] keys are kept per VM (a worker); a key seen once (a flood of new keys) costs
+//! what it cost before, never the comb.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use p256::elliptic_curve::group::Group as _;
@@ -24,6 +32,20 @@ const W_G: u32 = 7;
 const W_Q: u32 = 5;
 /// Digits of a 256-bit scalar's non-adjacent form (one more than its bits).
 const DIGITS: usize = 257;
+/// A comb's teeth and their spacing: bit `i·SPACING + c` of a scalar is tooth `i` of column
+/// `c`, and covers the 256 bits.
+const TEETH: usize = 8;
+const SPACING: usize = 32;
+const COMB_POINTS: usize = (1 << TEETH) - 1;
+/// Combs kept per VM (about 18 KB each), and keys remembered as seen once.
+const KEPT_COMBS: usize = 16;
+const SEEN_KEYS: usize = 64;
+
+/// `Σ 2^(i·SPACING)·P` over the bits `i` of `index + 1`. A key's stays projective: `p256`
+/// has no batch inversion, and 255 inversions would cost more than the comb saves.
+type Comb = [ProjectivePoint; COMB_POINTS];
+/// The generator's, made once: affine (cheaper additions).
+type AffineComb = [AffinePoint; COMB_POINTS];
 
 /// Whether `signature` (r ‖ s, 64 bytes) is a valid ES256 signature of `message` by `key`.
 pub fn verify(key: &p256::ecdsa::VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
@@ -38,7 +60,10 @@ pub fn verify(key: &p256::ecdsa::VerifyingKey, message: &[u8], signature: &[u8])
     let s_inv: Scalar = *s.invert_vartime();
     let u1 = z * s_inv;
     let u2 = *r * s_inv;
-    let point = double_mul(&u1, &ProjectivePoint::from(*key.as_affine()), &u2);
+    let point = match comb_of(key) {
+        Some(comb) => double_mul_combs(&u1, generator_comb(), &u2, &comb),
+        None => double_mul(&u1, &ProjectivePoint::from(*key.as_affine()), &u2),
+    };
     if bool::from(point.is_identity()) {
         return false;
     }
@@ -80,6 +105,116 @@ fn double_mul(a: &Scalar, q: &ProjectivePoint, b: &Scalar) -> ProjectivePoint {
         }
     }
     acc
+}
+
+/// `a·G + b·Q` with the combs of G and Q.
+fn double_mul_combs(a: &Scalar, g: &AffineComb, b: &Scalar, q: &Comb) -> ProjectivePoint {
+    let (a, b) = (a.to_bytes(), b.to_bytes());
+    // Bit `j` of a big-endian 256-bit number.
+    let bit =
+        |k: &FieldBytes, j: usize| usize::from(k.get(31 - j / 8).map_or(0, |v| (v >> (j % 8)) & 1));
+    let mut acc = ProjectivePoint::IDENTITY;
+    for column in (0..SPACING).rev() {
+        acc = acc.double();
+        let (mut ia, mut ib) = (0, 0);
+        for tooth in 0..TEETH {
+            ia |= bit(&a, tooth * SPACING + column) << tooth;
+            ib |= bit(&b, tooth * SPACING + column) << tooth;
+        }
+        if let Some(p) = ia.checked_sub(1).and_then(|i| g.get(i)) {
+            acc += p;
+        }
+        if let Some(p) = ib.checked_sub(1).and_then(|i| q.get(i)) {
+            acc += p;
+        }
+    }
+    acc
+}
+
+/// The comb of `p`.
+fn comb(p: &ProjectivePoint) -> Box<Comb> {
+    let mut bases = [*p; TEETH];
+    for i in 1..TEETH {
+        if let Some(prev) = bases.get(i - 1).copied() {
+            let mut b = prev;
+            for _ in 0..SPACING {
+                b = b.double();
+            }
+            if let Some(slot) = bases.get_mut(i) {
+                *slot = b;
+            }
+        }
+    }
+    let mut sums = [ProjectivePoint::IDENTITY; COMB_POINTS];
+    for n in 1..=COMB_POINTS {
+        // `n` is its highest tooth's base plus the sum of its lower teeth (made before it).
+        let top = usize::BITS - 1 - n.leading_zeros();
+        let rest = n & !(1 << top);
+        let base = bases.get(top as usize).copied().unwrap_or_default();
+        let sum = match rest.checked_sub(1).and_then(|i| sums.get(i)) {
+            Some(lower) => *lower + base,
+            None => base,
+        };
+        if let Some(slot) = sums.get_mut(n - 1) {
+            *slot = sum;
+        }
+    }
+    Box::new(sums)
+}
+
+/// G's comb: made once.
+fn generator_comb() -> &'static AffineComb {
+    static COMB: OnceLock<Box<AffineComb>> = OnceLock::new();
+    COMB.get_or_init(|| Box::new(comb(&ProjectivePoint::GENERATOR).map(|p| p.to_affine())))
+}
+
+/// The keys of recent proofs (see the module).
+#[derive(Default)]
+struct Recent {
+    combs: Vec<([u8; 64], Rc<Comb>)>,
+    next_comb: usize,
+    seen: Vec<[u8; 64]>,
+    next_seen: usize,
+}
+
+thread_local! {
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+}
+
+/// The comb of `key` when it is kept, or made now for a key seen before; `None` for a key
+/// seen first (remembered).
+fn comb_of(key: &p256::ecdsa::VerifyingKey) -> Option<Rc<Comb>> {
+    let point = key.to_encoded_point(false);
+    let id: [u8; 64] = point.as_bytes().get(1..)?.try_into().ok()?;
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some((_, comb)) = recent.combs.iter().find(|(k, _)| *k == id) {
+            return Some(comb.clone());
+        }
+        let Some(at) = recent.seen.iter().position(|k| *k == id) else {
+            let next = recent.next_seen;
+            if recent.seen.len() < SEEN_KEYS {
+                recent.seen.push(id);
+            } else if let Some(slot) = recent.seen.get_mut(next) {
+                *slot = id;
+            }
+            recent.next_seen = (next + 1) % SEEN_KEYS;
+            return None;
+        };
+        // Its second proof: forgotten as seen, kept with its comb.
+        if let Some(slot) = recent.seen.get_mut(at) {
+            *slot = [0; 64];
+        }
+        let comb: Rc<Comb> = Rc::from(comb(&ProjectivePoint::from(*key.as_affine())));
+        let next = recent.next_comb;
+        if recent.combs.len() < KEPT_COMBS {
+            recent.combs.push((id, comb.clone()));
+        } else if let Some(slot) = recent.combs.get_mut(next) {
+            *slot = (id, comb.clone());
+        }
+        recent.next_comb = (next + 1) % KEPT_COMBS;
+        Some(comb)
+    })
 }
 
 /// G, 3G, 5G, …: made once, kept as affine points.
@@ -205,6 +340,44 @@ mod tests {
     }
 
     #[test]
+    fn combs_compute_what_the_non_adjacent_forms_compute() {
+        let q = ProjectivePoint::GENERATOR * Scalar::from(0x1234_5678_9abc_u64);
+        let comb = comb(&q);
+        let big = Scalar::from(u64::MAX) * Scalar::from(u64::MAX) * Scalar::from(u64::MAX);
+        for (a, b) in [
+            (Scalar::ZERO, Scalar::ZERO),
+            (Scalar::ONE, Scalar::ZERO),
+            (Scalar::ZERO, Scalar::ONE),
+            (-Scalar::ONE, -Scalar::ONE),
+            (big, -big),
+            (Scalar::from(1u64 << 63), big * big),
+        ] {
+            let want = double_mul(&a, &q, &b);
+            assert_eq!(double_mul_combs(&a, generator_comb(), &b, &comb), want);
+            assert_eq!(want, ProjectivePoint::GENERATOR * a + q * b);
+        }
+    }
+
+    #[test]
+    fn a_key_gets_its_comb_on_its_second_proof_and_keeps_it() {
+        let vk = *key(77).verifying_key();
+        assert!(comb_of(&vk).is_none(), "first: remembered");
+        let made = comb_of(&vk).expect("second: made");
+        assert!(Rc::ptr_eq(&made, &comb_of(&vk).expect("kept")));
+        // KEPT_COMBS more keys, each twice, push it out; it starts again as seen once.
+        for seed in 0..KEPT_COMBS as u32 {
+            let other = *key(1000 + seed).verifying_key();
+            assert!(comb_of(&other).is_none());
+            assert!(comb_of(&other).is_some());
+        }
+        assert!(comb_of(&vk).is_none());
+        // SEEN_KEYS keys seen once never make a comb (what a flood of new keys costs).
+        for seed in 0..(2 * SEEN_KEYS) as u32 {
+            assert!(comb_of(key(5000 + seed).verifying_key()).is_none());
+        }
+    }
+
+    #[test]
     fn agrees_with_p256_on_valid_and_invalid_signatures() {
         for seed in 0..40u32 {
             let sk = key(seed);
@@ -212,7 +385,10 @@ mod tests {
             let message = format!("proof {seed}");
             let sig: Signature = sk.sign(message.as_bytes());
             let bytes = sig.to_bytes();
-            assert!(verify(&vk, message.as_bytes(), &bytes), "{seed}");
+            // Three times: without the key's comb, making it, with it.
+            for _ in 0..3 {
+                assert!(verify(&vk, message.as_bytes(), &bytes), "{seed}");
+            }
             assert!(vk.verify(message.as_bytes(), &sig).is_ok());
             // The same (r, n - s) verifies too, for both (ECDSA is malleable; `p256` does not
             // insist on low s either).
