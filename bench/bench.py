@@ -862,7 +862,8 @@ def print_proof_costs(results):
         if (name, 16) not in results or alg not in native:
             continue
         inside = statistics.median(x["cpu_us"] for x in results[(name, 16)]) - base
-        print(f"| {alg} | {inside:.0f} | {native[alg]:.0f} | {inside / native[alg]:.1f}x |")
+        label = f"{alg} ({name})" if name.endswith("_b") else alg
+        print(f"| {label} | {inside:.0f} | {native[alg]:.0f} | {inside / native[alg]:.1f}x |")
     print()
 
 

@@ -10,15 +10,14 @@
 //! `verify` does) cost 512 doublings, 128 additions and 128 table scans. The field and point
 //! arithmetic are `p256`'s; the tests check every answer against `p256`'s own verification.
 //!
-//! A client signs all its proofs with one key, so a key's second proof makes a comb of it
-//! (Lim–Lee, [`TEETH`] teeth [`SPACING`] apart: 255 affine points) and later proofs use it
-//! with the generator's comb: 31 doublings and at most 64 additions. The combs of the last
-//! [`KEPT_COMBS`] keys are kept per VM (a worker); a key seen once (a flood of new keys) costs
-//! what it cost before, never the comb.
+//! A key that keeps coming back gets a comb ([`crate::token::combs`]), used with the
+//! generator's: 31 doublings and at most 64 additions.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::OnceLock;
+
+use super::combs;
 
 use p256::elliptic_curve::group::Group as _;
 use p256::elliptic_curve::ops::{Invert as _, Reduce as _};
@@ -32,20 +31,11 @@ const W_G: u32 = 7;
 const W_Q: u32 = 5;
 /// Digits of a 256-bit scalar's non-adjacent form (one more than its bits).
 const DIGITS: usize = 257;
-/// A comb's teeth and their spacing: bit `i·SPACING + c` of a scalar is tooth `i` of column
-/// `c`, and covers the 256 bits.
-const TEETH: usize = 8;
-const SPACING: usize = 32;
-const COMB_POINTS: usize = (1 << TEETH) - 1;
-/// Combs kept per VM (about 18 KB each), and keys remembered as seen once.
-const KEPT_COMBS: usize = 16;
-const SEEN_KEYS: usize = 64;
-
-/// `Σ 2^(i·SPACING)·P` over the bits `i` of `index + 1`. A key's stays projective: `p256`
-/// has no batch inversion, and 255 inversions would cost more than the comb saves.
-type Comb = [ProjectivePoint; COMB_POINTS];
+/// A key's comb stays projective: `p256` has no batch inversion, and 255 inversions would
+/// cost more than the comb saves.
+type Comb = Vec<ProjectivePoint>;
 /// The generator's, made once: affine (cheaper additions).
-type AffineComb = [AffinePoint; COMB_POINTS];
+type AffineComb = Vec<AffinePoint>;
 
 /// Whether `signature` (r ‖ s, 64 bytes) is a valid ES256 signature of `message` by `key`.
 pub fn verify(key: &p256::ecdsa::VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
@@ -109,22 +99,20 @@ fn double_mul(a: &Scalar, q: &ProjectivePoint, b: &Scalar) -> ProjectivePoint {
 
 /// `a·G + b·Q` with the combs of G and Q.
 fn double_mul_combs(a: &Scalar, g: &AffineComb, b: &Scalar, q: &Comb) -> ProjectivePoint {
-    let (a, b) = (a.to_bytes(), b.to_bytes());
-    // Bit `j` of a big-endian 256-bit number.
-    let bit =
-        |k: &FieldBytes, j: usize| usize::from(k.get(31 - j / 8).map_or(0, |v| (v >> (j % 8)) & 1));
+    // Little-endian, as `combs` reads them.
+    let little = |k: &Scalar| {
+        let mut out: [u8; 32] = k.to_bytes().into();
+        out.reverse();
+        out
+    };
+    let (a, b) = (little(a), little(b));
     let mut acc = ProjectivePoint::IDENTITY;
-    for column in (0..SPACING).rev() {
+    for c in (0..combs::SPACING).rev() {
         acc = acc.double();
-        let (mut ia, mut ib) = (0, 0);
-        for tooth in 0..TEETH {
-            ia |= bit(&a, tooth * SPACING + column) << tooth;
-            ib |= bit(&b, tooth * SPACING + column) << tooth;
-        }
-        if let Some(p) = ia.checked_sub(1).and_then(|i| g.get(i)) {
+        if let Some(p) = combs::column(&a, c).checked_sub(1).and_then(|i| g.get(i)) {
             acc += p;
         }
-        if let Some(p) = ib.checked_sub(1).and_then(|i| q.get(i)) {
+        if let Some(p) = combs::column(&b, c).checked_sub(1).and_then(|i| q.get(i)) {
             acc += p;
         }
     }
@@ -132,88 +120,44 @@ fn double_mul_combs(a: &Scalar, g: &AffineComb, b: &Scalar, q: &Comb) -> Project
 }
 
 /// The comb of `p`.
-fn comb(p: &ProjectivePoint) -> Box<Comb> {
-    let mut bases = [*p; TEETH];
-    for i in 1..TEETH {
-        if let Some(prev) = bases.get(i - 1).copied() {
-            let mut b = prev;
-            for _ in 0..SPACING {
-                b = b.double();
-            }
-            if let Some(slot) = bases.get_mut(i) {
-                *slot = b;
-            }
+fn comb(p: &ProjectivePoint) -> Comb {
+    let mut bases = [*p; combs::TEETH];
+    for i in 1..combs::TEETH {
+        let prev = bases.get(i - 1).copied().unwrap_or_default();
+        if let Some(slot) = bases.get_mut(i) {
+            *slot = (0..combs::SPACING).fold(prev, |b, _| b.double());
         }
     }
-    let mut sums = [ProjectivePoint::IDENTITY; COMB_POINTS];
-    for n in 1..=COMB_POINTS {
-        // `n` is its highest tooth's base plus the sum of its lower teeth (made before it).
-        let top = usize::BITS - 1 - n.leading_zeros();
-        let rest = n & !(1 << top);
-        let base = bases.get(top as usize).copied().unwrap_or_default();
-        let sum = match rest.checked_sub(1).and_then(|i| sums.get(i)) {
-            Some(lower) => *lower + base,
-            None => base,
-        };
-        if let Some(slot) = sums.get_mut(n - 1) {
-            *slot = sum;
-        }
-    }
-    Box::new(sums)
+    combs::sums(&bases, |a, b| a + b)
 }
 
 /// G's comb: made once.
 fn generator_comb() -> &'static AffineComb {
-    static COMB: OnceLock<Box<AffineComb>> = OnceLock::new();
-    COMB.get_or_init(|| Box::new(comb(&ProjectivePoint::GENERATOR).map(|p| p.to_affine())))
-}
-
-/// The keys of recent proofs (see the module).
-#[derive(Default)]
-struct Recent {
-    combs: Vec<([u8; 64], Rc<Comb>)>,
-    next_comb: usize,
-    seen: Vec<[u8; 64]>,
-    next_seen: usize,
+    static COMB: OnceLock<AffineComb> = OnceLock::new();
+    COMB.get_or_init(|| {
+        comb(&ProjectivePoint::GENERATOR)
+            .iter()
+            .map(ProjectivePoint::to_affine)
+            .collect()
+    })
 }
 
 thread_local! {
-    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+    static RECENT: RefCell<combs::Recent<Comb>> = RefCell::new(combs::Recent::default());
 }
 
-/// The comb of `key` when it is kept, or made now for a key seen before; `None` for a key
-/// seen first (remembered).
+/// The comb of `key`: kept, or made now for a key that earned it (`combs`).
 fn comb_of(key: &p256::ecdsa::VerifyingKey) -> Option<Rc<Comb>> {
     let point = key.to_encoded_point(false);
-    let id: [u8; 64] = point.as_bytes().get(1..)?.try_into().ok()?;
+    let id: combs::KeyId = point.as_bytes().get(1..)?.try_into().ok()?;
     RECENT.with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some((_, comb)) = recent.combs.iter().find(|(k, _)| *k == id) {
-            return Some(comb.clone());
+        if let Some(comb) = recent.get(&id) {
+            return Some(comb);
         }
-        let Some(at) = recent.seen.iter().position(|k| *k == id) else {
-            let next = recent.next_seen;
-            if recent.seen.len() < SEEN_KEYS {
-                recent.seen.push(id);
-            } else if let Some(slot) = recent.seen.get_mut(next) {
-                *slot = id;
-            }
-            recent.next_seen = (next + 1) % SEEN_KEYS;
-            return None;
-        };
-        // Its second proof: forgotten as seen, kept with its comb.
-        if let Some(slot) = recent.seen.get_mut(at) {
-            *slot = [0; 64];
-        }
-        let comb: Rc<Comb> = Rc::from(comb(&ProjectivePoint::from(*key.as_affine())));
-        let next = recent.next_comb;
-        if recent.combs.len() < KEPT_COMBS {
-            recent.combs.push((id, comb.clone()));
-        } else if let Some(slot) = recent.combs.get_mut(next) {
-            *slot = (id, comb.clone());
-        }
-        recent.next_comb = (next + 1) % KEPT_COMBS;
-        Some(comb)
+        recent
+            .sighted(&id)
+            .then(|| recent.keep(&id, comb(&ProjectivePoint::from(*key.as_affine()))))
     })
 }
 
@@ -359,22 +303,12 @@ mod tests {
     }
 
     #[test]
-    fn a_key_gets_its_comb_on_its_second_proof_and_keeps_it() {
+    fn a_key_gets_its_comb_on_its_third_proof_and_keeps_it() {
         let vk = *key(77).verifying_key();
-        assert!(comb_of(&vk).is_none(), "first: remembered");
-        let made = comb_of(&vk).expect("second: made");
+        assert!(comb_of(&vk).is_none() && comb_of(&vk).is_none());
+        let made = comb_of(&vk).expect("third: made");
         assert!(Rc::ptr_eq(&made, &comb_of(&vk).expect("kept")));
-        // KEPT_COMBS more keys, each twice, push it out; it starts again as seen once.
-        for seed in 0..KEPT_COMBS as u32 {
-            let other = *key(1000 + seed).verifying_key();
-            assert!(comb_of(&other).is_none());
-            assert!(comb_of(&other).is_some());
-        }
-        assert!(comb_of(&vk).is_none());
-        // SEEN_KEYS keys seen once never make a comb (what a flood of new keys costs).
-        for seed in 0..(2 * SEEN_KEYS) as u32 {
-            assert!(comb_of(key(5000 + seed).verifying_key()).is_none());
-        }
+        assert_eq!(made.len(), combs::POINTS);
     }
 
     #[test]
@@ -385,8 +319,8 @@ mod tests {
             let message = format!("proof {seed}");
             let sig: Signature = sk.sign(message.as_bytes());
             let bytes = sig.to_bytes();
-            // Three times: without the key's comb, making it, with it.
-            for _ in 0..3 {
+            // Four times: without the key's comb (twice), making it, with it.
+            for _ in 0..4 {
                 assert!(verify(&vk, message.as_bytes(), &bytes), "{seed}");
             }
             assert!(vk.verify(message.as_bytes(), &sig).is_ok());

@@ -459,12 +459,10 @@ pub fn verify_with_jwk(
             // the key or the signature are refused.
             let x = b64(raw.x.as_ref()).ok_or(VerifyFailure::Malformed)?;
             let x: [u8; 32] = x.try_into().map_err(|_| VerifyFailure::Malformed)?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
-                .map_err(|_| VerifyFailure::Malformed)?;
-            let sig = ed25519_dalek::Signature::from_slice(signature)
-                .map_err(|_| VerifyFailure::BadSignature)?;
-            key.verify_strict(signing_input, &sig)
-                .map_err(|_| VerifyFailure::BadSignature)
+            super::ed25519::verify(&x, signing_input, signature).map_err(|e| match e {
+                super::ed25519::Refused::Key => VerifyFailure::Malformed,
+                super::ed25519::Refused::Signature => VerifyFailure::BadSignature,
+            })
         }
         Alg::Rs256 | Alg::Ps256 => {
             use superboring::hash::MessageDigest;

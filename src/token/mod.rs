@@ -3,8 +3,10 @@
 
 pub mod bearer;
 pub mod claims;
+pub mod combs;
 pub mod cookie;
 pub mod dpop;
+pub mod ed25519;
 pub mod es256;
 pub mod exchange;
 pub mod host;
