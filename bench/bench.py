@@ -325,6 +325,8 @@ SCENARIOS = [
     ("phantom_fleet_hit", "phantom token with `fleet`: a miss of the gateway's own cache, a hit in the fleet "
                           "(Redis behind webdis)"),
     ("wasm_minimal_call", "reference: read Authorization, one call out, replace the header"),
+    ("wasm_minimal_call_cache", "wasm_minimal_call, plus a shared-data read before the call and the "
+                                "answer's headers read and its JWT written to shared data"),
     ("lua_no_cache", "Lua phantom filter, no cache (a call per request)"),
     ("ext_authz", "ext_authz to the same token service (a call per request)"),
 ]
@@ -357,6 +359,7 @@ def cpu_s(pid):
 # Scenarios that call the token service on every request get a token never seen before on
 # every request, all from the same wrk script, so the load generator costs the same for each.
 FRESH_TOKENS = {"phantom_miss", "phantom_miss_b", "lua_no_cache", "ext_authz", "wasm_minimal_call",
+                "wasm_minimal_call_cache",
                 "split_remote_l2_hit"}
 
 
@@ -723,6 +726,8 @@ def filters_for(name, verify, jwks, jwts):
         return [wasm_filter("floor", MINIMAL_WASM, "floor")]
     if name == "wasm_minimal_call":
         return [wasm_filter("minimal_call", MINIMAL_WASM, "call")]
+    if name == "wasm_minimal_call_cache":
+        return [wasm_filter("minimal_call_cache", MINIMAL_WASM, "call_cache")]
     if name == "phantom_hit":
         return [plugin_filter(revoking(phantom_cfg()))]
     if name == "phantom_hit_policies":
@@ -820,6 +825,8 @@ PAIRS = [("exchange_hit", "phantom_hit"), ("phantom_hit", "phantom_hit_b"), ("sp
          ("phantom_hit", "passthrough"), ("split_hit", "passthrough"),
          ("phantom_hit", "wasm_floor"), ("split_hit", "wasm_floor"),
          ("phantom_miss", "lua_no_cache"), ("phantom_miss", "wasm_minimal_call"),
+         # Issue 32: the miss by parts (what a cache's host calls add to the call).
+         ("wasm_minimal_call_cache", "wasm_minimal_call"), ("phantom_miss", "wasm_minimal_call_cache"),
          # Issue 28: a fleet hit (one call, a seal opened) next to a miss and a hit.
          ("phantom_fleet_hit", "phantom_hit"), ("phantom_fleet_hit", "phantom_miss"),
          # Issue 32: Envoy's own JWT verification, the yardstick of the DPoP targets.

@@ -4,7 +4,8 @@ filter, what one worker's VM of the filter costs, and what 10 000 cached tokens 
 
 - Side by side: Envoys with 2 workers and no filter, the do-nothing wasm filter
   (bench/noop-filter), this filter (phantom, `cache.max_entries` 1000, nothing else configured),
-  this filter with Envoy's `memory_allocator_manager` returning free pages every second, and
+  this filter with Envoy's `memory_allocator_manager` returning free pages (16 MiB every 10 s,
+  as the example configurations do), and
   (`--compare-wasm`) another build of it. Each is broken down: the allocator's live bytes, its
   free pages and thread caches (admin `/memory`), the JIT's executable mappings, and the other
   anonymous memory (wasm linear memories, V8's heaps), from `/proc/<pid>/smaps`.
@@ -83,11 +84,15 @@ def side_by_side(work, ts, echo, compare_wasm=None):
             wasm_filter = http_filter["typed_config"]["http_filters"][0]["typed_config"]["config"]
             wasm_filter["vm_config"]["code"] = {"local": {"filename": str(wasm)}}
         if release:
-            e.config["memory_allocator_manager"] = {"bytes_to_release": 64 * mib,
-                                                    "memory_release_interval": "1s"}
+            # As the example configurations recommend (envoy/*.yaml).
+            e.config["memory_allocator_manager"] = {"bytes_to_release": 16 * mib,
+                                                    "memory_release_interval": "10s"}
         e.start()
         try:
             rss = settled_rss(e, e.ports["api"])
+            if release:
+                time.sleep(11)  # one release interval
+                rss = rss_kb(e.proc.pid)
             m = json.loads(e.admin_get("/memory"))
             jit, anon = smaps_rss(e.proc.pid)
         finally:

@@ -8,6 +8,10 @@
 //! - Configuration `"call"` (scenario `wasm_minimal_call`), a miss on every request: read
 //!   `Authorization`, call cluster `token_service` (`POST /introspect`), put the answer's body in
 //!   `Authorization` and resume.
+//! - Configuration `"call_cache"` (scenario `wasm_minimal_call_cache`), a miss as a cache
+//!   makes it: `"call"`, plus the SHA-256 of the token and a shared-data read of the slot it
+//!   picks among 10 000 (a miss) before the call, and on the answer all its headers read and
+//!   the JWT written to that slot.
 //!
 //! No parsing, no expiry, no scopes, no counters, no error handling worth the name: not a usable
 //! filter, a yardstick (`scripts/bench.sh`).
@@ -31,6 +35,7 @@ enum Mode {
     Minimal,
     Floor,
     Call,
+    CallCache,
 }
 
 struct Root {
@@ -47,6 +52,7 @@ impl RootContext for Root {
             .unwrap_or_default();
         self.mode = match config.as_slice() {
             b"call" => Mode::Call,
+            b"call_cache" => Mode::CallCache,
             b"floor" => Mode::Floor,
             _ => Mode::Minimal,
         };
@@ -54,7 +60,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Minimal { mode: self.mode }))
+        Some(Box::new(Minimal {
+            mode: self.mode,
+            key: String::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -64,6 +73,8 @@ impl RootContext for Root {
 
 struct Minimal {
     mode: Mode,
+    /// `"call_cache"`: the shared-data key of the request's token.
+    key: String,
 }
 
 #[link(wasm_import_module = "env")]
@@ -83,11 +94,17 @@ const FLOOR_JWT: &str = concat!(
 
 impl Context for Minimal {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
+        if self.mode == Mode::CallCache {
+            let _ = hostcalls::get_map(MapType::HttpCallResponseHeaders);
+        }
         if let Ok(Some(body)) =
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         {
             if let Ok(jwt) = std::str::from_utf8(&body) {
                 let v = format!("Bearer {jwt}");
+                if self.mode == Mode::CallCache {
+                    let _ = hostcalls::set_shared_data(&self.key, Some(v.as_bytes()), None);
+                }
                 let _ = hostcalls::set_map_value(
                     MapType::HttpRequestHeaders,
                     "authorization",
@@ -122,7 +139,15 @@ impl HttpContext for Minimal {
         else {
             return Action::Continue;
         };
-        if self.mode == Mode::Call {
+        if self.mode == Mode::CallCache {
+            let digest = Sha256::digest(auth.as_bytes());
+            // A bounded key space, as a cache's slots (the benchmark's `max_entries` 10 000).
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            self.key = format!("m:{}", u64::from_be_bytes(first) % 10_000);
+            let _ = hostcalls::get_shared_data(&self.key);
+        }
+        if matches!(self.mode, Mode::Call | Mode::CallCache) {
             let body = format!("token={}", auth.trim_start_matches("Bearer "));
             let headers = vec![
                 (":method", "POST"),
