@@ -3,11 +3,15 @@
 //! with one key, so a key that keeps coming back gets a comb (Lim–Lee: `TEETH` teeth
 //! `SPACING` bits apart, `2^TEETH − 1` points), and its later proofs cost about a third.
 //!
-//! A comb costs about two verifications to make, so it is made on a key's [`SIGHTS`]-th proof
-//! within the last [`SEEN`] new keys: keys used once or twice (a flood of new keys, an
-//! attacker's) never pay for one, and with more than [`SEEN`] keys in turn no key reaches its
-//! third sight, so combs are never made only to be pushed out. At most [`KEPT`] combs are
-//! kept, the oldest replaced first.
+//! A comb costs about two verifications to make, so a key earns one with [`SIGHTS`] − 1
+//! proofs that verified without it, within the last [`SEEN`] keys without a comb: keys used once
+//! or twice (a flood of new keys, garbage signatures) never pay for one, and with more than
+//! [`SEEN`] keys in turn none earns one. At most [`KEPT`] combs are kept, and a new one only
+//! takes the place of a comb unused since the last time one was looked for (a clock): a client
+//! whose comb is in use keeps it, whatever another sends, and no comb is made to be dropped at
+//! once. What an attacker can still force (two valid proofs of a new key, then a third) is a
+//! comb's cost every third request, about 1.3 times a proof's cost without combs, and only
+//! while some comb stays unused.
 
 use std::rc::Rc;
 
@@ -27,8 +31,9 @@ pub const SIGHTS: u8 = 3;
 pub type KeyId = [u8; 64];
 
 pub struct Recent<T> {
-    kept: Vec<(KeyId, Rc<T>)>,
-    next_kept: usize,
+    /// Each comb, and whether it was used since the clock's hand last passed it.
+    kept: Vec<(KeyId, Rc<T>, bool)>,
+    hand: usize,
     seen: Vec<(KeyId, u8)>,
     next_seen: usize,
 }
@@ -37,7 +42,7 @@ impl<T> Default for Recent<T> {
     fn default() -> Self {
         Self {
             kept: Vec::new(),
-            next_kept: 0,
+            hand: 0,
             seen: Vec::new(),
             next_seen: 0,
         }
@@ -45,47 +50,65 @@ impl<T> Default for Recent<T> {
 }
 
 impl<T> Recent<T> {
-    /// The comb kept for `id`.
-    pub fn get(&self, id: &KeyId) -> Option<Rc<T>> {
-        self.kept
-            .iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, c)| c.clone())
+    /// The comb kept for `id` (marked used).
+    pub fn get(&mut self, id: &KeyId) -> Option<Rc<T>> {
+        let (_, comb, used) = self.kept.iter_mut().find(|(k, _, _)| k == id)?;
+        *used = true;
+        Some(comb.clone())
     }
 
-    /// Counts a proof of `id` (not kept): whether it is the one that earns a comb.
-    pub fn sighted(&mut self, id: &KeyId) -> bool {
-        if let Some(at) = self.seen.iter().position(|(k, _)| k == id) {
-            let Some((_, sights)) = self.seen.get_mut(at) else {
-                return false;
-            };
-            *sights += 1;
-            if *sights < SIGHTS {
-                return false;
-            }
-            self.seen.swap_remove(at);
-            self.next_seen = self.next_seen.min(self.seen.len());
-            return true;
-        }
-        if self.seen.len() < SEEN {
+    /// Whether `id` has earned its comb (its proofs verified [`SIGHTS`] − 1 times without).
+    pub fn earned(&self, id: &KeyId) -> bool {
+        self.seen
+            .iter()
+            .any(|(k, sights)| k == id && *sights + 1 >= SIGHTS)
+    }
+
+    /// Counts a proof of `id` that verified without a comb.
+    pub fn sighted(&mut self, id: &KeyId) {
+        if let Some((_, sights)) = self.seen.iter_mut().find(|(k, _)| k == id) {
+            *sights = sights.saturating_add(1);
+        } else if self.seen.len() < SEEN {
             self.seen.push((*id, 1));
         } else if let Some(slot) = self.seen.get_mut(self.next_seen) {
             *slot = (*id, 1);
             self.next_seen = (self.next_seen + 1) % SEEN;
         }
-        false
     }
 
-    /// Keeps `comb` for `id`, in place of the oldest when [`KEPT`] are kept.
-    pub fn keep(&mut self, id: &KeyId, comb: T) -> Rc<T> {
-        let comb = Rc::new(comb);
-        if self.kept.len() < KEPT {
-            self.kept.push((*id, comb.clone()));
-        } else if let Some(slot) = self.kept.get_mut(self.next_kept) {
-            *slot = (*id, comb.clone());
-            self.next_kept = (self.next_kept + 1) % KEPT;
+    /// Keeps the comb `make` makes for `id`, when there is room: fewer than [`KEPT`] kept, or
+    /// one unused since the hand last passed it (the hand clears the marks it passes, once
+    /// round at most). `None`, nothing made, when every comb is in use.
+    pub fn keep(&mut self, id: &KeyId, make: impl FnOnce() -> T) -> Option<Rc<T>> {
+        let at = if self.kept.len() < KEPT {
+            self.kept.len()
+        } else {
+            let mut victim = None;
+            for _ in 0..KEPT {
+                let at = self.hand;
+                self.hand = (self.hand + 1) % KEPT;
+                match self.kept.get_mut(at) {
+                    Some((_, _, used)) if *used => *used = false,
+                    Some(_) => {
+                        victim = Some(at);
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            victim?
+        };
+        if let Some(i) = self.seen.iter().position(|(k, _)| k == id) {
+            self.seen.swap_remove(i);
+            self.next_seen = self.next_seen.min(self.seen.len()) % SEEN;
         }
-        comb
+        let comb = Rc::new(make());
+        let entry = (*id, comb.clone(), false);
+        match self.kept.get_mut(at) {
+            Some(slot) => *slot = entry,
+            None => self.kept.push(entry),
+        }
+        Some(comb)
     }
 }
 
@@ -127,26 +150,46 @@ mod tests {
     }
 
     #[test]
-    fn a_key_earns_its_comb_on_its_third_sight_among_the_last_seen() {
+    fn a_key_earns_its_comb_with_two_proofs_among_the_last_seen() {
         let mut r: Recent<u32> = Recent::default();
-        assert!(!r.sighted(&id(1)) && !r.sighted(&id(1)));
-        assert!(r.sighted(&id(1)), "third");
-        assert!(!r.sighted(&id(1)), "counted again from one");
-        // More than SEEN keys in turn: none reaches its third sight.
+        assert!(!r.earned(&id(1)));
+        r.sighted(&id(1));
+        assert!(!r.earned(&id(1)));
+        r.sighted(&id(1));
+        assert!(r.earned(&id(1)), "its third proof makes it");
+        assert_eq!(r.keep(&id(1), || 7).as_deref(), Some(&7));
+        assert!(!r.earned(&id(1)), "forgotten as seen once kept");
+        assert_eq!(r.get(&id(1)).as_deref(), Some(&7));
+        // More than SEEN keys in turn: none earns one.
         for _ in 0..5 {
             for k in 10..10 + SEEN as u8 + 1 {
-                assert!(!r.sighted(&id(k)), "{k}");
+                assert!(!r.earned(&id(k)), "{k}");
+                r.sighted(&id(k));
             }
         }
-        // KEPT combs, then one more replaces the oldest.
+    }
+
+    #[test]
+    fn a_comb_in_use_is_never_replaced() {
+        let mut r: Recent<u32> = Recent::default();
         for k in 0..KEPT as u8 {
-            r.keep(&id(100 + k), u32::from(k));
+            assert!(r.keep(&id(100 + k), || u32::from(k)).is_some());
         }
-        assert_eq!(r.get(&id(100)).as_deref(), Some(&0));
-        r.keep(&id(200), 9);
-        assert!(r.get(&id(100)).is_none());
-        assert_eq!(r.get(&id(101)).as_deref(), Some(&1));
-        assert_eq!(r.get(&id(200)).as_deref(), Some(&9));
+        // All in use: nothing is made, and the hand clears their marks.
+        for k in 0..KEPT as u8 {
+            assert!(r.get(&id(100 + k)).is_some());
+        }
+        assert!(r.keep(&id(200), || unreachable!()).is_none());
+        // Key 103 used again since: any other goes first, then the next, never 103.
+        assert!(r.get(&id(103)).is_some());
+        for n in 0..(KEPT as u8 - 1) {
+            assert!(r.keep(&id(200 + n), || 9).is_some(), "{n}");
+            assert!(r.get(&id(103)).is_some(), "{n}");
+        }
+        assert!(r.get(&id(103)).is_some());
+        for k in 0..KEPT as u8 {
+            assert_eq!(r.get(&id(100 + k)).is_some(), k == 3, "{k}");
+        }
     }
 
     #[test]

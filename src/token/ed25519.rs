@@ -35,22 +35,30 @@ pub fn verify(key: &[u8; 32], message: &[u8], signature: &[u8]) -> Result<(), Re
     if let Some(head) = id.get_mut(..32) {
         head.copy_from_slice(key);
     }
-    let kept = RECENT.with(|r| r.borrow().get(&id));
+    let kept = RECENT.with(|r| r.borrow_mut().get(&id));
     let comb = match kept {
         Some(comb) => comb,
         None => {
             let vk = ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| Refused::Key)?;
             let point = vk.to_edwards();
-            let earned = !point.is_small_order() && RECENT.with(|r| r.borrow_mut().sighted(&id));
-            if !earned {
-                let sig = ed25519_dalek::Signature::from_slice(signature)
-                    .map_err(|_| Refused::Signature)?;
-                return vk
-                    .verify_strict(message, &sig)
-                    .map_err(|_| Refused::Signature);
+            let made = RECENT.with(|r| {
+                let mut r = r.borrow_mut();
+                // A key of small order never verifies: never a comb.
+                (r.earned(&id) && !point.is_small_order())
+                    .then(|| r.keep(&id, || comb_of(&-point)))
+                    .flatten()
+            });
+            match made {
+                Some(comb) => comb,
+                None => {
+                    let sig = ed25519_dalek::Signature::from_slice(signature)
+                        .map_err(|_| Refused::Signature)?;
+                    vk.verify_strict(message, &sig)
+                        .map_err(|_| Refused::Signature)?;
+                    RECENT.with(|r| r.borrow_mut().sighted(&id));
+                    return Ok(());
+                }
             }
-            let comb = comb_of(&-point);
-            RECENT.with(|r| r.borrow_mut().keep(&id, comb))
         }
     };
     if with_comb(key, &comb, message, signature) {
@@ -181,7 +189,7 @@ mod tests {
                 assert_eq!(both(&vk, message.as_bytes(), &sig), (true, true), "{seed}");
             }
             assert!(RECENT
-                .with(|r| r.borrow().get(&{
+                .with(|r| r.borrow_mut().get(&{
                     let mut id = [0; 64];
                     id[..32].copy_from_slice(&vk);
                     id
@@ -242,7 +250,7 @@ mod tests {
         }
         let mut id = [0; 64];
         id[..32].copy_from_slice(&identity);
-        assert!(RECENT.with(|r| r.borrow().get(&id)).is_none());
+        assert!(RECENT.with(|r| r.borrow_mut().get(&id)).is_none());
         // Not a point: y = 2 has no x on the curve.
         let mut bad = [0u8; 32];
         bad[0] = 2;

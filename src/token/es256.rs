@@ -50,15 +50,21 @@ pub fn verify(key: &p256::ecdsa::VerifyingKey, message: &[u8], signature: &[u8])
     let s_inv: Scalar = *s.invert_vartime();
     let u1 = z * s_inv;
     let u2 = *r * s_inv;
-    let point = match comb_of(key) {
-        Some(comb) => double_mul_combs(&u1, generator_comb(), &u2, &comb),
+    let id = key_id(key);
+    let comb = id.as_ref().and_then(|id| comb_of(id, key));
+    let point = match &comb {
+        Some(comb) => double_mul_combs(&u1, generator_comb(), &u2, comb),
         None => double_mul(&u1, &ProjectivePoint::from(*key.as_affine()), &u2),
     };
     if bool::from(point.is_identity()) {
         return false;
     }
     let x = point.to_affine().x();
-    Scalar::reduce_bytes(&x) == *r
+    let valid = Scalar::reduce_bytes(&x) == *r;
+    if let (true, None, Some(id)) = (valid, &comb, &id) {
+        RECENT.with(|recent| recent.borrow_mut().sighted(id));
+    }
+    valid
 }
 
 /// `a·G + b·Q`.
@@ -146,18 +152,26 @@ thread_local! {
     static RECENT: RefCell<combs::Recent<Comb>> = RefCell::new(combs::Recent::default());
 }
 
-/// The comb of `key`: kept, or made now for a key that earned it (`combs`).
-fn comb_of(key: &p256::ecdsa::VerifyingKey) -> Option<Rc<Comb>> {
-    let point = key.to_encoded_point(false);
-    let id: combs::KeyId = point.as_bytes().get(1..)?.try_into().ok()?;
+/// The key as `combs` names it: x ‖ y.
+fn key_id(key: &p256::ecdsa::VerifyingKey) -> Option<combs::KeyId> {
+    key.to_encoded_point(false)
+        .as_bytes()
+        .get(1..)?
+        .try_into()
+        .ok()
+}
+
+/// The comb of `key` (`id`): kept, or made now for a key that earned it (`combs`).
+fn comb_of(id: &combs::KeyId, key: &p256::ecdsa::VerifyingKey) -> Option<Rc<Comb>> {
     RECENT.with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some(comb) = recent.get(&id) {
+        if let Some(comb) = recent.get(id) {
             return Some(comb);
         }
-        recent
-            .sighted(&id)
-            .then(|| recent.keep(&id, comb(&ProjectivePoint::from(*key.as_affine()))))
+        if !recent.earned(id) {
+            return None;
+        }
+        recent.keep(id, || comb(&ProjectivePoint::from(*key.as_affine())))
     })
 }
 
@@ -304,10 +318,18 @@ mod tests {
 
     #[test]
     fn a_key_gets_its_comb_on_its_third_proof_and_keeps_it() {
-        let vk = *key(77).verifying_key();
-        assert!(comb_of(&vk).is_none() && comb_of(&vk).is_none());
-        let made = comb_of(&vk).expect("third: made");
-        assert!(Rc::ptr_eq(&made, &comb_of(&vk).expect("kept")));
+        let sk = key(77);
+        let vk = *sk.verifying_key();
+        let id = key_id(&vk).unwrap();
+        let sig: Signature = sk.sign(b"m");
+        // Refused proofs do not count.
+        for _ in 0..3 {
+            assert!(!verify(&vk, b"other", &sig.to_bytes()));
+        }
+        assert!(comb_of(&id, &vk).is_none());
+        assert!(verify(&vk, b"m", &sig.to_bytes()) && verify(&vk, b"m", &sig.to_bytes()));
+        let made = comb_of(&id, &vk).expect("third: made");
+        assert!(Rc::ptr_eq(&made, &comb_of(&id, &vk).expect("kept")));
         assert_eq!(made.len(), combs::POINTS);
     }
 
