@@ -124,9 +124,47 @@ pub fn column(k: &[u8; 32], column: usize) -> usize {
     })
 }
 
+/// The comb of `p`: its bases `2^(i·SPACING)·p` (by `double`), then their sums (by `add`).
+pub fn make<P: Copy>(p: P, double: impl Fn(P) -> P, add: impl Fn(&P, &P) -> P) -> Vec<P> {
+    let mut bases = [p; TEETH];
+    for i in 1..TEETH {
+        let prev = bases.get(i - 1).copied().unwrap_or(p);
+        if let Some(slot) = bases.get_mut(i) {
+            *slot = (0..SPACING).fold(prev, |b, _| double(b));
+        }
+    }
+    sums(&bases, add)
+}
+
+/// `a·G + b·Q` from the combs of G and Q (`a`, `b` little-endian), accumulated from
+/// `identity` with the curve's `double` and additions of a point of each comb.
+#[allow(clippy::too_many_arguments)] // one curve's arithmetic, passed in
+pub fn double_mul<A, G, Q>(
+    a: &[u8; 32],
+    g: &[G],
+    b: &[u8; 32],
+    q: &[Q],
+    identity: A,
+    double: impl Fn(A) -> A,
+    add_g: impl Fn(A, &G) -> A,
+    add_q: impl Fn(A, &Q) -> A,
+) -> A {
+    let mut acc = identity;
+    for c in (0..SPACING).rev() {
+        acc = double(acc);
+        if let Some(p) = column(a, c).checked_sub(1).and_then(|i| g.get(i)) {
+            acc = add_g(acc, p);
+        }
+        if let Some(p) = column(b, c).checked_sub(1).and_then(|i| q.get(i)) {
+            acc = add_q(acc, p);
+        }
+    }
+    acc
+}
+
 /// The sums of a comb from its bases (`bases[i] = 2^(i·SPACING)·P`), with `add`: sum `n` is
 /// its highest tooth's base plus the sum of its lower teeth, made before it.
-pub fn sums<P: Copy>(bases: &[P; TEETH], add: impl Fn(&P, &P) -> P) -> Vec<P> {
+fn sums<P: Copy>(bases: &[P; TEETH], add: impl Fn(&P, &P) -> P) -> Vec<P> {
     let mut out: Vec<P> = Vec::with_capacity(POINTS);
     for n in 1..=POINTS {
         let top = (usize::BITS - 1 - n.leading_zeros()) as usize;

@@ -95,39 +95,24 @@ fn with_comb(key: &[u8; 32], comb: &Comb, message: &[u8], signature: &[u8]) -> b
         == r
 }
 
-/// `a·B + b·P` with the combs of B and P.
+/// `a·B + b·P` with the combs of B and P. (`curve25519_dalek` keeps its doubling to itself:
+/// the unified addition doubles too.)
 fn double_mul_combs(a: &Scalar, b_comb: &Comb, b: &Scalar, p_comb: &Comb) -> EdwardsPoint {
-    let (a, b) = (a.to_bytes(), b.to_bytes());
-    let mut acc = EdwardsPoint::identity();
-    for c in (0..combs::SPACING).rev() {
-        // `curve25519_dalek` keeps its doubling to itself: the unified addition doubles too.
-        acc = acc + acc;
-        if let Some(p) = combs::column(&a, c)
-            .checked_sub(1)
-            .and_then(|i| b_comb.get(i))
-        {
-            acc += p;
-        }
-        if let Some(p) = combs::column(&b, c)
-            .checked_sub(1)
-            .and_then(|i| p_comb.get(i))
-        {
-            acc += p;
-        }
-    }
-    acc
+    combs::double_mul(
+        &a.to_bytes(),
+        b_comb,
+        &b.to_bytes(),
+        p_comb,
+        EdwardsPoint::identity(),
+        |acc| acc + acc,
+        |acc, p| acc + p,
+        |acc, p| acc + p,
+    )
 }
 
 /// The comb of `p`.
 fn comb_of(p: &EdwardsPoint) -> Comb {
-    let mut bases = [*p; combs::TEETH];
-    for i in 1..combs::TEETH {
-        let prev = bases.get(i - 1).copied().unwrap_or_default();
-        if let Some(slot) = bases.get_mut(i) {
-            *slot = (0..combs::SPACING).fold(prev, |b, _| b + b);
-        }
-    }
-    combs::sums(&bases, |a, b| a + b)
+    combs::make(*p, |b| b + b, |a, b| a + b)
 }
 
 /// The base point's comb: made once.

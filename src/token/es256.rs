@@ -111,30 +111,21 @@ fn double_mul_combs(a: &Scalar, g: &AffineComb, b: &Scalar, q: &Comb) -> Project
         out.reverse();
         out
     };
-    let (a, b) = (little(a), little(b));
-    let mut acc = ProjectivePoint::IDENTITY;
-    for c in (0..combs::SPACING).rev() {
-        acc = acc.double();
-        if let Some(p) = combs::column(&a, c).checked_sub(1).and_then(|i| g.get(i)) {
-            acc += p;
-        }
-        if let Some(p) = combs::column(&b, c).checked_sub(1).and_then(|i| q.get(i)) {
-            acc += p;
-        }
-    }
-    acc
+    combs::double_mul(
+        &little(a),
+        g,
+        &little(b),
+        q,
+        ProjectivePoint::IDENTITY,
+        |acc| acc.double(),
+        |acc, p| acc + p,
+        |acc, p| acc + p,
+    )
 }
 
 /// The comb of `p`.
 fn comb(p: &ProjectivePoint) -> Comb {
-    let mut bases = [*p; combs::TEETH];
-    for i in 1..combs::TEETH {
-        let prev = bases.get(i - 1).copied().unwrap_or_default();
-        if let Some(slot) = bases.get_mut(i) {
-            *slot = (0..combs::SPACING).fold(prev, |b, _| b.double());
-        }
-    }
-    combs::sums(&bases, |a, b| a + b)
+    combs::make(*p, |b| b.double(), |a, b| a + b)
 }
 
 /// G's comb: made once.
