@@ -285,27 +285,19 @@ impl Config {
             ));
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let raw: RawConfig = serde::Deserialize::deserialize(&mut de).map_err(|e| {
             // Keys the path names are printed only when they are names (a key may carry a
             // value: `client_secret:VALUE`).
             let mut path = String::new();
-            for segment in e.path().iter() {
-                use serde_path_to_error::Segment;
-                match segment {
-                    Segment::Seq { index } => path.push_str(&format!("[{index}]")),
-                    Segment::Map { key } => {
+            for step in crate::json_error::path_at(bytes, &e) {
+                match step {
+                    crate::json_error::Step::Index(index) => path.push_str(&format!("[{index}]")),
+                    crate::json_error::Step::Key(key) => {
                         if !path.is_empty() {
                             path.push('.');
                         }
                         path.push_str(&crate::json_error::key_name(key));
                     }
-                    Segment::Enum { variant } => {
-                        if !path.is_empty() {
-                            path.push('.');
-                        }
-                        path.push_str(&crate::json_error::key_name(variant));
-                    }
-                    Segment::Unknown => path.push_str(".?"),
                 }
             }
             let field = if path.is_empty() {
@@ -313,7 +305,7 @@ impl Config {
             } else {
                 &path
             };
-            ConfigError::new(field, crate::json_error::describe(e.inner()))
+            ConfigError::new(field, crate::json_error::describe(&e))
         })?;
         de.end()
             .map_err(|e| ConfigError::new("configuration", crate::json_error::describe(&e)))?;

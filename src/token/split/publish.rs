@@ -121,16 +121,20 @@ pub fn parse_publish(
 /// Parses a JSON body into `T`; the error names the field but never its value.
 fn json_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PublishError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        if e.inner().classify() != serde_json::error::Category::Data {
+    let value = T::deserialize(&mut de).map_err(|e| {
+        if e.classify() != serde_json::error::Category::Data {
             return PublishError::NotJson;
         }
         // The path names a field of ours, or says nothing: an unknown key is the sender's
         // text and is not echoed.
-        let path = e.path().to_string();
-        let field = ["signature_hash", "header_payload", "expires_at"]
-            .into_iter()
-            .find(|known| *known == path);
+        let field = match crate::json_error::path_at(body, &e).as_slice() {
+            [crate::json_error::Step::Key(key)] => {
+                ["signature_hash", "header_payload", "expires_at"]
+                    .into_iter()
+                    .find(|known| known == key)
+            }
+            _ => None,
+        };
         PublishError::Field { field }
     })?;
     de.end().map_err(|_| PublishError::Trailing)?;
