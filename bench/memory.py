@@ -22,6 +22,7 @@ filter, what one worker's VM of the filter costs, and what 10 000 cached tokens 
 Resident memory is read from /proc/<pid>/status (VmRSS) after the process settles."""
 
 import json
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -170,7 +171,7 @@ def floor(work, ts, echo, rounds=2):
             m = measure(work, ts, echo, f"floor-{r}-{i}", wasm, env=env)
             resident.setdefault(label, []).append(m["resident"])
             row(label, m, f" | {code_bytes(wasm) / 1e6:.3f}")
-    med = {label: sorted(v)[len(v) // 2] for label, v in resident.items()}
+    med = {label: statistics.median(v) for label, v in resident.items()}
     noop = med["do-nothing wasm filter"]
     points = [(code_bytes(ballast_wasm(n)) / 1e6, med[f"do-nothing + {n} never-called functions"] - noop)
               for n in BALLAST_FUNCTIONS]
