@@ -19,46 +19,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from harness.envoy import Envoy, base_config, bearer, request
+from harness.envoy import Envoy, bearer, request
 from harness.oidc import DpopClient
 from harness.services import mint_jwt
-from harness.split import PUBLISH, SECRET, new_jwt, publish, split_jwt, store_key, token_request
-from harness.redis import Redis
+from harness.split import new_jwt, publish, split_jwt, store_key, token_request
+from harness.fleet import (BOUND_MS, ORIGIN, ROUTES, fleet_config, phantom_keys, redis_and_webdis,
+                           revoke, split_config)
 
-LOCAL_TTL_S = 2
-BOUND_MS = 2000
 SLOW_BOUND_MS = 10000
-REVOKE_SECRET = "e2e-fleet-revocation-secret"
-ROUTES = (("/oauth/revoke", "token_service"), ("/", "api"))
 # The local log's size on the first build (storage::revocation::LOG_SLOTS, 4096 since): more
 # revocations than that while webdis is down lost the oldest.
 LOG_SLOTS = 256
-ORIGIN = "https://api.example.com"
-
-
-def fleet_config(bound_ms=BOUND_MS, **fleet):
-    cfg = base_config()
-    cfg["fleet"] = {"cluster": "webdis", "timeout_ms": 300, "local_ttl_s": LOCAL_TTL_S,
-                    "revocation_bound_ms": bound_ms, **fleet}
-    cfg["revocation"] = {"path": "/_revoke", "secret": REVOKE_SECRET, "observe_paths": ["/oauth/revoke"]}
-    return cfg
-
-
-def split_config():
-    return {"required_scopes": ["read"],
-            "split": {"max_entries": 1000, "publish": {"path": PUBLISH, "secret": SECRET},
-                      "split_responses": {"paths": ["/oauth/token"]}},
-            "fleet": {"cluster": "webdis", "timeout_ms": 300, "local_ttl_s": LOCAL_TTL_S}}
 
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
-    r = Redis(tmp_path_factory.mktemp("hostile-redis"))
-    r.start_redis()
-    r.start_webdis()
-    yield r
-    r.stop("webdis")
-    r.stop("redis")
+    yield from redis_and_webdis(tmp_path_factory.mktemp("hostile-redis"))
 
 
 class HostileWebdis:
@@ -128,10 +104,10 @@ def gw(hostile, tmp_path_factory, redis, echo, token_service):
         listeners = {
             "main": {"plugin": fleet_config(), "routes": ROUTES, "vm_id": "main"},
             # A slow ring read (every 9.5 s) on a ring of its own: room to act between reads.
-            "slow": {"plugin": fleet_config(SLOW_BOUND_MS, key_prefix="ts:"), "routes": ROUTES,
+            "slow": {"plugin": fleet_config(bound_ms=SLOW_BOUND_MS, key_prefix="ts:"), "routes": ROUTES,
                      "vm_id": "slow"},
             "dpop": {"plugin": {**fleet_config(), "dpop": {"origin": ORIGIN}}, "vm_id": "dpop"},
-            "hostile": {"plugin": {**fleet_config(BOUND_MS, cluster="webdis_hostile"),
+            "hostile": {"plugin": {**fleet_config(cluster="webdis_hostile"),
                                    "dpop": {"origin": ORIGIN, "nonce": True}},
                         "routes": ROUTES, "vm_id": "hostile"},
             "split": {"plugin": split_config(), "vm_id": "split",
@@ -154,12 +130,6 @@ def gw(hostile, tmp_path_factory, redis, echo, token_service):
 
 def port(gw, name, listener="main"):
     return gw[name].ports[listener]
-
-
-def revoke(port_, form):
-    return request(port_, "/_revoke", [("content-type", "application/x-www-form-urlencoded"),
-                                       ("authorization", f"Bearer {REVOKE_SECRET}")],
-                   method="POST", body=form.encode())
 
 
 def token():
@@ -473,10 +443,6 @@ def seal(tok, store_key, plain):
     sub = _hchacha20(_aead(tok, PHANTOM_LABEL), nonce[:16])
     ct = ChaCha20Poly1305(sub).encrypt(b"\0" * 4 + nonce[16:], plain, store_key.encode())
     return base64.urlsafe_b64encode(b"\1" + nonce + ct).rstrip(b"=")
-
-
-def phantom_keys(redis):
-    return {k for k in redis.cli("--scan", "--pattern", "tf:p:*").splitlines() if k}
 
 
 def new_key_after(redis, before):
