@@ -77,11 +77,16 @@ pub enum Step<'a> {
     Index(usize),
 }
 
-/// Where in `json` the parse that failed with `e` stopped: the keys and indexes from the root
+/// Where in `json` the data error `e` was found (empty for any other error): the keys and indexes from the root
 /// down to the value being read (or the member whose key was just read, for an unknown field;
 /// or the object that ended, for a missing field). serde_json gives a line and column only;
 /// this walks the text up to there. Bounded by the text: one pass, one step per open container.
 pub fn path_at<'a>(json: &'a [u8], e: &serde_json::Error) -> Vec<Step<'a>> {
+    // Data errors only. A syntax error's position may take in the start of the next token: a
+    // key without its `:` followed by a secret would make the secret look like a key.
+    if e.classify() != Category::Data {
+        return Vec::new();
+    }
     let (mut path, key_pending) = path_to(json, offset_of(json, e.line(), e.column()));
     // An enum written as `{"variant": ...}` with an unknown variant stops just after that key:
     // the key names no member, the path ends at the enum.

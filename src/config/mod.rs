@@ -824,6 +824,17 @@ pub(super) mod tests {
         for text in [format!("{c:?}"), c.summary()] {
             assert!(!text.contains("publisher-secret"), "{text}");
         }
+        // Found by a probe: a key without its `:`, then a secret that looks like a name. The
+        // syntax error's position takes in the secret's opening quote: no path is read from it.
+        let e = err(
+            r#"{"phantom": {"cluster": "c", "client_secret" "Zx3_kP9-qL2mN8vB4cR7tY1uW6oE5aS0dF3gH"}}"#,
+        );
+        assert_eq!(e.field, "configuration");
+        assert!(!e.to_string().contains("Zx3_kP9"), "{e}");
+        // Nor from an error deep inside a raw value (`jwks_inline`, which serde_json skips
+        // without a depth limit): the field stays short.
+        let deep = format!(r#"{{"verify": {{"jwks_inline": {}"#, "[".repeat(60_000));
+        assert_eq!(err(&deep).field, "configuration");
     }
 
     #[test]
