@@ -658,11 +658,11 @@ pub(crate) mod tests {
         );
     }
 
-    /// The cost of checking one proof natively, per algorithm (bench/measure_dpop.py compares it
-    /// with the cost inside Envoy). `cargo test --release --lib native_proof_cost -- --ignored
+    /// The cost of checking one proof natively, per algorithm (`bash scripts/bench.sh` compares
+    /// it with the cost inside Envoy: bench/bench.py, `print_proof_costs`). `cargo test --release --lib native_proof_cost -- --ignored
     /// --nocapture`; prints `native_proof_cost <alg> <µs per proof>`.
     #[test]
-    #[ignore = "a measurement, run by bench/measure_dpop.py"]
+    #[ignore = "a measurement, run by bench/bench.py"]
     fn native_proof_cost() {
         for key in [ProofKey::es256(11), ProofKey::eddsa(12)] {
             let n = 400;
