@@ -659,8 +659,9 @@ pub(crate) mod tests {
     }
 
     /// The cost of checking one proof natively, per algorithm (`bash scripts/bench.sh` compares
-    /// it with the cost inside Envoy: bench/bench.py, `print_proof_costs`). `cargo test --release --lib native_proof_cost -- --ignored
-    /// --nocapture`; prints `native_proof_cost <alg> <µs per proof>`.
+    /// it with the cost inside Envoy: bench/bench.py, `print_proof_costs`). `cargo test
+    /// --release --lib native_proof_cost -- --ignored --nocapture`; prints `native_proof_cost
+    /// <alg> <µs per proof>`.
     #[test]
     #[ignore = "a measurement, run by bench/bench.py"]
     fn native_proof_cost() {
