@@ -51,6 +51,7 @@ class OpenIdProvider:
                 return self
             assert self.proc.poll() is None, self.log_path.read_text()
             time.sleep(0.1)
+        self.proc.kill()  # not left behind, holding its port, when the fixture fails
         raise RuntimeError(f"oidc-provider not ready:\n{self.log_path.read_text()}")
 
     def stop(self):

@@ -22,7 +22,7 @@
 //     audience is invalid_target, a scope beyond the subject's invalid_scope, an unknown or
 //     expired subject invalid_grant.
 // The signing key (ES256, the only one) is made at start. Usage: node server.mjs PORT. Prints "READY <issuer>".
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createECDH, createPrivateKey, createPublicKey } from 'node:crypto';
 
 import { SignJWT, jwtVerify } from 'jose';
 import Provider, { errors } from 'oidc-provider';
@@ -34,8 +34,23 @@ if (!Number.isInteger(port) || port <= 0) {
 }
 const issuer = `http://127.0.0.1:${port}`;
 
-const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'op-es256-1', alg: 'ES256', use: 'sig' };
+// Made with ECDH, not generateKeyPairSync: Node 20 can deadlock exporting a generated key as a
+// JWK when a garbage collection finalizes the generation job at that moment (seen in CI: the
+// export holding the key's mutex, the job's destructor waiting for it; READY never came).
+const ecdh = createECDH('prime256v1');
+ecdh.generateKeys();
+const point = ecdh.getPublicKey(); // 0x04 || x || y
+const scalar = ecdh.getPrivateKey();
+const b64u = (bytes) => Buffer.from(bytes).toString('base64url');
+const jwk = {
+  kty: 'EC',
+  crv: 'P-256',
+  x: b64u(point.subarray(1, 33)),
+  y: b64u(point.subarray(33, 65)),
+  d: b64u(Buffer.concat([Buffer.alloc(32 - scalar.length), scalar])),
+};
+const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
+const signingKey = { ...jwk, kid: 'op-es256-1', alg: 'ES256', use: 'sig' };
 
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TYPE_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
